@@ -1,0 +1,392 @@
+"""Training data: slices, synthetic CT rendered from label maps, and click simulation.
+
+Very little labelled CT exists here, so most training slices are *rendered* from real label
+maps in the spirit of SynthSeg (domain randomisation): every structure gets a HU value drawn
+around contrast-CT values (wide enough to cover any organ or lesion), smooth texture, a body
+with subcutaneous fat, muscle, spine and ribs, bowel with gas, distractor blobs, partial-volume
+blur, noise and random geometry. Real CT slices (with their labels) are mixed in when given.
+
+Everything here works on the model grid (G × G) to keep rendering cheap; ``native_px`` records
+the slice's original size so that the dynamic click radius (α · area, paper eq. 4) is computed
+on native pixels exactly as at test time, then scaled to the grid.
+
+Sources (``SliceBank``): label volumes from NIfTI files (MSD labels, TotalSegmentator maps),
+real (image, label) volumes (an MSD task folder, TotalSegmentator's CT), and a built-in
+generator of random anatomy-like shapes that needs no data at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .clicks import Click, click_radius_px, encode_clicks
+from .robot import paper_pair
+from .weight_maps import combined_weight_map
+from .windowing import apply_window
+
+# HU ranges (contrast-enhanced, portal venous phase) used for domain randomisation.
+HU_AIR = -1000.0
+HU_FAT = (-120.0, -70.0)
+HU_MUSCLE = (30.0, 70.0)
+HU_ORGAN = (-20.0, 260.0)  # any organ or lesion the user might click
+HU_SOFT = (10.0, 80.0)
+HU_CORTICAL = (500.0, 1200.0)
+HU_MARROW = (120.0, 350.0)
+
+
+@dataclass
+class LabelSlice:
+    """One axial slice on the grid: integer labels (G, G) (0 = background), an optional real
+    HU image (G, G), the body mask when known, and the slice's native size in pixels."""
+
+    labels: np.ndarray
+    native_px: int
+    hu: np.ndarray | None = None
+    body: np.ndarray | None = None
+    target_ids: tuple[int, ...] = ()  # label ids that may be chosen as target (empty = any)
+    source: str = ""
+
+
+def _resize_nearest(a: np.ndarray, g: int) -> np.ndarray:
+    zy, zx = g / a.shape[0], g / a.shape[1]
+    return ndimage.zoom(a, (zy, zx), order=0, grid_mode=True, mode="nearest")
+
+
+def _resize_linear(a: np.ndarray, g: int) -> np.ndarray:
+    zy, zx = g / a.shape[0], g / a.shape[1]
+    sigma = (max(1 / zy - 1, 0) / 2, max(1 / zx - 1, 0) / 2)  # anti-alias when shrinking
+    a = ndimage.gaussian_filter(a.astype(np.float32), sigma) if max(sigma) > 0 else a.astype(np.float32)
+    return ndimage.zoom(a, (zy, zx), order=1, grid_mode=True, mode="nearest")
+
+
+def slices_from_volume(
+    labels_zyx: np.ndarray,
+    grid_px: int,
+    hu_zyx: np.ndarray | None = None,
+    target_ids: Sequence[int] = (),
+    min_area_px: int = 20,
+    source: str = "",
+) -> list[LabelSlice]:
+    """Axial slices of a (Z, Y, X) label volume (display orientation) that contain a target
+    structure of at least ``min_area_px`` native pixels, resized to the grid."""
+    out = []
+    lab = np.asarray(labels_zyx).astype(np.int32)
+    for z in range(lab.shape[0]):
+        sl = lab[z]
+        tgt = np.isin(sl, target_ids) if target_ids else sl > 0
+        if tgt.sum() < min_area_px:
+            continue
+        hu = None if hu_zyx is None else _resize_linear(hu_zyx[z], grid_px)
+        body = None if hu_zyx is None else _resize_nearest((hu_zyx[z] > -500).astype(np.uint8), grid_px) > 0
+        out.append(LabelSlice(_resize_nearest(sl, grid_px).astype(np.int16), int(max(sl.shape)), hu, body, tuple(target_ids), source))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Rendering
+
+
+def _smooth_noise(shape: tuple[int, int], rng: np.random.Generator, sigma_px: float) -> np.ndarray:
+    """Zero-mean, unit-std smooth random field."""
+    n = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_px)
+    return n / (n.std() + 1e-6)
+
+
+def _ellipse(shape, cy, cx, ry, rx, angle=0.0) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+    c, s = np.cos(angle), np.sin(angle)
+    u, v = (xx - cx) * c + (yy - cy) * s, -(xx - cx) * s + (yy - cy) * c
+    return (u / max(rx, 1e-3)) ** 2 + (v / max(ry, 1e-3)) ** 2 <= 1.0
+
+
+def random_blob(shape: tuple[int, int], rng: np.random.Generator, cy: float, cx: float, r: float) -> np.ndarray:
+    """A smooth irregular blob of mean radius ``r`` px around (cy, cx)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+    ang = np.arctan2(yy - cy, xx - cx)
+    rad = np.full_like(ang, r)
+    for k in range(1, 5):
+        rad += r * rng.uniform(0, 0.25 / k) * np.cos(k * ang + rng.uniform(0, 2 * np.pi))
+    ry, rx = rng.uniform(0.6, 1.4), rng.uniform(0.6, 1.4)
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= rad**2
+
+
+def synthetic_labels(grid_px: int, rng: np.random.Generator) -> LabelSlice:
+    """A built-in random 'anatomy': 2–6 organ-like blobs inside an elliptic body; needs no data."""
+    g = grid_px
+    lab = np.zeros((g, g), np.int16)
+    n = int(rng.integers(2, 7))
+    for k in range(1, n + 1):
+        r = rng.uniform(0.03, 0.14) * g
+        cy, cx = rng.uniform(0.3, 0.7) * g, rng.uniform(0.2, 0.8) * g
+        lab[random_blob((g, g), rng, cy, cx, r) & (lab == 0)] = k
+    return LabelSlice(lab, 512, source="synthetic")
+
+
+def _body_mask(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An elliptic body that contains every labelled pixel."""
+    g = labels.shape[0]
+    cy, cx = g * rng.uniform(0.47, 0.55), g * rng.uniform(0.47, 0.53)
+    ry, rx = g * rng.uniform(0.28, 0.38), g * rng.uniform(0.36, 0.47)
+    ys, xs = np.nonzero(labels)
+    if len(ys):  # grow until the labels fit
+        need = np.max(((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2)
+        if need > 0.8:
+            f = np.sqrt(need / 0.8)
+            ry, rx = min(ry * f, g * 0.49), min(rx * f, g * 0.49)
+    return _ellipse((g, g), cy, cx, ry, rx, rng.uniform(-0.1, 0.1))
+
+
+def render_ct(sl: LabelSlice, rng: np.random.Generator) -> np.ndarray:
+    """Render a synthetic CT slice (G, G) float32 HU from a label slice (domain randomised)."""
+    lab = sl.labels
+    g = lab.shape[0]
+    shape = (g, g)
+    body = sl.body if sl.body is not None else _body_mask(lab, rng)
+    hu = np.full(shape, HU_AIR, np.float32)
+    # body wall: subcutaneous fat, then muscle, then visceral fat/soft tissue mix
+    depth = ndimage.distance_transform_edt(body)
+    fat_w, mus_w = rng.uniform(0.01, 0.06) * g, rng.uniform(0.015, 0.04) * g
+    hu[body] = rng.uniform(*HU_FAT)
+    muscle = body & (depth > fat_w) & (depth <= fat_w + mus_w)
+    hu[muscle] = rng.uniform(*HU_MUSCLE)
+    inner = body & (depth > fat_w + mus_w)
+    mix = _smooth_noise(shape, rng, rng.uniform(2, 6))
+    visceral = np.where(mix > rng.uniform(-0.5, 0.8), rng.uniform(*HU_FAT), rng.uniform(*HU_SOFT))
+    hu[inner] = visceral[inner]
+    # spine and ribs (posterior = bottom of the image)
+    ys, xs = np.nonzero(body)
+    if len(ys):
+        cy, cx = ys.max() - rng.uniform(0.12, 0.2) * (ys.max() - ys.min()), xs.mean() + rng.normal(0, 2)
+        rv = rng.uniform(0.035, 0.06) * g
+        vert = _ellipse(shape, cy, cx, rv, rv * rng.uniform(1.0, 1.3))
+        hu[vert] = rng.uniform(*HU_CORTICAL)
+        hu[ndimage.binary_erosion(vert, iterations=max(1, int(rv * 0.2)))] = rng.uniform(*HU_MARROW)
+        rim = body & (depth > fat_w) & (depth <= fat_w + mus_w + 0.02 * g) & ~muscle
+        for _ in range(int(rng.integers(0, 10))):
+            k = rng.integers(len(ys))
+            if rim[ys[k], xs[k]]:
+                hu[_ellipse(shape, ys[k], xs[k], rng.uniform(1, 3) * g / 256, rng.uniform(2, 6) * g / 256, rng.uniform(0, 3))] = rng.uniform(*HU_CORTICAL)
+    # distractors: organ-like blobs and bowel with gas, under the labelled structures
+    for _ in range(int(rng.integers(1, 7))):
+        if not len(ys):
+            break
+        k = rng.integers(len(ys))
+        blob = random_blob(shape, rng, ys[k], xs[k], rng.uniform(0.02, 0.1) * g) & inner
+        hu[blob] = rng.uniform(*HU_ORGAN) + 12 * _smooth_noise(shape, rng, 3)[blob]
+        if rng.random() < 0.4:  # bowel: wall + gas/fluid content
+            gas = ndimage.binary_erosion(blob, iterations=2) & (_smooth_noise(shape, rng, 2) > 0.3)
+            hu[gas] = HU_AIR if rng.random() < 0.6 else rng.uniform(-10, 30)
+    # labelled structures, each with its own HU and texture
+    for k in np.unique(lab):
+        if k == 0:
+            continue
+        m = lab == k
+        tex = rng.uniform(3, 20) * _smooth_noise(shape, rng, rng.uniform(1, 4))
+        hu[m] = rng.uniform(*HU_ORGAN) + tex[m]
+        if rng.random() < 0.15:  # a lesion inside an organ
+            ys_k, xs_k = np.nonzero(m)
+            i = rng.integers(len(ys_k))
+            les = random_blob(shape, rng, ys_k[i], xs_k[i], rng.uniform(0.01, 0.04) * g) & m
+            hu[les] = rng.uniform(*HU_ORGAN)
+    # scanner: partial-volume blur, correlated noise, occasional streaks
+    hu = ndimage.gaussian_filter(hu, rng.uniform(0.3, 1.2))
+    hu += rng.uniform(3, 25) * (0.6 * rng.standard_normal(shape) + 0.4 * _smooth_noise(shape, rng, 1.0)).astype(np.float32)
+    return hu.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# Training samples
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How a training sample is made (paper Table I options live here)."""
+
+    grid_px: int = 256
+    level_hu: float = 40.0
+    width_hu: float = 400.0
+    window_jitter: float = 0.15  # random windowing: ± fraction of the width
+    interactions: int = 1  # random (positive, negative) pairs, the paper's simulation
+    max_interactions: int = 3  # draw 1..max pairs per sample when > interactions
+    radius_px: float = 5.0
+    alpha: float | None = 1 / 800
+    click_encoding: str = "disk"
+    boundary_weights: bool = True
+    click_weights: str = "equal"
+    real_fraction: float = 0.3  # use the real image instead of a rendering when a slice has one
+    flip: bool = False  # left-right flips (off for organ-specific models: the spleen is on the left)
+    geometry: bool = True  # random scale / rotation / shift
+
+
+@dataclass
+class Sample:
+    image: np.ndarray  # (1, G, G) windowed [0, 1]
+    guidance: np.ndarray  # (2, G, G)
+    target: np.ndarray  # (1, G, G) 0/1
+    weight: np.ndarray  # (1, G, G) max(d, w)
+    clicks: list[Click] = field(default_factory=list)  # on the grid
+    native_px: int = 512
+    hu: np.ndarray | None = None  # (G, G) HU, for iterative click simulation
+
+
+def choose_target(sl: LabelSlice, rng: np.random.Generator) -> np.ndarray:
+    """The structure the simulated user wants: a random allowed label's largest component."""
+    ids = [int(k) for k in np.unique(sl.labels) if k and (not sl.target_ids or k in sl.target_ids)]
+    if not ids:
+        return np.zeros(sl.labels.shape, bool)
+    ids_ok = [k for k in ids if (sl.labels == k).sum() >= 4]
+    k = int(rng.choice(ids_ok or ids))
+    m = sl.labels == k
+    if not sl.target_ids:  # class-agnostic: a single connected object
+        cc, n = ndimage.label(m)
+        if n > 1:
+            m = cc == (1 + int(np.argmax(np.bincount(cc.ravel())[1:])))
+    return m
+
+
+def _augment(hu: np.ndarray, target: np.ndarray, rng: np.random.Generator, cfg: SampleConfig) -> tuple[np.ndarray, np.ndarray]:
+    if cfg.flip and rng.random() < 0.5:
+        hu, target = hu[:, ::-1], target[:, ::-1]
+    if cfg.geometry and rng.random() < 0.7:
+        g = hu.shape[0]
+        s = rng.uniform(0.8, 1.25)
+        a = np.deg2rad(rng.uniform(-12, 12))
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) / s
+        c = np.array([g / 2, g / 2])
+        off = c - rot @ c + rng.uniform(-0.06, 0.06, 2) * g
+        hu = ndimage.affine_transform(hu, rot, off, order=1, mode="constant", cval=HU_AIR)
+        target = ndimage.affine_transform(target.astype(np.float32), rot, off, order=1) > 0.5
+    return np.ascontiguousarray(hu), np.ascontiguousarray(target)
+
+
+def grid_radius(cfg: SampleConfig, area_grid_px: float, native_px: int) -> float:
+    """Click radius on the grid: α · area computed on *native* pixels (as at test time), scaled."""
+    scale = native_px / cfg.grid_px
+    r_native = click_radius_px(area_grid_px * scale * scale, cfg.alpha, cfg.radius_px)
+    return r_native / scale
+
+
+def with_context(sl: LabelSlice, ctx: LabelSlice) -> LabelSlice:
+    """Place the structures of ``sl`` (e.g. an MSD spleen label) into the anatomy of a context
+    slice (e.g. a TotalSegmentator slice: real neighbouring organs and body outline), so that the
+    target is rendered among realistic neighbours. Context labels get ids offset by 1000 and
+    are never targets when ``sl`` restricts its targets."""
+    lab = np.where(ctx.labels > 0, ctx.labels.astype(np.int32) + 1000, 0)
+    lab = np.where(sl.labels > 0, sl.labels, lab).astype(np.int32)
+    body = ctx.body if ctx.body is not None else None
+    if body is not None:
+        body = body | ndimage.binary_dilation(sl.labels > 0, iterations=3)
+    tids = sl.target_ids or tuple(int(k) for k in np.unique(sl.labels) if k)
+    return LabelSlice(lab, sl.native_px, None, body, tids, f"{sl.source}+{ctx.source}")
+
+
+def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> Sample:
+    """Render/choose the image, pick the target, augment, simulate the paper's clicks, weight map."""
+    target = choose_target(sl, rng)
+    use_real = sl.hu is not None and rng.random() < cfg.real_fraction
+    hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng)
+    hu, target = _augment(hu, target, rng, cfg)
+    g = cfg.grid_px
+    jitter = cfg.width_hu * cfg.window_jitter
+    level = cfg.level_hu + rng.uniform(-jitter, jitter)
+    width = cfg.width_hu + rng.uniform(-jitter, jitter)
+    image = apply_window(hu, level, width)[None]
+    n_pairs = cfg.interactions if cfg.max_interactions <= cfg.interactions else int(rng.integers(cfg.interactions, cfg.max_interactions + 1))
+    r = grid_radius(cfg, float(target.sum()), sl.native_px)
+    clicks = []
+    for _ in range(n_pairs):
+        band = max(2, int(round(20 * g / sl.native_px)))
+        clicks += [Click(y, x, p, r) for (y, x, p) in paper_pair(target, rng, band_px=band)]
+    guidance = encode_clicks(clicks, (g, g), cfg.click_encoding)
+    weight = combined_weight_map(target, clicks, cfg.boundary_weights, cfg.click_weights)
+    return Sample(image.astype(np.float32), guidance, target[None].astype(np.float32), weight[None], clicks, sl.native_px, hu)
+
+
+# ---------------------------------------------------------------------------------------
+# Sources
+
+
+class SliceBank:
+    """A pool of label slices from several sources, sampled with weights."""
+
+    def __init__(self, grid_px: int):
+        self.grid_px = grid_px
+        self.groups: dict[str, list[LabelSlice]] = {}
+        self.weights: dict[str, float] = {}
+        self.context: list[LabelSlice] = []  # anatomy to render label-only slices into
+        self.context_p = 0.7
+
+    def add(self, name: str, slices: list[LabelSlice], weight: float = 1.0) -> None:
+        if slices:
+            self.groups.setdefault(name, []).extend(slices)
+            self.weights[name] = weight
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.groups.values())
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}: {len(v)} slices (w={self.weights[k]:g})" for k, v in self.groups.items())
+
+    def draw(self, rng: np.random.Generator) -> LabelSlice:
+        names = list(self.groups)
+        if not names:  # nothing loaded: the built-in generator
+            return synthetic_labels(self.grid_px, rng)
+        p = np.array([self.weights[n] for n in names], float)
+        name = names[int(rng.choice(len(names), p=p / p.sum()))]
+        if name == "synthetic":
+            return synthetic_labels(self.grid_px, rng)
+        group = self.groups[name]
+        sl = group[int(rng.integers(len(group)))]
+        if sl.hu is None and sl.body is None and self.context and rng.random() < self.context_p:
+            sl = with_context(sl, self.context[int(rng.integers(len(self.context)))])
+        return sl
+
+    def add_synthetic(self, weight: float = 1.0) -> None:
+        """Enable the built-in generator (drawn on the fly)."""
+        self.groups["synthetic"] = [synthetic_labels(self.grid_px, np.random.default_rng(0))]
+        self.weights["synthetic"] = weight
+
+
+def load_label_volumes(paths: Sequence[Path], grid_px: int, target_ids: Sequence[int] = (), exclude: Sequence[str] = ()) -> list[LabelSlice]:
+    """Label NIfTI files → grid slices (display orientation). Files whose name contains one of
+    ``exclude`` (e.g. ``spleen_8``, the held-out check case) are skipped."""
+    from .ct_io import load_ct
+
+    out: list[LabelSlice] = []
+    for p in paths:
+        name = Path(p).name.split(".")[0]
+        if name in exclude:
+            continue
+        vol = load_ct(p)
+        out += slices_from_volume(np.rint(vol.hu).astype(np.int32), grid_px, None, target_ids, source=name)
+    return out
+
+
+def load_image_label_pairs(
+    pairs: Sequence[tuple[Path, Path]], grid_px: int, target_ids: Sequence[int] = (), exclude: Sequence[str] = (), min_area_px: int = 20
+) -> list[LabelSlice]:
+    """Real (image, label) NIfTI pairs → grid slices carrying their real HU."""
+    from .ct_io import load_ct, read_nifti_mask
+
+    out: list[LabelSlice] = []
+    for img_p, lab_p in pairs:
+        name = Path(img_p).name.split(".")[0]
+        if name in exclude:
+            continue
+        vol = load_ct(img_p)
+        lab = read_nifti_mask(lab_p, like=vol)
+        out += slices_from_volume(lab.astype(np.int32), grid_px, vol.hu, target_ids, min_area_px, source=name)
+    return out
+
+
+def msd_pairs(task_dir: Path) -> list[tuple[Path, Path]]:
+    """(image, label) pairs of an MSD task folder (imagesTr/labelsTr; Task09/Task10 naming),
+    skipping macOS ``._`` resource files."""
+    task_dir = Path(task_dir)
+    imgs = sorted(p for p in (task_dir / "imagesTr").glob("*.nii*") if not p.name.startswith("._"))
+    pairs = [(p, task_dir / "labelsTr" / p.name) for p in imgs]
+    return [(i, lab) for i, lab in pairs if lab.exists()]

@@ -1,0 +1,163 @@
+"""IU-Net (interactive U-Net, Sakinis et al. 2019, as used by the paper) and the plain U-Net.
+
+Input (B, C, G, G) float32 with C = 1 image channel (HU windowed to [0, 1])
++ 2 guidance channels (foreground / background clicks) for IU-Net
++ 1 previous-mask channel when ``use_prev_mask``; output (B, 1, G, G) logits.
+G must be divisible by 2**depth.
+
+Checkpoints are one ``.safetensors`` file: the weights plus a JSON header (``iunet`` key of
+the safetensors metadata) with the model config, the HU window, the grid size, the click
+settings, the training config and a format version. Loading is strict and never unpickles.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from torch import nn
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture. ``interactive=False`` is the automatic U-Net baseline (image only)."""
+
+    interactive: bool = True
+    use_prev_mask: bool = False
+    base_channels: int = 16
+    depth: int = 4
+    dropout: float = 0.1
+    batch_norm: bool = True
+
+    @property
+    def in_channels(self) -> int:
+        return 1 + (2 if self.interactive else 0) + (1 if self.use_prev_mask and self.interactive else 0)
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """How a slice becomes a model input: HU window, grid, click drawing."""
+
+    level_hu: float = 40.0
+    width_hu: float = 400.0
+    grid_px: int = 256
+    click_encoding: str = "disk"
+    default_radius_px: float = 5.0
+    alpha: float | None = 1 / 800  # dynamic click size the model was trained with; None = fixed
+
+
+@dataclass
+class Checkpoint:
+    model: "UNet"
+    model_config: ModelConfig
+    input_config: InputConfig
+    train_config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+
+def _double_conv(cin: int, cout: int, bn: bool, dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(((cin, cout), (cout, cout))):
+        layers.append(nn.Conv2d(a, b, 3, padding=1, bias=not bn))
+        if bn:
+            layers.append(nn.BatchNorm2d(b))
+        layers.append(nn.ReLU(inplace=True))
+        if i == 0 and dropout > 0:
+            layers.append(nn.Dropout2d(dropout))
+    return nn.Sequential(*layers)
+
+
+class UNet(nn.Module):
+    """U-Net with ``depth`` down blocks, a bottleneck and ``depth`` up blocks (paper §II).
+
+    Down: two 3×3 conv + ReLU (+ dropout) then 2×2 max-pool. Up: 2×2 transposed conv,
+    concatenation with the skip, two 3×3 conv + ReLU. Head: 1×1 conv → 1 logit channel.
+    Widths double per level from ``base_channels``.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c, bn = config.base_channels, config.batch_norm
+        widths = [c * 2**i for i in range(config.depth + 1)]
+        self.down = nn.ModuleList()
+        cin = config.in_channels
+        for w in widths[:-1]:
+            self.down.append(_double_conv(cin, w, bn, config.dropout))
+            cin = w
+        self.pool = nn.MaxPool2d(2)
+        self.bottleneck = _double_conv(widths[-2], widths[-1], bn, config.dropout)
+        self.up = nn.ModuleList()
+        self.up_conv = nn.ModuleList()
+        for w_hi, w_lo in zip(widths[:0:-1], widths[-2::-1]):
+            self.up.append(nn.ConvTranspose2d(w_hi, w_lo, 2, stride=2))
+            self.up_conv.append(_double_conv(2 * w_lo, w_lo, bn, 0.0))
+        self.head = nn.Conv2d(widths[0], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottleneck(x)
+        for up, conv, skip in zip(self.up, self.up_conv, reversed(skips)):
+            x = conv(torch.cat([up(x), skip], dim=1))
+        return self.head(x)
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
+    """Write weights + self-describing JSON header to ``path`` (.safetensors)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {
+        "format_version": FORMAT_VERSION,
+        "name": ckpt.name,
+        "model_config": asdict(ckpt.model_config),
+        "input_config": asdict(ckpt.input_config),
+        "train_config": ckpt.train_config,
+        "metrics": ckpt.metrics,
+    }
+    state = {k: v.detach().to("cpu").contiguous() for k, v in ckpt.model.state_dict().items()}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(state, str(tmp), metadata={"iunet": json.dumps(header)})
+    tmp.replace(path)  # atomic: a killed run never leaves half a checkpoint
+    return path
+
+
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The JSON header of a checkpoint, without loading the weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{path} is not a safetensors checkpoint: {e}") from e
+    if "iunet" not in meta:
+        raise ValueError(f"{path} has no iunet header: not a checkpoint written by iunet")
+    header = json.loads(meta["iunet"])
+    if header.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format {header.get('format_version')}, this iunet reads {FORMAT_VERSION}"
+        )
+    return header
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint strictly (every tensor must match the config) onto ``device``."""
+    header = read_header(path)
+    mc = ModelConfig(**header["model_config"])
+    ic = InputConfig(**header["input_config"])
+    model = UNet(mc)
+    model.load_state_dict(load_file(str(path), device="cpu"), strict=True)
+    model.to(device).eval()
+    return Checkpoint(model, mc, ic, header.get("train_config", {}), header.get("metrics", {}), header.get("name", ""))

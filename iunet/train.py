@@ -1,0 +1,482 @@
+"""Train U-Net / IU-Net variants of the paper (Table I) — ``python -m iunet.train``.
+
+Examples::
+
+    # no data needed: the built-in synthetic generator, a few minutes on a CPU
+    python -m iunet.train --out runs/demo --epochs 2 --steps 50
+    # the shipped class-agnostic model (see weights/*.md for the exact commands)
+    python -m iunet.train --preset agnostic --labels ../shared/data/msd_spleen_labels \
+        --totalseg ../shared/data/totalseg_example --out runs/agnostic
+    # 2 processes with DDP (gloo on CPU, nccl on GPUs)
+    torchrun --nproc_per_node 2 -m iunet.train --out runs/ddp --epochs 1 --steps 10
+
+Each epoch is ``--steps`` batches of freshly simulated samples (seeded by seed, epoch and
+rank, so a resumed run continues exactly), then a validation with the ``ritm`` robot on a
+fixed set of held-out synthetic slices (Dice after 1 and 5 clicks). ``best.safetensors``
+(by Dice@5 + Dice@1), ``last.safetensors`` and ``last.optim.safetensors`` are written to
+``--out``; ``--resume`` continues from the last epoch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .clicks import Click, encode_clicks
+from .data import SampleConfig, SliceBank, load_image_label_pairs, load_label_volumes, make_sample, msd_pairs, grid_radius
+from .losses import dice_loss, weighted_dice_loss
+from .model import Checkpoint, InputConfig, ModelConfig, UNet, save_checkpoint
+from .robot import ritm_click
+from .weight_maps import combined_weight_map
+
+HELD_OUT = ("spleen_8",)  # the real check case: never train on it
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out: str = "runs/iunet"
+    name: str = "iunet"
+    # model (Table I: U-Net vs IU-Net)
+    interactive: bool = True
+    use_prev_mask: bool = False
+    base_channels: int = 16
+    depth: int = 4
+    dropout: float = 0.1
+    # loss (Table I)
+    loss: str = "wdice"  # dice | wdice
+    boundary_weights: bool = True
+    click_weights: str = "equal"  # none | gaussian | equal
+    # clicks (Table I)
+    radius_px: float = 5.0
+    alpha: float | None = 1 / 800
+    interactions: int = 1
+    max_interactions: int = 3
+    iterative_clicks: int = 0  # extra error-driven (ritm) clicks from the model's own predictions
+    # data
+    grid_px: int = 256
+    labels: tuple[str, ...] = ()  # folders/files of label NIfTIs (rendered synthetically)
+    label_ids: tuple[int, ...] = ()  # restrict targets to these label ids (e.g. 1 = spleen)
+    msd: tuple[str, ...] = ()  # MSD task folders (real images + labels)
+    totalseg: tuple[str, ...] = ()  # folders with ct.nii.gz + seg.nii.gz
+    synthetic_weight: float = 0.3  # weight of the built-in generator in the mix (0 = off)
+    real_fraction: float = 0.3
+    flip: bool = False
+    level_hu: float = 40.0
+    width_hu: float = 400.0
+    # optimisation
+    epochs: int = 10
+    steps: int = 200
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+    val_slices: int = 48
+    workers: int = 1
+    device: str = "auto"
+    bf16: bool = True  # bf16 autocast on CPU, fp16/bf16 mixed precision on CUDA
+    channels_last: bool = True
+    resume: bool = False
+    init: str | None = None  # start from these weights (fine-tuning), e.g. the agnostic model
+    max_minutes: float | None = None  # stop (after finishing the epoch) when this budget is spent
+
+
+PRESETS = {
+    "agnostic": dict(name="iunet-agnostic", flip=True, synthetic_weight=0.4, iterative_clicks=2, use_prev_mask=False),
+    "spleen": dict(name="iunet-spleen", label_ids=(1,), flip=False, synthetic_weight=0.0, iterative_clicks=2),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# data
+
+
+def build_bank(cfg: TrainConfig) -> SliceBank:
+    bank = SliceBank(cfg.grid_px)
+    for src in cfg.labels:
+        p = Path(src)
+        files = sorted(f for f in p.glob("*.nii*") if not f.name.startswith("._")) if p.is_dir() else [p]
+        bank.add(f"labels:{p.name}", load_label_volumes(files, cfg.grid_px, cfg.label_ids, HELD_OUT))
+    for src in cfg.msd:
+        bank.add(f"msd:{Path(src).name}", load_image_label_pairs(msd_pairs(Path(src)), cfg.grid_px, cfg.label_ids, HELD_OUT))
+    for src in cfg.totalseg:
+        p = Path(src)
+        pair = [(p / "ct.nii.gz", p / "seg.nii.gz")]
+        ts = load_image_label_pairs(pair, cfg.grid_px, (), min_area_px=200)
+        bank.context += ts  # real anatomy around label-only slices (e.g. MSD spleen labels)
+        if not cfg.label_ids:  # class-agnostic: its structures are targets too
+            bank.add(f"totalseg:{p.name}", ts, weight=0.5)
+    if cfg.synthetic_weight > 0 or not bank.groups:
+        bank.add_synthetic(cfg.synthetic_weight if bank.groups else 1.0)
+    return bank
+
+
+def sample_config(cfg: TrainConfig) -> SampleConfig:
+    return SampleConfig(
+        grid_px=cfg.grid_px, level_hu=cfg.level_hu, width_hu=cfg.width_hu, interactions=cfg.interactions,
+        max_interactions=cfg.max_interactions, radius_px=cfg.radius_px, alpha=cfg.alpha,
+        boundary_weights=cfg.boundary_weights, click_weights=cfg.click_weights,
+        real_fraction=cfg.real_fraction, flip=cfg.flip,
+    )
+
+
+class SampleStream(torch.utils.data.IterableDataset):
+    """Endless seeded stream of (input, target, weight, hu) tensors for one epoch and rank."""
+
+    def __init__(self, bank: SliceBank, scfg: SampleConfig, seed_seq: list[int], n: int):
+        self.bank, self.scfg, self.seed_seq, self.n = bank, scfg, seed_seq, n
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed_seq)
+        for _ in range(self.n):
+            sl = self.bank.draw(rng)
+            s = make_sample(sl, rng, self.scfg)
+            yield (
+                torch.from_numpy(s.image), torch.from_numpy(s.guidance), torch.from_numpy(s.target),
+                torch.from_numpy(s.weight), torch.tensor(s.native_px), _clicks_tensor(s.clicks),
+            )
+
+
+def _clicks_tensor(clicks: list[Click], k: int = 8) -> torch.Tensor:
+    """Clicks packed as (k, 4) float: y, x, positive, radius (rows of -1 pad)."""
+    t = -torch.ones((k, 4))
+    for i, c in enumerate(clicks[:k]):
+        t[i] = torch.tensor([c.y, c.x, float(c.positive), c.radius_px])
+    return t
+
+
+def _unpack_clicks(t: torch.Tensor) -> list[Click]:
+    return [Click(int(r[0]), int(r[1]), bool(r[2] > 0.5), float(r[3])) for r in t if r[0] >= 0]
+
+
+def add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg: TrainConfig, rng, autocast) -> None:
+    """Let the model predict, then add ritm clicks on its errors (no gradient), in place.
+
+    This trains the network for the clicks a corrective user makes after the first
+    interaction, the regime the benchmark's ``ritm`` robot (and a person) is in."""
+    n_iter = int(rng.integers(0, cfg.iterative_clicks + 1))
+    if n_iter == 0:
+        return
+    scfg = sample_config(cfg)
+    was_training = model.training
+    model.eval()
+    clicks = [_unpack_clicks(c) for c in clicks_t]
+    with torch.no_grad():
+        for _ in range(n_iter):
+            with autocast():
+                pred = (model(x).float() > 0).cpu().numpy()[:, 0]
+            for b in range(x.shape[0]):
+                gt = target[b, 0].cpu().numpy() > 0.5
+                c = ritm_click(gt, pred[b], [(k.y, k.x) for k in clicks[b]])
+                if c is None:
+                    continue
+                r = grid_radius(scfg, float(pred[b].sum()), int(native_px[b]))  # from the current prediction
+                clicks[b].append(Click(c[0], c[1], c[2], r))
+                g = encode_clicks(clicks[b], gt.shape, scfg.click_encoding)
+                x[b, 1:3] = torch.from_numpy(g).to(x.device)
+                if cfg.use_prev_mask:
+                    x[b, 3] = torch.from_numpy(pred[b].astype(np.float32)).to(x.device)
+                if cfg.loss == "wdice":
+                    weight[b, 0] = torch.from_numpy(combined_weight_map(gt, clicks[b], cfg.boundary_weights, cfg.click_weights)).to(x.device)
+    model.train(was_training)
+
+
+# ---------------------------------------------------------------------------------------
+# validation
+
+
+def validation_set(cfg: TrainConfig, bank: SliceBank, n: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Fixed held-out (hu, gt, native_px) grid slices, rendered with a seed that training never uses."""
+    rng = np.random.default_rng([cfg.seed, 10**6])
+    scfg = replace(sample_config(cfg), geometry=False, real_fraction=0.0)
+    out = []
+    for _ in range(n):
+        s = make_sample(bank.draw(rng), rng, scfg)
+        out.append((s.hu, s.target[0] > 0.5, s.native_px))
+    return out
+
+
+def validate(model: UNet, cfg: TrainConfig, val, device, clicks: int = 5) -> dict[str, float]:
+    """Dice after 1 and ``clicks`` ritm clicks, through the same Session the app uses."""
+    from .inference import Predictor, Session, step_sessions
+    from .clicks import ClickSize
+    from .metrics import dice
+
+    ckpt = Checkpoint(model, model_config(cfg), input_config(cfg))
+    pred = Predictor(ckpt, device=device)
+    cs = ClickSize(cfg.radius_px, cfg.alpha)
+    sessions = [Session(pred, hu, cs) for hu, _, _ in val]
+    curves: list[list[float]] = [[] for _ in val]
+    model.eval()
+    for k in range(clicks):
+        pts, active = [], []
+        for i, (s, (_, gt, _)) in enumerate(zip(sessions, val)):
+            c = ritm_click(gt, s.mask if k else None, [(c.y, c.x) for c in s.clicks])
+            if c is None:
+                curves[i].append(curves[i][-1] if curves[i] else 1.0)
+                continue
+            pts.append(c)
+            active.append(i)
+        for j in range(0, len(active), 16):
+            idx = active[j : j + 16]
+            step_sessions([sessions[i] for i in idx], pts[j : j + 16])
+        for i in active:
+            curves[i].append(dice(sessions[i].mask, val[i][1]))
+    model.train()
+    arr = np.array(curves)
+    return {"dice@1": float(arr[:, 0].mean()), f"dice@{clicks}": float(arr[:, clicks - 1].mean())}
+
+
+# ---------------------------------------------------------------------------------------
+# training
+
+
+def model_config(cfg: TrainConfig) -> ModelConfig:
+    return ModelConfig(cfg.interactive, cfg.use_prev_mask, cfg.base_channels, cfg.depth, cfg.dropout)
+
+
+def input_config(cfg: TrainConfig) -> InputConfig:
+    return InputConfig(cfg.level_hu, cfg.width_hu, cfg.grid_px, "disk", cfg.radius_px, cfg.alpha)
+
+
+def _save_optim(opt: torch.optim.Optimizer, path: Path, meta: dict) -> None:
+    tensors = {}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            tensors[f"{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    save_file(tensors, str(path), metadata={"meta": json.dumps(meta)})
+
+
+def _load_optim(opt: torch.optim.Optimizer, path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["meta"])
+    flat = load_file(str(path))
+    sd = opt.state_dict()
+    state: dict[int, dict] = {}
+    for key, v in flat.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+    return meta
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run training; returns the path of the best checkpoint."""
+    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", "0"))
+    from .inference import resolve_device
+
+    device = resolve_device(cfg.device)
+    if ddp:
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if device.type == "cuda":
+            device = torch.device("cuda", local)
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    main = rank == 0
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = UNet(model_config(cfg)).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start_epoch, best_score, history = 0, -1.0, []
+    if cfg.resume and (out / "last.safetensors").exists():
+        model.load_state_dict(load_file(str(out / "last.safetensors"), device=str(device)), strict=True)
+        meta = _load_optim(opt, out / "last.optim.safetensors")
+        start_epoch, best_score, history = meta["epoch"] + 1, meta["best_score"], meta["history"]
+        if main:
+            print(f"resumed from {out}/last.safetensors at epoch {start_epoch}", file=sys.stderr)
+    if cfg.init and start_epoch == 0:
+        from .model import load_checkpoint
+
+        src = load_checkpoint(cfg.init)
+        if src.model_config != model_config(cfg):
+            raise SystemExit(f"--init {cfg.init}: its model config {src.model_config} differs from this run's {model_config(cfg)}")
+        model.load_state_dict(src.model.state_dict(), strict=True)
+    net = model
+    if ddp:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    bank = build_bank(cfg)
+    if main:
+        print(f"data: {bank.describe()}", file=sys.stderr)
+    val = validation_set(cfg, bank, cfg.val_slices) if main else []
+    use_amp = cfg.bf16
+    amp_dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    autocast = lambda: torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)  # noqa: E731
+    scfg = sample_config(cfg)
+    t_start = time.time()
+    info = {"torch": torch.__version__, "device": str(device), "world_size": world, "host": platform.node(), "cpu": platform.processor()}
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        torch.manual_seed(cfg.seed * 1000 + epoch * 10 + rank)
+        stream = SampleStream(bank, scfg, [cfg.seed, epoch, rank], cfg.steps * cfg.batch_size)
+        loader = torch.utils.data.DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=False)
+        rng = np.random.default_rng([cfg.seed, epoch, rank, 7])
+        bar = tqdm(loader, total=cfg.steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not main, dynamic_ncols=True)
+        t0, losses = time.time(), []
+        for step, (img, guide, target, weight, native_px, clicks_t) in enumerate(bar):
+            img, target, weight = img.to(device), target.to(device), weight.to(device)
+            parts = [img]
+            if cfg.interactive:
+                parts.append(guide.to(device))
+                if cfg.use_prev_mask:
+                    parts.append(torch.zeros_like(img))
+            x = torch.cat(parts, 1)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if cfg.interactive and cfg.iterative_clicks:
+                add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg, rng, autocast)
+            with autocast():
+                logits = net(x)
+            probs = torch.sigmoid(logits.float())
+            loss = weighted_dice_loss(probs, target, weight) if cfg.loss == "wdice" else dice_loss(probs, target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            speed = (step + 1) * cfg.batch_size * world / (time.time() - t0)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", slices_per_s=f"{speed:.1f}")
+        for g in opt.param_groups:  # cosine-ish decay per epoch
+            g["lr"] = cfg.lr * 0.5 * (1 + np.cos(np.pi * (epoch + 1) / cfg.epochs))
+        if main:
+            scores = validate(model, cfg, val, device) if cfg.interactive else validate_auto(model, cfg, val, device)
+            score = scores.get("dice@1", 0) + scores.get("dice@5", 0)
+            rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), **scores, "minutes": (time.time() - t_start) / 60}
+            history.append(rec)
+            print(json.dumps(rec), file=sys.stderr)
+            tc = {**asdict(cfg), "history": history, "env": info}
+            ck = Checkpoint(model, model_config(cfg), input_config(cfg), tc, scores, cfg.name)
+            if score > best_score:
+                best_score = score
+                save_checkpoint(ck, out / "best.safetensors")
+            save_checkpoint(ck, out / "last.safetensors")
+            _save_optim(opt, out / "last.optim.safetensors", {"epoch": epoch, "best_score": best_score, "history": history})
+        if cfg.max_minutes and (time.time() - t_start) / 60 > cfg.max_minutes:
+            if main:
+                print(f"time budget of {cfg.max_minutes} min spent after epoch {epoch + 1}", file=sys.stderr)
+            break
+    if ddp:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return out / "best.safetensors"
+
+
+def validate_auto(model: UNet, cfg: TrainConfig, val, device) -> dict[str, float]:
+    """Automatic U-Net: Dice of its single prediction (the same value at every click count)."""
+    from .inference import Predictor
+    from .metrics import dice
+
+    pred = Predictor(Checkpoint(model, model_config(cfg), input_config(cfg)), device=device)
+    model.eval()
+    d = float(np.mean([dice(pred.predict(hu) >= 0.5, gt) for hu, gt, _ in val]))
+    model.train()
+    return {"dice@1": d, "dice@5": d}
+
+
+# ---------------------------------------------------------------------------------------
+# command line
+
+
+def _alpha(s: str) -> float | None:
+    if s.lower() in ("none", "fixed", "0"):
+        return None
+    return 1.0 / float(s[2:]) if s.startswith("1/") else float(s)
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    p = argparse.ArgumentParser(prog="python -m iunet.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = TrainConfig()
+    p.add_argument("--preset", choices=sorted(PRESETS), help="defaults of a shipped model (flags given still win)")
+    p.add_argument("--out", default=None)
+    p.add_argument("--name", default=None)
+    p.add_argument("--model", choices=["iunet", "unet"], default=None, help="unet = automatic baseline, no clicks")
+    p.add_argument("--prev-mask", action=argparse.BooleanOptionalAction, default=None, help="feed the previous mask as a 4th channel")
+    p.add_argument("--base-channels", type=int, default=None)
+    p.add_argument("--depth", type=int, default=None)
+    p.add_argument("--dropout", type=float, default=None)
+    p.add_argument("--loss", choices=["dice", "wdice"], default=None)
+    p.add_argument("--boundary-weights", action=argparse.BooleanOptionalAction, default=None, help="Gaussian boundary weight map")
+    p.add_argument("--click-weights", choices=["none", "gaussian", "equal"], default=None)
+    p.add_argument("--radius-px", type=float, default=None, help="fixed click radius (and the first click's radius when dynamic)")
+    p.add_argument("--alpha", default=None, help="dynamic click size α, e.g. 1/800; 'none' for fixed clicks")
+    p.add_argument("--interactions", type=int, default=None, help="random (positive, negative) click pairs per sample")
+    p.add_argument("--max-interactions", type=int, default=None)
+    p.add_argument("--iterative-clicks", type=int, default=None, help="up to N extra ritm clicks from the model's own errors")
+    p.add_argument("--grid-px", type=int, default=None)
+    p.add_argument("--labels", action="append", default=None, help="folder or file of label NIfTIs to render (repeatable)")
+    p.add_argument("--label-ids", type=int, nargs="*", default=None, help="target label ids (default: any structure)")
+    p.add_argument("--msd", action="append", default=None, help="MSD task folder with real images (repeatable)")
+    p.add_argument("--totalseg", action="append", default=None, help="folder with ct.nii.gz + seg.nii.gz (repeatable)")
+    p.add_argument("--synthetic-weight", type=float, default=None)
+    p.add_argument("--real-fraction", type=float, default=None)
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
+    for name in ("epochs", "steps", "batch-size", "seed", "val-slices", "workers"):
+        p.add_argument(f"--{name}", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--init", default=None, help="initialise from a checkpoint (fine-tuning)")
+    p.add_argument("--max-minutes", type=float, default=None)
+    a = p.parse_args(argv)
+    kw: dict = dict(PRESETS[a.preset]) if a.preset else {}
+    flags = {
+        "out": a.out, "name": a.name, "use_prev_mask": a.prev_mask, "base_channels": a.base_channels, "depth": a.depth,
+        "dropout": a.dropout, "loss": a.loss, "boundary_weights": a.boundary_weights, "click_weights": a.click_weights,
+        "radius_px": a.radius_px, "interactions": a.interactions, "max_interactions": a.max_interactions,
+        "iterative_clicks": a.iterative_clicks, "grid_px": a.grid_px, "synthetic_weight": a.synthetic_weight,
+        "real_fraction": a.real_fraction, "flip": a.flip, "epochs": a.epochs, "steps": a.steps,
+        "batch_size": a.batch_size, "seed": a.seed, "val_slices": a.val_slices, "workers": a.workers, "lr": a.lr,
+        "device": a.device, "bf16": a.bf16, "channels_last": a.channels_last, "max_minutes": a.max_minutes, "init": a.init,
+        "labels": tuple(a.labels) if a.labels else None, "msd": tuple(a.msd) if a.msd else None,
+        "totalseg": tuple(a.totalseg) if a.totalseg else None,
+        "label_ids": tuple(a.label_ids) if a.label_ids is not None else None,
+    }
+    kw.update({k: v for k, v in flags.items() if v is not None})
+    if a.model:
+        kw["interactive"] = a.model == "iunet"
+    if a.alpha is not None:
+        try:
+            kw["alpha"] = _alpha(a.alpha)
+        except ValueError:
+            p.error(f"--alpha {a.alpha!r}: give a number such as 1/800 or 0.00125, or 'none'")
+    kw["resume"] = a.resume
+    cfg = replace(d, **kw)
+    if cfg.grid_px % (2**cfg.depth):
+        p.error(f"--grid-px {cfg.grid_px} must be divisible by 2**depth = {2**cfg.depth}")
+    for src in (*cfg.labels, *cfg.msd, *cfg.totalseg):
+        if not Path(src).exists():
+            p.error(f"data path not found: {src}")
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(argv)
+    best = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"best checkpoint: {best}")
+
+
+if __name__ == "__main__":
+    main()
