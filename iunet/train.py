@@ -93,7 +93,7 @@ class TrainConfig:
 
 PRESETS = {
     "agnostic": dict(name="iunet-agnostic", flip=True, synthetic_weight=0.4, iterative_clicks=2, use_prev_mask=False),
-    "spleen": dict(name="iunet-spleen", label_ids=(1,), flip=False, synthetic_weight=0.0, iterative_clicks=2),
+    "spleen": dict(name="iunet-spleen", label_ids=(1,), flip=True, synthetic_weight=0.0, iterative_clicks=2),
 }
 
 

@@ -1,0 +1,55 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet, load_checkpoint, read_header, save_checkpoint
+
+
+@pytest.mark.parametrize("mc,channels", [(ModelConfig(), 3), (ModelConfig(interactive=False), 1), (ModelConfig(use_prev_mask=True), 4)])
+def test_input_channels(mc, channels):
+    assert mc.in_channels == channels
+
+
+def test_unet_shapes_and_depth():
+    mc = ModelConfig(base_channels=4, depth=4)
+    m = UNet(mc)
+    assert len(m.down) == 4 and len(m.up) == 4  # 4 down, bottleneck, 4 up (paper)
+    y = m(torch.zeros(2, 3, 64, 64))
+    assert y.shape == (2, 1, 64, 64)
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path):
+    mc, ic = ModelConfig(base_channels=4, depth=2), InputConfig(grid_px=64, alpha=None)
+    m = UNet(mc).eval()
+    p = save_checkpoint(Checkpoint(m, mc, ic, {"epochs": 3}, {"dice@1": 0.5}, "demo"), tmp_path / "m.safetensors")
+    ck = load_checkpoint(p)
+    assert ck.model_config == mc and ck.input_config == ic and ck.name == "demo"
+    assert ck.train_config == {"epochs": 3} and ck.metrics == {"dice@1": 0.5}
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m(x), ck.model(x))
+    assert read_header(p)["format_version"] == 1
+
+
+def test_loading_is_strict(tmp_path):
+    mc = ModelConfig(base_channels=4, depth=2)
+    sd = UNet(mc).state_dict()
+    sd.pop("head.bias")
+    header = {"format_version": 1, "name": "", "model_config": mc.__dict__, "input_config": InputConfig().__dict__}
+    p = tmp_path / "broken.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(p), metadata={"iunet": json.dumps(header)})
+    with pytest.raises(RuntimeError, match="head.bias"):
+        load_checkpoint(p)
+
+
+def test_foreign_files_are_refused(tmp_path):
+    p = tmp_path / "x.safetensors"
+    save_file({"a": torch.zeros(1)}, str(p))
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        read_header(p)
+    q = tmp_path / "pickle.pt"
+    q.write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(ValueError):
+        read_header(q)
