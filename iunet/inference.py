@@ -214,7 +214,12 @@ class Session:
             raise ValueError(f"click at (y={y}, x={x}) is outside the image ({h}×{w} pixels)")
         return Click(int(y), int(x), bool(positive), self.next_radius_px)
 
-    def _commit(self, click: Click, probability: np.ndarray, latency_ms: float) -> None:
+    def add_prediction(self, click: Click, probability: np.ndarray, latency_ms: float) -> None:
+        """Record a click whose prediction was computed elsewhere (e.g. in a ZeroGPU worker
+        process, from ``make_click`` and ``Predictor.predict``). ``probability``: (Y, X) float."""
+        probability = np.asarray(probability, dtype=np.float32)
+        if probability.shape != self.shape:
+            raise ValueError(f"prediction {probability.shape} does not match the slice {self.shape}")
         self._history.append(_State(self.clicks + (click,), probability))
         self.last_latency_ms = latency_ms
 
@@ -254,7 +259,7 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
     )
     ms = (time.perf_counter() - t0) * 1000.0 / len(sessions)
     for s, c, p in zip(sessions, new, probs):
-        s._commit(c, p, ms)
+        s.add_prediction(c, p, ms)
 
 
 def propagate(
