@@ -1,0 +1,226 @@
+"""Reports of a run folder, computed from ``results.csv`` alone (so a partial run can be reported):
+``summary.md`` (the paper's Table II layout plus NoC, AUC, 3D Dice, timing), ``dice_vs_clicks.png``
+and the environment record that goes into ``run.json``.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from iunet.metrics import auc, noc
+
+REPO = Path(__file__).resolve().parent.parent
+TABLE2_CLICKS = (1, 2, 5, 10, 15)  # the paper's Table II columns
+EXTRA_CLICKS = (3, 20)
+NOC_THRESHOLDS = (0.80, 0.85, 0.90)
+# Paper, Table II: DSC (%) after 1, 2, 5, 10, 15 interactions (experiment 9 = "Ours"; IU-Net [3]).
+PAPER_TABLE2 = {
+    "Spleen": {"Paper: Ours (exp. 9)": (75.83, 77.70, 78.27, 79.49, 81.96), "Paper: IU-Net [3]": (70.97, 71.63, 73.07, 77.14, 79.32)},
+    "Colon": {"Paper: Ours (exp. 9)": (74.30, 76.96, 77.49, 78.25, 80.87), "Paper: IU-Net [3]": (65.71, 66.18, 69.65, 72.22, 74.43)},
+}
+PROTOCOL_NOTES = {
+    "paper": "the paper's random interaction: a positive click inside the object and a negative one in a 20 px band around it (k counts these pairs, as in the paper's Table II)",
+    "ritm": "one click at the deepest error pixel (RITM / Xu et al.); k counts clicks",
+    "component": "one click at the deepest point of the largest connected error region; k counts clicks",
+}
+
+
+def environment() -> dict:
+    """Versions, platform and the git commit of the repository (with a dirty flag)."""
+    import nibabel
+    import scipy
+    import skimage
+    import torch
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {
+        "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__, "scipy": scipy.__version__,
+        "scikit-image": skimage.__version__, "nibabel": nibabel.__version__, "platform": platform.platform(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch_threads": torch.get_num_threads(),
+        "git_commit": git("rev-parse", "HEAD") or None, "git_dirty": bool(git("status", "--porcelain", "--", "iunet", "benchmark")),
+    }
+
+
+def paper_task(task: str, synthetic: bool) -> str | None:
+    """"Spleen" / "Colon" when the run's data is that MSD task (the paper's numbers then apply)."""
+    if synthetic:
+        return None
+    t = task.lower()
+    return "Spleen" if "spleen" in t else "Colon" if "colon" in t else None
+
+
+# ---------------------------------------------------------------------------------------
+# statistics
+
+
+def curves(rows: list[dict]) -> dict[tuple[str, str], dict[tuple[str, int], dict[str, np.ndarray]]]:
+    """Per (method, protocol) and (case, slice): arrays over k = 1..K of dice, ms, n_clicks and the
+    pixel counts (inter, pred, gt) that make 3D Dice. Slices whose curve is incomplete are dropped."""
+    acc: dict = defaultdict(lambda: defaultdict(dict))
+    for r in rows:
+        acc[(r["method"], r["protocol"])][(r["case"], int(r["slice"]))][int(r["click"])] = r
+    out: dict = {}
+    for key, per_slice in acc.items():
+        kmax = max(max(d) for d in per_slice.values())
+        out[key] = {}
+        for s, by_k in per_slice.items():
+            if sorted(by_k) != list(range(1, kmax + 1)):
+                continue
+            col = lambda f, kind=float: np.array([kind(by_k[k][f]) if by_k[k][f] != "" else np.nan for k in range(1, kmax + 1)])  # noqa: E731
+            out[key][s] = {"dice": col("dice"), "ms": col("ms"), "n_clicks": col("n_clicks"), "inter": col("inter_px"), "pred": col("pred_px"), "gt": col("gt_px")}
+    return out
+
+
+def stats(per_slice: dict[tuple[str, int], dict[str, np.ndarray]]) -> dict:
+    """Mean Dice per k, NoC@{80,85,90} with failures, AUC, per-case 3D Dice per k, ms per click."""
+    d = np.stack([c["dice"] for c in per_slice.values()])  # (slices, K)
+    K = d.shape[1]
+    nocs = {t: [noc(row, t) for row in d] for t in NOC_THRESHOLDS}
+    by_case: dict[str, list] = defaultdict(list)
+    for (case, _), c in per_slice.items():
+        by_case[case].append(c)
+    dice3d = {}
+    for case, cs in by_case.items():
+        inter, pred, gt = (sum(c[f] for c in cs) for f in ("inter", "pred", "gt"))
+        dice3d[case] = np.where(pred + gt > 0, 2 * inter / np.maximum(pred + gt, 1), 1.0)
+    ms = np.nansum([c["ms"] for c in per_slice.values()])
+    n_clicks = sum(c["n_clicks"][-1] for c in per_slice.values())
+    n_pred = sum(np.isfinite(c["ms"]).sum() for c in per_slice.values())
+    return {
+        "n_slices": d.shape[0], "n_cases": len(by_case), "K": K, "dice": d.mean(0),
+        "noc": {t: (float(np.mean([n for n, _ in v])), int(sum(f for _, f in v))) for t, v in nocs.items()},
+        "auc": float(np.mean([auc(row) for row in d])), "dice3d": dice3d,
+        "ms_per_click": float(ms / (n_clicks if n_clicks else max(n_pred, 1))),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# markdown and plot
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def _at(dice: np.ndarray, k: int) -> str:
+    return _pct(dice[k - 1]) if k <= len(dice) else "n/a"
+
+
+def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) -> str:
+    """The summary page. ``table[(method, protocol)]`` = :func:`stats`."""
+    cfg, labels = meta["config"], meta.get("methods", {})
+    task = paper_task(meta.get("task", ""), meta.get("synthetic", False))
+    ct = task or meta.get("task", "?")
+    n_slices = max((s["n_slices"] for s in table.values()), default=0)
+    env = meta.get("environment", {})
+    lines = ["# Benchmark: Dice versus clicks", ""]
+    if meta.get("synthetic"):
+        lines += [f"> **{_banner()}**", ""]
+    lines += [
+        f"- Data: `{cfg['data']}` (task: {meta.get('task')}), {len(cfg['cases'])} cases, {n_slices} slices "
+        f"({'all slices with foreground' if cfg['slices'] == 'all' else 'the largest slice of each case'}); split in `split.json`",
+        f"- Up to {cfg['max_clicks']} interactions; dynamic click size α = 1/{round(1 / cfg['alpha'])} (first click {cfg['radius_px']:g} px), fixed size {cfg['radius_px']:g} px; seed {cfg['seed']}",
+        "- Checkpoints: " + ("; ".join(f"{name} `{(cfg.get(key) or {}).get('path')}`" for name, key in (("IU-Net", "weights"), ("U-Net", "unet_weights"))
+                                      if any(m.startswith(name.lower()) for m in methods)) or "none (classical methods only)"),
+        f"- Device: {meta.get('options', {}).get('device')}; commit {env.get('git_commit')}{' (uncommitted changes)' if env.get('git_dirty') else ''}; status: {meta.get('status')}",
+        "- Dice in %, mean over slices; NoC = clicks to reach the Dice (max when never reached; failures in brackets);"
+        " AUC = normalised area under the Dice curve; 3D Dice = per case, from the stacked scored slices, mean over cases;"
+        " ms/click = the method's time per click (for the automatic U-Net: per slice).",
+        "",
+    ]
+    for proto in protocols:
+        rows = [m for m in methods if (m, proto) in table]
+        if not rows:
+            continue
+        K = table[(rows[0], proto)]["K"]
+        lines += [f"## Robot `{proto}`", "", f"{PROTOCOL_NOTES.get(proto, '')}.", "", "Layout of the paper's Table II (DSC % after k interactions):", ""]
+        lines += ["| Model | CT | " + " | ".join(str(k) for k in TABLE2_CLICKS) + " |", "|---|---|" + "---:|" * len(TABLE2_CLICKS)]
+        for m in rows:
+            lines.append(f"| {labels.get(m, m)} | {ct} | " + " | ".join(_at(table[(m, proto)]["dice"], k) for k in TABLE2_CLICKS) + " |")
+        for name, vals in PAPER_TABLE2.get(task, {}).items():
+            lines.append(f"| *{name}* | {task} | " + " | ".join(f"*{v:.2f}*" for v in vals) + " |")
+        if task is None:
+            lines += ["", "(The paper's values are shown only for MSD Spleen or Colon data.)"]
+        heads = [f"Dice@{k}" for k in EXTRA_CLICKS] + [f"NoC@{int(100 * t)}" for t in NOC_THRESHOLDS] + ["AUC", "3D Dice@1", f"3D Dice@{K}", "ms/click"]
+        lines += ["", "| Method | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+        for m in rows:
+            s = table[(m, proto)]
+            cells = [_at(s["dice"], k) for k in EXTRA_CLICKS]
+            cells += [f"{s['noc'][t][0]:.2f} ({s['noc'][t][1]}/{s['n_slices']})" for t in NOC_THRESHOLDS]
+            d3 = np.stack(list(s["dice3d"].values()))
+            cells += [f"{s['auc']:.4f}", _pct(d3[:, 0].mean()), _pct(d3[:, -1].mean()), f"{s['ms_per_click']:.1f}"]
+            lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
+        cases = sorted({c for m in rows for c in table[(m, proto)]["dice3d"]})
+        lines += ["", f"3D Dice per case (%), after 1 / {K} interactions:", "", "| Case | " + " | ".join(rows) + " |", "|---|" + "---:|" * len(rows)]
+        for c in cases:
+            cells = []
+            for m in rows:
+                v = table[(m, proto)]["dice3d"].get(c)
+                cells.append("–" if v is None else f"{_pct(v[0])} / {_pct(v[-1])}")
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _banner() -> str:
+    from .runner import SYNTHETIC_BANNER
+
+    return SYNTHETIC_BANNER
+
+
+def plot(path: Path, meta: dict, table: dict, protocols: list[str], methods: list[str]) -> None:
+    """Mean Dice vs k, one panel per protocol, one line per method (the paper's Table II as crosses)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    task = paper_task(meta.get("task", ""), meta.get("synthetic", False))
+    fig, axes = plt.subplots(1, len(protocols), figsize=(5.5 * len(protocols), 4.2), squeeze=False, sharey=True)
+    for ax, proto in zip(axes[0], protocols):
+        for m in methods:
+            if (m, proto) in table:
+                d = table[(m, proto)]["dice"]
+                ax.plot(np.arange(1, len(d) + 1), 100 * d, marker="o", ms=3, label=meta.get("methods", {}).get(m, m))
+        if task:
+            ax.plot(TABLE2_CLICKS, PAPER_TABLE2[task]["Paper: Ours (exp. 9)"], "kx", ms=8, label="paper, Table II (exp. 9)")
+        ax.set(title=f"robot: {proto}", xlabel="interactions" if proto == "paper" else "clicks", ylim=(0, 100))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("Dice (%)")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 3), fontsize=8, frameon=False)
+    title = "SYNTHETIC DATA (toy slices)" if meta.get("synthetic") else f"{meta.get('task')}"
+    fig.suptitle(f"Dice vs clicks: {title}")
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(names) - 1) // 3), 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_reports(out: str | Path) -> tuple[Path, Path]:
+    """(Re)write summary.md and dice_vs_clicks.png of a run folder from its results.csv and run.json."""
+    from .runner import read_rows
+
+    out = Path(out)
+    meta = json.loads((out / "run.json").read_text())
+    rows = read_rows(out / "results.csv")
+    if not rows:
+        raise SystemExit(f"{out}/results.csv holds no rows yet")
+    table = {k: stats(v) for k, v in curves(rows).items() if v}
+    protocols = [p for p in meta["config"]["protocols"] if any(k[1] == p for k in table)]
+    methods = [m for m in meta["config"]["methods"] if any(k[0] == m for k in table)]
+    md, png = out / "summary.md", out / "dice_vs_clicks.png"
+    md.write_text(markdown(meta, table, protocols, methods))
+    plot(png, meta, table, protocols, methods)
+    return md, png

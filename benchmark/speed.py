@@ -1,0 +1,167 @@
+"""Speed: click-to-mask latency and batched throughput, ``python -m benchmark speed``.
+
+For each device (CPU; CUDA when present) × dtype (fp32 / bf16) × memory format:
+
+- **latency**: ``Session.add_click`` on one 512² slice, one click at a time as a person clicks
+  (the ``ritm`` robot picks the clicks; the session restarts every 20 clicks): p50 / p95 in ms;
+- **throughput**: ``Predictor.predict_batch`` over B slices (B = 1, 8, 32): ms per slice;
+- **forward**: the bare network on a ready (B, C, G, G) tensor: ms per slice, the floor;
+- **benchmark**: the benchmark's own loop (robot + ``step_sessions`` + Dice, as in ``run``) per
+  click at the largest B, and its ratio to the bare forward (the target is ≤ 1.2×).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from iunet.clicks import Click
+from iunet.data import choose_target, render_ct, synthetic_labels
+from iunet.inference import Predictor, Session
+from iunet.robot import ritm_click
+
+from .methods import Method
+from .runner import Track, click_step, default_weights
+
+SESSION_RESET_CLICKS = 20
+
+
+def timing_slice(size_px: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A rendered (Y, X) HU slice and its bool target, for timing (content barely matters)."""
+    rng = np.random.default_rng(seed)
+    sl = synthetic_labels(size_px, rng)
+    gt = choose_target(sl, rng)
+    return render_ct(sl, rng), gt
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def latency_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, n_clicks: int, warmup: int = 3) -> np.ndarray:
+    """Milliseconds of each ``Session.add_click`` (robot time excluded)."""
+    s = Session(predictor, hu)
+    times = []
+    for i in range(warmup + n_clicks):
+        if len(s.clicks) >= SESSION_RESET_CLICKS:
+            s.reset()
+        c = ritm_click(gt, s.mask, [(k.y, k.x) for k in s.clicks]) or (int(i * 7919) % hu.shape[0], int(i * 104729) % hu.shape[1], False)
+        t0 = time.perf_counter()
+        s.add_click(*c)
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1000.0)
+    return np.array(times)
+
+
+def batch_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, batch: int, repeats: int) -> tuple[float, float]:
+    """(predict_batch, bare forward) milliseconds per slice at batch size ``batch`` (best of ``repeats``)."""
+    ys, xs = np.nonzero(gt)
+    clicks = [[Click(int(ys[i]), int(xs[i]), True)] for i in np.linspace(0, len(ys) - 1, batch).astype(int)]
+    best_pb, best_fw = np.inf, np.inf
+    g, c = predictor.grid_px, predictor.config.in_channels
+    x = torch.rand(batch, c, g, g, device=predictor.device)
+    if predictor.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    for r in range(repeats + 1):  # the first round warms up
+        t0 = time.perf_counter()
+        predictor.predict_batch([hu] * batch, clicks)
+        pb = time.perf_counter() - t0
+        with torch.inference_mode(), torch.autocast(predictor.device.type, dtype=torch.bfloat16, enabled=predictor.dtype == "bf16"):
+            _sync(predictor.device)
+            t0 = time.perf_counter()
+            predictor.model(x)
+            _sync(predictor.device)
+            fw = time.perf_counter() - t0
+        if r:
+            best_pb, best_fw = min(best_pb, pb), min(best_fw, fw)
+    return 1000.0 * best_pb / batch, 1000.0 * best_fw / batch
+
+
+def benchmark_click_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, batch: int, steps: int = 5) -> float:
+    """Milliseconds per click of the benchmark's own loop (``click_step``: robot + ``step_sessions``
+    + Dice) with ``batch`` slices in flight; the fastest of ``steps`` ritm steps, like the forward."""
+    method = Method("iunet-dynamic", "timing", predictor, Session(predictor, hu).click_size)
+    tracks = [Track("speed", z, method, "ritm", hu, gt, np.random.default_rng(z)) for z in range(batch)]
+    for t in tracks:
+        t.state = method.start(hu)
+    best = np.inf
+    for k in range(1, steps + 2):  # the first step warms up
+        before = sum(t.n_clicks for t in tracks)
+        t0 = time.perf_counter()
+        click_step(tracks, k, batch)
+        dt = (time.perf_counter() - t0) / max(sum(t.n_clicks for t in tracks) - before, 1)
+        if k > 1:
+            best = min(best, dt)
+    return 1000.0 * best
+
+
+def measure(weights: str, device: str, dtype: str, channels_last: bool, clicks: int, batch_sizes: list[int], repeats: int) -> dict:
+    predictor = Predictor(weights, device=device, dtype=dtype, channels_last=channels_last)
+    hu, gt = timing_slice()
+    lat = latency_ms(predictor, hu, gt, clicks)
+    rec = {
+        "device": predictor.describe_device(), "dtype": dtype, "channels_last": channels_last, "grid_px": predictor.grid_px,
+        "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95)), "batches": {},
+    }
+    for b in batch_sizes:
+        pb, fw = batch_ms(predictor, hu, gt, b, repeats)
+        rec["batches"][b] = {"predict_batch_ms_per_slice": pb, "forward_ms_per_slice": fw, "slices_per_s": 1000.0 / pb}
+    b = max(batch_sizes)
+    bench = benchmark_click_ms(predictor, hu, gt, b)
+    rec["benchmark_ms_per_click"] = bench
+    rec["benchmark_batch"] = b
+    rec["benchmark_vs_forward"] = bench / rec["batches"][b]["forward_ms_per_slice"]
+    return rec
+
+
+def markdown(records: list[dict]) -> str:
+    lines = ["| device | dtype | channels_last | click p50 / p95 (ms) | " + " | ".join(f"B={b} ms/slice (fwd)" for b in records[0]["batches"]) + " | benchmark ms/click (B) | vs forward |"]
+    lines.append("|---|---|---|---:|" + "---:|" * len(records[0]["batches"]) + "---:|---:|")
+    for r in records:
+        cells = [f"{v['predict_batch_ms_per_slice']:.1f} ({v['forward_ms_per_slice']:.1f})" for v in r["batches"].values()]
+        lines.append(
+            f"| {r['device']} | {r['dtype']} | {'on' if r['channels_last'] else 'off'} | {r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} | "
+            + " | ".join(cells) + f" | {r['benchmark_ms_per_click']:.1f} ({r['benchmark_batch']}) | {r['benchmark_vs_forward']:.2f}× |"
+        )
+    return "\n".join(lines)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("speed", help="click latency and batched throughput", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=default_weights("iunet_spleen.safetensors", "iunet_agnostic.safetensors"))
+    p.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
+    p.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32"])
+    p.add_argument("--channels-last", nargs="+", choices=["off", "on"], default=["off"])
+    p.add_argument("--clicks", type=int, default=50, help="clicks timed for the latency percentiles (default 50)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", help="also write speed.json and speed.md here")
+    p.set_defaults(func=_main)
+
+
+def _main(a: argparse.Namespace) -> None:
+    if not a.weights:
+        raise SystemExit("no weights: pass --weights (weights/iunet_*.safetensors are not there yet)")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    devices = a.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    records = []
+    for dev in devices:
+        for dt in a.dtypes:
+            for cl in a.channels_last:
+                rec = measure(a.weights, dev, dt, cl == "on", a.clicks, a.batch_sizes, a.repeats)
+                records.append(rec)
+                print(json.dumps(rec), flush=True)
+    md = markdown(records)
+    print(md)
+    if a.out:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "speed.json").write_text(json.dumps({"weights": a.weights, "records": records}, indent=2))
+        (out / "speed.md").write_text(md + "\n")

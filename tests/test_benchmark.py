@@ -1,0 +1,438 @@
+"""Tests of the benchmark package (python -m benchmark): fast, CPU, tiny random-weight models.
+
+Random weights are fine here: these tests check the plumbing (robots, batching, resume, reports,
+download), not accuracy. The real-data test runs when ../shared/data/Task09_Spleen_sample exists.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from dataclasses import asdict
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark import datasets, download, report, runner
+from benchmark.__main__ import main
+from benchmark.methods import Method, seed_markers
+from iunet.clicks import ClickSize
+from iunet.inference import Predictor
+from iunet.metrics import dice
+from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet, save_checkpoint
+from iunet.robot import next_clicks
+
+REPO = Path(__file__).resolve().parent.parent
+SPLEEN_SAMPLE = REPO.parent / "shared" / "data" / "Task09_Spleen_sample"
+NO_TIMING = [f for f in runner.FIELDS if f != "ms"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared CPU run fastest on one thread (two fight over the cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _tiny(path: Path, interactive: bool) -> str:
+    torch.manual_seed(0)
+    mc = ModelConfig(interactive=interactive, base_channels=4, depth=2)
+    save_checkpoint(Checkpoint(UNet(mc), mc, InputConfig(grid_px=64)), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> str:
+    return _tiny(tmp_path_factory.mktemp("ckpt") / "iunet.safetensors", True)
+
+
+@pytest.fixture(scope="module")
+def unet_ckpt(tmp_path_factory) -> str:
+    return _tiny(tmp_path_factory.mktemp("ckpt") / "unet.safetensors", False)
+
+
+@pytest.fixture(scope="module")
+def colon(tmp_path_factory) -> Path:
+    """A small synthetic Task10-style folder: colon_001 … colon_005, 2 scored slices of 64² each."""
+    root = datasets.make_synthetic_msd(tmp_path_factory.mktemp("data"), "colon", n_cases=5, n_slices=2, size_px=64)
+    (root / "imagesTr" / "._colon_001.nii.gz").write_bytes(b"\0\5\26\7 macOS resource fork")
+    return root
+
+
+def _rows(path: Path) -> list[tuple]:
+    return [tuple(r[f] for f in NO_TIMING) for r in runner.read_rows(path)]
+
+
+def _cfg(ckpt: str, data: Path, out: Path, **kw) -> runner.RunConfig:
+    base = dict(data=str(data), weights=ckpt, methods=("iunet-dynamic", "watershed"), protocols=("ritm", "paper"),
+                max_clicks=3, out=str(out), batch=4)
+    return runner.RunConfig(**{**base, **kw})
+
+
+# ---------------------------------------------------------------------------------------
+# datasets
+
+
+def test_colon_naming_and_msd_layout(colon):
+    cases = datasets.msd_cases(colon)
+    assert [c.name for c in cases] == [f"colon_{i:03d}" for i in range(1, 6)]  # the ._ file is skipped
+    assert cases[0].image.name == "colon_001.nii.gz" and cases[0].label.parent.name == "labelsTr"
+    assert datasets.task_name(colon) == "synthetic (colon layout)"
+    hu, gt = datasets.load_case(cases[0])
+    assert hu.shape == gt.shape == (4, 64, 64) and gt.dtype == bool
+    assert datasets.pick_slices(gt, "all") == [1, 2]  # the first and last slices have no target
+    largest = datasets.pick_slices(gt, "largest")
+    assert largest == [int(np.argmax(gt.sum((1, 2))))]
+    with pytest.raises(ValueError, match="unknown case"):
+        datasets.select_cases(cases, ["colon_999"])
+    with pytest.raises(ValueError, match="not an MSD task folder"):
+        datasets.msd_cases(colon / "imagesTr")
+
+
+def test_split_files_and_natural_order(tmp_path):
+    (tmp_path / "s.txt").write_text("spleen_10  # a comment\n\nspleen_2.nii.gz\n")
+    assert datasets.read_split(tmp_path / "s.txt") == ["spleen_10", "spleen_2"]
+    (tmp_path / "s.json").write_text(json.dumps({"train": ["a"], "test": ["spleen_3"]}))
+    assert datasets.read_split(tmp_path / "s.json") == ["spleen_3"]
+    assert sorted(["spleen_10", "spleen_2", "spleen_1"], key=datasets._natural_key) == ["spleen_1", "spleen_2", "spleen_10"]
+
+
+# ---------------------------------------------------------------------------------------
+# robots and methods
+
+
+def _random_pair(rng) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[:96, :96]
+    cy, cx, r = rng.integers(20, 76, 2).tolist() + [int(rng.integers(5, 18))]
+    gt = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+    pred = np.roll(gt, tuple(rng.integers(-6, 7, 2)), (0, 1)) | (rng.random(gt.shape) < 0.002)
+    return gt, pred
+
+
+@pytest.mark.parametrize("protocol", ["paper", "ritm", "component"])
+def test_cropped_robot_equals_library_robot(protocol):
+    rng = np.random.default_rng(1)
+    for _ in range(25):
+        gt, pred = _random_pair(rng)
+        clicked = [tuple(int(v) for v in np.argwhere(gt ^ pred)[0])] if (gt ^ pred).any() else []
+        a = runner.robot_points(protocol, gt, pred, np.random.default_rng(7), clicked)
+        b = next_clicks(protocol, gt, pred, np.random.default_rng(7), clicked)
+        assert a == b
+
+
+def test_protocols_drive_tracks(ckpt):
+    """ritm never clicks a pixel twice and one click per step; paper adds pairs; the same random
+    clicks reach every method under paper; the recorded Dice is iunet.metrics.dice."""
+    rng = np.random.default_rng(3)
+    hu = rng.normal(40, 30, (64, 64)).astype(np.float32)
+    gt, _ = _random_pair(rng)
+    gt = gt[:64, :64]
+    pred = Predictor(ckpt, device="cpu")
+    cs = ClickSize(5.0, 1 / 800)
+    methods = [Method("iunet-dynamic", "", pred, cs), Method("watershed", "", None, cs), Method("random-walker", "", None, cs, 64)]
+    tracks = {(m.name, p): runner.Track("c", 0, m, p, hu, gt, runner.track_rng(0, "c", 0, p)) for m in methods for p in ("ritm", "paper")}
+    runner.click_tracks(list(tracks.values()), 4, batch=8)
+    for (m, p), t in tracks.items():
+        assert [r["click"] for r in t.rows] == [1, 2, 3, 4]
+        assert float(t.rows[-1]["dice"]) == pytest.approx(dice(t.mask, gt), abs=1e-6)
+        pts = t.clicked
+        if p == "ritm":
+            assert len(pts) == len(set(pts)) == t.n_clicks <= 4
+            assert t.state.clicks[0].positive  # nothing predicted yet: the first error is a miss
+        else:
+            assert t.n_clicks == 8 and [c.positive for c in t.state.clicks[:2]] == [True, False]
+    paper_clicks = {m: tracks[(m, "paper")].clicked for m in ("iunet-dynamic", "watershed", "random-walker")}
+    assert len({tuple(v) for v in paper_clicks.values()}) == 1
+    # deterministic: the same seed gives the same rows again
+    again = runner.Track("c", 0, methods[1], "paper", hu, gt, runner.track_rng(0, "c", 0, "paper"))
+    runner.click_tracks([again], 4, batch=8)
+    assert [r["dice"] for r in again.rows] == [r["dice"] for r in tracks[("watershed", "paper")].rows]
+
+
+def test_seed_markers_border_and_latest_click_wins():
+    from iunet.clicks import Click
+
+    m = seed_markers([Click(10, 10, True, 3), Click(10, 12, False, 1)], (32, 32))
+    assert m[0].tolist() == [2] * 32 and m[:, -1].tolist() == [2] * 32
+    assert m[10, 10] == 1 and m[10, 12] == 2 and m[10, 8] == 1 and m[20, 20] == 0
+
+
+# ---------------------------------------------------------------------------------------
+# metrics summary from a hand-made CSV
+
+
+def test_summary_from_hand_made_csv(tmp_path):
+    # slice 1: Dice .5, .85, .95 ; slice 2: .9, .9, .9 (both of case A, 10 gt pixels each)
+    curves = {1: [(5, 10, 10), (8.5, 10, 10), (9.5, 10, 10)], 2: [(9, 10, 10)] * 3}
+    rows = []
+    for z, pts in curves.items():
+        for k, (inter, pred, gt) in enumerate(pts, start=1):
+            rows.append({"case": "A", "slice": z, "method": "iunet-dynamic", "protocol": "ritm", "click": k, "n_clicks": k,
+                         "dice": 2 * inter / (pred + gt), "ms": 10.0, "inter_px": inter, "pred_px": pred, "gt_px": gt})
+    with open(tmp_path / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, runner.FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    s = report.stats(report.curves(runner.read_rows(tmp_path / "results.csv"))[("iunet-dynamic", "ritm")])
+    np.testing.assert_allclose(s["dice"], [0.7, 0.875, 0.925])
+    assert s["noc"][0.80] == (1.5, 0) and s["noc"][0.90] == (2.0, 0)
+    assert s["noc"][0.85] == (1.5, 0)
+    assert s["auc"] == pytest.approx((0.7875 + 0.9) / 2)
+    np.testing.assert_allclose(s["dice3d"]["A"], [14 / 20, 17.5 / 20, 18.5 / 20])
+    assert s["ms_per_click"] == pytest.approx(60 / 6)
+    meta = {"config": {"data": "x", "cases": ["A"], "slices": "all", "max_clicks": 3, "alpha": 1 / 800, "radius_px": 5.0,
+                       "seed": 0, "protocols": ["ritm"], "methods": ["iunet-dynamic"]}, "task": "Spleen", "synthetic": False}
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    md, png = report.write_reports(tmp_path)
+    text = md.read_text()
+    assert "| iunet-dynamic | Spleen | 70.00 | 87.50 | n/a | n/a | n/a |" in text
+    assert "1.50 (0/2)" in text and "2.00 (0/2)" in text and "0.8438" in text
+    assert "*75.83*" in text and png.stat().st_size > 1000  # the paper's Table II rows for Spleen
+
+
+def test_noc_counts_failures():
+    s = report.stats({("A", 0): {k: np.array(v, float) for k, v in
+                                 dict(dice=[.1, .2, .3], ms=[1, 1, 1], n_clicks=[1, 2, 3], inter=[1, 2, 3], pred=[9, 9, 9], gt=[9, 9, 9]).items()}})
+    assert s["noc"][0.80] == (3.0, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# runs: end to end, resume
+
+
+def test_end_to_end_synthetic_default(ckpt, unet_ckpt, tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["run", "--weights", ckpt, "--unet-weights", unet_ckpt, "--max-clicks", "2", "--protocols", "ritm", "paper",
+          "--out", str(out), "--batch", "8", "--rw-grid-px", "64"])
+    printed = capsys.readouterr().out
+    assert "SYNTHETIC DATA" in printed
+    for name in ("results.csv", "summary.md", "dice_vs_clicks.png", "run.json", "split.json"):
+        assert (out / name).stat().st_size > 0, name
+    rows = runner.read_rows(out / "results.csv")
+    n_slices = 3 * 4  # make_synthetic_msd's defaults: 3 cases × 4 target slices
+    assert len(rows) == n_slices * 5 * 2 * 2  # slices × methods × protocols × clicks
+    assert {r["method"] for r in rows} == set(runner.METHODS)
+    auto = [r for r in rows if r["method"] == "unet-auto"]
+    assert all(r["n_clicks"] == "0" for r in auto) and all(0 <= float(r["dice"]) <= 1 for r in rows)
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["synthetic"] and meta["status"] == "complete" and meta["environment"]["torch"]
+    assert "SYNTHETIC DATA" in (out / "summary.md").read_text()
+    assert json.loads((out / "split.json").read_text())["test"] == ["colon_001", "colon_002", "colon_003"]
+
+
+def test_resume_after_interruption_has_no_missing_or_duplicate_rows(ckpt, colon, tmp_path, monkeypatch):
+    full = runner.run(_cfg(ckpt, colon, tmp_path / "full"))
+    expected = _rows(full / "results.csv")
+    assert len(expected) == len(set(expected)) == 5 * 2 * 2 * 2 * 3
+    # kill while the third case's rows are half written (before it is marked done)
+    real_append, calls = runner._append, []
+
+    def dying_append(out, rows, cases):
+        calls.append(cases)
+        if len(calls) == 3:
+            with open(out / "results.csv", "a") as f:
+                f.write("colon_003,1,iunet-dynamic,ritm,1,1,0.5")  # a line cut short
+            raise KeyboardInterrupt
+        real_append(out, rows, cases)
+
+    monkeypatch.setattr(runner, "_append", dying_append)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(_cfg(ckpt, colon, tmp_path / "part"))
+    monkeypatch.setattr(runner, "_append", real_append)
+    assert (tmp_path / "part" / "cases_done.txt").read_text().split() == ["colon_001", "colon_002"]
+    runner.run(_cfg(ckpt, colon, tmp_path / "part", resume=True))
+    assert _rows(tmp_path / "part" / "results.csv") == expected
+    # another configuration in the same folder is refused, not mixed
+    with pytest.raises(SystemExit, match="another configuration"):
+        runner.run(_cfg(ckpt, colon, tmp_path / "part", max_clicks=2))
+
+
+def test_resume_after_sigkill_of_a_subprocess(ckpt, colon, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "benchmark", "run", "--data", str(colon), "--weights", ckpt, "--max-clicks", "3",
+           "--methods", "iunet-dynamic", "random-walker", "--protocols", "ritm", "--rw-grid-px", "96", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = out / "cases_done.txt"
+    t0 = time.time()
+    while proc.poll() is None and time.time() - t0 < 40 and not (done.exists() and done.read_text().strip()):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed mid-way, after its first case and before the end
+    subprocess.run(cmd, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = _rows(out / "results.csv")
+    keys = [r[:5] for r in rows]
+    assert len(keys) == len(set(keys)) == 5 * 2 * 2 * 3
+    assert sorted(done.read_text().split()) == [f"colon_{i:03d}" for i in range(1, 6)]
+
+
+def test_missing_weights_and_bad_folder_fail_clearly(ckpt, colon, tmp_path):
+    with pytest.raises(SystemExit, match="not an MSD task folder"):
+        runner.run(_cfg(ckpt, tmp_path, tmp_path / "o"))
+    with pytest.raises(SystemExit, match="expected an automatic U-Net"):
+        runner.run(runner.RunConfig(data=str(colon), weights=ckpt, unet_weights=ckpt, methods=("unet-auto",), max_clicks=1, out=str(tmp_path / "o2")))
+
+
+@pytest.mark.skipif(not SPLEEN_SAMPLE.is_dir(), reason="real MSD spleen sample not present")
+def test_real_spleen_sample_largest_slice(ckpt, tmp_path):
+    out = runner.run(runner.RunConfig(
+        data=str(SPLEEN_SAMPLE), weights=ckpt, methods=("iunet-dynamic", "watershed"), protocols=("ritm",),
+        max_clicks=3, slices="largest", out=str(tmp_path / "spleen")))
+    rows = runner.read_rows(out / "results.csv")
+    assert len(rows) == 2 * 3 and {r["case"] for r in rows} == {"spleen_8"}
+    assert int(rows[0]["gt_px"]) > 1000  # the spleen's largest slice, 512² display orientation
+    ws = [float(r["dice"]) for r in rows if r["method"] == "watershed"]
+    assert ws[-1] > 0.5  # three corrective clicks on real CT: the classical baseline is sane
+    assert "Spleen" in (out / "summary.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------
+# download
+
+
+def _tar_bytes(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves one payload; honours Range when asked; cuts the first response short when asked."""
+
+    def __init__(self, state, *a, **kw):
+        self.state = state
+        super().__init__(*a, **kw)
+
+    def do_GET(self):  # noqa: N802
+        st, payload = self.state, self.state["payload"]
+        st["ranges"].append(self.headers.get("Range"))
+        rng = self.headers.get("Range") if st["ranges_ok"] else None
+        start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+        body = payload[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if st["cut"]:
+            st["cut"] -= 1
+            self.wfile.write(body[: len(body) // 3])
+            self.close_connection = True
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture()
+def server():
+    payload = _tar_bytes({
+        "Task99_Tiny/dataset.json": b'{"name": "Tiny"}',
+        "Task99_Tiny/imagesTr/tiny_1.nii.gz": np.random.default_rng(0).bytes(300_000),
+        "Task99_Tiny/imagesTr/._tiny_1.nii.gz": b"resource fork",
+    })
+    state = {"payload": payload, "ranges": [], "ranges_ok": True, "cut": 0}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, state))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{httpd.server_address[1]}/Task99_Tiny.tar"
+    state["md5"] = hashlib.md5(payload).hexdigest()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_resumes_with_range_after_interruption(server, tmp_path, capsys):
+    server["cut"] = 1
+    with pytest.raises(download.DownloadError, match="run the same command again to resume"):
+        download.fetch_task(tmp_path, url=server["url"], md5=server["md5"], retries=0)
+    part = tmp_path / "Task99_Tiny.tar.part"
+    assert 0 < part.stat().st_size < len(server["payload"])
+    main(["download", "--url", server["url"], "--md5", server["md5"], "--dest", str(tmp_path), "--retries", "0"])
+    assert server["ranges"][-1] == f"bytes={len(server['payload']) // 3}-"
+    assert (tmp_path / "Task99_Tiny" / "dataset.json").read_text() == '{"name": "Tiny"}'
+    assert (tmp_path / "Task99_Tiny" / "imagesTr" / "tiny_1.nii.gz").stat().st_size == 300_000
+    assert not (tmp_path / "Task99_Tiny" / "imagesTr" / "._tiny_1.nii.gz").exists()
+    assert not part.exists() and not (tmp_path / "Task99_Tiny.tar").exists()
+    assert "extracted:" in capsys.readouterr().out
+
+
+def test_download_retries_automatically_and_restarts_without_range_support(server, tmp_path):
+    server["cut"], server["ranges_ok"] = 1, False
+    download.fetch_task(tmp_path, url=server["url"], md5=server["md5"], retries=1)
+    assert server["ranges"][0] is None and server["ranges"][1] is not None  # asked to resume, got the whole file
+    assert (tmp_path / "Task99_Tiny" / "dataset.json").exists()
+
+
+def test_download_bad_checksum_fails_and_deletes(server, tmp_path):
+    with pytest.raises(SystemExit, match="checksum mismatch"):
+        main(["download", "--url", server["url"], "--md5", "0" * 32, "--dest", str(tmp_path)])
+    assert not list(tmp_path.glob("Task99_Tiny*"))
+
+
+def test_download_refuses_unsafe_archive_via_file_url(tmp_path):
+    bad = tmp_path / "evil.tar"
+    bad.write_bytes(_tar_bytes({"ok/a.txt": b"a", "../escaped.txt": b"x"}))
+    dest = tmp_path / "dest"
+    with pytest.raises(download.DownloadError, match="could not extract"):
+        download.fetch_task(dest, url=bad.as_uri(), md5=hashlib.md5(bad.read_bytes()).hexdigest())
+    assert not (tmp_path / "escaped.txt").exists() and not (dest / "ok").exists()
+
+
+def test_task_table_matches_monai():
+    assert download.TASKS["spleen"][1:] == ("https://msd-for-monai.s3-us-west-2.amazonaws.com/Task09_Spleen.tar", "410d4a301da4e5b2f6f86ec3ddba524e")
+    assert download.TASKS["colon"][1:] == ("https://msd-for-monai.s3-us-west-2.amazonaws.com/Task10_Colon.tar", "bad7a188931dc2f6acf72b08eb6202d0")
+
+
+# ---------------------------------------------------------------------------------------
+# speed and ablation (plumbing)
+
+
+def test_speed_command(ckpt, tmp_path):
+    main(["speed", "--weights", ckpt, "--devices", "cpu", "--clicks", "4", "--batch-sizes", "1", "2", "--repeats", "1", "--out", str(tmp_path)])
+    rec = json.loads((tmp_path / "speed.json").read_text())["records"][0]
+    assert rec["latency_p95_ms"] >= rec["latency_p50_ms"] > 0
+    assert set(rec["batches"]) == {"1", "2"} and rec["benchmark_vs_forward"] > 0
+    assert "p50 / p95" in (tmp_path / "speed.md").read_text()
+
+
+def test_ablation_trains_nine_variants_and_prints_table1(tmp_path, monkeypatch, capsys):
+    import iunet.train
+
+    trained = []
+
+    def fake_train(cfg):  # a tiny untrained checkpoint with the variant's config, instead of training
+        trained.append(cfg)
+        mc = ModelConfig(interactive=cfg.interactive, base_channels=4, depth=2)
+        ic = InputConfig(grid_px=64, default_radius_px=cfg.radius_px, alpha=cfg.alpha)
+        return save_checkpoint(Checkpoint(UNet(mc), mc, ic, json.loads(json.dumps(asdict(cfg)))), Path(cfg.out) / "best.safetensors")
+
+    monkeypatch.setattr(iunet.train, "train", fake_train)
+    args = ["ablation", "--out", str(tmp_path), "--synthetic-cases", "1", "--device", "cpu"]
+    main(args)
+    assert [(c.interactive, c.loss, c.click_weights, c.radius_px, c.alpha) for c in trained] == [
+        (False, "dice", "none", 5.0, None), (True, "dice", "none", 5.0, None), (True, "wdice", "none", 5.0, None),
+        (True, "wdice", "gaussian", 5.0, None), (True, "wdice", "equal", 5.0, None), (True, "wdice", "equal", 2.0, None),
+        (True, "wdice", "equal", 10.0, None), (True, "wdice", "equal", 5.0, 1 / 500), (True, "wdice", "equal", 5.0, 1 / 800)]
+    table = (tmp_path / "table1.md").read_text()
+    assert table.count("\n| ") == 10 and "75.83" in table and "63.91" in table and "SYNTHETIC" in table
+    main(args)  # matching checkpoints are reused, not trained again
+    assert len(trained) == 9 and "reusing" in capsys.readouterr().out
