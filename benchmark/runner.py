@@ -45,7 +45,6 @@ from .methods import METHODS, Method, build_methods
 
 REPO = Path(__file__).resolve().parent.parent
 FIELDS = ("case", "slice", "method", "protocol", "click", "n_clicks", "dice", "ms", "inter_px", "pred_px", "gt_px")
-PAPER_BAND_PX = 20  # iunet.robot.paper_pair's default band around the object
 SYNTHETIC_BANNER = "SYNTHETIC DATA: no --data given, so this runs on rendered toy slices, not on CT of patients; its numbers only check that the benchmark works"
 
 
@@ -95,26 +94,6 @@ def _sha256(path: str) -> str:
 
 # ---------------------------------------------------------------------------------------
 # robot
-
-
-def robot_points(protocol: str, gt: np.ndarray, mask: np.ndarray, rng: np.random.Generator, clicked) -> list:
-    """:func:`iunet.robot.next_clicks` computed on the smallest crop that gives the same answer.
-
-    The robots' distance transforms cost ~20 ms on a whole 512² slice but only touch the
-    errors (``ritm``, ``component``) or the object and its 20 px band (``paper``); cropping to
-    that box returns exactly the same points (the same pixels, in the same raster order) at a
-    fraction of the cost. ``gt``, ``mask``: (Y, X) bool; returns ``[(y, x, positive), ...]``.
-    """
-    region = gt if protocol == "paper" else gt ^ mask
-    if not region.any():
-        return next_clicks(protocol, gt, mask, rng, clicked) if protocol == "paper" else []
-    margin = PAPER_BAND_PX + 1 if protocol == "paper" else 1
-    ys, xs = np.nonzero(region.any(1))[0], np.nonzero(region.any(0))[0]
-    y0, y1 = max(ys[0] - margin, 0), min(ys[-1] + margin + 1, gt.shape[0])
-    x0, x1 = max(xs[0] - margin, 0), min(xs[-1] + margin + 1, gt.shape[1])
-    inside = [(y - y0, x - x0) for y, x in clicked if y0 <= y < y1 and x0 <= x < x1]
-    pts = next_clicks(protocol, gt[y0:y1, x0:x1], mask[y0:y1, x0:x1], rng, inside)
-    return [(y + y0, x + x0, p) for y, x, p in pts]
 
 
 def track_rng(seed: int, case: str, z: int, protocol: str) -> np.random.Generator:
@@ -181,7 +160,7 @@ def _add_clicks(todo: Sequence[tuple[Track, tuple]], batch: int) -> None:
 
 def click_step(tracks: Sequence[Track], k: int, batch: int) -> None:
     """Interaction ``k`` of every (started) track: the robot picks, the methods segment, Dice is recorded."""
-    plans = [(t, robot_points(t.protocol, t.gt, t.mask, t.rng, t.clicked)) for t in tracks]
+    plans = [(t, next_clicks(t.protocol, t.gt, t.mask, t.rng, t.clicked)) for t in tracks]
     for t, _ in plans:
         t.ms = 0.0
     for j in range(max((len(p) for _, p in plans), default=0)):  # the paper's pairs: 2 sub-steps

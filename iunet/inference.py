@@ -69,7 +69,8 @@ class Predictor:
     def describe_device(self) -> str:
         if self.device.type == "cuda":
             return f"GPU ({torch.cuda.get_device_name(self.device)})"
-        return f"CPU ({torch.get_num_threads()} threads)"
+        n = torch.get_num_threads()
+        return f"CPU ({n} thread{'s' if n != 1 else ''})"
 
     def prepare(self, image_hu: np.ndarray) -> torch.Tensor:
         """Window a (Y, X) HU slice with the model's window and resize it to the grid: (1, G, G) on the device."""

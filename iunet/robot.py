@@ -17,10 +17,11 @@ import numpy as np
 from scipy import ndimage
 
 PROTOCOLS = ("paper", "ritm", "component")
+PAPER_BAND_PX = 20  # width of the band around the object where the paper's negative click falls
 Point = tuple[int, int, bool]  # (y, x, positive)
 
 
-def paper_pair(gt: np.ndarray, rng: np.random.Generator, band_px: int = 20) -> list[Point]:
+def paper_pair(gt: np.ndarray, rng: np.random.Generator, band_px: int = PAPER_BAND_PX) -> list[Point]:
     """One interaction of the paper: a random positive click inside ``gt`` and a random negative
     click in the band of ``band_px`` pixels around it. ``gt``: (Y, X) bool. Empty gt → one
     negative click anywhere."""
@@ -95,6 +96,18 @@ def component_click(gt: np.ndarray, pred: np.ndarray | None, clicked: Iterable[t
     return int(y), int(x), positive
 
 
+def _next_full(protocol: str, gt, pred, rng, clicked) -> list[Point]:
+    if protocol == "paper":
+        return paper_pair(gt, rng, PAPER_BAND_PX)
+    if protocol == "ritm":
+        c = ritm_click(gt, pred, clicked)
+    elif protocol == "component":
+        c = component_click(gt, pred, clicked)
+    else:
+        raise ValueError(f"unknown robot protocol {protocol!r}; use one of {PROTOCOLS}")
+    return [] if c is None else [c]
+
+
 def next_clicks(
     protocol: str,
     gt: np.ndarray,
@@ -103,13 +116,26 @@ def next_clicks(
     clicked: Iterable[tuple[int, int]] = (),
 ) -> list[Point]:
     """The robot's next interaction under ``protocol``: a list of 1 (ritm, component) or up to 2
-    (paper) points. An empty list means the robot has nothing left to correct."""
-    if protocol == "paper":
-        return paper_pair(gt, rng)
-    if protocol == "ritm":
-        c = ritm_click(gt, pred, clicked)
-    elif protocol == "component":
-        c = component_click(gt, pred, clicked)
-    else:
+    (paper) points ``(y, x, positive)``. An empty list means there is nothing left to correct.
+
+    The distance transforms only need the errors (``ritm``, ``component``) or the object and
+    its band (``paper``), so they run on the smallest box around those: the same points (same
+    pixels, same raster order, same random draws) as on the whole slice, at a fraction of the
+    cost on a 512² slice.
+    """
+    if protocol not in PROTOCOLS:
         raise ValueError(f"unknown robot protocol {protocol!r}; use one of {PROTOCOLS}")
-    return [] if c is None else [c]
+    g = np.asarray(gt).astype(bool)
+    p = np.zeros_like(g) if pred is None else np.asarray(pred).astype(bool)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction {p.shape} and ground truth {g.shape} differ in shape")
+    region = g if protocol == "paper" else g ^ p
+    if not region.any():
+        return _next_full(protocol, g, p, rng, list(clicked)) if protocol == "paper" else []
+    margin = PAPER_BAND_PX + 1 if protocol == "paper" else 1
+    ys, xs = np.nonzero(region.any(1))[0], np.nonzero(region.any(0))[0]
+    y0, y1 = max(ys[0] - margin, 0), min(ys[-1] + margin + 1, g.shape[0])
+    x0, x1 = max(xs[0] - margin, 0), min(xs[-1] + margin + 1, g.shape[1])
+    inside = [(y - y0, x - x0) for y, x in clicked if y0 <= y < y1 and x0 <= x < x1]
+    pts = _next_full(protocol, g[y0:y1, x0:x1], p[y0:y1, x0:x1], rng, inside)
+    return [(y + y0, x + x0, pos) for y, x, pos in pts]

@@ -37,7 +37,7 @@ from .clicks import Click, encode_clicks
 from .data import SampleConfig, SliceBank, load_image_label_pairs, load_label_volumes, make_sample, msd_pairs, grid_radius
 from .losses import dice_loss, weighted_dice_loss
 from .model import Checkpoint, InputConfig, ModelConfig, UNet, save_checkpoint
-from .robot import ritm_click
+from .robot import next_clicks
 from .weight_maps import combined_weight_map
 
 HELD_OUT = ("spleen_8",)  # the real check case: never train on it
@@ -89,6 +89,7 @@ class TrainConfig:
     resume: bool = False
     init: str | None = None  # start from these weights (fine-tuning), e.g. the agnostic model
     max_minutes: float | None = None  # stop (after finishing the epoch) when this budget is spent
+    threads: int | None = None  # torch CPU threads; 1 avoids oversubscription beside other jobs
 
 
 PRESETS = {
@@ -177,9 +178,10 @@ def add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg: Tra
                 pred = (model(x).float() > 0).cpu().numpy()[:, 0]
             for b in range(x.shape[0]):
                 gt = target[b, 0].cpu().numpy() > 0.5
-                c = ritm_click(gt, pred[b], [(k.y, k.x) for k in clicks[b]])
-                if c is None:
+                pts = next_clicks("ritm", gt, pred[b], rng, [(k.y, k.x) for k in clicks[b]])
+                if not pts:
                     continue
+                c = pts[0]
                 r = grid_radius(scfg, float(pred[b].sum()), int(native_px[b]))  # from the current prediction
                 clicks[b].append(Click(c[0], c[1], c[2], r))
                 g = encode_clicks(clicks[b], gt.shape, scfg.click_encoding)
@@ -216,16 +218,17 @@ def validate(model: UNet, cfg: TrainConfig, val, device, clicks: int = 5) -> dic
     pred = Predictor(ckpt, device=device)
     cs = ClickSize(cfg.radius_px, cfg.alpha)
     sessions = [Session(pred, hu, cs) for hu, _, _ in val]
+    rng = np.random.default_rng(0)  # unused by ritm, which is deterministic
     curves: list[list[float]] = [[] for _ in val]
     model.eval()
     for k in range(clicks):
         pts, active = [], []
         for i, (s, (_, gt, _)) in enumerate(zip(sessions, val)):
-            c = ritm_click(gt, s.mask if k else None, [(c.y, c.x) for c in s.clicks])
-            if c is None:
+            c = next_clicks("ritm", gt, s.mask, rng, [(c.y, c.x) for c in s.clicks])
+            if not c:
                 curves[i].append(curves[i][-1] if curves[i] else 1.0)
                 continue
-            pts.append(c)
+            pts.append(c[0])
             active.append(i)
         for j in range(0, len(active), 16):
             idx = active[j : j + 16]
@@ -290,6 +293,8 @@ def train(cfg: TrainConfig) -> Path:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     main = rank == 0
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -430,7 +435,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--synthetic-weight", type=float, default=None)
     p.add_argument("--real-fraction", type=float, default=None)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
-    for name in ("epochs", "steps", "batch-size", "seed", "val-slices", "workers"):
+    for name in ("epochs", "steps", "batch-size", "seed", "val-slices", "workers", "threads"):
         p.add_argument(f"--{name}", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
@@ -448,7 +453,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "iterative_clicks": a.iterative_clicks, "grid_px": a.grid_px, "synthetic_weight": a.synthetic_weight,
         "real_fraction": a.real_fraction, "flip": a.flip, "epochs": a.epochs, "steps": a.steps,
         "batch_size": a.batch_size, "seed": a.seed, "val_slices": a.val_slices, "workers": a.workers, "lr": a.lr,
-        "device": a.device, "bf16": a.bf16, "channels_last": a.channels_last, "max_minutes": a.max_minutes, "init": a.init,
+        "device": a.device, "bf16": a.bf16, "channels_last": a.channels_last, "max_minutes": a.max_minutes, "init": a.init, "threads": a.threads,
         "labels": tuple(a.labels) if a.labels else None, "msd": tuple(a.msd) if a.msd else None,
         "totalseg": tuple(a.totalseg) if a.totalseg else None,
         "label_ids": tuple(a.label_ids) if a.label_ids is not None else None,

@@ -124,13 +124,15 @@ def _random_pair(rng) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("protocol", ["paper", "ritm", "component"])
-def test_cropped_robot_equals_library_robot(protocol):
+def test_cropped_robot_equals_whole_slice_robot(protocol):
+    from iunet.robot import _next_full
+
     rng = np.random.default_rng(1)
     for _ in range(25):
         gt, pred = _random_pair(rng)
         clicked = [tuple(int(v) for v in np.argwhere(gt ^ pred)[0])] if (gt ^ pred).any() else []
-        a = runner.robot_points(protocol, gt, pred, np.random.default_rng(7), clicked)
-        b = next_clicks(protocol, gt, pred, np.random.default_rng(7), clicked)
+        a = next_clicks(protocol, gt, pred, np.random.default_rng(7), clicked)
+        b = _next_full(protocol, gt, pred, np.random.default_rng(7), clicked)
         assert a == b
 
 
