@@ -114,9 +114,13 @@ def build_bank(cfg: TrainConfig) -> SliceBank:
         p = Path(src)
         pair = [(p / "ct.nii.gz", p / "seg.nii.gz")]
         ts = load_image_label_pairs(pair, cfg.grid_px, (), min_area_px=200)
-        bank.context += ts  # real anatomy around label-only slices (e.g. MSD spleen labels)
-        if not cfg.label_ids:  # class-agnostic: its structures are targets too
+        if cfg.label_ids:  # organ-specific: its real slices of the organ are targets,
+            bank.add(f"totalseg:{p.name}", load_image_label_pairs(pair, cfg.grid_px, cfg.label_ids), weight=0.3)
+            for sl in ts:  # and the context holds no second, unlabelled copy of the organ
+                sl.labels[np.isin(sl.labels, cfg.label_ids)] = 0
+        else:  # class-agnostic: its structures are targets too
             bank.add(f"totalseg:{p.name}", ts, weight=0.5)
+        bank.context += ts  # real anatomy around label-only slices (e.g. MSD spleen labels)
     if cfg.synthetic_weight > 0 or not bank.groups:
         bank.add_synthetic(cfg.synthetic_weight if bank.groups else 1.0)
     return bank
