@@ -7,7 +7,6 @@ Install the browser with: apt-get install -y chromium
 """
 import os
 import shutil
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -17,25 +16,11 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 CHROMIUM = "/usr/bin/chromium"
+from conftest import free_port, make_checkpoint  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed")
 playwright_sync = pytest.importorskip("playwright.sync_api")
-
-
-def make_checkpoint(path: Path) -> Path:
-    import torch
-
-    from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet, save_checkpoint
-
-    torch.manual_seed(0)
-    mc = ModelConfig(base_channels=4, depth=4)
-    return save_checkpoint(Checkpoint(UNet(mc), mc, InputConfig(grid_px=128), name="browser test model"), path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +30,7 @@ def server(tmp_path_factory):
     weights = os.environ.get("IUNET_WEIGHTS_DIR") if os.environ.get("IUNET_SCREENSHOT") == "1" else None
     if not weights:
         weights = tmp_path_factory.mktemp("weights")
-        make_checkpoint(weights / "tiny.safetensors")
+        make_checkpoint(name='browser test model', path=weights / "tiny.safetensors")
     config = app.AppConfig(weights_dir=str(weights), host="127.0.0.1", port=free_port(), concurrency=2)
     demo = app.build_demo(config)
     app.launch(demo, config, prevent_thread_lock=True, quiet=True)

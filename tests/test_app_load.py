@@ -6,7 +6,6 @@ file name, the mask area (checked against the same model run here) and the expor
 """
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -17,31 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import free_port, make_checkpoint  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 N_USERS = 16
 pytest.importorskip("gradio_client")
 
 
-def make_checkpoint(path: Path) -> Path:
-    import torch
-
-    from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet, save_checkpoint
-
-    torch.manual_seed(0)
-    mc = ModelConfig(base_channels=4, depth=4)
-    return save_checkpoint(Checkpoint(UNet(mc), mc, InputConfig(grid_px=128), name="load test model"), path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     weights = tmp_path_factory.mktemp("weights")
-    ckpt = make_checkpoint(weights / "tiny.safetensors")
+    ckpt = make_checkpoint(name='load test model', path=weights / "tiny.safetensors")
     port = free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", IUNET_WEIGHTS_DIR=str(weights))
     log = open(tmp_path_factory.mktemp("log") / "server.log", "w+")
