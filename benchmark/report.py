@@ -130,8 +130,8 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
         f"- Data: `{cfg['data']}` (task: {meta.get('task')}), {len(cfg['cases'])} cases, {n_slices} slices "
         f"({'all slices with foreground' if cfg['slices'] == 'all' else 'the largest slice of each case'}); split in `split.json`",
         f"- Up to {cfg['max_clicks']} interactions; dynamic click size α = 1/{round(1 / cfg['alpha'])} (first click {cfg['radius_px']:g} px), fixed size {cfg['radius_px']:g} px; seed {cfg['seed']}",
-        "- Checkpoints: " + ("; ".join(f"{name} `{(cfg.get(key) or {}).get('path')}`" for name, key in (("IU-Net", "weights"), ("U-Net", "unet_weights"))
-                                      if any(m.startswith(name.lower()) for m in methods)) or "none (classical methods only)"),
+        "- Checkpoints: " + ("; ".join(f"{name} `{Path(ck['path']).name}` ({ck.get('name')})" for name, key, prefix in (("IU-Net", "weights", "iunet"), ("U-Net", "unet_weights", "unet"))
+                                      if (ck := (meta.get("checkpoints") or {}).get(key)) and any(m.startswith(prefix) for m in methods)) or "none (classical methods only)"),
         f"- Device: {meta.get('options', {}).get('device')}; commit {env.get('git_commit')}{' (uncommitted changes)' if env.get('git_dirty') else ''}; status: {meta.get('status')}",
         "- Dice in %, mean over slices; NoC = clicks to reach the Dice (max when never reached; failures in brackets);"
         " AUC = normalised area under the Dice curve; 3D Dice = per case, from the stacked scored slices, mean over cases;"

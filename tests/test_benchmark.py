@@ -232,7 +232,9 @@ def test_end_to_end_synthetic_default(ckpt, unet_ckpt, tmp_path, capsys):
     assert all(r["n_clicks"] == "0" for r in auto) and all(0 <= float(r["dice"]) <= 1 for r in rows)
     meta = json.loads((out / "run.json").read_text())
     assert meta["synthetic"] and meta["status"] == "complete" and meta["environment"]["torch"]
-    assert "SYNTHETIC DATA" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "SYNTHETIC DATA" in summary
+    assert f"Checkpoints: IU-Net `{Path(ckpt).name}`" in summary and f"U-Net `{Path(unet_ckpt).name}`" in summary
     assert json.loads((out / "split.json").read_text())["test"] == ["colon_001", "colon_002", "colon_003"]
 
 
