@@ -126,6 +126,18 @@ def build_bank(cfg: TrainConfig) -> SliceBank:
     return bank
 
 
+def write_split(bank: SliceBank, path: Path) -> dict:
+    """Write which cases each source trained on, and which were held out, as JSON (the case
+    split that the benchmark's ``--split`` must avoid)."""
+    split = {
+        "train": {name: sorted({sl.source for sl in slices}) for name, slices in bank.groups.items()},
+        "context": sorted({sl.source for sl in bank.context}),
+        "held_out": list(HELD_OUT),
+    }
+    path.write_text(json.dumps(split, indent=2))
+    return split
+
+
 def sample_config(cfg: TrainConfig) -> SampleConfig:
     return SampleConfig(
         grid_px=cfg.grid_px, level_hu=cfg.level_hu, width_hu=cfg.width_hu, interactions=cfg.interactions,
@@ -326,6 +338,7 @@ def train(cfg: TrainConfig) -> Path:
     bank = build_bank(cfg)
     if main:
         print(f"data: {bank.describe()}", file=sys.stderr)
+        write_split(bank, out / "split.json")
     val = validation_set(cfg, bank, cfg.val_slices) if main else []
     use_amp = cfg.bf16
     amp_dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,28 @@ def test_weighted_dice_training_loss_falls(tmp_path):
     assert len(hist) == 3
     assert hist[-1]["loss"] < hist[0]["loss"]  # the weighted Dice loss falls
     assert (tmp_path / "last.safetensors").exists() and (tmp_path / "last.optim.safetensors").exists()
+    split = json.loads((tmp_path / "split.json").read_text())
+    assert split["held_out"] == ["spleen_8"] and "synthetic" in split["train"]
+
+
+def test_msd_folder_training_writes_case_split(tmp_path):
+    """An MSD task folder (Task10 colon naming) trains; spleen_8 style held-out cases are skipped."""
+    import nibabel as nib
+
+    task = tmp_path / "Task10_Colon"
+    for sub in ("imagesTr", "labelsTr"):
+        (task / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in (1, 2):
+        img = rng.normal(0, 30, (64, 64, 4)).astype(np.int16)
+        lab = np.zeros((64, 64, 4), np.uint8)
+        lab[20:40, 25:45, 1:3] = 1
+        img[lab > 0] += 150
+        nib.save(nib.Nifti1Image(img, np.eye(4)), task / "imagesTr" / f"colon_00{i}.nii.gz")
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), task / "labelsTr" / f"colon_00{i}.nii.gz")
+    train(tiny(tmp_path / "run", msd=(str(task),), synthetic_weight=0.0, epochs=1, steps=2, val_slices=2))
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert split["train"] == {"msd:Task10_Colon": ["colon_001", "colon_002"]}
 
 
 def test_resume_continues_from_last_epoch(tmp_path):
