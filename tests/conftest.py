@@ -38,6 +38,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def ct_dataset(hu_yx, ipp_lps, iop, spacing_rc, instance, uids, thickness_mm=2.0, intercept=-1024.0):
+    """A minimal but proper CT Image Storage dataset: int16 pixels, slope 1, ``intercept``.
+
+    ``uids`` = (study, series, frame of reference); ``spacing_rc`` = PixelSpacing (row, column) in
+    mm; ``ipp_lps`` / ``iop`` in DICOM's LPS patient coordinates. Carries the study attributes
+    that DICOM-SEG export (highdicom) needs.
+    """
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "CT", "Phantom^Test", "PH001", "", "O"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = uids
+    ds.StudyID, ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "20240101", "120000", "", ""
+    ds.SeriesNumber, ds.SeriesDescription, ds.InstanceNumber = 3, "phantom", instance
+    ds.ImagePositionPatient = [float(v) for v in ipp_lps]
+    ds.ImageOrientationPatient = [float(v) for v in iop]
+    ds.PixelSpacing = [float(spacing_rc[0]), float(spacing_rc[1])]
+    ds.SliceThickness = float(thickness_mm)
+    ds.Rows, ds.Columns = np.asarray(hu_yx).shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1.0, intercept, "HU"
+    ds.PixelData = np.round(np.asarray(hu_yx) - intercept).astype(np.int16).tobytes()
+    return ds
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A 64-px-grid IU-Net with random weights: enough for plumbing tests."""

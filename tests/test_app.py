@@ -19,6 +19,7 @@ import gradio as gr  # noqa: E402
 import app  # noqa: E402
 import app_support as sup  # noqa: E402
 from iunet.ct_io import read_nifti_mask  # noqa: E402
+from conftest import ct_dataset  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a server warns
 W = (40.0, 400.0)  # display window used by most calls
@@ -70,33 +71,6 @@ def is_problem(status) -> bool:
 
 # --------------------------------------------------------------------------- DICOM series writer
 
-def ct_dataset(hu_yx, ipp, iop, spacing_mm, instance, uids):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "CT", "Test^App", "APP1", "", "O"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = uids
-    ds.StudyID, ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "20240101", "120000", "", ""
-    ds.SeriesNumber, ds.InstanceNumber = 3, instance
-    ds.ImagePositionPatient = [float(v) for v in ipp]
-    ds.ImageOrientationPatient = [float(v) for v in iop]
-    ds.PixelSpacing = [float(spacing_mm[1]), float(spacing_mm[2])]
-    ds.SliceThickness = float(spacing_mm[0])
-    ds.Rows, ds.Columns = hu_yx.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleSlope, ds.RescaleIntercept = 1.0, -1024.0
-    ds.PixelData = np.round(np.asarray(hu_yx) + 1024).astype(np.int16).tobytes()
-    return ds
-
-
 def write_series(folder: Path, hu_zyx: np.ndarray, spacing_mm=(2.0, 0.7, 0.7), flip=False) -> list[Path]:
     """Write a display-orientation volume as an axial DICOM series whose loaded display is hu_zyx.
 
@@ -117,7 +91,7 @@ def write_series(folder: Path, hu_zyx: np.ndarray, spacing_mm=(2.0, 0.7, 0.7), f
             img, ipp, iop = hu_zyx[z][:, ::-1], [(x_n - 1) * sx, 0.0, z * sz], [-1, 0, 0, 0, 1, 0]
         else:
             img, ipp, iop = hu_zyx[z], [0.0, 0.0, z * sz], [1, 0, 0, 0, 1, 0]
-        ds = ct_dataset(img, ipp, iop, spacing_mm, z_n - z, uids)
+        ds = ct_dataset(img, ipp, iop, (sy, sx), z_n - z, uids, thickness_mm=sz)
         p = folder / f"IM{n:04d}"
         ds.save_as(p, enforce_file_format=True)
         paths.append(p)

@@ -20,6 +20,7 @@ from PIL import Image
 
 from iunet import ct_io
 from iunet.ct_io import CTLoadError, CTVolume, load_ct, read_nifti_mask, save_mask_nifti
+from conftest import ct_dataset
 
 BG_HU, BLOCK_HU, MARKER_HU = 40.0, 300.0, 800.0
 # World grid (RAS mm) of voxel centres per world axis x (R+), y (A+), z (S+).
@@ -168,38 +169,6 @@ def test_read_nifti_mask_rejects_other_grid(tmp_path):
 
 # --------------------------------------------------------------------------- DICOM
 
-def ct_dataset(hu_yx, ipp_lps, iop, spacing_rc, instance, series_uid, study_uid, frame_uid, intercept=-1024.0):
-    """A minimal but proper CT Image Storage dataset (int16, slope 1, intercept -1024)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.PatientName = "Phantom^Test"
-    ds.PatientID = "PH001"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-    ds.SeriesDescription = "phantom"
-    ds.InstanceNumber = instance
-    ds.ImagePositionPatient = [float(v) for v in ipp_lps]
-    ds.ImageOrientationPatient = [float(v) for v in iop]
-    ds.PixelSpacing = [float(spacing_rc[0]), float(spacing_rc[1])]
-    ds.SliceThickness = 2.0
-    ds.Rows, ds.Columns = hu_yx.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 1.0, intercept, "HU"
-    ds.PixelData = np.round(np.asarray(hu_yx) - intercept).astype(np.int16).tobytes()
-    return ds
-
-
 def dicom_series(row_cos, col_cos, spacing_rc, shape_rc, first_ipp_lps, step_lps, n_slices, rng=None):
     """Datasets of the phantom on a DICOM grid (LPS geometry), in acquisition order, with the
     source data (col, row, slice sorted along the normal) and the RAS affine of that grid."""
@@ -215,7 +184,7 @@ def dicom_series(row_cos, col_cos, spacing_rc, shape_rc, first_ipp_lps, step_lps
         lps = ipp[:, None, None] + row_cos[:, None, None] * i * spacing_rc[1] + col_cos[:, None, None] * j * spacing_rc[0]
         hu = phantom_hu(-lps[0], -lps[1], lps[2])
         # instance numbers deliberately run opposite to the positions
-        datasets.append(ct_dataset(hu, ipp, [*row_cos, *col_cos], spacing_rc, n_slices - k, series, study, frame))
+        datasets.append(ct_dataset(hu, ipp, [*row_cos, *col_cos], spacing_rc, n_slices - k, (study, series, frame)))
         slices.append(hu)
     # The source grid's slice axis is sorted along the slice normal (row × column direction).
     step_lps, first_ipp_lps = np.asarray(step_lps, float), np.asarray(first_ipp_lps, float)
@@ -472,11 +441,11 @@ def test_inconsistent_series(tmp_path):
     datasets, _, _ = axial_series()
     write_shuffled(tmp_path / "s", datasets)
     odd = ct_dataset(np.zeros((20, 26)), [0, 0, 100], [1, 0, 0, 0, 1, 0], (1, 1), 99,
-                     datasets[0].SeriesInstanceUID, datasets[0].StudyInstanceUID, datasets[0].FrameOfReferenceUID)
+                     (datasets[0].StudyInstanceUID, datasets[0].SeriesInstanceUID, datasets[0].FrameOfReferenceUID))
     odd.save_as(tmp_path / "s" / "odd", enforce_file_format=True)
     expect_error(tmp_path / "s", "different sizes", "24×20", "26×20")
     dup = ct_dataset(np.zeros((20, 24)), datasets[0].ImagePositionPatient, [1, 0, 0, 0, 1, 0], (1, 1), 99,
-                     datasets[0].SeriesInstanceUID, datasets[0].StudyInstanceUID, datasets[0].FrameOfReferenceUID)
+                     (datasets[0].StudyInstanceUID, datasets[0].SeriesInstanceUID, datasets[0].FrameOfReferenceUID))
     (tmp_path / "s" / "odd").unlink()
     dup.save_as(tmp_path / "s" / "dup", enforce_file_format=True)
     expect_error(tmp_path / "s", "same position")
