@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from .clicks import Click, ClickSize, encode_clicks
 from .model import Checkpoint, load_checkpoint
@@ -279,8 +280,6 @@ def propagate(
     direction stops when the mask falls under ``min_area_px`` or after ``max_slices``.
     ``volume_hu``: (Z, Y, X); returns a (Z, Y, X) bool volume.
     """
-    from scipy import ndimage
-
     vol = np.asarray(volume_hu, dtype=np.float32)
     if vol.ndim != 3:
         raise ValueError(f"propagation needs a volume (Z, Y, X), got shape {vol.shape}")
