@@ -277,7 +277,7 @@ def with_context(sl: LabelSlice, ctx: LabelSlice) -> LabelSlice:
     are never targets when ``sl`` restricts its targets."""
     lab = np.where(ctx.labels > 0, ctx.labels.astype(np.int32) + 1000, 0)
     lab = np.where(sl.labels > 0, sl.labels, lab).astype(np.int32)
-    body = ctx.body if ctx.body is not None else None
+    body = ctx.body
     if body is not None:
         body = body | ndimage.binary_dilation(sl.labels > 0, iterations=3)
     tids = sl.target_ids or tuple(int(k) for k in np.unique(sl.labels) if k)
@@ -311,12 +311,15 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
 
 
 class SliceBank:
-    """A pool of label slices from several sources, sampled with weights."""
+    """A pool of label slices from several sources, sampled with weights; the built-in
+    generator, when enabled, is one more source whose slices are made on the fly."""
+
+    SYNTHETIC = "synthetic"
 
     def __init__(self, grid_px: int):
         self.grid_px = grid_px
-        self.groups: dict[str, list[LabelSlice]] = {}
-        self.weights: dict[str, float] = {}
+        self.groups: dict[str, list[LabelSlice]] = {}  # loaded slices per source
+        self.weights: dict[str, float] = {}  # every source's weight, the generator's included
         self.context: list[LabelSlice] = []  # anatomy to render label-only slices into
         self.context_p = 0.7
 
@@ -325,30 +328,33 @@ class SliceBank:
             self.groups.setdefault(name, []).extend(slices)
             self.weights[name] = weight
 
+    def add_synthetic(self, weight: float = 1.0) -> None:
+        """Enable the built-in generator (drawn on the fly)."""
+        self.weights[self.SYNTHETIC] = weight
+
     def __len__(self) -> int:
+        """Number of loaded slices (the generator's are not counted: they are unlimited)."""
         return sum(len(v) for v in self.groups.values())
 
     def describe(self) -> str:
-        return ", ".join(f"{k}: {len(v)} slices (w={self.weights[k]:g})" for k, v in self.groups.items())
+        return ", ".join(
+            f"{k}: {len(self.groups[k])} slices (w={w:g})" if k in self.groups else f"{k}: generated (w={w:g})"
+            for k, w in self.weights.items()
+        )
 
     def draw(self, rng: np.random.Generator) -> LabelSlice:
-        names = list(self.groups)
+        names = list(self.weights)
         if not names:  # nothing loaded: the built-in generator
             return synthetic_labels(self.grid_px, rng)
         p = np.array([self.weights[n] for n in names], float)
         name = names[int(rng.choice(len(names), p=p / p.sum()))]
-        if name == "synthetic":
+        if name == self.SYNTHETIC:
             return synthetic_labels(self.grid_px, rng)
         group = self.groups[name]
         sl = group[int(rng.integers(len(group)))]
         if sl.hu is None and sl.body is None and self.context and rng.random() < self.context_p:
             sl = with_context(sl, self.context[int(rng.integers(len(self.context)))])
         return sl
-
-    def add_synthetic(self, weight: float = 1.0) -> None:
-        """Enable the built-in generator (drawn on the fly)."""
-        self.groups["synthetic"] = [synthetic_labels(self.grid_px, np.random.default_rng(0))]
-        self.weights["synthetic"] = weight
 
 
 def load_label_volumes(paths: Sequence[Path], grid_px: int, target_ids: Sequence[int] = (), exclude: Sequence[str] = ()) -> list[LabelSlice]:

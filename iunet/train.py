@@ -24,17 +24,19 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from .clicks import Click, encode_clicks
-from .data import SampleConfig, SliceBank, load_image_label_pairs, load_label_volumes, make_sample, msd_pairs, grid_radius
+from .ct_io import load_ct, read_nifti_mask
+from .data import (
+    SampleConfig, SliceBank, grid_radius, load_image_label_pairs, load_label_volumes, make_sample, msd_pairs, slices_from_volume,
+)
 from .losses import dice_loss, weighted_dice_loss
 from .model import Checkpoint, InputConfig, ModelConfig, UNet, save_checkpoint
 from .robot import next_clicks
@@ -112,10 +114,11 @@ def build_bank(cfg: TrainConfig) -> SliceBank:
         bank.add(f"msd:{Path(src).name}", load_image_label_pairs(msd_pairs(Path(src)), cfg.grid_px, cfg.label_ids, HELD_OUT))
     for src in cfg.totalseg:
         p = Path(src)
-        pair = [(p / "ct.nii.gz", p / "seg.nii.gz")]
-        ts = load_image_label_pairs(pair, cfg.grid_px, (), min_area_px=200)
+        vol = load_ct(p / "ct.nii.gz")
+        lab = read_nifti_mask(p / "seg.nii.gz", like=vol).astype(np.int32)
+        ts = slices_from_volume(lab, cfg.grid_px, vol.hu, (), min_area_px=200, source="ct")
         if cfg.label_ids:  # organ-specific: its real slices of the organ are targets,
-            bank.add(f"totalseg:{p.name}", load_image_label_pairs(pair, cfg.grid_px, cfg.label_ids), weight=0.3)
+            bank.add(f"totalseg:{p.name}", slices_from_volume(lab, cfg.grid_px, vol.hu, cfg.label_ids, source="ct"), weight=0.3)
             for sl in ts:  # and the context holds no second, unlabelled copy of the organ
                 sl.labels[np.isin(sl.labels, cfg.label_ids)] = 0
         else:  # class-agnostic: its structures are targets too
@@ -130,7 +133,7 @@ def write_split(bank: SliceBank, path: Path) -> dict:
     """Write which cases each source trained on, and which were held out, as JSON (the case
     split that the benchmark's ``--split`` must avoid)."""
     split = {
-        "train": {name: sorted({sl.source for sl in slices}) for name, slices in bank.groups.items()},
+        "train": {name: sorted({sl.source for sl in bank.groups.get(name, ())}) or [name] for name in bank.weights},
         "context": sorted({sl.source for sl in bank.context}),
         "held_out": list(HELD_OUT),
     }
