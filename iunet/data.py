@@ -49,6 +49,11 @@ class LabelSlice:
     body: np.ndarray | None = None
     target_ids: tuple[int, ...] = ()  # label ids that may be chosen as target (empty = any)
     source: str = ""
+    # The whole label volume on the grid (Z, G, G), shared by all slices of a volume, with this
+    # slice's index and the slice spacing: neighbouring slices for propagation training.
+    volume: np.ndarray | None = field(default=None, repr=False)
+    z: int = -1
+    spacing_z_mm: float = 0.0
 
 
 def _resize_nearest(a: np.ndarray, g: int) -> np.ndarray:
@@ -70,11 +75,15 @@ def slices_from_volume(
     target_ids: Sequence[int] = (),
     min_area_px: int = 20,
     source: str = "",
+    spacing_z_mm: float = 0.0,
 ) -> list[LabelSlice]:
     """Axial slices of a (Z, Y, X) label volume (display orientation) that contain a target
-    structure of at least ``min_area_px`` native pixels, resized to the grid."""
+    structure of at least ``min_area_px`` native pixels, resized to the grid. Every slice keeps a
+    reference to the whole grid label volume (``volume``, (Z, G, G) int16, shared) and its index,
+    so that propagation samples can use its neighbours ``spacing_z_mm`` apart."""
     out = []
     lab = np.asarray(labels_zyx).astype(np.int32)
+    grid_vol = np.stack([_resize_nearest(lab[z], grid_px).astype(np.int16) for z in range(lab.shape[0])])
     for z in range(lab.shape[0]):
         sl = lab[z]
         tgt = np.isin(sl, target_ids) if target_ids else sl > 0
@@ -82,7 +91,7 @@ def slices_from_volume(
             continue
         hu = None if hu_zyx is None else _resize_linear(hu_zyx[z], grid_px)
         body = None if hu_zyx is None else _resize_nearest((hu_zyx[z] > -500).astype(np.uint8), grid_px) > 0
-        out.append(LabelSlice(_resize_nearest(sl, grid_px).astype(np.int16), int(max(sl.shape)), hu, body, tuple(target_ids), source))
+        out.append(LabelSlice(grid_vol[z].copy(), int(max(sl.shape)), hu, body, tuple(target_ids), source, grid_vol, z, float(spacing_z_mm)))
     return out
 
 
@@ -124,6 +133,47 @@ def synthetic_labels(grid_px: int, rng: np.random.Generator) -> LabelSlice:
         cy, cx = rng.uniform(0.3, 0.7) * g, rng.uniform(0.2, 0.8) * g
         lab[random_blob((g, g), rng, cy, cx, r) & (lab == 0)] = k
     return LabelSlice(lab, 512, source="synthetic")
+
+
+def random_tube(shape: tuple[int, int], rng: np.random.Generator, width_px: float) -> np.ndarray:
+    """A smooth curved tube (vessel-like, possibly branching) of about ``width_px`` px across."""
+    g = shape[0]
+    canvas = np.zeros(shape, bool)
+    y, x = rng.uniform(0.3, 0.7) * g, rng.uniform(0.25, 0.75) * g
+    for _branch in range(int(rng.integers(1, 4))):
+        ang, yy, xx = rng.uniform(0, 2 * np.pi), y, x
+        for _ in range(int(rng.integers(15, 60))):
+            ang += rng.normal(0, 0.15)
+            yy, xx = yy + 2 * np.sin(ang), xx + 2 * np.cos(ang)
+            iy, ix = int(round(yy)), int(round(xx))
+            if not (0 <= iy < g and 0 <= ix < g):
+                break
+            canvas[iy, ix] = True
+        y, x = yy, xx
+    return ndimage.binary_dilation(canvas, iterations=max(1, int(round(width_px / 2))))
+
+
+def training_labels(grid_px: int, rng: np.random.Generator) -> LabelSlice:
+    """Random label slices for training, wider than ``synthetic_labels`` (which stays as it is,
+    since the benchmark's synthetic dataset is drawn from it): small lesions to regions filling a
+    third of the slice, and branching tubes (vessels), so that no size is the only one a first
+    click has ever meant."""
+    sl = synthetic_labels(grid_px, rng)
+    g = grid_px
+    lab = sl.labels
+    k = int(lab.max()) + 1
+    if rng.random() < 0.35:  # a large organ-like region (liver-sized)
+        big = random_blob((g, g), rng, rng.uniform(0.35, 0.65) * g, rng.uniform(0.3, 0.7) * g, rng.uniform(0.15, 0.27) * g)
+        lab[big] = k
+        k += 1
+    for _ in range(int(rng.integers(0, 3))):  # vessels
+        lab[random_tube((g, g), rng, rng.uniform(2, 9) * g / 256) & (lab == 0)] = k
+        k += 1
+    if rng.random() < 0.4:  # small lesions
+        for _ in range(int(rng.integers(1, 4))):
+            lab[random_blob((g, g), rng, rng.uniform(0.3, 0.7) * g, rng.uniform(0.25, 0.75) * g, rng.uniform(0.008, 0.03) * g)] = k
+            k += 1
+    return sl
 
 
 def _body_mask(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -220,6 +270,14 @@ class SampleConfig:
     real_fraction: float = 0.3  # use the real image instead of a rendering when a slice has one
     flip: bool = False  # left-right flips (off for organ-specific models: the spleen is on the left)
     geometry: bool = True  # random scale / rotation / shift
+    # The first interaction's clicks get the default radius, as at test time (no mask yet, so
+    # α · area is unknown); α · true area would tell the model the object's size through the
+    # disk, a cue a user's first click never carries (docs/design.md, "first click").
+    first_click_default: bool = False
+    single_click_p: float = 0.0  # first interaction = one positive click only (as the ritm robot / a person)
+    centre_click_p: float = 0.5  # of those, at the object's deepest point (else anywhere inside)
+    propagate_p: float = 0.0  # samples that carry a neighbouring slice's mask and no click
+    max_gap_mm: float = 8.0  # neighbours for propagation up to this far apart (1 or 2 slices)
 
 
 @dataclass
@@ -231,13 +289,19 @@ class Sample:
     clicks: list[Click] = field(default_factory=list)  # on the grid
     native_px: int = 512
     hu: np.ndarray | None = None  # (G, G) HU, for iterative click simulation
+    prev: np.ndarray | None = None  # (1, G, G) 0/1 previous-mask channel (neighbour's mask when propagating)
 
 
 def choose_target(sl: LabelSlice, rng: np.random.Generator) -> np.ndarray:
     """The structure the simulated user wants: a random allowed label's largest component."""
+    return choose_target_id(sl, rng)[0]
+
+
+def choose_target_id(sl: LabelSlice, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """``choose_target`` and the label id it chose (0 when the slice has no allowed label)."""
     ids = [int(k) for k in np.unique(sl.labels) if k and (not sl.target_ids or k in sl.target_ids)]
     if not ids:
-        return np.zeros(sl.labels.shape, bool)
+        return np.zeros(sl.labels.shape, bool), 0
     ids_ok = [k for k in ids if (sl.labels == k).sum() >= 4]
     k = int(rng.choice(ids_ok or ids))
     m = sl.labels == k
@@ -245,12 +309,74 @@ def choose_target(sl: LabelSlice, rng: np.random.Generator) -> np.ndarray:
         cc, n = ndimage.label(m)
         if n > 1:
             m = cc == (1 + int(np.argmax(np.bincount(cc.ravel())[1:])))
-    return m
+    return m, k
 
 
-def _augment(hu: np.ndarray, target: np.ndarray, rng: np.random.Generator, cfg: SampleConfig) -> tuple[np.ndarray, np.ndarray]:
+def _near(labels: np.ndarray, k: int, footprint: np.ndarray, reach_px: int) -> np.ndarray:
+    """The components of label ``k`` in ``labels`` that touch ``footprint`` grown by ``reach_px``."""
+    m = labels == k
+    if not m.any() or not footprint.any():
+        return np.zeros_like(m)
+    near = ndimage.binary_dilation(footprint, iterations=reach_px)
+    cc, _ = ndimage.label(m)
+    keep = np.unique(cc[near & m])
+    return np.isin(cc, keep[keep > 0])
+
+
+def neighbour_target(
+    sl: LabelSlice, k: int, target: np.ndarray, rng: np.random.Generator, max_gap_mm: float, end_p: float = 0.4
+) -> tuple[LabelSlice, np.ndarray, np.ndarray] | None:
+    """A propagation pair from the label volume of ``sl``: ``(slice to render, its target,
+    previous mask)``. The previous mask is the structure (label ``k``, the components near
+    ``target``) on one slice, the target the same structure 1 or 2 slices away (at most
+    ``max_gap_mm``). With probability ``end_p`` the pair is taken where the structure ends, so
+    the target is empty: that is the right answer there, and the signal that stops propagation.
+    ``None`` when ``sl`` has no volume or the neighbour is outside it."""
+    if sl.volume is None or sl.z < 0 or k == 0:
+        return None
+    vol, nz = sl.volume, sl.volume.shape[0]
+    reach = max(2, sl.labels.shape[0] // 32)
+    gaps = [d for d in (1, 2) if d == 1 or (sl.spacing_z_mm > 0 and d * sl.spacing_z_mm <= max_gap_mm)]
+    gap, step = int(rng.choice(gaps)), int(rng.choice((-1, 1)))
+    z1, prev = sl.z, target
+    if rng.random() < end_p:  # walk to the last slice that still has the structure
+        while 0 <= z1 + step < nz:
+            nxt = _near(vol[z1 + step], k, prev, reach)
+            if not nxt.any():
+                break
+            z1, prev = z1 + step, nxt
+    z2 = z1 + gap * step
+    if not 0 <= z2 < nz:
+        return None
+    lab2 = vol[z2].astype(np.int32)
+    if sl.labels.max() >= 1000:  # rendered into a context: keep the context, swap the structures
+        lab2 = np.where(lab2 > 0, lab2, np.where(sl.labels >= 1000, sl.labels, 0))
+    body = sl.body
+    if body is not None:
+        body = body | ndimage.binary_dilation(lab2 > 0, iterations=3)
+    out = LabelSlice(lab2, sl.native_px, None, body, sl.target_ids, sl.source)
+    return out, _near(lab2, k, prev, reach), prev
+
+
+def perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A neighbour's mask as a model would have predicted it: slightly grown or shrunk and shifted."""
+    m = mask.copy()
+    if not m.any():
+        return m
+    r = int(rng.integers(-2, 3))
+    if r > 0:
+        m = ndimage.binary_dilation(m, iterations=r)
+    elif r < 0:
+        eroded = ndimage.binary_erosion(m, iterations=-r)
+        m = eroded if eroded.any() else m
+    dy, dx = rng.integers(-2, 3, 2)
+    return np.roll(m, (int(dy), int(dx)), axis=(0, 1))
+
+
+def _augment(hu: np.ndarray, masks: list[np.ndarray], rng: np.random.Generator, cfg: SampleConfig) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The same random flip / scale / rotation / shift for the HU slice and every (G, G) mask."""
     if cfg.flip and rng.random() < 0.5:
-        hu, target = hu[:, ::-1], target[:, ::-1]
+        hu, masks = hu[:, ::-1], [m[:, ::-1] for m in masks]
     if cfg.geometry and rng.random() < 0.7:
         g = hu.shape[0]
         s = rng.uniform(0.8, 1.25)
@@ -259,8 +385,8 @@ def _augment(hu: np.ndarray, target: np.ndarray, rng: np.random.Generator, cfg: 
         c = np.array([g / 2, g / 2])
         off = c - rot @ c + rng.uniform(-0.06, 0.06, 2) * g
         hu = ndimage.affine_transform(hu, rot, off, order=1, mode="constant", cval=HU_AIR)
-        target = ndimage.affine_transform(target.astype(np.float32), rot, off, order=1) > 0.5
-    return np.ascontiguousarray(hu), np.ascontiguousarray(target)
+        masks = [ndimage.affine_transform(m.astype(np.float32), rot, off, order=1) > 0.5 for m in masks]
+    return np.ascontiguousarray(hu), [np.ascontiguousarray(m) for m in masks]
 
 
 def grid_radius(cfg: SampleConfig, area_grid_px: float, native_px: int) -> float:
@@ -281,29 +407,62 @@ def with_context(sl: LabelSlice, ctx: LabelSlice) -> LabelSlice:
     if body is not None:
         body = body | ndimage.binary_dilation(sl.labels > 0, iterations=3)
     tids = sl.target_ids or tuple(int(k) for k in np.unique(sl.labels) if k)
-    return LabelSlice(lab, sl.native_px, None, body, tids, f"{sl.source}+{ctx.source}")
+    return LabelSlice(lab, sl.native_px, None, body, tids, f"{sl.source}+{ctx.source}", sl.volume, sl.z, sl.spacing_z_mm)
+
+
+def _first_click(target: np.ndarray, rng: np.random.Generator, centre_p: float) -> tuple[int, int, bool]:
+    """A user's first click: at the object's deepest point (where the ritm robot and most people
+    click first) with probability ``centre_p``, else anywhere inside it."""
+    if rng.random() < centre_p:
+        d = ndimage.distance_transform_edt(np.pad(target, 1))[1:-1, 1:-1]
+        y, x = np.unravel_index(int(np.argmax(d)), d.shape)
+        return int(y), int(x), True
+    ys, xs = np.nonzero(target)
+    i = int(rng.integers(len(ys)))
+    return int(ys[i]), int(xs[i]), True
 
 
 def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> Sample:
-    """Render/choose the image, pick the target, augment, simulate the paper's clicks, weight map."""
-    target = choose_target(sl, rng)
-    use_real = sl.hu is not None and rng.random() < cfg.real_fraction
+    """Render/choose the image, pick the target, augment, simulate clicks, weight map.
+
+    Two kinds of sample: *click* samples (the paper's random pairs, or a single positive
+    first click; previous mask empty, as before a user's first click) and, with probability
+    ``cfg.propagate_p``, *propagation* samples: the image is a neighbouring slice of the label
+    volume, the previous-mask channel holds the structure on ``sl`` (perturbed, as a predicted
+    mask would be), there is no click, and the target is the same structure on the neighbour,
+    which is empty where the structure has ended."""
+    target, k = choose_target_id(sl, rng)
+    prev = np.zeros_like(target)
+    pair = neighbour_target(sl, k, target, rng, cfg.max_gap_mm) if cfg.propagate_p > 0 and rng.random() < cfg.propagate_p else None
+    if pair is not None:
+        sl, target, prev = pair
+        prev = perturb_mask(prev, rng)
+    use_real = pair is None and sl.hu is not None and rng.random() < cfg.real_fraction
     hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng)
-    hu, target = _augment(hu, target, rng, cfg)
+    hu, (target, prev) = _augment(hu, [target, prev], rng, cfg)
     g = cfg.grid_px
     jitter = cfg.width_hu * cfg.window_jitter
     level = cfg.level_hu + rng.uniform(-jitter, jitter)
     width = cfg.width_hu + rng.uniform(-jitter, jitter)
     image = apply_window(hu, level, width)[None]
-    n_pairs = cfg.interactions if cfg.max_interactions <= cfg.interactions else int(rng.integers(cfg.interactions, cfg.max_interactions + 1))
-    r = grid_radius(cfg, float(target.sum()), sl.native_px)
-    clicks = []
-    for _ in range(n_pairs):
+    clicks: list[Click] = []
+    if pair is None and target.any():
+        n_pairs = cfg.interactions if cfg.max_interactions <= cfg.interactions else int(rng.integers(cfg.interactions, cfg.max_interactions + 1))
+        r_true = grid_radius(cfg, float(target.sum()), sl.native_px)
+        r_first = grid_radius(cfg, 0.0, sl.native_px) if cfg.first_click_default else r_true
         band = max(2, int(round(20 * g / sl.native_px)))
-        clicks += [Click(y, x, p, r) for (y, x, p) in paper_pair(target, rng, band_px=band)]
+        if rng.random() < cfg.single_click_p:
+            clicks.append(Click(*_first_click(target, rng, cfg.centre_click_p), r_first))
+            n_pairs -= 1
+        for i in range(n_pairs):
+            r = r_first if not clicks and i == 0 else r_true
+            clicks += [Click(y, x, p, r) for (y, x, p) in paper_pair(target, rng, band_px=band)]
     guidance = encode_clicks(clicks, (g, g), cfg.click_encoding)
     weight = combined_weight_map(target, clicks, cfg.boundary_weights, cfg.click_weights)
-    return Sample(image.astype(np.float32), guidance, target[None].astype(np.float32), weight[None], clicks, sl.native_px, hu)
+    return Sample(
+        image.astype(np.float32), guidance, target[None].astype(np.float32), weight[None], clicks, sl.native_px, hu,
+        prev[None].astype(np.float32),
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -322,15 +481,21 @@ class SliceBank:
         self.weights: dict[str, float] = {}  # every source's weight, the generator's included
         self.context: list[LabelSlice] = []  # anatomy to render label-only slices into
         self.context_p = 0.7
+        self.wide_shapes = False  # the generator draws ``training_labels`` instead of ``synthetic_labels``
 
     def add(self, name: str, slices: list[LabelSlice], weight: float = 1.0) -> None:
         if slices:
             self.groups.setdefault(name, []).extend(slices)
             self.weights[name] = weight
 
-    def add_synthetic(self, weight: float = 1.0) -> None:
-        """Enable the built-in generator (drawn on the fly)."""
+    def add_synthetic(self, weight: float = 1.0, wide: bool = False) -> None:
+        """Enable the built-in generator (drawn on the fly); ``wide`` adds large regions, vessels
+        and small lesions (``training_labels``) to its shapes."""
         self.weights[self.SYNTHETIC] = weight
+        self.wide_shapes = wide
+
+    def generate(self, rng: np.random.Generator) -> LabelSlice:
+        return (training_labels if self.wide_shapes else synthetic_labels)(self.grid_px, rng)
 
     def __len__(self) -> int:
         """Number of loaded slices (the generator's are not counted: they are unlimited)."""
@@ -345,11 +510,11 @@ class SliceBank:
     def draw(self, rng: np.random.Generator) -> LabelSlice:
         names = list(self.weights)
         if not names:  # nothing loaded: the built-in generator
-            return synthetic_labels(self.grid_px, rng)
+            return self.generate(rng)
         p = np.array([self.weights[n] for n in names], float)
         name = names[int(rng.choice(len(names), p=p / p.sum()))]
         if name == self.SYNTHETIC:
-            return synthetic_labels(self.grid_px, rng)
+            return self.generate(rng)
         group = self.groups[name]
         sl = group[int(rng.integers(len(group)))]
         if sl.hu is None and sl.body is None and self.context and rng.random() < self.context_p:
@@ -368,7 +533,7 @@ def load_label_volumes(paths: Sequence[Path], grid_px: int, target_ids: Sequence
         if name in exclude:
             continue
         vol = load_ct(p)
-        out += slices_from_volume(np.rint(vol.hu).astype(np.int32), grid_px, None, target_ids, source=name)
+        out += slices_from_volume(np.rint(vol.hu).astype(np.int32), grid_px, None, target_ids, source=name, spacing_z_mm=vol.spacing_mm[0])
     return out
 
 
@@ -385,7 +550,7 @@ def load_image_label_pairs(
             continue
         vol = load_ct(img_p)
         lab = read_nifti_mask(lab_p, like=vol)
-        out += slices_from_volume(lab.astype(np.int32), grid_px, vol.hu, target_ids, min_area_px, source=name)
+        out += slices_from_volume(lab.astype(np.int32), grid_px, vol.hu, target_ids, min_area_px, source=name, spacing_z_mm=vol.spacing_mm[0])
     return out
 
 

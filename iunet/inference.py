@@ -93,7 +93,8 @@ class Predictor:
         if mask is None:
             return torch.zeros((1, g, g), device=self.device)
         t = torch.from_numpy(np.asarray(mask, dtype=np.float32)).to(self.device)
-        return F.interpolate(t[None, None], size=(g, g), mode="bilinear", align_corners=False)[0]
+        # binary on the grid, as the model saw it in training (iunet.data, iunet.train)
+        return (F.interpolate(t[None, None], size=(g, g), mode="bilinear", align_corners=False)[0] >= 0.5).float()
 
     @torch.inference_mode()
     def predict_prepared(
@@ -257,11 +258,270 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
         [s._grid for s in sessions],
         [s.shape for s in sessions],
         [s.clicks + (c,) for s, c in zip(sessions, new)],
-        [s.probability for s in sessions],
+        [None if s.probability is None else s.mask for s in sessions],
     )
     ms = (time.perf_counter() - t0) * 1000.0 / len(sessions)
     for s, c, p in zip(sessions, new, probs):
         s.add_prediction(c, p, ms)
+
+
+# ---------------------------------------------------------------------------------------
+# Volumes: propagation and 3D corrections
+
+MIN_AREA_PX = 10  # a predicted mask smaller than this (slice pixels) means the structure has ended
+MIN_CONFIDENCE = 0.6  # mean probability inside a propagated mask below this: not confident, stop
+
+
+def _seed_click(prev: np.ndarray, click_size: ClickSize) -> Click:
+    """For models without the previous-mask channel: a positive click at the deepest point of
+    the previous slice's mask stands in for it."""
+    depth = ndimage.distance_transform_edt(np.pad(prev, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return Click(int(y), int(x), True, click_size.radius_for(int(prev.sum())))
+
+
+def accept_propagated(prob: np.ndarray, prev: np.ndarray, threshold: float = 0.5,
+                      min_area_px: int = MIN_AREA_PX, min_confidence: float = MIN_CONFIDENCE) -> np.ndarray:
+    """The mask to keep from a propagated prediction, or an empty one where the structure ends.
+
+    ``prob`` (Y, X) float, the prediction on the next slice; ``prev`` (Y, X) bool, the mask it
+    was propagated from. Only components that overlap ``prev`` grown by a margin (a quarter of
+    its equivalent radius, at least 3 px) are kept, so propagation never jumps to another
+    structure; the result is empty when it is under ``min_area_px`` or when the model is not
+    confident in it (mean probability inside under ``min_confidence``)."""
+    m = prob >= threshold
+    if not m.any() or not prev.any():
+        return np.zeros_like(m)
+    reach = max(3, int(round(0.25 * np.sqrt(prev.sum() / np.pi))))
+    ys, xs = np.nonzero(prev)
+    y0, y1 = max(ys.min() - reach, 0), min(ys.max() + reach + 1, m.shape[0])
+    x0, x1 = max(xs.min() - reach, 0), min(xs.max() + reach + 1, m.shape[1])
+    near = np.zeros_like(m)
+    near[y0:y1, x0:x1] = ndimage.binary_dilation(prev[y0:y1, x0:x1], iterations=reach)
+    cc, _ = ndimage.label(m)
+    keep = np.unique(cc[near & m])
+    m = np.isin(cc, keep[keep > 0])
+    if m.sum() < min_area_px or float(prob[m].mean()) < min_confidence:
+        return np.zeros_like(m)
+    return m
+
+
+@dataclass(frozen=True)
+class _Edit:
+    """One undoable volume action: the clicks before it and the slices it changed, as they were."""
+
+    clicks: tuple[tuple[int, Click], ...]
+    slices: dict[int, np.ndarray]  # z → packed (np.packbits) previous mask of that slice
+
+
+class VolumeSession:
+    """One user's 3D segmentation of one structure in a volume, by clicks on any slice.
+
+    ``volume_hu`` (Z, Y, X) float HU; ``spacing_mm`` (z, y, x). A click on slice ``z`` updates
+    that slice (its clicks plus its current mask in the previous-mask channel) and then
+    re-propagates outward from ``z`` in both directions: each next slice is predicted from its
+    neighbour's mask (``accept_propagated`` decides where the structure ends), until the masks
+    stop changing, the structure ends, or a slice the user clicked on is reached (the user's
+    slices are never overwritten by propagation). Undo restores the previous 3D mask exactly;
+    ``clear`` empties the volume (undoable too). Many sessions can share one ``Predictor``.
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        volume_hu: np.ndarray,
+        click_size: ClickSize | None = None,
+        threshold: float = 0.5,
+        spacing_mm: Sequence[float] | None = None,
+        max_slices: int | None = None,
+        same_dice: float = 0.99,
+    ):
+        vol = np.asarray(volume_hu, dtype=np.float32)
+        if vol.ndim != 3 or min(vol.shape[1:]) < 2:
+            raise ValueError(f"a volume session needs a volume (Z, Y, X), got shape {vol.shape}")
+        self.predictor = predictor
+        self.volume_hu = vol
+        self.click_size = click_size or ClickSize(predictor.inputs.default_radius_px, predictor.inputs.alpha)
+        self.threshold = threshold
+        self.spacing_mm = None if spacing_mm is None else tuple(float(v) for v in spacing_mm)
+        self.max_slices = max_slices  # propagation reach in each direction (None = the whole volume)
+        self.same_dice = same_dice  # a re-propagated slice this close to its old mask: stop there
+        self._mask = np.zeros(vol.shape, bool)
+        self._clicks: tuple[tuple[int, Click], ...] = ()
+        self._undo: list[_Edit] = []
+        self._grids: dict[int, torch.Tensor] = {}
+        self.last_latency_ms: float | None = None
+        self.last_changed: list[int] = []  # slices the last action changed
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.volume_hu.shape  # type: ignore[return-value]
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The current 3D mask (Z, Y, X) bool (a read-only view)."""
+        v = self._mask.view()
+        v.flags.writeable = False
+        return v
+
+    @property
+    def clicks(self) -> tuple[tuple[int, Click], ...]:
+        """Every click so far as (slice index, click)."""
+        return self._clicks
+
+    def slice_clicks(self, z: int) -> tuple[Click, ...]:
+        return tuple(c for zz, c in self._clicks if zz == z)
+
+    def slices_with_mask(self) -> list[int]:
+        return [int(z) for z in np.nonzero(self._mask.any(axis=(1, 2)))[0]]
+
+    def volume_ml(self) -> float | None:
+        """Volume of the mask in millilitres (None without a spacing)."""
+        if self.spacing_mm is None:
+            return None
+        return float(self._mask.sum()) * float(np.prod(self.spacing_mm)) / 1000.0
+
+    def next_radius_px(self, z: int) -> float:
+        return self.click_size.radius_for(int(self._mask[z].sum()))
+
+    # -- model ---------------------------------------------------------------------------
+    def _grid(self, z: int) -> torch.Tensor:
+        if z not in self._grids:
+            self._grids[z] = self.predictor.prepare(self.volume_hu[z])
+        return self._grids[z]
+
+    def _predict(self, zs: Sequence[int], clicks: Sequence[Sequence[Click]], prevs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+        shape = self.shape[1:]
+        return self.predictor.predict_prepared([self._grid(z) for z in zs], [shape] * len(zs), clicks, prevs)
+
+    def _propagation_step(self, zs: Sequence[int], prevs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Masks for slices ``zs`` carried from their neighbours' masks ``prevs`` (one batch)."""
+        if self.predictor.config.use_prev_mask:
+            probs = self._predict(zs, [[] for _ in zs], prevs)
+        else:
+            probs = self._predict(zs, [[_seed_click(p, self.click_size)] for p in prevs], [None] * len(zs))
+        return [accept_propagated(pr, pv, self.threshold) for pr, pv in zip(probs, prevs)]
+
+    def _propagate(self, z0: int, changed: dict[int, np.ndarray]) -> None:
+        """Re-propagate outward from slice ``z0`` both ways (both directions in one batch)."""
+        anchored = {zz for zz, _ in self._clicks}
+        fronts = {step: z0 for step in (1, -1) if self._mask[z0].any() or not self._run_reaches_anchor(z0, step, anchored)}
+        done = {step: 0 for step in (1, -1)}
+        while fronts:
+            zs, prevs, steps = [], [], []
+            for step, z in list(fronts.items()):
+                nz = z + step
+                if not 0 <= nz < self.shape[0] or nz in anchored or (self.max_slices is not None and done[step] >= self.max_slices):
+                    del fronts[step]
+                    continue
+                prev = self._mask[z]
+                if not prev.any() and not self._mask[nz].any():  # ended here, and nothing stale beyond
+                    del fronts[step]
+                    continue
+                zs.append(nz)
+                prevs.append(prev)  # empty: the structure ended, so what lies beyond is cleared
+                steps.append(step)
+            if not zs:
+                break
+            todo = [(z, p) for z, p in zip(zs, prevs) if p.any()]
+            new = dict(zip([z for z, _ in todo], self._propagation_step([z for z, _ in todo], [p for _, p in todo]))) if todo else {}
+            for z, step in zip(zs, steps):
+                m = new.get(z, np.zeros(self.shape[1:], bool))
+                old = self._mask[z]
+                same = (not m.any() and not old.any()) or (2 * (m & old).sum() / max(m.sum() + old.sum(), 1) >= self.same_dice)
+                if not np.array_equal(m, old):
+                    changed.setdefault(z, np.packbits(old))
+                    self._mask[z] = m
+                done[step] += 1
+                if same and m.any():  # the rest of this direction would come out the same
+                    del fronts[step]
+                else:
+                    fronts[step] = z
+
+    def _run_reaches_anchor(self, z0: int, step: int, anchored: set[int]) -> bool:
+        """Whether the run of masked slices next to ``z0`` in direction ``step`` leads to a slice
+        the user clicked on: then those masks come from that slice, and an edit that empties
+        ``z0`` must not clear them."""
+        z = z0 + step
+        while 0 <= z < self.shape[0] and self._mask[z].any():
+            if z in anchored:
+                return True
+            z += step
+        return False
+
+    # -- actions ---------------------------------------------------------------------------
+    def add_click(self, z: int, y: int, x: int, positive: bool = True, propagate: bool = True) -> np.ndarray:
+        """Click on slice ``z`` at (y, x); update the slice, then (``propagate``) its neighbours.
+        Returns the 3D mask (Z, Y, X) bool. Raises ValueError outside the volume."""
+        nz, h, w = self.shape
+        if not (0 <= int(z) < nz and 0 <= int(y) < h and 0 <= int(x) < w):
+            raise ValueError(f"click at (z={z}, y={y}, x={x}) is outside the volume ({nz} slices of {h}×{w} pixels)")
+        z = int(z)
+        t0 = time.perf_counter()
+        click = Click(int(y), int(x), bool(positive), self.next_radius_px(z))
+        edit = _Edit(self._clicks, {})
+        prev = self._mask[z].copy()
+        prob = self._predict([z], [self.slice_clicks(z) + (click,)], [prev if prev.any() else None])[0]
+        self._clicks = self._clicks + ((z, click),)
+        m = prob >= self.threshold
+        if not np.array_equal(m, prev):
+            edit.slices[z] = np.packbits(prev)
+            self._mask[z] = m
+        if propagate:
+            self._propagate(z, edit.slices)
+        self._undo.append(edit)
+        self.last_changed = sorted(edit.slices)
+        self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
+        return self.mask
+
+    def set_slice_mask(self, z: int, mask: np.ndarray, propagate: bool = True) -> np.ndarray:
+        """Put a mask on slice ``z`` (e.g. one drawn elsewhere) and propagate from it; undoable."""
+        m = np.asarray(mask, bool)
+        if m.shape != self.shape[1:]:
+            raise ValueError(f"mask {m.shape} does not match the slices {self.shape[1:]}")
+        t0 = time.perf_counter()
+        edit = _Edit(self._clicks, {})
+        if not np.array_equal(m, self._mask[z]):
+            edit.slices[z] = np.packbits(self._mask[z])
+            self._mask[z] = m
+        if propagate:
+            self._propagate(int(z), edit.slices)
+        self._undo.append(edit)
+        self.last_changed = sorted(edit.slices)
+        self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
+        return self.mask
+
+    def propagate_from(self, z: int) -> np.ndarray:
+        """Carry the mask of slice ``z`` through the volume (undoable)."""
+        return self.set_slice_mask(z, self._mask[z].copy(), propagate=True)
+
+    def clear(self) -> bool:
+        """Empty the whole volume and forget the clicks (undoable). False when already empty."""
+        if not self._clicks and not self._mask.any():
+            return False
+        edit = _Edit(self._clicks, {int(z): np.packbits(self._mask[z]) for z in self.slices_with_mask()})
+        self._mask[:] = False
+        self._clicks = ()
+        self._undo.append(edit)
+        self.last_changed = sorted(edit.slices)
+        return True
+
+    def undo(self) -> bool:
+        """Undo the last action (click, propagation or clear), restoring the 3D mask exactly."""
+        if not self._undo:
+            return False
+        edit = self._undo.pop()
+        size = int(np.prod(self.shape[1:]))
+        for z, packed in edit.slices.items():
+            self._mask[z] = np.unpackbits(packed, count=size).reshape(self.shape[1:]).astype(bool)
+        self._clicks = edit.clicks
+        self.last_changed = sorted(edit.slices)
+        return True
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
 
 
 def propagate(
@@ -270,34 +530,19 @@ def propagate(
     start_index: int,
     start_mask: np.ndarray,
     click_size: ClickSize | None = None,
-    min_area_px: int = 10,
+    min_area_px: int = MIN_AREA_PX,
     max_slices: int | None = None,
 ) -> np.ndarray:
-    """Carry a mask from slice ``start_index`` through its neighbours, both directions.
-
-    Each next slice is seeded from the previous slice's mask: a positive click at the deepest
-    point of that mask (and the previous mask channel when the model has one). Propagation in a
-    direction stops when the mask falls under ``min_area_px`` or after ``max_slices``.
-    ``volume_hu``: (Z, Y, X); returns a (Z, Y, X) bool volume.
-    """
+    """Carry a mask from slice ``start_index`` through its neighbours, both directions, with the
+    same engine as ``VolumeSession`` (``accept_propagated`` decides where the structure ends).
+    ``volume_hu``: (Z, Y, X); returns a (Z, Y, X) bool volume."""
     vol = np.asarray(volume_hu, dtype=np.float32)
     if vol.ndim != 3:
         raise ValueError(f"propagation needs a volume (Z, Y, X), got shape {vol.shape}")
     if not 0 <= start_index < vol.shape[0]:
         raise ValueError(f"slice {start_index} is outside the volume of {vol.shape[0]} slices")
-    out = np.zeros(vol.shape, bool)
-    out[start_index] = np.asarray(start_mask, bool)
-    cs = click_size or ClickSize(predictor.inputs.default_radius_px, predictor.inputs.alpha)
-    for step in (1, -1):
-        prev = out[start_index]
-        z, n = start_index + step, 0
-        while 0 <= z < vol.shape[0] and prev.sum() >= min_area_px and (max_slices is None or n < max_slices):
-            depth = ndimage.distance_transform_edt(np.pad(prev, 1))[1:-1, 1:-1]
-            y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
-            sess = Session(predictor, vol[z], cs, initial_mask=prev)
-            m = sess.add_click(int(y), int(x), True) & ndimage.binary_dilation(prev, iterations=max(3, int(depth.max())))
-            if m.sum() < min_area_px:
-                break
-            out[z] = m
-            prev, z, n = m, z + step, n + 1
-    return out
+    vs = VolumeSession(predictor, vol, click_size, max_slices=max_slices)
+    vs.set_slice_mask(start_index, np.asarray(start_mask, bool), propagate=False)
+    if np.asarray(start_mask).sum() >= min_area_px:
+        vs.propagate_from(start_index)
+    return vs.mask.copy()

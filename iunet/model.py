@@ -113,6 +113,23 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+def adapt_input_channels(state: dict[str, torch.Tensor], model: "UNet") -> dict[str, torch.Tensor]:
+    """``state`` (a state dict) with its first convolution widened or cut to ``model``'s input
+    channels: new channels start at zero weight, so the adapted network computes exactly what
+    the source computed until training teaches it to use them (e.g. the previous-mask channel)."""
+    key = "down.0.0.weight"
+    want = model.state_dict()[key].shape
+    w = state[key]
+    if w.shape == want:
+        return state
+    out = dict(state)
+    new = torch.zeros(want, dtype=w.dtype)
+    n = min(w.shape[1], want[1])
+    new[:, :n] = w[:, :n]
+    out[key] = new
+    return out
+
+
 def save_checkpoint(ckpt: Checkpoint, path: str | Path) -> Path:
     """Write weights + self-describing JSON header to ``path`` (.safetensors)."""
     path = Path(path)

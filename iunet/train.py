@@ -38,7 +38,7 @@ from .data import (
     SampleConfig, SliceBank, grid_radius, load_image_label_pairs, load_label_volumes, make_sample, msd_pairs, slices_from_volume,
 )
 from .losses import dice_loss, weighted_dice_loss
-from .model import Checkpoint, InputConfig, ModelConfig, UNet, save_checkpoint
+from .model import Checkpoint, InputConfig, ModelConfig, UNet, adapt_input_channels, save_checkpoint
 from .robot import next_clicks
 from .weight_maps import combined_weight_map
 
@@ -65,6 +65,10 @@ class TrainConfig:
     interactions: int = 1
     max_interactions: int = 3
     iterative_clicks: int = 0  # extra error-driven (ritm) clicks from the model's own predictions
+    first_click_default: bool = False  # first interaction drawn at the default radius, as at test time
+    single_click_p: float = 0.0  # first interaction is a single positive click
+    propagate_p: float = 0.0  # propagation samples (neighbour's mask in, no click); needs --prev-mask
+    wide_shapes: bool = False  # the generator adds large regions, vessels and small lesions
     # data
     grid_px: int = 256
     labels: tuple[str, ...] = ()  # folders/files of label NIfTIs (rendered synthetically)
@@ -97,6 +101,12 @@ class TrainConfig:
 PRESETS = {
     "agnostic": dict(name="iunet-agnostic", flip=True, synthetic_weight=0.4, iterative_clicks=2, use_prev_mask=False),
     "spleen": dict(name="iunet-spleen", label_ids=(1,), flip=True, synthetic_weight=0.0, iterative_clicks=2),
+    # click + propagation model: previous-mask channel, test-time-consistent first clicks, every
+    # size of structure, neighbouring-slice pairs where an empty mask can be the answer
+    "agnostic3d": dict(
+        name="iunet-agnostic-3d", flip=True, synthetic_weight=0.4, iterative_clicks=2, use_prev_mask=True,
+        first_click_default=True, single_click_p=0.5, propagate_p=0.3, wide_shapes=True,
+    ),
 }
 
 
@@ -125,7 +135,7 @@ def build_bank(cfg: TrainConfig) -> SliceBank:
             bank.add(f"totalseg:{p.name}", ts, weight=0.5)
         bank.context += ts  # real anatomy around label-only slices (e.g. MSD spleen labels)
     if cfg.synthetic_weight > 0 or not bank.groups:
-        bank.add_synthetic(cfg.synthetic_weight if bank.groups else 1.0)
+        bank.add_synthetic(cfg.synthetic_weight if bank.groups else 1.0, wide=cfg.wide_shapes)
     return bank
 
 
@@ -146,7 +156,8 @@ def sample_config(cfg: TrainConfig) -> SampleConfig:
         grid_px=cfg.grid_px, level_hu=cfg.level_hu, width_hu=cfg.width_hu, interactions=cfg.interactions,
         max_interactions=cfg.max_interactions, radius_px=cfg.radius_px, alpha=cfg.alpha,
         boundary_weights=cfg.boundary_weights, click_weights=cfg.click_weights,
-        real_fraction=cfg.real_fraction, flip=cfg.flip,
+        real_fraction=cfg.real_fraction, flip=cfg.flip, first_click_default=cfg.first_click_default,
+        single_click_p=cfg.single_click_p, propagate_p=cfg.propagate_p if cfg.use_prev_mask else 0.0,
     )
 
 
@@ -163,7 +174,7 @@ class SampleStream(torch.utils.data.IterableDataset):
             s = make_sample(sl, rng, self.scfg)
             yield (
                 torch.from_numpy(s.image), torch.from_numpy(s.guidance), torch.from_numpy(s.target),
-                torch.from_numpy(s.weight), torch.tensor(s.native_px), _clicks_tensor(s.clicks),
+                torch.from_numpy(s.weight), torch.tensor(s.native_px), _clicks_tensor(s.clicks), torch.from_numpy(s.prev),
             )
 
 
@@ -219,12 +230,48 @@ def add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg: Tra
 def validation_set(cfg: TrainConfig, bank: SliceBank, n: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
     """Fixed held-out (hu, gt, native_px) grid slices, rendered with a seed that training never uses."""
     rng = np.random.default_rng([cfg.seed, 10**6])
-    scfg = replace(sample_config(cfg), geometry=False, real_fraction=0.0)
+    scfg = replace(sample_config(cfg), geometry=False, real_fraction=0.0, propagate_p=0.0)
     out = []
     for _ in range(n):
         s = make_sample(bank.draw(rng), rng, scfg)
         out.append((s.hu, s.target[0] > 0.5, s.native_px))
     return out
+
+
+def propagation_set(cfg: TrainConfig, bank: SliceBank, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Fixed held-out (hu, gt, previous mask) neighbour pairs, every (G, G), for models with the
+    previous-mask channel; about one in five or more has an empty ``gt`` where the structure ends."""
+    rng = np.random.default_rng([cfg.seed, 10**6 + 1])
+    scfg = replace(sample_config(cfg), geometry=False, real_fraction=0.0, propagate_p=1.0)
+    out = []
+    for _ in range(20 * n):
+        if len(out) == n:
+            break
+        s = make_sample(bank.draw(rng), rng, scfg)
+        if s.prev[0].any() and not s.clicks:  # a real pair (not a fallback click sample)
+            out.append((s.hu, s.target[0] > 0.5, s.prev[0] > 0.5))
+    return out
+
+
+def validate_propagation(model: UNet, cfg: TrainConfig, pairs, device) -> dict[str, float]:
+    """Propagation without clicks: mean Dice on the neighbour (1 when both are empty), and how
+    often an ended structure is predicted empty (``stop_rate``)."""
+    from .inference import Predictor
+    from .metrics import dice
+
+    if not pairs:
+        return {}
+    pred = Predictor(Checkpoint(model, model_config(cfg), input_config(cfg)), device=device)
+    model.eval()
+    probs = pred.predict_batch([hu for hu, _, _ in pairs], [[] for _ in pairs], [prev for _, _, prev in pairs])
+    model.train()
+    ds, stops = [], []
+    for (_, gt, _), p in zip(pairs, probs):
+        m = p >= 0.5
+        ds.append(1.0 if not gt.any() and not m.any() else dice(m, gt))
+        if not gt.any():
+            stops.append(float(m.sum() < 10))
+    return {"prop_dice": float(np.mean(ds)), "stop_rate": float(np.mean(stops)) if stops else float("nan")}
 
 
 def validate(model: UNet, cfg: TrainConfig, val, device, clicks: int = 5) -> dict[str, float]:
@@ -332,9 +379,12 @@ def train(cfg: TrainConfig) -> Path:
         from .model import load_checkpoint
 
         src = load_checkpoint(cfg.init)
+        state = src.model.state_dict()
         if src.model_config != model_config(cfg):
-            raise SystemExit(f"--init {cfg.init}: its model config {src.model_config} differs from this run's {model_config(cfg)}")
-        model.load_state_dict(src.model.state_dict(), strict=True)
+            if replace(src.model_config, use_prev_mask=cfg.use_prev_mask) != model_config(cfg):
+                raise SystemExit(f"--init {cfg.init}: its model config {src.model_config} differs from this run's {model_config(cfg)}")
+            state = adapt_input_channels(state, model)  # e.g. a click model gains the previous-mask channel
+        model.load_state_dict(state, strict=True)
     net = model
     if ddp:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -343,6 +393,7 @@ def train(cfg: TrainConfig) -> Path:
         print(f"data: {bank.describe()}", file=sys.stderr)
         write_split(bank, out / "split.json")
     val = validation_set(cfg, bank, cfg.val_slices) if main else []
+    val_prop = propagation_set(cfg, bank, cfg.val_slices) if main and cfg.use_prev_mask and cfg.propagate_p > 0 else []
     use_amp = cfg.bf16
     amp_dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
     autocast = lambda: torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)  # noqa: E731
@@ -357,13 +408,13 @@ def train(cfg: TrainConfig) -> Path:
         rng = np.random.default_rng([cfg.seed, epoch, rank, 7])
         bar = tqdm(loader, total=cfg.steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not main, dynamic_ncols=True)
         t0, losses = time.time(), []
-        for step, (img, guide, target, weight, native_px, clicks_t) in enumerate(bar):
+        for step, (img, guide, target, weight, native_px, clicks_t, prev) in enumerate(bar):
             img, target, weight = img.to(device), target.to(device), weight.to(device)
             parts = [img]
             if cfg.interactive:
                 parts.append(guide.to(device))
                 if cfg.use_prev_mask:
-                    parts.append(torch.zeros_like(img))
+                    parts.append(prev.to(device))
             x = torch.cat(parts, 1)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -383,7 +434,8 @@ def train(cfg: TrainConfig) -> Path:
             g["lr"] = cfg.lr * 0.5 * (1 + np.cos(np.pi * (epoch + 1) / cfg.epochs))
         if main:
             scores = validate(model, cfg, val, device) if cfg.interactive else validate_auto(model, cfg, val, device)
-            score = scores.get("dice@1", 0) + scores.get("dice@5", 0)
+            scores.update(validate_propagation(model, cfg, val_prop, device))
+            score = scores.get("dice@1", 0) + scores.get("dice@5", 0) + scores.get("prop_dice", 0)
             rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), **scores, "minutes": (time.time() - t_start) / 60}
             history.append(rec)
             print(json.dumps(rec), file=sys.stderr)
@@ -447,6 +499,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--interactions", type=int, default=None, help="random (positive, negative) click pairs per sample")
     p.add_argument("--max-interactions", type=int, default=None)
     p.add_argument("--iterative-clicks", type=int, default=None, help="up to N extra ritm clicks from the model's own errors")
+    p.add_argument("--first-click-default", action=argparse.BooleanOptionalAction, default=None,
+                   help="draw the first interaction at the default radius, as at test time (no mask yet)")
+    p.add_argument("--single-click-p", type=float, default=None, help="probability that the first interaction is one positive click")
+    p.add_argument("--propagate-p", type=float, default=None,
+                   help="fraction of propagation samples: a neighbouring slice's mask in the previous-mask channel, no click")
+    p.add_argument("--wide-shapes", action=argparse.BooleanOptionalAction, default=None,
+                   help="the built-in generator adds large regions, vessels and small lesions")
     p.add_argument("--grid-px", type=int, default=None)
     p.add_argument("--labels", action="append", default=None, help="folder or file of label NIfTIs to render (repeatable)")
     p.add_argument("--label-ids", type=int, nargs="*", default=None, help="target label ids (default: any structure)")
@@ -470,7 +529,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "out": a.out, "name": a.name, "use_prev_mask": a.prev_mask, "base_channels": a.base_channels, "depth": a.depth,
         "dropout": a.dropout, "loss": a.loss, "boundary_weights": a.boundary_weights, "click_weights": a.click_weights,
         "radius_px": a.radius_px, "interactions": a.interactions, "max_interactions": a.max_interactions,
-        "iterative_clicks": a.iterative_clicks, "grid_px": a.grid_px, "synthetic_weight": a.synthetic_weight,
+        "iterative_clicks": a.iterative_clicks, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p,
+        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "grid_px": a.grid_px, "synthetic_weight": a.synthetic_weight,
         "real_fraction": a.real_fraction, "flip": a.flip, "epochs": a.epochs, "steps": a.steps,
         "batch_size": a.batch_size, "seed": a.seed, "val_slices": a.val_slices, "workers": a.workers, "lr": a.lr,
         "device": a.device, "bf16": a.bf16, "channels_last": a.channels_last, "max_minutes": a.max_minutes, "init": a.init, "threads": a.threads,

@@ -42,3 +42,61 @@ def test_slices_from_volume_and_context():
     bank = SliceBank(64)
     bank.add("x", sls)
     assert bank.draw(np.random.default_rng(0)).labels.shape == (64, 64)
+
+
+def _tube_volume():
+    """A (12, 64, 64) label volume: a disk on slices 3..8 (label 1), a far blob on every slice (2)."""
+    lab = np.zeros((12, 64, 64), np.int16)
+    yy, xx = np.mgrid[:64, :64]
+    for z in range(3, 9):
+        lab[z][(yy - 30) ** 2 + (xx - 30) ** 2 <= 100] = 1
+    lab[:, 50:58, 5:13] = 2
+    return lab
+
+
+def test_propagation_samples_carry_the_neighbour_and_end_with_empty_targets():
+    sls = slices_from_volume(_tube_volume(), 64, target_ids=(1,), spacing_z_mm=5.0)
+    assert [s.z for s in sls] == list(range(3, 9)) and sls[0].volume.shape == (12, 64, 64)
+    cfg = SampleConfig(grid_px=64, propagate_p=1.0, geometry=False, flip=False)
+    rng = np.random.default_rng(0)
+    n_empty = 0
+    for i in range(40):
+        s = make_sample(sls[i % len(sls)], rng, cfg)
+        assert s.clicks == [] and s.prev.shape == (1, 64, 64) and s.prev.any()
+        n_empty += not s.target.any()
+        if s.target.any():  # the same structure (the disk), never the far blob
+            assert s.target[0, 30, 30] == 1 and s.target[0, 54, 9] == 0
+    assert 5 <= n_empty <= 35  # structure ends are part of the training mix
+
+
+def test_first_click_has_the_default_radius_as_at_test_time():
+    rng = np.random.default_rng(1)
+    lab = np.zeros((64, 64), np.int16)
+    lab[10:50, 10:50] = 1  # 1,600 px on the grid = 100 k px native: α·area would hit the 15 px cap
+    from iunet.data import LabelSlice
+
+    sl = LabelSlice(lab, 512)
+    cfg = SampleConfig(grid_px=64, alpha=1 / 800, radius_px=5, first_click_default=True, single_click_p=1.0,
+                       centre_click_p=1.0, interactions=1, max_interactions=1, geometry=False)
+    s = make_sample(sl, rng, cfg)
+    assert len(s.clicks) == 1 and s.clicks[0].positive
+    assert s.clicks[0].radius_px == 5 * 64 / 512  # default radius (native px) on the grid
+    assert (s.clicks[0].y, s.clicks[0].x) in {(29, 29), (29, 30), (30, 29), (30, 30)}  # deepest point
+    old = make_sample(sl, np.random.default_rng(1), SampleConfig(grid_px=64, alpha=1 / 800, geometry=False, interactions=1, max_interactions=1))
+    assert old.clicks[0].radius_px == 15 * 64 / 512  # the paper's training rule: α · true area
+
+
+def test_training_labels_cover_large_and_thin_structures():
+    from scipy import ndimage
+
+    from iunet.data import training_labels
+
+    rng = np.random.default_rng(0)
+    areas, thin = [], 0
+    for _ in range(30):
+        lab = training_labels(128, rng).labels
+        for k in np.unique(lab)[1:]:
+            m = lab == k
+            areas.append(m.sum())
+            thin += ndimage.distance_transform_edt(m).max() <= 3 and m.sum() > 60
+    assert max(areas) > 0.08 * 128 * 128 and min(areas) < 60 and thin >= 3

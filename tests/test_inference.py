@@ -73,3 +73,125 @@ def test_propagate_shapes(predictor):
     assert out.shape == vol.shape and out[2].sum() == start.sum()
     with pytest.raises(ValueError):
         propagate(predictor, vol, 9, start)
+
+
+# -- volumes: propagation that stops, 3D corrections, exact undo ---------------------------
+
+from types import SimpleNamespace
+
+import torch
+
+from iunet.inference import VolumeSession, accept_propagated
+
+
+class OraclePredictor:
+    """A stand-in for a perfect propagation model: the slice's bright object (HU > 0) where it
+    touches the previous mask or a positive click, minus the disks of negative clicks. It lets
+    the tests check the propagation engine itself, independent of any weights."""
+
+    def __init__(self):
+        self.config = SimpleNamespace(use_prev_mask=True, interactive=True)
+        self.inputs = SimpleNamespace(default_radius_px=2.0, alpha=None)
+        self.calls = 0
+
+    def prepare(self, image_hu):
+        return torch.from_numpy(np.asarray(image_hu, np.float32))
+
+    def predict_prepared(self, images, shapes, clicks, prev_masks):
+        from scipy import ndimage
+
+        out = []
+        for img, cl, prev in zip(images, clicks, prev_masks):
+            self.calls += 1
+            obj = img.numpy() > 0
+            seed = np.zeros_like(obj) if prev is None else np.asarray(prev, bool)
+            yy, xx = np.mgrid[: obj.shape[0], : obj.shape[1]]
+            for c in cl:
+                disk = (yy - c.y) ** 2 + (xx - c.x) ** 2 <= 9
+                seed = seed | disk if c.positive else seed
+            cc, _ = ndimage.label(obj)
+            keep = np.unique(cc[seed & obj])
+            m = np.isin(cc, keep[keep > 0])
+            for c in cl:
+                if not c.positive:
+                    m &= (yy - c.y) ** 2 + (xx - c.x) ** 2 > 16
+            out.append(m.astype(np.float32))
+        return out
+
+
+def _cylinder_volume(z0=5, z1=15, nz=24, size=40):
+    vol = np.full((nz, size, size), -100.0, np.float32)
+    gt = np.zeros(vol.shape, bool)
+    yy, xx = np.mgrid[:size, :size]
+    for z in range(z0, z1):
+        gt[z] = (yy - 20) ** 2 + (xx - 20) ** 2 <= 64
+    vol[gt] = 60.0
+    return vol, gt
+
+
+def test_volume_propagation_stops_where_the_object_ends():
+    vol, gt = _cylinder_volume()
+    vs = VolumeSession(OraclePredictor(), vol, spacing_mm=(2.0, 1.0, 1.0))
+    m = vs.add_click(9, 20, 20, True)
+    assert vs.slices_with_mask() == list(range(5, 15))  # not one slice more
+    np.testing.assert_array_equal(m, gt)
+    assert vs.volume_ml() == pytest.approx(gt.sum() * 2.0 / 1000)
+
+
+def test_volume_correction_changes_only_slices_that_need_it_and_undo_is_exact():
+    vol, gt = _cylinder_volume()
+    pred = OraclePredictor()
+    vs = VolumeSession(pred, vol)
+    vs.add_click(9, 20, 20, True)
+    before = vs.mask.copy()
+    calls = pred.calls
+    vs.add_click(12, 20, 20, False)  # carve a hole on slice 12 only
+    assert vs.last_changed == [12]
+    assert not vs.mask[12, 20, 20] and (vs.mask[[11, 13]] == before[[11, 13]]).all()
+    assert pred.calls - calls <= 3  # the click, then one step each way that finds nothing changed
+    assert vs.undo()
+    np.testing.assert_array_equal(vs.mask, before)
+    assert len(vs.clicks) == 1
+    assert vs.clear() and not vs.mask.any() and vs.clicks == ()
+    assert vs.undo()
+    np.testing.assert_array_equal(vs.mask, before)
+
+
+def test_volume_propagation_clears_what_lies_beyond_a_new_end():
+    vol, gt = _cylinder_volume()
+    vs = VolumeSession(OraclePredictor(), vol)
+    vs.add_click(9, 20, 20, True)
+    vs.set_slice_mask(12, np.zeros((40, 40), bool))  # the structure ends before slice 12
+    # beyond it, what came from slice 9 is cleared; towards the clicked slice 9 nothing changes
+    assert vs.slices_with_mask() == list(range(5, 12))
+    assert vs.last_changed == [12, 13, 14]
+    assert vs.undo() and vs.slices_with_mask() == list(range(5, 15))
+
+
+def test_volume_propagation_does_not_overwrite_clicked_slices():
+    vol, gt = _cylinder_volume()
+    vs = VolumeSession(OraclePredictor(), vol)
+    vs.add_click(12, 20, 20, False, propagate=False)  # the user says: nothing here
+    vs.add_click(9, 20, 20, True)
+    # propagation from slice 9 stops at the slice the user clicked on, which keeps its own (empty) mask
+    assert vs.slices_with_mask() == list(range(5, 12))
+    assert not vs.mask[12].any()
+
+
+def test_accept_propagated_refuses_jumps_and_low_confidence():
+    prev = np.zeros((40, 40), bool)
+    prev[5:12, 5:12] = True
+    prob = np.zeros((40, 40), np.float32)
+    prob[6:12, 6:12] = 0.9  # the structure, continued
+    prob[28:36, 28:36] = 0.9  # another structure far away
+    m = accept_propagated(prob, prev)
+    assert m[8, 8] and not m[30, 30]
+    prob[6:12, 6:12] = 0.55  # barely over the threshold: not confident, the structure ends
+    assert not accept_propagated(prob, prev).any()
+
+
+def test_volume_click_outside_is_refused(predictor):
+    vs = VolumeSession(predictor, np.zeros((3, 32, 32), np.float32))
+    with pytest.raises(ValueError, match="outside the volume"):
+        vs.add_click(3, 5, 5, True)
+    assert vs.clicks == () and not vs.can_undo

@@ -53,3 +53,17 @@ def test_foreign_files_are_refused(tmp_path):
     q.write_bytes(b"\x80\x04not safetensors")
     with pytest.raises(ValueError):
         read_header(q)
+
+
+def test_adapt_input_channels_keeps_the_source_function():
+    import torch
+
+    from iunet.model import ModelConfig, UNet, adapt_input_channels
+
+    torch.manual_seed(0)
+    src = UNet(ModelConfig(base_channels=4, depth=2)).eval()
+    dst = UNet(ModelConfig(base_channels=4, depth=2, use_prev_mask=True)).eval()
+    dst.load_state_dict(adapt_input_channels(src.state_dict(), dst), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    prev = torch.zeros(2, 1, 32, 32)
+    torch.testing.assert_close(dst(torch.cat([x, prev], 1)), src(x))  # a zero-weight new channel

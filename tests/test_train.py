@@ -93,3 +93,22 @@ def test_ddp_two_processes_gloo(tmp_path):
     r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert load_checkpoint(tmp_path / "best.safetensors").train_config["env"]["world_size"] == 2
+
+
+def test_prev_mask_model_trains_on_propagation_pairs_from_a_click_model(tmp_path):
+    """--init from a 3-channel click model into a previous-mask model: the new channel is added,
+    propagation pairs are drawn from label volumes, and validation reports propagation Dice."""
+    import nibabel as nib
+
+    click = tiny(tmp_path / "click", epochs=1, steps=2)
+    train(click)
+    lab = np.zeros((64, 64, 10), np.uint8)
+    lab[20:44, 20:44, 2:8] = 1
+    nib.save(nib.Nifti1Image(lab, np.diag([2.0, 2.0, 5.0, 1.0])), str(tmp_path / "vol_1.nii.gz"))
+    cfg = tiny(tmp_path / "prop", epochs=1, steps=2, use_prev_mask=True, propagate_p=0.5, first_click_default=True,
+               single_click_p=0.5, wide_shapes=True, labels=(str(tmp_path / "vol_1.nii.gz"),),
+               init=str(tmp_path / "click" / "last.safetensors"))
+    train(cfg)
+    ck = load_checkpoint(tmp_path / "prop" / "last.safetensors")
+    assert ck.model_config.in_channels == 4
+    assert "prop_dice" in ck.metrics and 0.0 <= ck.metrics["prop_dice"] <= 1.0
