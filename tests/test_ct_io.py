@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iunet import ct_io
+from iunet.io import archives
 from iunet.ct_io import CTLoadError, CTVolume, load_ct, read_nifti_mask, save_mask_nifti
 from conftest import ct_dataset
 
@@ -288,8 +288,11 @@ def test_single_dicom_file_and_zip(tmp_path):
     vol = load_ct(archive)
     np.testing.assert_array_equal(vol.hu, want_hu)
     assert "not DICOM" in vol.description
-    # datasets stay fully usable after the temporary folder is gone
-    assert vol.dicom_datasets[0].pixel_array.shape == (20, 24)
+    # the headers stay usable after the temporary folder is gone; the pixel data lives in vol.hu only
+    assert all("PixelData" not in ds and ds.Rows == 20 for ds in vol.dicom_datasets)
+    # each source slice k (position-sorted) knows its file: positions increase along k
+    z_mm = [float(s.dataset.ImagePositionPatient[2]) for s in vol.slice_sources]
+    assert z_mm == sorted(z_mm) and len(set(z_mm)) == 6 and {s.file_name for s in vol.slice_sources} == {p.name for p in paths}
 
 
 def test_dicom_without_preamble(tmp_path):
@@ -486,7 +489,7 @@ def test_bad_zips(tmp_path, monkeypatch):
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("big.bin", b"\0" * 100_000)
-    monkeypatch.setattr(ct_io, "MAX_ZIP_UNCOMPRESSED_BYTES", 10_000)
+    monkeypatch.setattr(archives, "MAX_ZIP_UNCOMPRESSED_BYTES", 10_000)
     expect_error(bomb, "unpack")
 
     junk = tmp_path / "junk.zip"

@@ -1,0 +1,107 @@
+"""``load_ct``: one entry point for every input kind (file, folder, .zip, list of DICOM files)."""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+from .archives import load_folder, load_zip
+from .dicom import is_dicom_preamble, load_dicom_paths, read_dicom_lazy
+from .images import is_image_file, load_image
+from .nifti import has_nifti_suffix, load_nifti, looks_like_nifti
+from .volume import ACCEPTED_INPUTS, CTLoadError, CTVolume, PathLike, without_paths
+
+
+def check_file(path: Path) -> None:
+    """CTLoadError when ``path`` is missing or an empty file."""
+    if not path.exists():
+        raise CTLoadError(f"The file or folder '{path.name}' does not exist.")
+    if path.is_file() and path.stat().st_size == 0:
+        raise CTLoadError(f"The file '{path.name}' is empty (0 bytes); the upload or copy may have failed.")
+
+
+def _load_one(path: Path, max_voxels: int | None) -> CTVolume:
+    check_file(path)
+    what = f"'{path.name}'"
+    if path.is_dir():
+        return load_folder(path, f"The folder {what}", [], max_voxels)
+    if has_nifti_suffix(path) or looks_like_nifti(path):
+        return load_nifti(path, f"The NIfTI file {what}", max_voxels)
+    if is_dicom_preamble(path):
+        return load_dicom_paths([path], f"The DICOM file {what}", [], max_voxels)
+    if path.name.lower().endswith(".zip") or zipfile.is_zipfile(path):
+        return load_zip(path, f"The archive {what}", max_voxels)
+    if is_image_file(path):
+        return load_image(path, f"The image {what}", max_voxels)
+    if read_dicom_lazy(path) is not None:  # DICOM without the "DICM" preamble
+        return load_dicom_paths([path], f"The DICOM file {what}", [], max_voxels)
+    raise CTLoadError(f"The file {what} is not a recognised CT file. Accepted inputs: {ACCEPTED_INPUTS}.")
+
+
+def _load_many(paths: list[Path], max_voxels: int | None) -> CTVolume:
+    for p in paths:
+        check_file(p)
+        if p.is_dir():
+            raise CTLoadError(f"'{p.name}' is a folder; give either one folder or several DICOM files, not both.")
+    what = f"The {len(paths)} files given"
+    for p in paths:
+        if has_nifti_suffix(p) or p.name.lower().endswith(".zip"):
+            raise CTLoadError(
+                f"{what} include '{p.name}'; several files are read as one DICOM series. "
+                "Give NIfTI volumes and .zip archives one at a time."
+            )
+    return load_dicom_paths(paths, what, [], max_voxels)
+
+
+def _load(source: PathLike | Sequence[PathLike], max_voxels: int | None) -> CTVolume:
+    if isinstance(source, (str, os.PathLike)):
+        return _load_one(Path(source), max_voxels)
+    try:
+        paths = [Path(p) for p in source]
+    except TypeError as exc:
+        raise CTLoadError(f"Expected a file path or a list of file paths, got {type(source).__name__}.") from exc
+    if not paths:
+        raise CTLoadError(f"No file given. Accepted inputs: {ACCEPTED_INPUTS}.")
+    if len(paths) == 1:
+        return _load_one(paths[0], max_voxels)
+    return _load_many(paths, max_voxels)
+
+
+def load_ct(source: PathLike | Sequence[PathLike], *, max_voxels: int | None = None) -> CTVolume:
+    """Load a CT from a file, folder, .zip or list of DICOM files into display orientation.
+
+    Args:
+        source: one path (str or Path) — a DICOM file (with or without extension), a folder or
+            ``.zip`` holding a DICOM series, a NIfTI ``.nii``/``.nii.gz`` (2D, 3D, or 4D with a
+            last axis of size 1), or a greyscale PNG/JPEG/BMP/TIFF — or a sequence of paths to the
+            DICOM files of one series.
+        max_voxels: refuse inputs with more voxels than this (None: no limit besides the slice
+            size). It is checked from the headers, before any image data is decoded.
+
+    Returns:
+        CTVolume with ``hu`` float32 (Z, Y, X) in HU, display orientation (anterior at the top,
+        patient's left on the image's right, slices inferior → superior).
+
+    Grey-level images carry no HU: 8-bit values v map to ``HU = -160 + v * 400 / 255`` (a
+    screenshot in the level 40 / width 400 window comes back close to its HU), 16-bit values to
+    ``HU = v - 1024``, 32-bit float TIFF values are taken as HU; spacing is 1 mm. Several DICOM
+    series in one input: the one with most images is loaded and ``description`` says so. A
+    ``.nii.gz`` is decompressed completely and its gzip checksum verified.
+
+    Raises:
+        CTLoadError: for every input that cannot be read as a CT (missing, empty, unknown format,
+            damaged DICOM, damaged gzip, 4D NIfTI, slices above MAX_SLICE_PX, more than
+            ``max_voxels``, NaN/inf values, …). Its message names files, never server folders.
+    """
+    try:
+        return _load(source, max_voxels)
+    except CTLoadError as exc:
+        clean = without_paths(str(exc))
+        if clean == str(exc):
+            raise
+        raise CTLoadError(clean) from exc
+    except MemoryError as exc:
+        raise CTLoadError("The CT is too large to fit in memory.") from exc
+    except Exception as exc:  # never let a reader library's exception reach the user raw
+        raise CTLoadError(without_paths(f"The input could not be read as a CT ({type(exc).__name__}: {exc}).")) from exc
