@@ -551,3 +551,130 @@ def test_real_ircadb_dicom_series():
     mid = vol.hu[64]
     bone_rows, _ = np.nonzero(mid[:, 200:312] > 300)
     assert bone_rows.size > 100 and bone_rows.mean() > 256  # spine in the lower half (posterior)
+
+
+# --------------------------------------------------------------------------- damaged, oversized, sources
+
+def _noisy_nifti_gz(path: Path) -> bytes:
+    rng = np.random.default_rng(5)
+    data = rng.integers(-1000, 1000, (64, 64, 8)).astype(np.int16)
+    write_nifti(path, data, np.diag([-1.0, -1.0, 2.0, 1.0]))
+    return path.read_bytes()
+
+
+def test_damaged_gzip_nifti_is_refused(tmp_path):
+    good = _noisy_nifti_gz(tmp_path / "good.nii.gz")
+    assert load_ct(tmp_path / "good.nii.gz").hu.shape == (8, 64, 64)
+    # 2 kB of flipped bytes in the middle of the compressed data
+    flipped = bytearray(good)
+    mid = len(flipped) // 2
+    flipped[mid : mid + 2048] = bytes(b ^ 0xFF for b in flipped[mid : mid + 2048])
+    (tmp_path / "flipped.nii.gz").write_bytes(bytes(flipped))
+    expect_error(tmp_path / "flipped.nii.gz", "flipped.nii.gz", "damaged")
+    # only the stored CRC-32 changed: the data decompresses but the checksum does not match
+    bad_crc = bytearray(good)
+    bad_crc[-8] ^= 0x01
+    (tmp_path / "crc.nii.gz").write_bytes(bytes(bad_crc))
+    expect_error(tmp_path / "crc.nii.gz", "damaged", "checksum")
+    (tmp_path / "short.nii.gz").write_bytes(good[: len(good) - 100])
+    expect_error(tmp_path / "short.nii.gz", "truncated")
+    # label files are verified the same way
+    vol = load_ct(tmp_path / "good.nii.gz")
+    with pytest.raises(CTLoadError, match="damaged"):
+        read_nifti_mask(tmp_path / "flipped.nii.gz", like=vol)
+
+
+def test_oversized_nifti_refused_from_its_header(tmp_path):
+    """A header declaring 512×512×2500 voxels is refused before any data is decoded."""
+    import gzip
+    import tracemalloc
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((512, 512, 2500))
+    header.set_data_dtype(np.int16)
+    header.set_qform(np.diag([-0.7, -0.7, 1.0, 1.0]), code=1)
+    body = io_bytes(header) + b"\0" * 4096  # the data itself would be 1.3 GB; it is never read
+    (tmp_path / "huge.nii.gz").write_bytes(gzip.compress(body))
+    tracemalloc.start()
+    with pytest.raises(CTLoadError) as info:
+        load_ct(tmp_path / "huge.nii.gz", max_voxels=512 * 512 * 1000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert "too large" in str(info.value) and "2500 slices of 512×512" in str(info.value)
+    assert peak < 20e6, f"{peak / 1e6:.0f} MB allocated to refuse a header"
+    # without a limit the same file is refused as truncated (its data is missing), not decoded as noise
+    expect_error(tmp_path / "huge.nii.gz", "truncated")
+
+
+def io_bytes(header) -> bytes:
+    import io as _io
+
+    buf = _io.BytesIO()
+    header.write_to(buf)
+    buf.write(b"\0" * (int(header.get_data_offset()) - buf.tell()))
+    return buf.getvalue()
+
+
+def test_dicom_size_checked_before_decoding(tmp_path, monkeypatch):
+    from iunet.io import dicom
+
+    datasets, _, _ = axial_series()
+    write_shuffled(tmp_path / "s", datasets)
+    monkeypatch.setattr(dicom, "_decode_slices", lambda *a: pytest.fail("pixel data decoded before the size check"))
+    expect = 6 * 20 * 24
+    with pytest.raises(CTLoadError, match="too large"):
+        load_ct(tmp_path / "s", max_voxels=expect - 1)
+    monkeypatch.undo()
+    assert load_ct(tmp_path / "s", max_voxels=expect).n_slices == 6
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header declares width × height (grey, 8 bit) with one tiny data chunk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def test_giant_and_tiny_images(tmp_path):
+    _png_header_only(tmp_path / "giant.png", 30000, 30000)
+    expect_error(tmp_path / "giant.png", "too large", "2048")
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(tmp_path / "dot.png")
+    assert load_ct(tmp_path / "dot.png").hu.shape == (1, 1, 1)  # the library reads it; the app refuses it
+
+
+def test_messages_never_show_server_folders(tmp_path):
+    folder = tmp_path / "gradio" / "0123456789abcdef"
+    folder.mkdir(parents=True)
+    (folder / "notes.nii.gz").write_text("this is a text file with a NIfTI name\n" * 10)
+    message = expect_error(folder / "notes.nii.gz", "notes.nii.gz", "not a NIfTI")
+    assert str(tmp_path) not in message and "0123456789abcdef" not in message
+    message = expect_error(folder / "missing.dcm", "does not exist")
+    assert str(tmp_path) not in message
+
+
+def test_slice_sources_follow_display_slices(tmp_path):
+    """display slice z ↔ the file it came from, also when the stored order is reversed."""
+    for flip in (False, True):
+        datasets, _, _ = dicom_series(
+            row_cos=[1, 0, 0], col_cos=[0, 1, 0], spacing_rc=(1.0, 1.0), shape_rc=(20, 24),
+            first_ipp_lps=[-HI_WORLD_MM[0], -HI_WORLD_MM[1], HI_WORLD_MM[2] if flip else LO_WORLD_MM[2]],
+            step_lps=[0, 0, -2.0 if flip else 2.0], n_slices=6,
+        )
+        if flip:  # slice normal pointing inferior: sorted order k runs superior → inferior
+            for ds in datasets:
+                ds.ImageOrientationPatient = [-1, 0, 0, 0, 1, 0]
+                ds.ImagePositionPatient = [HI_WORLD_MM[0], *list(ds.ImagePositionPatient)[1:]]
+        write_shuffled(tmp_path / f"s{flip}", datasets)
+        vol = load_ct(tmp_path / f"s{flip}")
+        assert len(vol.slice_sources) == 6
+        for z in range(6):
+            src = vol.slice_source(z)
+            assert float(src.dataset.ImagePositionPatient[2]) == pytest.approx(LO_WORLD_MM[2] + 2.0 * z)
+            assert src.dataset is vol.dicom_datasets[z] and src.frame is None
+    nifti = write_nifti(tmp_path / "v.nii.gz", np.zeros((4, 4, 3)), np.eye(4))
+    assert load_ct(nifti).slice_sources == () and load_ct(nifti).slice_source(0) is None
