@@ -5,18 +5,20 @@
 Upload a CT (DICOM file, series or .zip, NIfTI, PNG/JPEG), click foreground / background, watch
 the mask follow; undo, reset, propagate through the volume and export (NIfTI, PNG, DICOM-SEG).
 
-This file is the UI only. Every event handler is a plain function ``(state, values…) →
-(state, image, weight map, info, status, extras…)`` so tests can call it directly; the state is
-one :class:`app_support.Annotation` per browser tab (gr.State), never shared between users,
-while the predictors (one per checkpoint) are loaded once and shared. Gradio reports a click
-as (x, y) on the displayed image; ``on_select`` turns it into slice pixels (y, x) once, and
-from there on everything is (y, x). See docs/app.md for the user guide.
+This file is the UI layer and the Hugging Face Spaces entry point. Every event handler is a
+plain function ``(state, values…) → (state, image, weight map, info, status, extras…)`` so tests
+can call it directly; the state is one :class:`iunet_app.annotation.Annotation` per browser tab
+(gr.State), never shared between users, while the predictors (one per checkpoint) are loaded
+once and shared (:mod:`iunet_app.models`). Gradio reports a click as (x, y) on the displayed
+image; ``on_select`` turns it into slice pixels (y, x) once, and from there on everything is
+(y, x). Slices are numbered from 1 in the page (slider, text, file names) and from 0 in code.
+See docs/app.md for the user guide.
 """
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-try:  # On a ZeroGPU Space, import `spaces` before torch (see app_support.gpu_task).
+try:  # On a ZeroGPU Space, import `spaces` before torch (see iunet_app.models.gpu_task).
     import spaces  # type: ignore[import-not-found]  # noqa: F401
 except ImportError:
     pass
@@ -33,11 +35,15 @@ from typing import Any  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
-import app_support as sup  # noqa: E402
 from iunet.clicks import ClickSize  # noqa: E402
-from iunet.ct_io import ACCEPTED_INPUTS, CTLoadError, load_ct, save_mask_nifti  # noqa: E402
 from iunet.inference import Predictor  # noqa: E402
+from iunet.io import ACCEPTED_INPUTS, export_dicom_seg, load_ct, save_mask_nifti, save_mask_png  # noqa: E402
+from iunet.io.volume import CTTooLargeError, without_paths  # noqa: E402
+from iunet.phantom import write_phantom_nifti  # noqa: E402
 from iunet.windowing import WINDOW_PRESETS  # noqa: E402
+from iunet_app import models, rendering  # noqa: E402
+from iunet_app.annotation import Annotation, ReleasedError, file_stem  # noqa: E402
+from iunet_app.sessions import HU_BYTES_PER_VOXEL, MemoryBudgetError, SessionRegistry  # noqa: E402
 
 log = logging.getLogger("iunet.app")
 
@@ -49,9 +55,10 @@ CUSTOM_WINDOW = "custom"
 DEFAULT_PRESET = "abdomen"
 MAX_PROPAGATE_SLICES = 500
 # Each user's volume stays in memory as float32 HU: 1000 slices of 512² is 1 GB. Larger inputs
-# (e.g. a .nii.gz that unpacks to several GB) are refused rather than starving everyone else.
+# (e.g. a .nii.gz that unpacks to several GB) are refused from their header, before decoding.
 MAX_VOXELS = 512 * 512 * 1000
-STATE_TTL_S = 3 * 3600  # a tab's work is dropped after this long without any action
+MIN_SLICE_PX = 16  # smaller images cannot be clicked on meaningfully
+MAX_UPLOAD = "200mb"
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,12 @@ class AppConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    concurrency: int = 4  # events run at once over all users; more only queue
-    max_file_size: str = "200mb"
+    concurrency: int = 4  # events other than clicks run at once over all users; more only queue
+    max_file_size: str = MAX_UPLOAD
+    precision: str = "auto"  # model arithmetic: auto (bf16 where the CPU has it), fp32, bf16
+    memory_mb: int = 6000  # all tabs' images, masks and click history together
+    idle_minutes: float = 30.0  # a tab without any action for this long is freed
+    click_batch: int = 16  # concurrent clicks run in one forward pass, up to this many
 
 
 class AppError(Exception):
@@ -73,35 +84,27 @@ class AppError(Exception):
 
 # --------------------------------------------------------------------------- shared, read-only
 
-@dataclass
-class _Models:
-    weights_dir: str = ""
-    checkpoints: tuple[sup.CheckpointInfo, ...] = ()
-    problems: tuple[str, ...] = ()
+_MODELS = models.ModelSet()
+SESSIONS = SessionRegistry(budget_bytes=AppConfig.memory_mb * 10**6, idle_s=AppConfig.idle_minutes * 60)
 
 
-_MODELS = _Models()
-
-
-def configure(weights_dir: str | Path, device: str = "auto") -> _Models:
-    """List the checkpoints in ``weights_dir`` and load each once (shared by all users)."""
+def configure(weights_dir: str | Path, device: str = "auto", precision: str = "auto") -> models.ModelSet:
+    """List the interactive checkpoints in ``weights_dir`` and load each once (shared by all users)."""
     global _MODELS
-    found, problems = sup.find_checkpoints(weights_dir)
-    sup.PREDICTORS.device = device
-    usable = []
-    for info in found:
-        try:
-            sup.PREDICTORS.get(info.path)
-            usable.append(info)
-        except Exception as e:  # noqa: BLE001 - a broken file must not stop the app
-            problems.append(f"{Path(info.path).name}: could not be loaded ({e})")
-    for p in problems:
+    _MODELS = models.configure(weights_dir, device, precision)
+    for p in _MODELS.problems:
         log.warning("checkpoint skipped: %s", p)
-    _MODELS = _Models(str(weights_dir), tuple(usable), tuple(problems))
     return _MODELS
 
 
-def _checkpoint(model: str | None) -> sup.CheckpointInfo | None:
+def configure_sessions(memory_mb: float, idle_minutes: float) -> SessionRegistry:
+    """Set the memory budget (MB, 10⁶ bytes) and idle time of the tabs; open tabs are kept."""
+    SESSIONS.budget_bytes = int(memory_mb * 10**6)
+    SESSIONS.idle_s = float(idle_minutes) * 60
+    return SESSIONS
+
+
+def _checkpoint(model: str | None) -> models.CheckpointInfo | None:
     """The checkpoint the model menu names (by file name), or None."""
     return next((c for c in _MODELS.checkpoints if c.file_name == model), None)
 
@@ -113,12 +116,12 @@ def _predictor(model: str | None) -> tuple[Predictor, str]:
     info = _checkpoint(model)
     if info is None:
         raise AppError("Choose a model in the **Model** menu first.")
-    return sup.PREDICTORS.get(info.path), info.path
+    return models.get_predictor(info.path), info.path
 
 
 def _no_models_message() -> str:
     return (
-        f"No model found: there is no checkpoint (`*.safetensors`) in `{_MODELS.weights_dir}`. "
+        f"No model found: there is no interactive checkpoint (`*.safetensors`) in `{_MODELS.weights_dir}`. "
         "Put the IU-Net weights there, or start the app with `--weights-dir DIR` "
         "(or the environment variable `IUNET_WEIGHTS_DIR`). You can still load and view images."
     )
@@ -142,11 +145,23 @@ def _warn(message: str) -> None:
     gr.Warning(message)
 
 
-def _info(state: sup.Annotation | None, model: str | None) -> str:
+def _slices_text(zs: list[int]) -> str:
+    """0-based slice indices → "3–7, 9" in 1-based page numbers."""
+    runs, start = [], None
+    for i, z in enumerate(zs):
+        if start is None:
+            start = z
+        if i + 1 == len(zs) or zs[i + 1] != z + 1:
+            runs.append(f"{start + 1}" if start == z else f"{start + 1}–{z + 1}")
+            start = None
+    return ", ".join(runs)
+
+
+def _info(state: Annotation | None, model: str | None) -> str:
     info = _checkpoint(model)
-    device = "–" if info is None else sup.describe_device(sup.PREDICTORS.get(info.path))
+    device = "–" if info is None else models.describe_device(models.get_predictor(info.path))
     lines = []
-    if state is None:
+    if state is None or state.released:
         lines.append("**Image:** none yet: upload a CT or pick an example.")
     else:
         vol = state.volume
@@ -155,7 +170,9 @@ def _info(state: sup.Annotation | None, model: str | None) -> str:
         clicks = state.clicks
         n_pos = sum(c.positive for c in clicks)
         _, sy, sx = vol.spacing_mm
-        lines.append(f"**Image:** {vol.description} · slice **{state.z + 1} / {vol.n_slices}**")
+        source = vol.slice_source(state.z)
+        of_file = f" ({source.file_name})" if source is not None and vol.n_slices > 1 else ""
+        lines.append(f"**Slice {state.z + 1} / {vol.n_slices}**{of_file} · {vol.description}")
         lines.append(
             f"**Mask area:** {n_px:,} px = **{state.area_mm2(mask):,.1f} mm²** (pixel {sy:.3g} × {sx:.3g} mm)"
         )
@@ -163,9 +180,10 @@ def _info(state: sup.Annotation | None, model: str | None) -> str:
             f"**Clicks:** {len(clicks)} ({n_pos} foreground, {len(clicks) - n_pos} background) · "
             f"next click radius {state.next_radius_px():.1f} px ({state.click_size.describe()})"
         )
-        annotated = int(state.mask_volume().any(axis=(1, 2)).sum())
         if vol.n_slices > 1:
-            lines.append(f"**Slices with a mask:** {annotated} of {vol.n_slices}")
+            annotated = state.annotated_slices()
+            where = f" ({_slices_text(annotated)})" if annotated else ""
+            lines.append(f"**Slices with a mask:** {len(annotated)} of {vol.n_slices}{where}")
         s = state.session
         latency = "–" if s is None or s.last_latency_ms is None else f"{s.last_latency_ms:.0f} ms"
         lines.append(f"**Last click:** {latency} model time")
@@ -173,15 +191,25 @@ def _info(state: sup.Annotation | None, model: str | None) -> str:
     return "  \n".join(lines)
 
 
-def _view(state: sup.Annotation | None, model: str | None, level: float, width: float, status: str) -> tuple:
+def _heat(state: Annotation | None, scale: int | None = None):
+    """The weight map when it is shown (computing it costs ~25–50 ms at 512²), else no update."""
+    if state is None or state.released:
+        return None
+    if not state.show_weight_map:
+        return gr.skip()
+    scale = scale or rendering.display_scale(state.shape)
+    return rendering.render_weight_map(state.mask(), state.clicks, scale)
+
+
+def _view(state: Annotation | None, model: str | None, level: float, width: float, status: str) -> tuple:
     """(state, image, weight map, info, status) for the slice on view."""
-    if state is None:
+    if state is None or state.released:
         return state, None, None, _info(None, model), status
-    scale = sup.display_scale(state.shape)
-    mask, clicks = state.mask(), state.clicks
-    image = sup.render_slice(state.image_hu, _number(level, "window level"), _width(width), mask, clicks, scale)
-    heat = sup.render_weight_map(mask, clicks, scale)
-    return state, image, heat, _info(state, model), status
+    scale = rendering.display_scale(state.shape)
+    image = rendering.render_slice(
+        state.image_hu, _number(level, "window level"), _width(width), state.mask(), state.clicks, scale
+    )
+    return state, image, _heat(state, scale), _info(state, model), status
 
 
 def _number(value: Any, what: str) -> float:
@@ -212,17 +240,21 @@ def _click_size(size_mode: str, alpha: str, radius_px: Any) -> ClickSize:
     return ClickSize(r, ALPHAS[alpha])
 
 
-def _need_image(state: sup.Annotation | None) -> sup.Annotation:
+def _need_image(state: Annotation | None) -> Annotation:
     if state is None:
         raise AppError("Upload a CT (or pick an example) first.")
+    state.check_alive()
+    SESSIONS.touch(state)
     return state
 
 
-def guarded(n_extra: int = 0):
+def guarded(n_extra: int = 0, clear: tuple[int, ...] = ()):
     """Turn every failure of a handler into a message in the page, keeping the user's state.
 
     Handlers return (state, image, weight map, info, status, *n_extra more); on failure the
-    state is returned unchanged, the status shows the message and all else is left as it is.
+    state is returned unchanged, the status shows the message and all else is left as it is,
+    except the extra outputs listed in ``clear`` (0-based among the extras), which are emptied
+    (e.g. the Download box, so that it never offers an older file after a failed export).
     """
 
     def wrap(fn):
@@ -230,17 +262,20 @@ def guarded(n_extra: int = 0):
         def handler(state, *args, **kwargs):
             try:
                 return fn(state, *args, **kwargs)
-            except (AppError, CTLoadError) as e:
+            except (AppError, ReleasedError, MemoryBudgetError) as e:  # our own words
                 message = str(e)
-            except ValueError as e:  # iunet's checks at its public boundary (e.g. click outside)
-                message = str(e)[:1].upper() + str(e)[1:]
+            except ValueError as e:  # CTLoadError, and iunet's checks at its boundary (e.g. click outside)
+                message = without_paths(str(e)[:1].upper() + str(e)[1:])
             except MemoryError:
                 message = "Out of memory: the image is too large for this server."
             except Exception as e:  # noqa: BLE001 - never a traceback in the page
                 log.exception("handler %s failed", fn.__name__)
-                message = f"Something went wrong ({type(e).__name__}: {e}). Your work is kept; please try again."
+                message = without_paths(
+                    f"Something went wrong ({type(e).__name__}: {e}). Your work is kept; please try again."
+                )
             _warn(message)
-            return (state, gr.skip(), gr.skip(), gr.skip(), _status(message, problem=True), *[gr.skip()] * n_extra)
+            extras = [None if i in clear else gr.skip() for i in range(n_extra)]
+            return (state, gr.skip(), gr.skip(), gr.skip(), _status(message, problem=True), *extras)
 
         return handler
 
@@ -257,43 +292,69 @@ def _paths(files: Any) -> list[str]:
     return [str(getattr(f, "name", f)) for f in files if f]
 
 
-def _load(state, paths, name, model, size_mode, alpha, radius, level, width):
+def _session_hash(request: gr.Request | None) -> str:
+    return str(getattr(request, "session_hash", "") or "")
+
+
+def _load(state, paths, name, model, size_mode, alpha, radius, level, width, show_weights=False, request=None):
+    """Load ``paths`` as this tab's new image (the old one is freed). Outputs: the view, the slice
+    slider, the Download box (cleared) and the upload box (cleared, so the next upload replaces)."""
     if not paths:
         raise AppError(f"No file given. Accepted: {ACCEPTED_INPUTS}.")
     click_size = _click_size(size_mode, alpha, radius)
-    volume = load_ct(paths if len(paths) > 1 else paths[0])
-    if volume.hu.size > MAX_VOXELS:
-        z, y, x = volume.hu.shape
-        raise AppError(
-            f"The volume is too large for this app ({z} slices of {y}×{x} pixels; at most "
-            f"{MAX_VOXELS // (512 * 512)} slices of 512×512). Load a smaller part of the series."
-        )
-    if state is not None:
-        state.cleanup()
-    state = sup.Annotation(volume, name, click_size)
+    old = state if isinstance(state, Annotation) else None
+    room = SESSIONS.reserve(old, MAX_VOXELS * HU_BYTES_PER_VOXEL)
+    try:
+        try:
+            volume = load_ct(paths if len(paths) > 1 else paths[0], max_voxels=room // HU_BYTES_PER_VOXEL)
+        except CTTooLargeError as e:
+            if e.n_voxels <= MAX_VOXELS:  # it would fit the app, but not the memory left now
+                raise AppError(
+                    f"The server's memory is busy with other users' images: this one needs "
+                    f"{e.n_voxels * HU_BYTES_PER_VOXEL / 1e6:,.0f} MB, {room / 1e6:,.0f} MB are free now. "
+                    "Try again in a few minutes, or load fewer slices."
+                ) from e
+            raise
+        _, ny, nx = volume.hu.shape
+        if min(ny, nx) < MIN_SLICE_PX:
+            raise AppError(
+                f"The image is {nx}×{ny} pixels; the app needs slices of at least {MIN_SLICE_PX}×{MIN_SLICE_PX} "
+                "pixels to segment anything in them."
+            )
+        new = Annotation(volume, name, click_size, _session_hash(request))
+        new.show_weight_map = bool(show_weights)
+        if old is not None:
+            SESSIONS.release(old, "replaced by a new image")
+        SESSIONS.add(new)
+    finally:
+        SESSIONS.unreserve(room)
     n = volume.n_slices
     hint = "Click on the object to segment it." if _MODELS.checkpoints else _no_models_message()
     status = f"Loaded **{name}**: {volume.description}. {hint}"
-    slider = gr.update(minimum=0, maximum=max(n - 1, 1), value=state.z, visible=n > 1)
-    return (*_view(state, model, level, width, status), slider, None)
+    slider = gr.update(minimum=1, maximum=max(n, 2), value=new.z + 1, visible=n > 1)
+    return (*_view(new, model, level, width, status), slider, None, None)
 
 
-@guarded(n_extra=2)
-def load_files(state, files, model, size_mode, alpha, radius, level, width):
-    """Upload → a new annotation (outputs + slice slider update + cleared download)."""
+LOAD_OUTPUTS_EXTRA = 3  # slice slider, download (cleared), upload box (cleared)
+
+
+@guarded(n_extra=LOAD_OUTPUTS_EXTRA, clear=(2,))
+def load_files(state, files, model, size_mode, alpha, radius, level, width, show_weights=False, request: gr.Request = None):
+    """Upload → a new annotation replacing the tab's image (outputs + slider + cleared download and upload)."""
     paths = _paths(files)
-    return _load(state, paths, sup.file_stem(paths[0]) if paths else "", model, size_mode, alpha, radius, level, width)
+    name = file_stem(paths[0]) if paths else ""
+    return _load(state, paths, name, model, size_mode, alpha, radius, level, width, show_weights, request)
 
 
-@guarded(n_extra=2)
-def load_example_dicom(state, model, size_mode, alpha, radius, level, width):
+@guarded(n_extra=LOAD_OUTPUTS_EXTRA)
+def load_example_dicom(state, model, size_mode, alpha, radius, level, width, show_weights=False, request: gr.Request = None):
     """pydicom's CT_small.dcm: one real CT slice that ships with pydicom."""
     from pydicom.data import get_testdata_file
 
     path = get_testdata_file("CT_small.dcm")
     if path is None:
         raise AppError("pydicom's example file CT_small.dcm is not installed.")
-    return _load(state, [str(path)], "CT_small", model, size_mode, alpha, radius, level, width)
+    return _load(state, [str(path)], "CT_small", model, size_mode, alpha, radius, level, width, show_weights, request)
 
 
 _PHANTOM_LOCK = threading.Lock()
@@ -305,14 +366,14 @@ def phantom_path() -> Path:
     with _PHANTOM_LOCK:
         if not _PHANTOM_PATH or not _PHANTOM_PATH[0].is_file():
             folder = Path(tempfile.mkdtemp(prefix="iunet_phantom_"))
-            _PHANTOM_PATH[:] = [sup.write_phantom_nifti(folder / "phantom.nii.gz")]
+            _PHANTOM_PATH[:] = [write_phantom_nifti(folder / "phantom.nii.gz")]
         return _PHANTOM_PATH[0]
 
 
-@guarded(n_extra=2)
-def load_example_phantom(state, model, size_mode, alpha, radius, level, width):
-    """A synthetic CT volume (24 slices) rendered by iunet.data, written to a temporary NIfTI."""
-    return _load(state, [str(phantom_path())], "phantom", model, size_mode, alpha, radius, level, width)
+@guarded(n_extra=LOAD_OUTPUTS_EXTRA)
+def load_example_phantom(state, model, size_mode, alpha, radius, level, width, show_weights=False, request: gr.Request = None):
+    """A synthetic CT volume (24 slices) rendered by iunet.phantom, written to a temporary NIfTI."""
+    return _load(state, [str(phantom_path())], "phantom", model, size_mode, alpha, radius, level, width, show_weights, request)
 
 
 # --------------------------------------------------------------------------- handlers: clicks
@@ -335,7 +396,7 @@ def on_select(state, mode, model, level, width, evt: gr.SelectData):
     index = getattr(evt, "index", None)
     if not isinstance(index, (list, tuple)) or len(index) != 2:
         raise AppError("Click inside the image.")
-    y, x = sup.display_to_slice_px(index[0], index[1], sup.display_scale(state.shape))
+    y, x = rendering.display_to_slice_px(index[0], index[1], rendering.display_scale(state.shape))
     return _add_click(state, y, x, mode, model, level, width)
 
 
@@ -365,25 +426,31 @@ def on_reset(state, model, level, width):
 # --------------------------------------------------------------------------- handlers: settings
 
 @guarded()
-def on_slice(state, z, model, level, width):
+def on_slice(state, slice_number, model, level, width):
+    """The slice slider (numbered from 1, like the text and the file names)."""
     state = _need_image(state)
-    z = int(_number(z, "slice"))
-    if not 0 <= z < state.volume.n_slices:
-        raise AppError(f"Slice {z} does not exist; the volume has slices 0 to {state.volume.n_slices - 1}.")
+    n = state.volume.n_slices
+    number = _number(slice_number, "slice")
+    if number != int(number) or not 1 <= number <= n:
+        raise AppError(f"Slice {slice_number} does not exist; the volume has slices 1 to {n}.")
     with state.lock:
-        state.z = z
-        return _view(state, model, level, width, f"Slice {z + 1} of {state.volume.n_slices}.")
+        state.z = int(number) - 1
+        return _view(state, model, level, width, f"Slice {state.z + 1} of {n}.")
 
 
 @guarded(n_extra=1)
 def on_window(state, model, level, width):
     """Level/width moved by hand: redraw (the model's own window never changes)."""
+    if state is not None:
+        _need_image(state)
     return (*_view(state, model, level, width, ""), CUSTOM_WINDOW)
 
 
 @guarded(n_extra=2)
 def on_window_preset(state, preset, model, level, width):
     """A preset: set level and width and redraw. Extras: level, width."""
+    if state is not None:
+        _need_image(state)
     if preset not in WINDOW_PRESETS:
         return (*_view(state, model, level, width, ""), gr.skip(), gr.skip())
     level, width = WINDOW_PRESETS[preset]
@@ -391,10 +458,24 @@ def on_window_preset(state, preset, model, level, width):
 
 
 @guarded()
+def on_weight_map(state, show, model, level, width):
+    """Show or hide the weight map (its image box too); it is computed only while shown."""
+    show = bool(show)
+    if state is None:
+        return state, gr.skip(), gr.update(value=None, visible=show), gr.skip(), ""
+    state = _need_image(state)
+    with state.lock:
+        state.show_weight_map = show
+        heat = _heat(state) if show else None
+        return state, gr.skip(), gr.update(value=heat, visible=show), gr.skip(), ""
+
+
+@guarded()
 def on_click_size(state, size_mode, alpha, radius, model, level, width):
     click_size = _click_size(size_mode, alpha, radius)
     if state is None:
         return _view(state, model, level, width, f"Click size: {click_size.describe()}.")
+    state = _need_image(state)
     with state.lock:
         state.set_click_size(click_size)
         return _view(state, model, level, width, f"Next clicks: {click_size.describe()} (first click {click_size.radius_px:g} px).")
@@ -405,6 +486,7 @@ def on_model(state, model, level, width):
     predictor, path = _predictor(model)
     if state is None:
         return _view(state, model, level, width, f"Model: {_model_label(path)}.")
+    state = _need_image(state)
     with state.lock:
         had_clicks = bool(state.clicks)
         state.use_model(predictor, path)
@@ -414,7 +496,7 @@ def on_model(state, model, level, width):
 
 # --------------------------------------------------------------------------- handlers: volume, export
 
-@guarded(n_extra=1)
+@guarded(n_extra=1, clear=(0,))
 def on_propagate(state, model, max_slices, level, width):
     """Propagate the slice's mask through the volume; extra output: the 3D NIfTI to download."""
     state = _need_image(state)
@@ -436,148 +518,219 @@ def on_propagate(state, model, max_slices, level, width):
         return (*_view(state, model, level, width, status), str(out))
 
 
+NOTHING_TO_EXPORT = "Nothing to export yet: no slice has a mask. Click on the object first."
+
+
 def _export(state, fmt: str):
     state = _need_image(state)
     with state.lock:
         folder, name = state.export_dir(), state.name
+        annotated = state.annotated_slices()
+        if not annotated:
+            raise AppError(NOTHING_TO_EXPORT)
         if fmt == "png":
-            out = sup.mask_png(state.mask(), folder / f"{name}_slice{state.z + 1:03d}_mask.png")
+            if state.z not in annotated:
+                raise AppError(
+                    f"Nothing to export on slice {state.z + 1}: it has no mask (PNG exports the slice on view). "
+                    f"Slices with a mask: {_slices_text(annotated)}; or export all of them as NIfTI."
+                )
+            out = save_mask_png(state.mask(), folder / f"{name}_slice{state.z + 1:03d}_mask.png")
             what = f"PNG of slice {state.z + 1} (0 = background, 255 = mask)"
         elif fmt == "nifti":
-            mask = state.mask_volume()
-            out = save_mask_nifti(state.volume, mask, folder / f"{name}_mask.nii.gz")
-            n = int(mask.any(axis=(1, 2)).sum())
+            out = save_mask_nifti(state.volume, state.mask_volume(), folder / f"{name}_mask.nii.gz")
+            n = len(annotated)
             what = f"NIfTI in the input's geometry ({n} slice{'s' if n != 1 else ''} with a mask)"
         else:
-            out = sup.export_dicom_seg(
-                state.volume, state.mask_volume(), folder / f"{name}_seg.dcm", _model_label(state.checkpoint)
+            if state.volume.kind != "dicom":
+                raise AppError("DICOM-SEG export needs a DICOM input; use NIfTI or PNG for this image.")
+            result = export_dicom_seg(
+                state.volume, state.mask_volume(), folder / f"{name}_seg.dcm", algorithm_name=_model_label(state.checkpoint)
             )
-            what = "DICOM-SEG referencing the input's images"
-    return state, gr.skip(), gr.skip(), gr.skip(), f"Exported {what}: download it below.", str(out)
+            out = result.path
+            what = f"DICOM-SEG referencing the input's images ({result.n_frames} frame{'s' if result.n_frames != 1 else ''})"
+            if result.assumptions:
+                what += ". Assumed, because the images lack it: " + "; ".join(result.assumptions)
+    return state, gr.skip(), gr.skip(), gr.skip(), f"Exported {what}. Download it below.", str(out)
 
 
-@guarded(n_extra=1)
+@guarded(n_extra=1, clear=(0,))
 def export_nifti(state):
     return _export(state, "nifti")
 
 
-@guarded(n_extra=1)
+@guarded(n_extra=1, clear=(0,))
 def export_png(state):
     return _export(state, "png")
 
 
-@guarded(n_extra=1)
-def export_dicom_seg(state):
+@guarded(n_extra=1, clear=(0,))
+def export_dicom_seg_file(state):
     return _export(state, "dicom-seg")
 
 
-def _cleanup(state) -> None:
-    if isinstance(state, sup.Annotation):
-        state.cleanup()
+def _release_state(state) -> None:
+    """gr.State's delete callback (tab closed an hour ago, or idle past time_to_live)."""
+    if isinstance(state, Annotation):
+        SESSIONS.release(state, "freed after the page was closed")
+
+
+def on_page_closed(request: gr.Request = None) -> None:
+    """The browser tab was closed or reloaded: free its image now (Gradio keeps the state an hour)."""
+    n = SESSIONS.release_session(_session_hash(request))
+    if n:
+        log.info("page closed: freed %d image(s); %d open, %.0f MB", n, len(SESSIONS), SESSIONS.total_bytes() / 1e6)
 
 
 # --------------------------------------------------------------------------- layout
 
-INTRO = """# IU-Net: interactive CT segmentation
-Upload a CT or pick an example, then **click on the object**: foreground clicks add to the mask,
-background clicks remove from it. The mask updates after every click. Circles show each click's
-size; the heat map shows the weight map (object boundary and foreground clicks) that trains the model.
+INTRO = (
+    "### IU-Net: click on an organ or lesion in a CT to segment it\n"
+    "Foreground clicks add to the mask, background clicks remove from it; circles show each click's size."
+)
+CSS = """
+#ct_image img { image-rendering: pixelated; }
+#ct_image:fullscreen img, #ct_image :fullscreen img {
+    width: auto !important; height: 100vh !important; max-width: 100vw !important; max-height: 100vh !important; }
+#status p, #info p { margin: 0.1em 0; }
+"""
+
+# Files above the upload limit never reach the server: Gradio's page refuses them with a toast
+# that fades and leaves a bare "Error" badge. Keep the reason in the status line and the badge.
+UPLOAD_LIMIT_JS = """
+() => {
+  const note = (text) => {
+    const status = document.querySelector('#status');
+    if (status) {
+      status.innerHTML = '<p>⚠️ <strong>The upload was refused: ' + text.replace(/[<>&]/g, '') +
+        '. Upload at most ' + window.__iunet_limit + ' at a time, e.g. a .zip of the series or fewer slices.</strong></p>';
+    }
+    const badge = document.querySelector('#upload span.error');
+    if (badge) { badge.textContent = 'File too large'; }
+  };
+  new MutationObserver((records) => {
+    for (const r of records) {
+      for (const n of r.addedNodes) {
+        if (!(n instanceof HTMLElement)) continue;
+        const toast = n.matches('[data-testid="toast-text"]') ? n : n.querySelector('[data-testid="toast-text"]');
+        if (toast && /exceed the maximum allowed size/i.test(toast.textContent)) { note(toast.textContent.trim()); }
+      }
+    }
+  }).observe(document.body, {childList: true, subtree: true});
+}
 """
 
 
 def build_demo(config: AppConfig | None = None) -> gr.Blocks:
     """The Gradio app; loads the checkpoints of ``config.weights_dir`` once."""
     config = config or AppConfig()
-    models = configure(config.weights_dir, config.device)
-    choices = [(c.label, c.file_name) for c in models.checkpoints]
+    found = configure(config.weights_dir, config.device, config.precision)
+    registry = configure_sessions(config.memory_mb, config.idle_minutes)
+    registry.start_sweeper()
+    from iunet_app import batching
+
+    batching.BATCHER.max_batch = config.click_batch
+    choices = [(c.label, c.file_name) for c in found.checkpoints]
     first_model = choices[0][1] if choices else None
     start_status = "" if choices else _status(_no_models_message(), problem=True)
-    if models.problems:
-        start_status += "  \nSkipped files in the weights folder: " + "; ".join(models.problems)
+    if found.problems:
+        start_status += "  \nSkipped files in the weights folder: " + "; ".join(found.problems)
     preset_choices = [(f"{k.replace('_', ' ')} (L {lv:g} / W {wv:g})", k) for k, (lv, wv) in WINDOW_PRESETS.items()]
     preset_choices.append(("custom", CUSTOM_WINDOW))
     level0, width0 = WINDOW_PRESETS[DEFAULT_PRESET]
 
     with gr.Blocks(title="IU-Net interactive CT segmentation", delete_cache=(600, 3600)) as demo:
-        state = gr.State(None, time_to_live=STATE_TTL_S, delete_callback=_cleanup)
+        state = gr.State(None, time_to_live=config.idle_minutes * 60, delete_callback=_release_state)
         gr.Markdown(INTRO)
         status = gr.Markdown(start_status, label="status", elem_id="status")
-        with gr.Row():
-            with gr.Column(scale=2, min_width=260):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=250):
                 files = gr.File(
-                    label="CT: DICOM file(s) or .zip of a series, NIfTI (.nii/.nii.gz), PNG/JPEG",
+                    label=f"Load a CT: DICOM file(s) or .zip, NIfTI, PNG/JPEG (≤ {config.max_file_size.upper()})",
                     file_count="multiple",
+                    height=110,
                     elem_id="upload",
                 )
                 with gr.Row():
-                    ex_dicom = gr.Button("Example: CT slice (DICOM)", size="sm", elem_id="example_dicom")
+                    ex_dicom = gr.Button("Example: CT slice", size="sm", elem_id="example_dicom")
                     ex_phantom = gr.Button("Example: phantom volume", size="sm", elem_id="example_phantom")
                 model = gr.Dropdown(choices, value=first_model, label="Model", elem_id="model")
                 mode = gr.Radio([FOREGROUND, BACKGROUND], value=FOREGROUND, label="A click adds", elem_id="mode")
                 with gr.Row():
-                    undo = gr.Button("Undo last click", elem_id="undo")
-                    reset = gr.Button("Reset slice", variant="stop", elem_id="reset")
-                size_mode = gr.Radio([DYNAMIC, FIXED], value=DYNAMIC, label="Click size", elem_id="size_mode")
-                alpha = gr.Radio(list(ALPHAS), value="1/800", label="α (dynamic size)", elem_id="alpha")
-                radius = gr.Slider(1, 15, value=5, step=1, label="Radius px (fixed, or first click)", elem_id="radius")
+                    undo = gr.Button("Undo last click", size="sm", elem_id="undo")
+                    reset = gr.Button("Reset slice", size="sm", variant="stop", elem_id="reset")
+                with gr.Accordion("Click size", open=False):
+                    size_mode = gr.Radio([DYNAMIC, FIXED], value=DYNAMIC, label="Click size", elem_id="size_mode")
+                    alpha = gr.Radio(list(ALPHAS), value="1/800", label="α (dynamic size)", elem_id="alpha")
+                    radius = gr.Slider(1, 15, value=5, step=1, label="Radius px (fixed, or first click)", elem_id="radius")
+                with gr.Accordion("Display window", open=False):
+                    preset = gr.Dropdown(preset_choices, value=DEFAULT_PRESET, label="Preset", elem_id="preset")
+                    level = gr.Slider(-1000, 3000, value=level0, step=1, label="Level (HU)", elem_id="level")
+                    width = gr.Slider(1, 4000, value=width0, step=1, label="Width (HU)", elem_id="width")
+                    gr.Markdown("The window changes only the picture; the model always sees its own window.")
             with gr.Column(scale=5, min_width=360):
                 image = gr.Image(
-                    label="CT slice (click to segment)",
+                    label="CT slice: click to segment",
                     interactive=False,
                     format="png",
+                    height=470,
                     buttons=["download", "fullscreen"],
                     elem_id="ct_image",
                 )
-                slice_slider = gr.Slider(0, 1, value=0, step=1, label="Slice", visible=False, elem_id="slice")
-                info = gr.Markdown(_info(None, first_model), label="info", elem_id="info")
+                slice_slider = gr.Slider(1, 2, value=1, step=1, label="Slice", visible=False, elem_id="slice")
             with gr.Column(scale=3, min_width=260):
+                info = gr.Markdown(_info(None, first_model), label="info", elem_id="info")
+                with gr.Row():
+                    max_slices = gr.Number(
+                        30, label="Propagate ≤ slices each way", precision=0, minimum=1, maximum=MAX_PROPAGATE_SLICES,
+                        min_width=80, elem_id="max_slices",
+                    )
+                    propagate = gr.Button("Propagate through volume", size="sm", elem_id="propagate")
+                with gr.Row():
+                    ex_nii = gr.Button("Export NIfTI", size="sm", min_width=60, elem_id="export_nifti")
+                    ex_png = gr.Button("Export PNG", size="sm", min_width=60, elem_id="export_png")
+                    ex_seg = gr.Button("Export DICOM-SEG", size="sm", min_width=60, elem_id="export_seg")
+                download = gr.File(label="Download", interactive=False, height=60, elem_id="download")
+                show_weights = gr.Checkbox(False, label="Show the weight map (boundary + clicks, as in training)", elem_id="show_weights")
                 heat = gr.Image(
-                    label="Weight map",
+                    label="Weight map max(d, w): dark 0 → bright 10",
                     interactive=False,
                     format="png",
+                    height=260,
                     buttons=["fullscreen"],
                     elem_id="weight_map",
+                    visible=False,
                 )
-                gr.Markdown("Weight map `max(d, w)` of the loss that trains the model: object boundary and "
-                            "foreground clicks, dark 0 → bright 10.")
-                preset = gr.Dropdown(preset_choices, value=DEFAULT_PRESET, label="Display window", elem_id="preset")
-                with gr.Row():
-                    level = gr.Slider(-1000, 3000, value=level0, step=1, label="Level (HU)", elem_id="level")
-                    width = gr.Slider(1, 4000, value=width0, step=1, label="Width (HU)", elem_id="width")
-                gr.Markdown("The window changes only the picture; the model always sees its own window.")
-                with gr.Row():
-                    max_slices = gr.Number(30, label="Propagate ≤ slices each way", precision=0, minimum=1, maximum=MAX_PROPAGATE_SLICES)
-                    propagate = gr.Button("Propagate through volume", elem_id="propagate")
-                with gr.Row():
-                    ex_nii = gr.Button("Export NIfTI", size="sm", elem_id="export_nifti")
-                    ex_png = gr.Button("Export PNG", size="sm", elem_id="export_png")
-                    ex_seg = gr.Button("Export DICOM-SEG", size="sm", elem_id="export_seg")
-                download = gr.File(label="Download", interactive=False, elem_id="download")
         # Scripted clicks over the HTTP API (/click); hidden in the page.
         api_x = gr.Number(visible=False, label="x (column, slice px)")
         api_y = gr.Number(visible=False, label="y (row, slice px)")
         api_button = gr.Button(visible=False)
 
         view = [state, image, heat, info, status]
-        settings = [size_mode, alpha, radius, level, width]
-        files.upload(load_files, [state, files, model, *settings], [*view, slice_slider, download], api_name="load")
-        ex_dicom.click(load_example_dicom, [state, model, *settings], [*view, slice_slider, download], api_name="example_dicom")
-        ex_phantom.click(load_example_phantom, [state, model, *settings], [*view, slice_slider, download], api_name="example_phantom")
-        image.select(on_select, [state, mode, model, level, width], view, api_visibility="private")
-        api_button.click(api_click, [state, api_x, api_y, mode, model, level, width], view, api_name="click")
+        settings = [size_mode, alpha, radius, level, width, show_weights]
+        load_out = [*view, slice_slider, download, files]
+        load_kw = dict(concurrency_limit=1, concurrency_id="load")  # one decode at a time bounds peak memory
+        files.upload(load_files, [state, files, model, *settings], load_out, api_name="load", **load_kw)
+        ex_dicom.click(load_example_dicom, [state, model, *settings], load_out, api_name="example_dicom", **load_kw)
+        ex_phantom.click(load_example_phantom, [state, model, *settings], load_out, api_name="example_phantom", **load_kw)
+        # Clicks queue together so that the batcher can run many users' clicks in one forward pass.
+        click_kw = dict(concurrency_limit=max(config.click_batch, 1), concurrency_id="click")
+        image.select(on_select, [state, mode, model, level, width], view, api_visibility="private", **click_kw)
+        api_button.click(api_click, [state, api_x, api_y, mode, model, level, width], view, api_name="click", **click_kw)
         undo.click(on_undo, [state, model, level, width], view, api_name="undo")
         reset.click(on_reset, [state, model, level, width], view, api_name="reset")
         slice_slider.input(on_slice, [state, slice_slider, model, level, width], view, api_name="slice", trigger_mode="always_last")
         level.input(on_window, [state, model, level, width], [*view, preset], api_visibility="private", trigger_mode="always_last")
         width.input(on_window, [state, model, level, width], [*view, preset], api_visibility="private", trigger_mode="always_last")
         preset.input(on_window_preset, [state, preset, model, level, width], [*view, level, width], api_visibility="private")
+        show_weights.input(on_weight_map, [state, show_weights, model, level, width], view, api_visibility="private")
         for control in (size_mode, alpha, radius):
             control.input(on_click_size, [state, size_mode, alpha, radius, model, level, width], view, api_visibility="private")
         model.input(on_model, [state, model, level, width], view, api_name="model")
         propagate.click(on_propagate, [state, model, max_slices, level, width], [*view, download], api_name="propagate")
         ex_nii.click(export_nifti, [state], [*view, download], api_name="export_nifti")
         ex_png.click(export_png, [state], [*view, download], api_name="export_png")
-        ex_seg.click(export_dicom_seg, [state], [*view, download], api_name="export_dicom_seg")
+        ex_seg.click(export_dicom_seg_file, [state], [*view, download], api_name="export_dicom_seg")
+        demo.unload(on_page_closed)
     return demo
 
 
@@ -590,6 +743,8 @@ def launch(demo: gr.Blocks, config: AppConfig, **kwargs):
         share=config.share,
         max_file_size=config.max_file_size,
         show_error=False,
+        css=CSS,
+        js=UPLOAD_LIMIT_JS.replace("window.__iunet_limit", repr(config.max_file_size.upper().replace("MB", " MB"))),
         **kwargs,
     )
 
@@ -605,16 +760,35 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
                    help="port (env GRADIO_SERVER_PORT)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     p.add_argument("--device", default=env.get("IUNET_DEVICE", "auto"), help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--precision", choices=models.PRECISIONS, default=env.get("IUNET_PRECISION", AppConfig.precision),
+                   help="model arithmetic (env IUNET_PRECISION): auto = bf16 + channels-last on CPUs with native bf16, else fp32")
     p.add_argument("--concurrency", type=int, default=int(env.get("IUNET_CONCURRENCY", AppConfig.concurrency)),
-                   help="events processed at once over all users")
+                   help="events other than clicks processed at once over all users")
+    p.add_argument("--memory-mb", type=int, default=int(env.get("IUNET_MEMORY_MB", AppConfig.memory_mb)),
+                   help="memory for all open images, masks and click history together (env IUNET_MEMORY_MB)")
+    p.add_argument("--idle-minutes", type=float, default=float(env.get("IUNET_IDLE_MINUTES", AppConfig.idle_minutes)),
+                   help="a tab without any action for this long is freed (env IUNET_IDLE_MINUTES)")
+    p.add_argument("--click-batch", type=int, default=int(env.get("IUNET_CLICK_BATCH", AppConfig.click_batch)),
+                   help="up to this many concurrent clicks run in one forward pass (env IUNET_CLICK_BATCH)")
     a = p.parse_args(argv)
     if a.concurrency < 1:
         p.error("--concurrency must be at least 1")
-    return AppConfig(a.weights_dir, a.device, a.host, a.port, a.share, a.concurrency)
+    if a.memory_mb < 100:
+        p.error("--memory-mb must be at least 100")
+    if a.idle_minutes <= 0:
+        p.error("--idle-minutes must be more than 0")
+    if a.click_batch < 1:
+        p.error("--click-batch must be at least 1")
+    return AppConfig(
+        a.weights_dir, a.device, a.host, a.port, a.share, a.concurrency, MAX_UPLOAD, a.precision, a.memory_mb,
+        a.idle_minutes, a.click_batch,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Our own messages at INFO; libraries (httpx logs every internal HTTP request) at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("iunet").setLevel(logging.INFO)
     config = parse_args(argv)
     launch(build_demo(config), config)
 

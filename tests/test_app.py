@@ -5,6 +5,7 @@ status starting with ⚠️ and the previous state, never as an exception.
 """
 import os
 import sys
+import threading
 import types
 import zipfile
 from pathlib import Path
@@ -17,22 +18,23 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 import app  # noqa: E402
-import app_support as sup  # noqa: E402
-from iunet.ct_io import read_nifti_mask  # noqa: E402
 from conftest import ct_dataset  # noqa: E402
+from iunet.io import read_nifti_mask  # noqa: E402
+from iunet_app import batching, models, rendering  # noqa: E402
+from iunet_app.annotation import Annotation  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a server warns
 W = (40.0, 400.0)  # display window used by most calls
 
 
-def make_checkpoint(path: Path, name: str, seed: int) -> Path:
+def make_checkpoint(path: Path, name: str, seed: int, interactive: bool = True) -> Path:
     """A random IU-Net on a 128-px grid: fast on CPU, enough to exercise the plumbing."""
     import torch
 
     from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet, save_checkpoint
 
     torch.manual_seed(seed)
-    mc = ModelConfig(base_channels=4, depth=4)
+    mc = ModelConfig(base_channels=4, depth=4, interactive=interactive)
     return save_checkpoint(Checkpoint(UNet(mc), mc, InputConfig(grid_px=128), name=name), path)
 
 
@@ -41,22 +43,24 @@ def weights(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("weights")
     make_checkpoint(d / "a_agnostic.safetensors", "test model A", 0)
     make_checkpoint(d / "b_spleen.safetensors", "test model B", 1)
+    make_checkpoint(d / "c_auto.safetensors", "automatic U-Net", 2, interactive=False)
     (d / "notes.safetensors").write_bytes(b"not a checkpoint")
     return d
 
 
 @pytest.fixture(scope="module")
-def models(weights):
-    m = app.configure(weights)
+def models_(weights):
+    m = app.configure(weights, precision="fp32")
     return [c.file_name for c in m.checkpoints]
 
 
-def settings(size_mode=app.DYNAMIC, alpha="1/800", radius=5):
-    return (size_mode, alpha, radius, *W)
+def settings(size_mode=app.DYNAMIC, alpha="1/800", radius=5, show_weights=False):
+    return (size_mode, alpha, radius, *W, show_weights)
 
 
-def load(models, files, state=None):
-    return app.load_files(state, files, models[0], *settings())
+def load(models_, files, state=None, show_weights=False, session_hash=""):
+    request = types.SimpleNamespace(session_hash=session_hash)
+    return app.load_files(state, files, models_[0], *settings(show_weights=show_weights), request=request)
 
 
 def ct_small_path() -> str:
@@ -109,20 +113,45 @@ def series_volume(n=5, shape=(40, 48)):
 
 # --------------------------------------------------------------------------- models
 
-def test_checkpoints_listed_by_header_name_and_junk_skipped(weights, models):
-    found, problems = sup.find_checkpoints(weights)
+def test_checkpoints_listed_by_header_name_and_junk_skipped(weights, models_):
+    found, problems = models.find_checkpoints(weights)
     assert [c.name for c in found] == ["test model A", "test model B"]
     assert found[0].label == "test model A (a_agnostic.safetensors)"
-    assert len(problems) == 1 and problems[0].startswith("notes.safetensors")
-    assert len(models) == 2
+    # the automatic U-Net is not offered (it takes no clicks), nor is the junk file
+    assert len(problems) == 2 and problems[0].startswith("c_auto.safetensors: an automatic model")
+    assert problems[1].startswith("notes.safetensors")
+    assert models_ == ["a_agnostic.safetensors", "b_spleen.safetensors"]  # the menu sends file names
     # the predictor is loaded once and shared
-    assert models == ["a_agnostic.safetensors", "b_spleen.safetensors"]  # the menu sends file names
-    assert sup.PREDICTORS.get(found[0].path) is sup.PREDICTORS.get(found[0].path)
+    assert models.get_predictor(found[0].path) is models.get_predictor(found[0].path)
+
+
+def test_precision_follows_the_cpu():
+    assert models.choose_precision("cpu", "auto", {"avx2", "avx512f", "avx512_bf16"})[:2] == ("bf16", True)
+    assert models.choose_precision("cpu", "auto", {"avx2", "amx_bf16"})[:2] == ("bf16", True)
+    dtype, channels_last, reason = models.choose_precision("cpu", "auto", {"avx2", "avx512f"})
+    assert (dtype, channels_last) == ("fp32", False) and "no native bf16" in reason
+    assert models.choose_precision("cuda", "auto", {"avx512_bf16"})[0] == "fp32"
+    assert models.choose_precision("cpu", "bf16", set())[0] == "bf16"
+    assert models.choose_precision("cpu", "fp32", {"avx512_bf16"})[0] == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        models.choose_precision("cpu", "fp8")
+
+
+def test_configured_precision_reaches_the_shared_predictors(weights, models_):
+    path = app._checkpoint(models_[0]).path
+    try:
+        app.configure(weights, precision="bf16")
+        p = models.get_predictor(path)
+        assert (p.dtype, p.channels_last) == ("bf16", True)
+        assert "bf16" in models.describe_device(p)
+    finally:
+        app.configure(weights, precision="fp32")
+    assert models.get_predictor(path).dtype == "fp32"
 
 
 def test_no_checkpoints_gives_a_clear_message(tmp_path, weights):
     try:
-        demo = app.build_demo(app.AppConfig(weights_dir=str(tmp_path)))
+        demo = app.build_demo(app.AppConfig(weights_dir=str(tmp_path), precision="fp32"))
         assert isinstance(demo, gr.Blocks)
         out = app.load_example_dicom(None, None, *settings())
         assert not is_problem(out[4]) and "No model found" in out[4]  # viewing still works
@@ -131,47 +160,71 @@ def test_no_checkpoints_gives_a_clear_message(tmp_path, weights):
         assert is_problem(out[4]) and "No model found" in out[4] and str(tmp_path) in out[4]
         assert out[0] is state and state.clicks == ()
     finally:
-        app.configure(weights)
+        app.configure(weights, precision="fp32")
 
 
 def test_build_demo_and_api_names(weights):
-    demo = app.build_demo(app.AppConfig(weights_dir=str(weights)))
-    names = {d.api_name for d in demo.fns.values() if d.api_name}
-    assert {"load", "click", "undo", "reset", "propagate", "export_nifti", "export_png", "export_dicom_seg"} <= names
+    try:
+        demo = app.build_demo(app.AppConfig(weights_dir=str(weights), precision="fp32"))
+        names = {d.api_name for d in demo.fns.values() if d.api_name}
+        assert {"load", "click", "undo", "reset", "slice", "propagate", "export_nifti", "export_png", "export_dicom_seg"} <= names
+        assert any(t[1] == "unload" for d in demo.fns.values() for t in d.targets)  # frees a closed page
+    finally:
+        app.configure(weights, precision="fp32")
 
 
 def test_parse_args_flags_and_env(monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     monkeypatch.setenv("IUNET_WEIGHTS_DIR", "/somewhere")
+    monkeypatch.setenv("IUNET_MEMORY_MB", "3000")
     cfg = app.parse_args([])
     assert (cfg.host, cfg.weights_dir, cfg.port, cfg.share) == ("0.0.0.0", "/somewhere", 7860, False)
-    cfg = app.parse_args(["--host", "127.0.0.1", "--port", "9000", "--share", "--weights-dir", "w"])
+    assert (cfg.memory_mb, cfg.idle_minutes, cfg.precision) == (3000, 30.0, "auto")
+    cfg = app.parse_args(["--host", "127.0.0.1", "--port", "9000", "--share", "--weights-dir", "w",
+                          "--precision", "fp32", "--idle-minutes", "5", "--click-batch", "8"])
     assert (cfg.host, cfg.port, cfg.share, cfg.weights_dir) == ("127.0.0.1", 9000, True, "w")
-    assert cfg.max_file_size == "200mb"
+    assert (cfg.precision, cfg.idle_minutes, cfg.click_batch, cfg.max_file_size) == ("fp32", 5.0, 8, "200mb")
 
 
 def test_gpu_task_uses_spaces_when_importable(monkeypatch):
     fn = lambda: 1  # noqa: E731
-    assert sup.gpu_task(5)(fn) is fn  # no `spaces` package here: unchanged
+    assert models.gpu_task(5)(fn) is fn  # no `spaces` package here: unchanged
     seen = {}
     fake = types.SimpleNamespace(GPU=lambda duration: (seen.setdefault("duration", duration), lambda f: ("wrapped", f))[1])
     monkeypatch.setitem(sys.modules, "spaces", fake)
-    assert sup.gpu_task(7)(fn) == ("wrapped", fn) and seen["duration"] == 7
+    assert models.gpu_task(7)(fn) == ("wrapped", fn) and seen["duration"] == 7
+
+
+def test_app_logs_no_library_requests_at_info(monkeypatch):
+    import logging
+
+    seen = {}
+    monkeypatch.setattr(app, "launch", lambda demo, config: seen.setdefault("ok", True))
+    monkeypatch.setattr(app, "build_demo", lambda config: None)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        root.handlers = []
+        app.main([])
+        assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
+        assert logging.getLogger("iunet.app").getEffectiveLevel() == logging.INFO and seen["ok"]
+    finally:
+        root.handlers, root.level = handlers, level
 
 
 # --------------------------------------------------------------------------- loading
 
-def test_load_dicom_file_shows_slice_and_info(models):
-    state, image, heat, info, status, slider, download = load(models, [ct_small_path()])
-    assert isinstance(state, sup.Annotation) and state.volume.kind == "dicom"
+def test_load_dicom_file_shows_slice_and_info(models_):
+    state, image, heat, info, status, slider, download, upload = load(models_, [ct_small_path()])
+    assert isinstance(state, Annotation) and state.volume.kind == "dicom"
     assert image.shape == (512, 512, 3) and image.dtype == np.uint8  # 128 px shown 4× larger
-    assert heat.shape == image.shape
+    assert heat == gr.skip()  # the weight map is not computed while hidden
     assert "CT_small" in status and "128×128" in info and "0 px" in info
-    assert slider["visible"] is False and download is None
+    assert slider["visible"] is False and download is None and upload is None
 
 
 @pytest.mark.parametrize("kind", ["files", "folder_zip", "nifti", "png", "jpeg"])
-def test_load_each_input_kind(models, tmp_path, kind):
+def test_load_each_input_kind(models_, tmp_path, kind):
     hu = series_volume()
     if kind == "files":
         files = write_series(tmp_path / "s", hu)
@@ -191,216 +244,386 @@ def test_load_each_input_kind(models, tmp_path, kind):
 
         files = [tmp_path / ("img.png" if kind == "png" else "img.jpg")]
         Image.fromarray(np.clip(hu[2] + 160, 0, 255).astype(np.uint8)).save(files[0])
-    state, image, _, info, status, slider, _ = load(models, [str(f) for f in files])
+    state, image, _, info, status, slider, _, _ = load(models_, [str(f) for f in files])
     assert not is_problem(status), status
     n = 1 if kind in ("png", "jpeg") else 5
     assert state.volume.n_slices == n and state.z == n // 2  # volumes start in the middle
-    assert slider["visible"] is (n > 1) and slider["value"] == n // 2
+    # the slider counts from 1, like the text ("Slice 3 / 5") and the export names
+    assert slider["visible"] is (n > 1) and slider["value"] == n // 2 + 1 and slider["minimum"] == 1
+    assert f"Slice {n // 2 + 1} / {n}" in info
     assert image.shape[:2] == (40 * 10, 48 * 10)  # 48 px wide → 10× on screen
     if kind in ("files", "folder_zip", "nifti"):
         np.testing.assert_allclose(state.volume.hu, hu, atol=0.5)
+    if kind == "files":
+        assert state.volume.slice_source(state.z).file_name in info  # the file this slice came from
+
+
+def _flipped_gzip(path: Path) -> None:
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    nib.save(nib.Nifti1Image(rng.integers(-1000, 1000, (64, 64, 6)).astype(np.int16), np.eye(4)), str(path))
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 2048] = bytes(b ^ 0xFF for b in data[mid : mid + 2048])
+    path.write_bytes(bytes(data))
+
+
+def _huge_nifti_header(path: Path) -> None:
+    import gzip
+    import io
+
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape((512, 512, 2500))
+    header.set_data_dtype(np.int16)
+    buf = io.BytesIO()
+    header.write_to(buf)
+    path.write_bytes(gzip.compress(buf.getvalue() + b"\0" * 1000))  # 1.3 GB declared, never decoded
 
 
 @pytest.mark.parametrize(
-    "make, fragment",
+    "name, fragment",
     [
-        (lambda d: d / "empty.dcm", "empty"),
-        (lambda d: d / "junk.bin", "not a recognised"),
-        (lambda d: d / "broken.dcm", "DICOM"),
-        (lambda d: d / "four_d.nii.gz", "4D"),
-        (lambda d: d / "huge.png", "largest slice"),
+        ("empty.dcm", "empty"),
+        ("junk.bin", "not a recognised"),
+        ("broken.dcm", "DICOM"),
+        ("four_d.nii.gz", "4D"),
+        ("huge.png", "largest slice"),
+        ("giant.png", "too large"),
+        ("dot.png", "at least 16×16"),
+        ("flipped.nii.gz", "damaged"),
+        ("huge_header.nii.gz", "too large"),
+        ("renamed_text.nii.gz", "not a NIfTI"),
     ],
 )
-def test_bad_inputs_give_a_message_and_keep_the_state(models, tmp_path, make, fragment):
+def test_bad_inputs_give_a_message_and_keep_the_state(models_, tmp_path, name, fragment):
     import nibabel as nib
     from PIL import Image
 
-    path = make(tmp_path)
-    if path.name == "empty.dcm":
+    path = tmp_path / "gradio_upload_0123abcd" / name  # like Gradio's temporary upload folders
+    path.parent.mkdir()
+    if name == "empty.dcm":
         path.write_bytes(b"")
-    elif path.name == "junk.bin":
+    elif name == "junk.bin":
         path.write_bytes(os.urandom(2000))
-    elif path.name == "broken.dcm":
+    elif name == "broken.dcm":
         good = Path(ct_small_path()).read_bytes()
         path.write_bytes(good[: len(good) // 2])  # truncated in the pixel data
-    elif path.name == "four_d.nii.gz":
+    elif name == "four_d.nii.gz":
         nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 3), np.int16), np.eye(4)), str(path))
-    else:
+    elif name == "huge.png":
         Image.new("L", (3000, 40)).save(path)
-    before = load(models, [ct_small_path()])[0]
-    out = load(models, [str(path)], state=before)
+    elif name == "giant.png":
+        from test_ct_io import _png_header_only
+
+        _png_header_only(path, 30000, 30000)
+    elif name == "dot.png":
+        Image.new("L", (1, 1)).save(path)
+    elif name == "flipped.nii.gz":
+        _flipped_gzip(path)
+    elif name == "huge_header.nii.gz":
+        _huge_nifti_header(path)
+    else:
+        path.write_text("just some text\n" * 50)
+    before = load(models_, [ct_small_path()])[0]
+    out = load(models_, [str(path)], state=before)
     assert is_problem(out[4]) and fragment.lower() in out[4].lower(), out[4]
+    assert str(tmp_path) not in out[4] and "0123abcd" not in out[4]  # no server folder in the page
     assert out[0] is before and all(o == gr.skip() for o in out[1:4])
+    assert before.released is None and before.volume.n_slices == 1  # the image you had stays
 
 
-def test_too_many_voxels_is_refused(models, monkeypatch):
+def test_a_new_upload_replaces_the_image(models_, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 40), 100, np.uint8)).save(tmp_path / "second.png")
+    first = load(models_, [ct_small_path()])[0]
+    out = load(models_, [str(tmp_path / "second.png")], state=first)
+    second = out[0]
+    assert not is_problem(out[4]) and second is not first and second.name == "second"
+    assert second.shape == (32, 40) and "second" in out[4]
+    assert out[7] is None  # the upload box is emptied: the next upload starts a new list
+    assert first.released and first not in app.SESSIONS and second in app.SESSIONS  # old image freed
+
+
+def test_too_many_voxels_is_refused_before_decoding(models_, monkeypatch):
     monkeypatch.setattr(app, "MAX_VOXELS", 100 * 100)
-    out = load(models, [ct_small_path()])
+    out = load(models_, [ct_small_path()])
     assert is_problem(out[4]) and "too large" in out[4] and out[0] is None
 
 
-def test_no_file_and_wrong_settings(models):
-    out = load(models, None)
+def test_no_file_and_wrong_settings(models_):
+    out = load(models_, None)
     assert is_problem(out[4]) and "No file" in out[4]
-    out = app.load_files(None, [ct_small_path()], models[0], app.FIXED, "1/800", 99, *W)
+    out = app.load_files(None, [ct_small_path()], models_[0], app.FIXED, "1/800", 99, *W)
     assert is_problem(out[4]) and "radius" in out[4]
+
+
+# --------------------------------------------------------------------------- memory
+
+class _Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_memory_is_bounded_and_freed(models_, tmp_path, monkeypatch):
+    """A budget for one active tab and one new full-size image: a third tab waits until another
+    is idle; closing a page, idling and replacing an image free memory; the total never exceeds
+    the budget."""
+    from iunet_app import sessions
+
+    clock = _Clock()
+    monkeypatch.setattr(sessions.time, "monotonic", clock)
+    registry = sessions.SessionRegistry(budget_bytes=10**9, idle_s=600, evict_idle_s=120)
+    monkeypatch.setattr(app, "SESSIONS", registry)
+    monkeypatch.setattr(app, "MAX_VOXELS", 512 * 512)  # a full-size image: 1 MB of HU
+    a = load(models_, [ct_small_path()], session_hash="tab-a")[0]
+    b = load(models_, [ct_small_path()], session_hash="tab-b")[0]
+    b = app.api_click(b, 60, 50, app.FOREGROUND, models_[0], *W)[0]
+    assert len(registry) == 2 and registry.total_bytes() == a.nbytes() + b.nbytes()
+    assert b.nbytes() == 128 * 128 * 4 * 3  # HU + two probability maps in the undo history
+    registry.budget_bytes = b.nbytes() + 512 * 512 * 4  # b and one more full-size image, not a too
+    out = load(models_, [ct_small_path()], session_hash="tab-c")
+    assert is_problem(out[4]) and "memory limit" in out[4] and out[0] is None  # a and b are active
+    assert registry.total_bytes() <= registry.budget_bytes
+    clock.t += 200  # both idle for longer than evict_idle_s, then b is used again
+    app.on_window(b, models_[0], *W)
+    out = load(models_, [ct_small_path()], session_hash="tab-c")
+    c = out[0]
+    assert isinstance(c, Annotation) and a.released and not b.released, out[4]  # a made room
+    out = app.api_click(a, 60, 50, app.FOREGROUND, models_[0], *W)
+    assert is_problem(out[4]) and "Load it again" in out[4]
+    assert registry.total_bytes() <= registry.budget_bytes
+    # the page of tab b is closed: freed at once
+    app.on_page_closed(types.SimpleNamespace(session_hash="tab-b"))
+    assert b.released and b not in registry and b.nbytes() == 0 and b.sessions == {}
+    # tab c stays idle past idle_s: the sweeper frees it
+    clock.t += 601
+    assert registry.release_idle() == 1 and c.released and len(registry) == 0 and registry.total_bytes() == 0
+
+
+def test_click_history_counts_towards_memory(models_, ct_small):
+    before = ct_small.nbytes()
+    s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)[0]
+    s = app.api_click(s, 62, 52, app.FOREGROUND, models_[0], *W)[0]
+    assert s.nbytes() == before + 3 * 128 * 128 * 4  # start + two probability maps in the undo history
 
 
 # --------------------------------------------------------------------------- clicks
 
 @pytest.fixture
-def ct_small(models):
-    return load(models, [ct_small_path()])[0]
+def ct_small(models_):
+    return load(models_, [ct_small_path()])[0]
 
 
-def test_click_before_upload_and_outside(models, ct_small):
-    out = app.api_click(None, 10, 10, app.FOREGROUND, models[0], *W)
+def test_click_before_upload_and_outside(models_, ct_small):
+    out = app.api_click(None, 10, 10, app.FOREGROUND, models_[0], *W)
     assert is_problem(out[4]) and "Upload a CT" in out[4] and out[0] is None
-    out = app.api_click(ct_small, 128, 10, app.FOREGROUND, models[0], *W)
+    out = app.api_click(ct_small, 128, 10, app.FOREGROUND, models_[0], *W)
     assert is_problem(out[4]) and "outside the image" in out[4]
-    out = app.on_select(ct_small, app.FOREGROUND, models[0], *W, gr.SelectData(None, {"index": None, "value": None}))
+    out = app.on_select(ct_small, app.FOREGROUND, models_[0], *W, gr.SelectData(None, {"index": None, "value": None}))
     assert is_problem(out[4]) and "inside the image" in out[4]
     assert ct_small.clicks == ()
 
 
-def test_select_converts_display_xy_to_slice_yx_once(models, ct_small):
+def test_select_converts_display_xy_to_slice_yx_once(models_, ct_small):
     # CT_small (128 px) is shown 4× larger: displayed (x=243, y=101) is slice pixel (y=25, x=60).
     evt = gr.SelectData(None, {"index": [243, 101], "value": None, "selected": True})
-    state, image, heat, info, status = app.on_select(ct_small, app.FOREGROUND, models[0], *W, evt)
+    state, image, heat, info, status = app.on_select(ct_small, app.FOREGROUND, models_[0], *W, evt)
     assert not is_problem(status), status
     (click,) = state.clicks
     assert (click.y, click.x, click.positive) == (25, 60, True)
     assert "row 25, column 60" in status
     # the centre of the click is drawn there in the displayed image (foreground green)
-    assert tuple(image[25 * 4 + 2, 60 * 4 + 2]) == sup.POSITIVE_RGB
+    assert tuple(image[25 * 4 + 2, 60 * 4 + 2]) == rendering.POSITIVE_RGB
 
 
-def test_click_updates_mask_area_and_latency(models, ct_small):
-    state, image0, *_ = app._view(ct_small, models[0], *W, "")
-    state, image, heat, info, status = app.api_click(ct_small, 60, 50, app.FOREGROUND, models[0], *W)
+def test_click_updates_mask_area_and_latency(models_):
+    ct_small = load(models_, [ct_small_path()], show_weights=True)[0]
+    state, image0, *_ = app._view(ct_small, models_[0], *W, "")
+    state, image, heat, info, status = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)
     mask = state.mask()
     sy, sx = state.volume.spacing_mm[1:]
     assert mask.shape == (128, 128)
     assert f"{int(mask.sum()):,} px = **{mask.sum() * sy * sx:,.1f} mm²**" in info
-    assert "ms model time" in info and "CPU" in info and "test model A" in info
+    assert "ms model time" in info and "CPU" in info and "fp32" in info and "test model A" in info
     assert state.session.last_latency_ms > 0
     assert not np.array_equal(image, image0)  # click marker (and mask, if any) drawn
-    # the mask is drawn: a masked pixel is tinted towards the mask colour, the rest is grey
-    expected = sup.render_slice(state.image_hu, *W, mask, state.clicks, 4)
+    expected = rendering.render_slice(state.image_hu, *W, mask, state.clicks, 4)
     np.testing.assert_array_equal(image, expected)
-    np.testing.assert_array_equal(heat, sup.render_weight_map(mask, state.clicks, 4))
+    np.testing.assert_array_equal(heat, rendering.render_weight_map(mask, state.clicks, 4))
 
 
-def test_background_click_and_undo_restores_exactly(models, ct_small):
-    s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models[0], *W)[0]
+def test_weight_map_is_computed_only_while_shown(models_, ct_small, monkeypatch):
+    calls = []
+    real = rendering.render_weight_map
+    monkeypatch.setattr(rendering, "render_weight_map", lambda *a: calls.append(1) or real(*a))
+    s, _, heat, _, _ = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)
+    assert heat == gr.skip() and calls == []
+    s, _, heat, _, _ = app.on_weight_map(s, True, models_[0], *W)
+    assert heat["visible"] is True and heat["value"].shape == (512, 512, 3) and len(calls) == 1
+    s, _, heat, _, _ = app.api_click(s, 62, 52, app.FOREGROUND, models_[0], *W)
+    assert isinstance(heat, np.ndarray) and len(calls) == 2
+    s, _, heat, _, _ = app.on_weight_map(s, False, models_[0], *W)
+    assert heat["visible"] is False and heat["value"] is None and len(calls) == 2
+
+
+def test_background_click_and_undo_restores_exactly(models_, ct_small):
+    s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)[0]
     first = s.mask().copy()
     p_first = s.session.probability.copy()
-    s = app.api_click(s, 20, 100, app.BACKGROUND, models[0], *W)[0]
+    s = app.api_click(s, 20, 100, app.BACKGROUND, models_[0], *W)[0]
     assert [c.positive for c in s.clicks] == [True, False]
-    s, _, _, info, status = app.on_undo(s, models[0], *W)
+    s, _, _, info, status = app.on_undo(s, models_[0], *W)
     assert status == "Undid the last click." and len(s.clicks) == 1
     np.testing.assert_array_equal(s.mask(), first)
     np.testing.assert_array_equal(s.session.probability, p_first)
-    s = app.on_undo(s, models[0], *W)[0]
+    s = app.on_undo(s, models_[0], *W)[0]
     assert s.clicks == () and not s.mask().any()
-    assert app.on_undo(s, models[0], *W)[4] == "Nothing to undo on this slice."
+    assert app.on_undo(s, models_[0], *W)[4] == "Nothing to undo on this slice."
 
 
-def test_reset_clears_the_slice(models, ct_small):
-    s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models[0], *W)[0]
-    s = app.api_click(s, 70, 55, app.FOREGROUND, models[0], *W)[0]
-    s, image, _, info, status = app.on_reset(s, models[0], *W)
+def test_reset_clears_the_slice(models_, ct_small):
+    s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)[0]
+    s = app.api_click(s, 70, 55, app.FOREGROUND, models_[0], *W)[0]
+    s, image, _, info, status = app.on_reset(s, models_[0], *W)
     assert status == "Cleared this slice." and s.clicks == () and not s.mask().any()
     assert "0 px" in info
 
 
-def test_fixed_and_dynamic_click_size(models, ct_small):
-    s = app.on_click_size(ct_small, app.FIXED, "1/800", 9, models[0], *W)[0]
-    s = app.api_click(s, 60, 50, app.FOREGROUND, models[0], *W)[0]
-    s = app.api_click(s, 62, 52, app.FOREGROUND, models[0], *W)[0]
+def test_fixed_and_dynamic_click_size(models_, ct_small):
+    s = app.on_click_size(ct_small, app.FIXED, "1/800", 9, models_[0], *W)[0]
+    s = app.api_click(s, 60, 50, app.FOREGROUND, models_[0], *W)[0]
+    s = app.api_click(s, 62, 52, app.FOREGROUND, models_[0], *W)[0]
     assert [c.radius_px for c in s.clicks] == [9.0, 9.0]
-    s = app.on_reset(s, models[0], *W)[0]
-    s = app.on_click_size(s, app.DYNAMIC, "1/500", 4, models[0], *W)[0]
-    s = app.api_click(s, 60, 50, app.FOREGROUND, models[0], *W)[0]
+    s = app.on_reset(s, models_[0], *W)[0]
+    s = app.on_click_size(s, app.DYNAMIC, "1/500", 4, models_[0], *W)[0]
+    s = app.api_click(s, 60, 50, app.FOREGROUND, models_[0], *W)[0]
     area = int(s.mask().sum())
-    s, image, _, info, _ = app.api_click(s, 62, 52, app.FOREGROUND, models[0], *W)
+    s, image, _, info, _ = app.api_click(s, 62, 52, app.FOREGROUND, models_[0], *W)
     first, second = s.clicks
     assert first.radius_px == 4.0  # no mask yet: the first-click radius
     assert second.radius_px == pytest.approx(min(max(area / 500, 1.0), 15.0))
     assert "dynamic α=1/500" in info
     # the circle of the first click is drawn at its radius (4 px × 4 on screen = 16 px)
     cy, cx = (50 + 0.5) * 4, (60 + 0.5) * 4
-    assert tuple(image[int(cy), int(cx + 4 * 4.0)]) == sup.POSITIVE_RGB
-
-
-def test_window_changes_the_picture_not_the_model(models, ct_small):
-    s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models[0], *W)[0]
-    p = s.session.probability.copy()
-    s2, img_bone, _, _, _, preset = app.on_window(s, models[0], 400, 1800)
-    assert preset == app.CUSTOM_WINDOW
-    img_abd = app._view(s, models[0], *W, "")[1]
-    assert not np.array_equal(img_bone, img_abd)
-    np.testing.assert_array_equal(s2.session.probability, p)
-    out = app.on_window_preset(s, "lung", models[0], *W)
-    assert out[-2:] == WINDOW_LUNG
-    # the same click under another display window predicts the same mask
-    other = load(models, [ct_small_path()])[0]
-    other = app.api_click(other, 60, 50, app.FOREGROUND, models[0], -600, 1500)[0]
-    np.testing.assert_array_equal(other.session.probability, p)
-    assert is_problem(app.on_window(s, models[0], 40, 0)[4])
+    assert tuple(image[int(cy), int(cx + 4 * 4.0)]) == rendering.POSITIVE_RGB
 
 
 WINDOW_LUNG = (-600.0, 1500.0)
 
 
-def test_switching_model_replays_the_clicks(models, ct_small):
-    s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models[0], *W)[0]
-    s = app.api_click(s, 30, 90, app.BACKGROUND, models[0], *W)[0]
-    s, _, _, info, status = app.on_model(s, models[1], *W)
+def test_window_changes_the_picture_not_the_model(models_, ct_small):
+    s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)[0]
+    p = s.session.probability.copy()
+    s2, img_bone, _, _, _, preset = app.on_window(s, models_[0], 400, 1800)
+    assert preset == app.CUSTOM_WINDOW
+    img_abd = app._view(s, models_[0], *W, "")[1]
+    assert not np.array_equal(img_bone, img_abd)
+    np.testing.assert_array_equal(s2.session.probability, p)
+    out = app.on_window_preset(s, "lung", models_[0], *W)
+    assert out[-2:] == WINDOW_LUNG
+    # the same click under another display window predicts the same mask
+    other = load(models_, [ct_small_path()])[0]
+    other = app.api_click(other, 60, 50, app.FOREGROUND, models_[0], -600, 1500)[0]
+    np.testing.assert_array_equal(other.session.probability, p)
+    assert is_problem(app.on_window(s, models_[0], 40, 0)[4])
+
+
+def test_switching_model_replays_the_clicks(models_, ct_small):
+    s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)[0]
+    s = app.api_click(s, 30, 90, app.BACKGROUND, models_[0], *W)[0]
+    s, _, _, info, status = app.on_model(s, models_[1], *W)
     assert "replayed" in status and "test model B" in info
     assert [(c.y, c.x, c.positive) for c in s.clicks] == [(50, 60, True), (90, 30, False)]
-    expected = sup.PREDICTORS.get(app._checkpoint(models[1]).path).predict(s.image_hu, s.clicks)  # no previous-mask channel
+    expected = models.get_predictor(app._checkpoint(models_[1]).path).predict(s.image_hu, s.clicks)
     np.testing.assert_array_equal(s.session.probability, expected)
-    # a click with a model that is not in the menu
-    out = app.api_click(s, 60, 50, app.FOREGROUND, "/nope.safetensors", *W)
-    assert is_problem(out[4]) and "Model" in out[4]
+    # a click with a model that is not in the menu (e.g. the automatic U-Net's file)
+    for name in ("/nope.safetensors", "c_auto.safetensors"):
+        out = app.api_click(s, 60, 50, app.FOREGROUND, name, *W)
+        assert is_problem(out[4]) and "Model" in out[4]
 
 
-def test_users_never_share_state(models):
-    a = load(models, [ct_small_path()])[0]
-    b = load(models, [ct_small_path()])[0]
-    a = app.api_click(a, 60, 50, app.FOREGROUND, models[0], *W)[0]
+def test_users_never_share_state(models_):
+    a = load(models_, [ct_small_path()])[0]
+    b = load(models_, [ct_small_path()])[0]
+    a = app.api_click(a, 60, 50, app.FOREGROUND, models_[0], *W)[0]
     assert len(a.clicks) == 1 and b.clicks == () and not b.mask().any()
     assert a.export_dir() != b.export_dir()
 
 
-def test_unexpected_errors_become_messages(models, ct_small, monkeypatch):
+def test_concurrent_clicks_share_forward_passes(models_):
+    """Eight users click at once: their clicks run in fewer forward passes than clicks, and each
+    user gets the mask the model gives for their own click alone."""
+    users = [load(models_, [ct_small_path()])[0] for _ in range(8)]
+    points = [(40 + 3 * i, 50 + 2 * i) for i in range(8)]
+    before = (batching.BATCHER.n_batches, batching.BATCHER.n_clicks)
+    gate = threading.Barrier(8)
+    results = [None] * 8
+
+    def click(i):
+        gate.wait()
+        results[i] = app.api_click(users[i], points[i][1], points[i][0], app.FOREGROUND, models_[0], *W)
+
+    threads = [threading.Thread(target=click, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    n_batches = batching.BATCHER.n_batches - before[0]
+    assert batching.BATCHER.n_clicks - before[1] == 8 and n_batches < 8, n_batches
+    predictor = models.get_predictor(app._checkpoint(models_[0]).path)
+    for i, (y, x) in enumerate(points):
+        assert not is_problem(results[i][4]) and (users[i].clicks[0].y, users[i].clicks[0].x) == (y, x)
+        alone = predictor.predict(users[i].image_hu, users[i].clicks)
+        np.testing.assert_allclose(users[i].session.probability, alone, atol=1e-4)
+
+
+def test_unexpected_errors_become_messages(models_, ct_small, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(sup, "infer_click", boom)
-    out = app.api_click(ct_small, 60, 50, app.FOREGROUND, models[0], *W)
+    monkeypatch.setattr(batching, "run_click", boom)
+    out = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)
     assert is_problem(out[4]) and "Something went wrong (RuntimeError: kaboom)" in out[4]
     assert out[0] is ct_small and ct_small.clicks == ()
 
 
+def test_a_failing_click_in_a_batch_does_not_fail_the_others(models_):
+    a, b = (load(models_, [ct_small_path()])[0] for _ in range(2))
+    predictor = models.get_predictor(app._checkpoint(models_[0]).path)
+    sa = a._new_session(predictor)
+    sb = b._new_session(predictor)
+    sb.make_click = lambda *args: (_ for _ in ()).throw(RuntimeError("broken session"))  # fails inside the batch
+    req_a = batching._Request(sa, (50, 60, True))
+    req_b = batching._Request(sb, (50, 60, True))
+    batching.BATCHER._run([req_a, req_b])
+    assert req_a.error is None and len(sa.clicks) == 1
+    assert isinstance(req_b.error, RuntimeError) and sb.clicks == ()
+
+
 # --------------------------------------------------------------------------- volumes and export
 
-def test_slices_and_propagation(models, tmp_path, monkeypatch):
+def test_slices_and_propagation(models_, tmp_path, monkeypatch):
     files = write_series(tmp_path / "s", series_volume(n=7))
-    s = load(models, [str(p) for p in files])[0]
+    s = load(models_, [str(p) for p in files])[0]
     assert s.z == 3
-    out = app.on_propagate(s, models[0], 30, *W)
-    assert is_problem(out[4]) and "Segment the object" in out[4]
-    # a click on slice 5, then back to slice 3, which gets a known mask (the disk)
-    s = app.on_slice(s, 5, models[0], *W)[0]
-    assert s.z == 5 and s.clicks == ()
-    s = app.api_click(s, 32, 18, app.FOREGROUND, models[0], *W)[0]
+    out = app.on_propagate(s, models_[0], 30, *W)
+    assert is_problem(out[4]) and "Segment the object" in out[4] and out[5] is None
+    # a click on slice 6 (slider numbers count from 1), then back to slice 4, which gets a known mask
+    s, _, _, info, status = app.on_slice(s, 6, models_[0], *W)
+    assert s.z == 5 and s.clicks == () and status == "Slice 6 of 7." and "Slice 6 / 7" in info
+    s = app.api_click(s, 32, 18, app.FOREGROUND, models_[0], *W)[0]
     manual = s.mask().copy()
-    s = app.on_slice(s, 3, models[0], *W)[0]
+    s = app.on_slice(s, 4, models_[0], *W)[0]
     s.base_masks[3] = s.volume.hu[3] > 100
     # the real propagation runs (a random model carries the mask nowhere useful)
-    s, _, _, info, status, nifti = app.on_propagate(s, models[0], 30, *W)
+    s, _, _, info, status, nifti = app.on_propagate(s, models_[0], 30, *W)
     assert "Propagated" in status and nifti.endswith("_mask.nii.gz")
     np.testing.assert_array_equal(read_nifti_mask(nifti, like=s.volume).astype(bool), s.mask_volume())
     # the app's merge rule, with a stand-in propagation that finds the disk everywhere
@@ -410,29 +633,30 @@ def test_slices_and_propagation(models, tmp_path, monkeypatch):
         calls.append((z, int(mask.sum()), max_slices))
         return volume_hu > 100
 
-    monkeypatch.setattr(sup, "infer_propagate", fake)
-    s, _, _, info, status, nifti = app.on_propagate(s, models[0], 4, *W)
+    monkeypatch.setattr(models, "infer_propagate", fake)
+    s, _, _, info, status, nifti = app.on_propagate(s, models_[0], 4, *W)
     assert calls == [(3, int((s.volume.hu[3] > 100).sum()), 4)]
-    assert "slices 1 to 7" in status and "7 of 7" in info
+    assert "slices 1 to 7" in status and "7 of 7 (1–7)" in info
     for z in (0, 1, 2, 3, 4, 6):
         np.testing.assert_array_equal(s.mask(z), s.volume.hu[z] > 100)
     np.testing.assert_array_equal(s.mask(5), manual)  # a slice the user clicked keeps its mask
     np.testing.assert_array_equal(read_nifti_mask(nifti, like=s.volume).astype(bool), s.mask_volume())
     # a propagated slice can be corrected: the session starts from the propagated mask
-    s = app.on_slice(s, 1, models[0], *W)[0]
-    s = app.api_click(s, 10, 10, app.BACKGROUND, models[0], *W)[0]
-    assert len(s.clicks) == 1 and app.on_undo(s, models[0], *W)[0].mask(1).sum() == (s.volume.hu[1] > 100).sum()
-    assert is_problem(app.on_slice(s, 7, models[0], *W)[4])
+    s = app.on_slice(s, 2, models_[0], *W)[0]
+    s = app.api_click(s, 10, 10, app.BACKGROUND, models_[0], *W)[0]
+    assert len(s.clicks) == 1 and app.on_undo(s, models_[0], *W)[0].mask(1).sum() == (s.volume.hu[1] > 100).sum()
+    for bad in (0, 8, 2.5, "x"):
+        assert is_problem(app.on_slice(s, bad, models_[0], *W)[4])
 
 
-def test_propagation_needs_a_volume(models, ct_small):
-    s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models[0], *W)[0]
-    out = app.on_propagate(s, models[0], 30, *W)
+def test_propagation_needs_a_volume(models_, ct_small):
+    s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)[0]
+    out = app.on_propagate(s, models_[0], 30, *W)
     assert is_problem(out[4]) and "volume" in out[4]
 
 
 @pytest.mark.parametrize("flip", [False, True])
-def test_exports_match_the_input_geometry(models, tmp_path, flip):
+def test_exports_match_the_input_geometry(models_, tmp_path, flip):
     """NIfTI overlays the input, PNG is the slice, and DICOM-SEG frames sit on the right images."""
     import highdicom as hd
     import pydicom
@@ -440,7 +664,7 @@ def test_exports_match_the_input_geometry(models, tmp_path, flip):
 
     hu = series_volume(n=5)
     files = write_series(tmp_path / "s", hu, flip=flip)
-    s = load(models, [str(p) for p in files])[0]
+    s = load(models_, [str(p) for p in files])[0]
     np.testing.assert_allclose(s.volume.hu, hu, atol=0.5)
     # Masks with known content on three slices: the bright disk (asymmetric and slice-specific).
     for z in (0, 2, 3):
@@ -451,9 +675,12 @@ def test_exports_match_the_input_geometry(models, tmp_path, flip):
     np.testing.assert_array_equal(read_nifti_mask(nifti, like=s.volume).astype(bool), s.mask_volume())
 
     png = app.export_png(s)[5]
+    assert png.endswith("_slice003_mask.png")  # slice numbers count from 1 in file names
     np.testing.assert_array_equal(np.asarray(Image.open(png)) > 0, s.mask())
 
-    seg_path = app.export_dicom_seg(s)[5]
+    out = app.export_dicom_seg_file(s)
+    seg_path, status = out[5], out[4]
+    assert "3 frames" in status and "Assumed" not in status
     seg = hd.seg.segread(seg_path)
     assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
     sources = {str(pydicom.dcmread(p).SOPInstanceUID): p for p in files}
@@ -466,38 +693,69 @@ def test_exports_match_the_input_geometry(models, tmp_path, flip):
         np.testing.assert_array_equal(frame.astype(bool), src_hu > 100)
 
 
-def test_dicom_seg_of_ct_small_and_its_limits(models, ct_small, tmp_path):
-    out = app.export_dicom_seg(ct_small)
-    assert is_problem(out[4]) and "empty" in out[4]
+def test_exporting_nothing_says_so_for_every_format(models_, tmp_path):
+    files = write_series(tmp_path / "s", series_volume(n=3))
+    s = load(models_, [str(p) for p in files])[0]
+    for export in (app.export_nifti, app.export_png, app.export_dicom_seg_file):
+        out = export(s)
+        assert is_problem(out[4]) and app.NOTHING_TO_EXPORT in out[4], out[4]
+        assert out[5] is None  # the Download box is emptied, never left with an older file
+    s.base_masks[0] = s.volume.hu[0] > 100
+    out = app.export_png(s)  # slice 2 on view has no mask, slice 1 has
+    assert is_problem(out[4]) and "slice 2" in out[4] and "Slices with a mask: 1" in out[4] and out[5] is None
+
+
+def test_failed_export_clears_the_download(models_, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(tmp_path / "x.png")
+    s = load(models_, [str(tmp_path / "x.png")])[0]
+    s.base_masks[0] = np.ones((32, 32), bool)
+    ok = app.export_nifti(s)
+    assert ok[5].endswith(".nii.gz")
+    out = app.export_dicom_seg_file(s)
+    assert is_problem(out[4]) and "DICOM input" in out[4] and out[5] is None
+
+
+def test_dicom_seg_of_ct_small(models_, ct_small):
     ct_small.base_masks[0] = ct_small.volume.hu[0] > 300
-    path = app.export_dicom_seg(ct_small)[5]
+    path = app.export_dicom_seg_file(ct_small)[5]
     import highdicom as hd
 
     seg = hd.seg.segread(path)
     np.testing.assert_array_equal(np.squeeze(seg.pixel_array).astype(bool), ct_small.volume.hu[0] > 300)
-    from PIL import Image
-
-    png = tmp_path / "x.png"
-    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(png)
-    s = load(models, [str(png)])[0]
-    s.base_masks[0] = np.ones((32, 32), bool)
-    out = app.export_dicom_seg(s)
-    assert is_problem(out[4]) and "DICOM input" in out[4]
-    assert app.export_nifti(s)[5].endswith(".nii.gz")
 
 
-def test_examples_load_offline(models):
-    out = app.load_example_dicom(None, models[0], *settings())
+def test_dicom_seg_of_the_real_ircadb_series(models_, shared_data):
+    """3D-IRCADb has no Frame of Reference UID: the export derives one and says so in the page."""
+    import highdicom as hd
+
+    folder = shared_data / "ircadb_patient1" / "PATIENT_DICOM"
+    if not folder.is_dir():
+        pytest.skip("3D-IRCADb series absent")
+    files = sorted(str(p) for p in folder.iterdir())
+    s = load(models_, files)[0]
+    assert s.volume.n_slices == 129
+    s.base_masks[64] = s.volume.hu[64] > 200
+    _, _, _, _, status, seg_path = app.export_dicom_seg_file(s)
+    assert not is_problem(status), status
+    assert "Frame of Reference UID" in status and "Assumed" in status
+    seg = hd.seg.segread(seg_path)
+    assert seg.NumberOfFrames == 1 and "FrameOfReferenceUID" in seg
+
+
+def test_examples_load_offline(models_):
+    out = app.load_example_dicom(None, models_[0], *settings())
     assert out[0].volume.kind == "dicom" and out[0].name == "CT_small"
-    out = app.load_example_phantom(None, models[0], *settings())
+    out = app.load_example_phantom(None, models_[0], *settings())
     s = out[0]
     assert s.volume.kind == "nifti" and s.volume.n_slices == 24 and s.z == 12 and out[5]["visible"]
     assert s.volume.hu.shape == (24, 256, 256) and s.volume.hu.max() > 100
 
 
-def test_cleanup_removes_exports(models, ct_small):
+def test_release_removes_exports(models_, ct_small):
     ct_small.base_masks[0] = ct_small.volume.hu[0] > 300
     path = Path(app.export_png(ct_small)[5])
     assert path.is_file()
-    app._cleanup(ct_small)
-    assert not path.exists()
+    app._release_state(ct_small)
+    assert not path.exists() and ct_small.released and ct_small not in app.SESSIONS

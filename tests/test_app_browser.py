@@ -1,12 +1,17 @@
 """The web app in a real browser: Debian's Chromium driven by Playwright against a live server.
 
 Uploads a DICOM file, clicks inside an object, sees the overlay change, undoes, exports the
-NIfTI and reads it back, and takes a screenshot (docs/screenshot.png when IUNET_SCREENSHOT=1,
-else a temporary file). Skips when /usr/bin/chromium or the playwright package is missing.
+NIfTI and reads it back; a second upload replaces the image; an upload above the size limit
+says why; the layout fits a 1280×720 screen; a closed page frees its memory; the 3D mask
+after propagation shows on other slices; DICOM-SEG of the real 3D-IRCADb series (when
+../shared/data is present) is read back with highdicom. Uses the shipped weights (weights/)
+when present, else a tiny random model. Screenshots go to a temporary folder, or to docs/ with
+IUNET_SCREENSHOT=1. Skips when /usr/bin/chromium or the playwright package is missing.
 Install the browser with: apt-get install -y chromium
 """
 import os
 import shutil
+import time
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +26,7 @@ from conftest import free_port, make_checkpoint  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed")
 playwright_sync = pytest.importorskip("playwright.sync_api")
+SHIPPED = REPO / "weights" / "iunet_agnostic.safetensors"
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +34,12 @@ def server(tmp_path_factory):
     import app
 
     weights = os.environ.get("IUNET_WEIGHTS_DIR") if os.environ.get("IUNET_SCREENSHOT") == "1" else None
+    if not weights and SHIPPED.is_file():
+        weights = tmp_path_factory.mktemp("weights")
+        shutil.copy(SHIPPED, weights / SHIPPED.name)  # the class-agnostic model only
     if not weights:
         weights = tmp_path_factory.mktemp("weights")
-        make_checkpoint(name='browser test model', path=weights / "tiny.safetensors")
+        make_checkpoint(name="browser test model", path=weights / "tiny.safetensors")
     config = app.AppConfig(weights_dir=str(weights), host="127.0.0.1", port=free_port(), concurrency=2)
     demo = app.build_demo(config)
     app.launch(demo, config, prevent_thread_lock=True, quiet=True)
@@ -39,26 +48,50 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser():
     with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(
+        b = p.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
             args=["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-component-update", "--no-first-run"],
         )
-        pg = browser.new_page(viewport={"width": 1500, "height": 1100})
-        pg.set_default_timeout(30_000)
-        yield pg
-        browser.close()
+        yield b
+        b.close()
 
 
-def click_slice_pixel(page, y: int, x: int) -> None:
+@pytest.fixture
+def page(browser):
+    pg = browser.new_page(viewport={"width": 1500, "height": 1100})
+    pg.set_default_timeout(30_000)
+    yield pg
+    pg.close()
+
+
+def shot_path(tmp_path: Path, name: str) -> Path:
+    return REPO / "docs" / name if os.environ.get("IUNET_SCREENSHOT") == "1" else tmp_path / name
+
+
+def click_slice_pixel(page, y: int, x: int, slice_px: int) -> None:
     """Click the displayed image where slice pixel (y, x) is, whatever size the browser shows it at."""
     img = page.locator("#ct_image img")
-    geo = img.evaluate("e => ({nw: e.naturalWidth, nh: e.naturalHeight, w: e.getBoundingClientRect().width, h: e.getBoundingClientRect().height})")
-    scale = 512 // 128  # CT_small is 128 px, shown 4× larger
+    geo = img.evaluate("e => ({nw: e.naturalWidth, w: e.getBoundingClientRect().width})")
+    scale = max(1, 512 // slice_px)  # the app enlarges small slices by an integer factor
     f = geo["w"] / geo["nw"]
     img.click(position={"x": (x * scale + scale / 2) * f, "y": (y * scale + scale / 2) * f})
+
+
+def download(page, server: str, out: Path) -> Path:
+    link = page.locator("#download a").first
+    playwright_sync.expect(link).to_be_attached()
+    href = link.get_attribute("href")
+    url = href if href.startswith("http") else server.rstrip("/") + "/" + href.lstrip("/")
+    out.write_bytes(urllib.request.urlopen(url, timeout=30).read())
+    return out
+
+
+def info_number(page, label: str) -> int:
+    text = page.locator("#info").inner_text()
+    return int(text.split(label)[1].split("px" if "area" in label else "of")[0].strip().replace(",", ""))
 
 
 def test_upload_click_undo_export_screenshot(server, page, tmp_path):
@@ -75,7 +108,7 @@ def test_upload_click_undo_export_screenshot(server, page, tmp_path):
     before = page.locator("#ct_image img").screenshot()
 
     # a foreground click in the spinal canal (slice pixel row 50, column 60)
-    click_slice_pixel(page, 50, 60)
+    click_slice_pixel(page, 50, 60, 128)
     expect(page.locator("#info")).to_contain_text("Clicks: 1 (1 foreground")
     expect(page.locator("#status")).to_contain_text("row 50, column 60")
     after = page.locator("#ct_image img").screenshot()
@@ -85,40 +118,125 @@ def test_upload_click_undo_export_screenshot(server, page, tmp_path):
     expect(page.locator("#info")).to_contain_text("Clicks: 0")
     expect(page.locator("#status")).to_contain_text("Undid the last click")
 
-    click_slice_pixel(page, 50, 60)
+    click_slice_pixel(page, 50, 60, 128)
     expect(page.locator("#info")).to_contain_text("Clicks: 1 (1 foreground")
-    info = page.locator("#info").inner_text()
-    area_px = int(info.split("Mask area:")[1].split("px")[0].strip().replace(",", ""))
+    area_px = info_number(page, "Mask area:")
 
     page.locator("#export_nifti").click()
-    link = page.locator("#download a").first
-    expect(link).to_be_attached()
-    href = link.get_attribute("href")
-    url = href if href.startswith("http") else server.rstrip("/") + "/" + href.lstrip("/")
-    out = tmp_path / "mask.nii.gz"
-    out.write_bytes(urllib.request.urlopen(url, timeout=30).read())
     import nibabel as nib
 
-    img = nib.load(str(out))
+    img = nib.load(str(download(page, server, tmp_path / "mask.nii.gz")))
     data = np.asarray(img.dataobj)
     assert data.shape == (128, 128, 1) and int(data.sum()) == area_px
     np.testing.assert_allclose(img.affine[:3, 3], [158.135803, 179.035797, -75.699997], atol=1e-3)
 
-    shot = REPO / "docs" / "screenshot.png" if os.environ.get("IUNET_SCREENSHOT") == "1" else tmp_path / "screenshot.png"
-    shot.parent.mkdir(parents=True, exist_ok=True)
+    # the weight map is computed and shown only on request
+    expect(page.locator("#weight_map")).to_be_hidden()
+    page.locator("#show_weights input").check()
+    expect(page.locator("#weight_map img")).to_be_visible()
+
+    shot = shot_path(tmp_path, "screenshot.png")
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
 
 
-def test_phantom_volume_slider_and_propagation(server, page):
+def test_second_upload_replaces_the_image_and_big_uploads_say_why(server, page, tmp_path):
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+
     expect = playwright_sync.expect
     page.goto(server)
+    page.locator("#upload input[type=file]").set_input_files(get_testdata_file("CT_small.dcm"))
+    expect(page.locator("#info")).to_contain_text("128×128", timeout=60_000)
+    Image.fromarray(np.full((40, 60), 90, np.uint8)).save(tmp_path / "second.png")
+    page.locator("#upload input[type=file]").set_input_files(str(tmp_path / "second.png"))
+    expect(page.locator("#info")).to_contain_text("60×40")  # replaced, not appended to the first upload
+    expect(page.locator("#status")).to_contain_text("Loaded second")
+    # a file above the 200 MB limit never leaves the browser; the page says why
+    big = tmp_path / "big_series.zip"
+    with open(big, "wb") as f:
+        f.truncate(210 * 1024 * 1024)  # sparse: nothing is written to disk
+    page.locator("#upload input[type=file]").set_input_files(str(big))
+    expect(page.locator("#status")).to_contain_text("upload was refused")
+    expect(page.locator("#status")).to_contain_text("200 MB")
+    expect(page.locator("#upload")).to_contain_text("File too large")
+    expect(page.locator("#info")).to_contain_text("60×40")  # the image you had stays
+
+
+def test_layout_fits_1280x720_and_propagation_shows_3d_mask(server, browser, tmp_path):
+    """On a 1280×720 screen the info, Propagate and Export are visible without scrolling; after
+    propagation the mask shows on other slices as the slider moves."""
+    expect = playwright_sync.expect
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.set_default_timeout(30_000)
+    try:
+        page.goto(server)
+        page.locator("#example_phantom").click()
+        expect(page.locator("#info")).to_contain_text("Slice 13 / 24", timeout=60_000)  # starts in the middle
+        for sel in ("#info", "#propagate", "#export_nifti", "#export_png", "#export_seg", "#ct_image", "#slice"):
+            box = page.locator(sel).bounding_box()
+            assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 720, (sel, box)
+        page.locator("#propagate").click()  # nothing segmented yet: a message, not an error page
+        expect(page.locator("#status")).to_contain_text("Segment the object on this slice first")
+        number = page.locator("#slice input[type=number]")
+        number.fill("12")  # the slider counts from 1, like the text
+        number.press("Enter")
+        expect(page.locator("#info")).to_contain_text("Slice 12 / 24")
+        # click the middle of the large bright organ of the phantom (slice pixel (110, 140) of 256²)
+        click_slice_pixel(page, 110, 140, 256)
+        expect(page.locator("#info")).to_contain_text("Clicks: 1 (1 foreground")
+        if info_number(page, "Mask area:") == 0:
+            pytest.skip("the model found nothing at the click (tiny random model)")
+        page.locator("#propagate").click()
+        expect(page.locator("#status")).to_contain_text("Propagated")
+        n_slices = info_number(page, "Slices with a mask:")
+        assert n_slices > 3
+        number.fill("9")
+        number.press("Enter")
+        expect(page.locator("#info")).to_contain_text("Slice 9 / 24")
+        assert info_number(page, "Mask area:") > 0  # the 3D mask is drawn on another slice
+        page.screenshot(path=str(shot_path(tmp_path, "screenshot_1280x720.png")))
+    finally:
+        page.close()
+
+
+def test_closing_the_page_frees_its_image(server, browser):
+    import app
+
+    expect = playwright_sync.expect
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(server)
     page.locator("#example_phantom").click()
-    expect(page.locator("#info")).to_contain_text("slice 13 / 24", timeout=60_000)  # starts in the middle
-    number = page.locator("#slice input[type=number]")
-    expect(number).to_be_visible()
-    number.fill("5")
-    number.press("Enter")
-    expect(page.locator("#info")).to_contain_text("slice 6 / 24")
-    page.locator("#propagate").click()  # nothing segmented yet: a message, not an error page
-    expect(page.locator("#status")).to_contain_text("Segment the object on this slice first")
+    expect(page.locator("#info")).to_contain_text("Slice 13 / 24", timeout=60_000)
+    mine = [a for a in list(app.SESSIONS._items.values()) if a.name == "phantom" and not a.released]
+    assert mine
+    page.close()
+    deadline = time.time() + 30
+    while time.time() < deadline and not all(a.released for a in mine):
+        time.sleep(0.2)
+    assert all(a.released for a in mine) and not any(a in app.SESSIONS for a in mine)
+
+
+def test_dicom_seg_of_the_real_series(server, page, tmp_path, shared_data):
+    """3D-IRCADb patient 1 (129 files, no Frame of Reference UID) through the browser."""
+    import highdicom as hd
+
+    folder = shared_data / "ircadb_patient1" / "PATIENT_DICOM"
+    if not folder.is_dir():
+        pytest.skip("3D-IRCADb series absent")
+    expect = playwright_sync.expect
+    page.goto(server)
+    page.locator("#upload input[type=file]").set_input_files(sorted(str(p) for p in folder.iterdir()))
+    expect(page.locator("#info")).to_contain_text("129 slices", timeout=120_000)
+    page.locator("#export_seg").click()  # nothing to export yet: a message, and no file offered
+    expect(page.locator("#status")).to_contain_text("Nothing to export yet")
+    click_slice_pixel(page, 300, 140, 512)  # liver, on the image's left (patient's right)
+    expect(page.locator("#info")).to_contain_text("Clicks: 1 (1 foreground")
+    if info_number(page, "Mask area:") == 0:
+        pytest.skip("the model found nothing at the click (tiny random model)")
+    page.locator("#export_seg").click()
+    expect(page.locator("#status")).to_contain_text("Exported DICOM-SEG")
+    expect(page.locator("#status")).to_contain_text("Frame of Reference UID")  # what was assumed
+    seg = hd.seg.segread(download(page, server, tmp_path / "seg.dcm"))
+    assert seg.NumberOfFrames == 1 and "FrameOfReferenceUID" in seg
+    assert int(np.asarray(seg.pixel_array).sum()) == info_number(page, "Mask area:")

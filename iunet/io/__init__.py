@@ -29,6 +29,7 @@ from .volume import (
     DISPLAY_AXCODES,
     MAX_SLICE_PX,
     CTLoadError,
+    CTTooLargeError,
     CTVolume,
     PathLike,
     SliceSource,
@@ -37,6 +38,6 @@ from .volume import (
 __all__ = [
     "ACCEPTED_INPUTS", "DISPLAY_AXCODES", "MAX_SLICE_PX", "MAX_ZIP_MEMBERS", "MAX_ZIP_UNCOMPRESSED_BYTES",
     "IMAGE_8BIT_LEVEL_HU", "IMAGE_8BIT_LOWER_HU", "IMAGE_8BIT_WIDTH_HU", "IMAGE_16BIT_OFFSET_HU",
-    "CTLoadError", "CTVolume", "DicomSegExport", "PathLike", "SliceSource",
+    "CTLoadError", "CTTooLargeError", "CTVolume", "DicomSegExport", "PathLike", "SliceSource",
     "export_dicom_seg", "load_ct", "read_nifti_mask", "save_mask_nifti", "save_mask_png",
 ]

@@ -97,10 +97,8 @@ def load_ct(source: PathLike | Sequence[PathLike], *, max_voxels: int | None = N
     try:
         return _load(source, max_voxels)
     except CTLoadError as exc:
-        clean = without_paths(str(exc))
-        if clean == str(exc):
-            raise
-        raise CTLoadError(clean) from exc
+        exc.args = (without_paths(str(exc)),)  # same error type (e.g. CTTooLargeError), paths removed
+        raise
     except MemoryError as exc:
         raise CTLoadError("The CT is too large to fit in memory.") from exc
     except Exception as exc:  # never let a reader library's exception reach the user raw

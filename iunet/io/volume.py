@@ -42,6 +42,15 @@ class CTLoadError(ValueError):
     """The input could not be read as a CT; the message says why and what is accepted."""
 
 
+class CTTooLargeError(CTLoadError):
+    """The input has more voxels than allowed (``n_voxels`` > ``max_voxels``); found from headers."""
+
+    def __init__(self, message: str, n_voxels: int, max_voxels: int):
+        super().__init__(message)
+        self.n_voxels = int(n_voxels)
+        self.max_voxels = int(max_voxels)
+
+
 @dataclass(frozen=True, eq=False)
 class SliceSource:
     """Where one source slice of a DICOM input came from.
@@ -248,10 +257,12 @@ def check_voxels(n_voxels: int, size_text: str, what: str, max_voxels: int | Non
     """Raise CTLoadError when ``n_voxels`` exceeds ``max_voxels`` (None: no limit)."""
     if max_voxels is not None and n_voxels > max_voxels:
         per_512 = max(max_voxels // (512 * 512), 1)
-        raise CTLoadError(
+        raise CTTooLargeError(
             f"{what} is too large: {size_text} ({n_voxels / 1e6:.0f} million voxels, "
             f"{format_bytes(4 * n_voxels)} as HU); at most {max_voxels / 1e6:.0f} million voxels "
-            f"(e.g. {per_512} slices of 512×512) are accepted. Load a smaller part of the series."
+            f"(e.g. {per_512} slices of 512×512) are accepted. Load a smaller part of the series.",
+            n_voxels,
+            max_voxels,
         )
 
 
