@@ -3,7 +3,8 @@
     python app.py [--weights-dir weights] [--host 127.0.0.1] [--port 7860] [--share]
 
 Upload a CT (DICOM file, series or .zip, NIfTI, PNG/JPEG), click foreground / background, watch
-the mask follow; undo, reset, propagate through the volume and export (NIfTI, PNG, DICOM-SEG).
+the mask follow (on a volume, in 3D); undo, clear, propagate through the volume and export (NIfTI, PNG,
+DICOM-SEG).
 
 This file is the UI layer and the Hugging Face Spaces entry point. Every event handler is a
 plain function ``(state, values…) → (state, image, weight map, info, status, extras…)`` so tests
@@ -36,12 +37,12 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from iunet.clicks import ClickSize  # noqa: E402
-from iunet.inference import Predictor  # noqa: E402
 from iunet.io import ACCEPTED_INPUTS, export_dicom_seg, load_ct, save_mask_nifti, save_mask_png  # noqa: E402
 from iunet.io.volume import CTTooLargeError, without_paths  # noqa: E402
 from iunet.phantom import write_phantom_nifti  # noqa: E402
 from iunet.windowing import WINDOW_PRESETS  # noqa: E402
 from iunet_app import models, rendering  # noqa: E402
+from iunet_app.batching import BatchedPredictor, batched  # noqa: E402
 from iunet_app.annotation import Annotation, ReleasedError, file_stem  # noqa: E402
 from iunet_app.sessions import HU_BYTES_PER_VOXEL, MemoryBudgetError, SessionRegistry  # noqa: E402
 
@@ -109,14 +110,15 @@ def _checkpoint(model: str | None) -> models.CheckpointInfo | None:
     return next((c for c in _MODELS.checkpoints if c.file_name == model), None)
 
 
-def _predictor(model: str | None) -> tuple[Predictor, str]:
-    """The shared predictor of the checkpoint chosen in the model menu, and its path."""
+def _predictor(model: str | None) -> tuple[BatchedPredictor, str]:
+    """The shared predictor of the checkpoint chosen in the model menu (its forward passes
+    batched with other users'), and the checkpoint's path."""
     if not _MODELS.checkpoints:
         raise AppError(_no_models_message())
     info = _checkpoint(model)
     if info is None:
         raise AppError("Choose a model in the **Model** menu first.")
-    return models.get_predictor(info.path), info.path
+    return batched(models.get_predictor(info.path), info.path), info.path
 
 
 def _no_models_message() -> str:
@@ -183,10 +185,12 @@ def _info(state: Annotation | None, model: str | None) -> str:
         if vol.n_slices > 1:
             annotated = state.annotated_slices()
             where = f" ({_slices_text(annotated)})" if annotated else ""
-            lines.append(f"**Slices with a mask:** {len(annotated)} of {vol.n_slices}{where}")
-        s = state.session
-        latency = "–" if s is None or s.last_latency_ms is None else f"{s.last_latency_ms:.0f} ms"
-        lines.append(f"**Last click:** {latency} model time")
+            lines.append(
+                f"**3D:** {len(annotated)} of {vol.n_slices} slices with a mask{where} · "
+                f"**{state.volume_ml():,.2f} mL** · {state.n_clicks} click{'s' if state.n_clicks != 1 else ''} in all"
+            )
+        latency = "–" if state.last_latency_ms is None else f"{state.last_latency_ms:.0f} ms"
+        lines.append(f"**Last action:** {latency} model time")
     lines.append(f"**Model:** {_model_label(model)} · **Device:** {device}")
     return "  \n".join(lines)
 
@@ -296,7 +300,8 @@ def _session_hash(request: gr.Request | None) -> str:
     return str(getattr(request, "session_hash", "") or "")
 
 
-def _load(state, paths, name, model, size_mode, alpha, radius, level, width, show_weights=False, request=None):
+def _load(state, paths, name, model, size_mode, alpha, radius, level, width, show_weights=False, propagate_clicks=True,
+          request=None):
     """Load ``paths`` as this tab's new image (the old one is freed). Outputs: the view, the slice
     slider, the Download box (cleared) and the upload box (cleared, so the next upload replaces)."""
     if not paths:
@@ -323,6 +328,7 @@ def _load(state, paths, name, model, size_mode, alpha, radius, level, width, sho
             )
         new = Annotation(volume, name, click_size, _session_hash(request))
         new.show_weight_map = bool(show_weights)
+        new.propagate_clicks = bool(propagate_clicks)
         if old is not None:
             SESSIONS.release(old, "replaced by a new image")
         SESSIONS.add(new)
@@ -339,22 +345,25 @@ LOAD_OUTPUTS_EXTRA = 3  # slice slider, download (cleared), upload box (cleared)
 
 
 @guarded(n_extra=LOAD_OUTPUTS_EXTRA, clear=(2,))
-def load_files(state, files, model, size_mode, alpha, radius, level, width, show_weights=False, request: gr.Request = None):
+def load_files(state, files, model, size_mode, alpha, radius, level, width, show_weights=False, propagate_clicks=True,
+               request: gr.Request = None):
     """Upload → a new annotation replacing the tab's image (outputs + slider + cleared download and upload)."""
     paths = _paths(files)
     name = file_stem(paths[0]) if paths else ""
-    return _load(state, paths, name, model, size_mode, alpha, radius, level, width, show_weights, request)
+    return _load(state, paths, name, model, size_mode, alpha, radius, level, width, show_weights, propagate_clicks, request)
 
 
 @guarded(n_extra=LOAD_OUTPUTS_EXTRA)
-def load_example_dicom(state, model, size_mode, alpha, radius, level, width, show_weights=False, request: gr.Request = None):
+def load_example_dicom(state, model, size_mode, alpha, radius, level, width, show_weights=False, propagate_clicks=True,
+                       request: gr.Request = None):
     """pydicom's CT_small.dcm: one real CT slice that ships with pydicom."""
     from pydicom.data import get_testdata_file
 
     path = get_testdata_file("CT_small.dcm")
     if path is None:
         raise AppError("pydicom's example file CT_small.dcm is not installed.")
-    return _load(state, [str(path)], "CT_small", model, size_mode, alpha, radius, level, width, show_weights, request)
+    return _load(state, [str(path)], "CT_small", model, size_mode, alpha, radius, level, width, show_weights, propagate_clicks,
+                 request)
 
 
 _PHANTOM_LOCK = threading.Lock()
@@ -371,9 +380,11 @@ def phantom_path() -> Path:
 
 
 @guarded(n_extra=LOAD_OUTPUTS_EXTRA)
-def load_example_phantom(state, model, size_mode, alpha, radius, level, width, show_weights=False, request: gr.Request = None):
+def load_example_phantom(state, model, size_mode, alpha, radius, level, width, show_weights=False, propagate_clicks=True,
+                         request: gr.Request = None):
     """A synthetic CT volume (24 slices) rendered by iunet.phantom, written to a temporary NIfTI."""
-    return _load(state, [str(phantom_path())], "phantom", model, size_mode, alpha, radius, level, width, show_weights, request)
+    return _load(state, [str(phantom_path())], "phantom", model, size_mode, alpha, radius, level, width, show_weights,
+                 propagate_clicks, request)
 
 
 # --------------------------------------------------------------------------- handlers: clicks
@@ -383,10 +394,16 @@ def _add_click(state, y: int, x: int, mode: str, model, level, width):
     if mode not in (FOREGROUND, BACKGROUND):
         raise AppError(f"Choose what a click adds: {FOREGROUND} or {BACKGROUND}.")
     predictor, path = _predictor(model)
+    h, w = state.shape
+    if not (0 <= y < h and 0 <= x < w):
+        raise AppError(f"The click at row {y}, column {x} is outside the image ({w}×{h} pixels).")
     with state.lock:
-        state.add_click(predictor, path, y, x, mode == FOREGROUND)
+        changed = state.add_click(predictor, path, y, x, mode == FOREGROUND)
         kind = "foreground" if mode == FOREGROUND else "background"
-        return _view(state, model, level, width, f"Added a {kind} click at row {y}, column {x}.")
+        status = f"Added a {kind} click at row {y}, column {x}."
+        if state.volume.n_slices > 1 and any(z != state.z for z in changed):
+            status += f" Slices changed: {_slices_text(changed)}."
+        return _view(state, model, level, width, status)
 
 
 @guarded()
@@ -409,18 +426,33 @@ def api_click(state, x, y, mode, model, level, width):
 
 @guarded()
 def on_undo(state, model, level, width):
+    """Undo the last click, propagation or clear (anywhere in the volume), restoring the mask exactly."""
     state = _need_image(state)
     with state.lock:
         done = state.undo()
-        return _view(state, model, level, width, "Undid the last click." if done else "Nothing to undo on this slice.")
+        return _view(state, model, level, width, "Undid the last action." if done else "Nothing to undo.")
 
 
 @guarded()
-def on_reset(state, model, level, width):
+def on_clear(state, model, level, width):
+    """Empty the mask on every slice and forget the clicks; Undo brings them back."""
     state = _need_image(state)
     with state.lock:
-        done = state.reset()
-        return _view(state, model, level, width, "Cleared this slice." if done else "This slice has no mask to clear.")
+        done = state.clear()
+        message = "Cleared the mask on every slice (Undo brings it back)." if done else "There is no mask to clear."
+        return _view(state, model, level, width, message)
+
+
+@guarded()
+def on_propagate_clicks(state, propagate_clicks, model, level, width):
+    """Whether a click on a volume also updates the neighbouring slices."""
+    if state is None:
+        return state, gr.skip(), gr.skip(), gr.skip(), ""
+    state = _need_image(state)
+    with state.lock:
+        state.propagate_clicks = bool(propagate_clicks)
+        what = "also update the neighbouring slices" if propagate_clicks else "change only their own slice"
+        return state, gr.skip(), gr.skip(), gr.skip(), f"Clicks now {what}."
 
 
 # --------------------------------------------------------------------------- handlers: settings
@@ -509,11 +541,11 @@ def on_propagate(state, model, max_slices, level, width):
     with state.lock:
         if not state.mask().any():
             raise AppError("Segment the object on this slice first; propagation starts from its mask.")
-        first, last = state.propagate(predictor, path, n)
+        filled = state.propagate(predictor, path, n)
         out = save_mask_nifti(state.volume, state.mask_volume(), state.export_dir() / f"{state.name}_mask.nii.gz")
         status = (
-            f"Propagated: slices {first + 1} to {last + 1} now have a mask (slices you clicked on keep theirs). "
-            "The 3D mask (NIfTI, in the input's geometry) is ready to download."
+            f"Propagated: slices {_slices_text(filled)} have a mask (slices you clicked on keep theirs; "
+            "Undo takes it back). The 3D mask (NIfTI, in the input's geometry) is ready to download."
         )
         return (*_view(state, model, level, width, status), str(out))
 
@@ -656,8 +688,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                 model = gr.Dropdown(choices, value=first_model, label="Model", elem_id="model")
                 mode = gr.Radio([FOREGROUND, BACKGROUND], value=FOREGROUND, label="A click adds", elem_id="mode")
                 with gr.Row():
-                    undo = gr.Button("Undo last click", size="sm", elem_id="undo")
-                    reset = gr.Button("Reset slice", size="sm", variant="stop", elem_id="reset")
+                    undo = gr.Button("Undo", size="sm", elem_id="undo")
+                    clear = gr.Button("Clear mask", size="sm", variant="stop", elem_id="clear")
                 with gr.Accordion("Click size", open=False):
                     size_mode = gr.Radio([DYNAMIC, FIXED], value=DYNAMIC, label="Click size", elem_id="size_mode")
                     alpha = gr.Radio(list(ALPHAS), value="1/800", label="α (dynamic size)", elem_id="alpha")
@@ -685,6 +717,9 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                         min_width=80, elem_id="max_slices",
                     )
                     propagate = gr.Button("Propagate through volume", size="sm", elem_id="propagate")
+                propagate_clicks = gr.Checkbox(
+                    True, label="Clicks also update the neighbouring slices (3D)", elem_id="propagate_clicks"
+                )
                 with gr.Row():
                     ex_nii = gr.Button("Export NIfTI", size="sm", min_width=60, elem_id="export_nifti")
                     ex_png = gr.Button("Export PNG", size="sm", min_width=60, elem_id="export_png")
@@ -706,7 +741,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         api_button = gr.Button(visible=False)
 
         view = [state, image, heat, info, status]
-        settings = [size_mode, alpha, radius, level, width, show_weights]
+        settings = [size_mode, alpha, radius, level, width, show_weights, propagate_clicks]
         load_out = [*view, slice_slider, download, files]
         load_kw = dict(concurrency_limit=1, concurrency_id="load")  # one decode at a time bounds peak memory
         files.upload(load_files, [state, files, model, *settings], load_out, api_name="load", **load_kw)
@@ -717,7 +752,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         image.select(on_select, [state, mode, model, level, width], view, api_visibility="private", **click_kw)
         api_button.click(api_click, [state, api_x, api_y, mode, model, level, width], view, api_name="click", **click_kw)
         undo.click(on_undo, [state, model, level, width], view, api_name="undo")
-        reset.click(on_reset, [state, model, level, width], view, api_name="reset")
+        clear.click(on_clear, [state, model, level, width], view, api_name="clear")
+        propagate_clicks.input(on_propagate_clicks, [state, propagate_clicks, model, level, width], view, api_visibility="private")
         slice_slider.input(on_slice, [state, slice_slider, model, level, width], view, api_name="slice", trigger_mode="always_last")
         level.input(on_window, [state, model, level, width], [*view, preset], api_visibility="private", trigger_mode="always_last")
         width.input(on_window, [state, model, level, width], [*view, preset], api_visibility="private", trigger_mode="always_last")

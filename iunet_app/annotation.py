@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from iunet.clicks import Click, ClickSize
-from iunet.inference import Predictor, Session
+from iunet.inference import VolumeSession
 from iunet.io import CTVolume
 
-from . import batching, models
 
 
 class ReleasedError(Exception):
@@ -26,11 +25,12 @@ class ReleasedError(Exception):
 
 
 class Annotation:
-    """One user's loaded CT and masks: the state behind one browser tab.
+    """One user's loaded CT and its 3D mask: the state behind one browser tab.
 
-    Each slice the user clicked on has its own iunet ``Session`` (clicks, undo history);
-    ``base_masks`` holds masks that no click on that slice made (propagated from a neighbour, or
-    kept from a previous model). A session started on a slice with a base mask starts from it.
+    The mask lives in one ``iunet.inference.VolumeSession`` (created at the first click, and
+    again when the model changes): a click on any slice updates that slice and, for a volume,
+    re-propagates outward from it (``propagate_clicks``); undo restores the previous 3D mask
+    exactly; clear empties the volume. A single image is a volume of one slice.
     ``lock`` serialises one user's events (the queue may run two of them at once).
     ``session_hash`` names the browser session (to free it when the page closes);
     ``last_active`` is a time.monotonic() stamp of the last event.
@@ -41,9 +41,9 @@ class Annotation:
         self.name = name
         self.z = volume.n_slices // 2
         self.click_size = click_size
-        self.sessions: dict[int, Session] = {}
-        self.base_masks: dict[int, np.ndarray] = {}
+        self.vs: VolumeSession | None = None
         self.checkpoint: str | None = None
+        self.propagate_clicks = True
         self.lock = threading.RLock()
         self.session_hash = session_hash
         self.last_active = time.monotonic()
@@ -61,33 +61,36 @@ class Annotation:
         """The slice on view, (Y, X) float32 HU."""
         return self.volume.hu[self.z]
 
-    @property
-    def session(self) -> Session | None:
-        return self.sessions.get(self.z)
-
     def mask(self, z: int | None = None) -> np.ndarray:
         """The mask of slice ``z`` (default: the one on view), (Y, X) bool."""
         z = self.z if z is None else z
-        if z in self.sessions:
-            return self.sessions[z].mask
-        base = self.base_masks.get(z)
-        return np.zeros(self.shape, bool) if base is None else base
+        return np.zeros(self.shape, bool) if self.vs is None else self.vs.mask[z]
 
     @property
     def clicks(self) -> tuple[Click, ...]:
-        s = self.session
-        return () if s is None else s.clicks
+        """The clicks on the slice on view."""
+        return () if self.vs is None else self.vs.slice_clicks(self.z)
+
+    @property
+    def n_clicks(self) -> int:
+        """Clicks on all slices."""
+        return 0 if self.vs is None else len(self.vs.clicks)
+
+    @property
+    def last_latency_ms(self) -> float | None:
+        return None if self.vs is None else self.vs.last_latency_ms
 
     def annotated_slices(self) -> list[int]:
         """Display slices (0-based, sorted) whose mask is not empty."""
-        return sorted(z for z in set(self.sessions) | set(self.base_masks) if self.mask(z).any())
+        return [] if self.vs is None else self.vs.slices_with_mask()
 
     def mask_volume(self) -> np.ndarray:
-        """Every slice's mask, (Z, Y, X) bool."""
-        out = np.zeros(self.volume.hu.shape, bool)
-        for z in set(self.sessions) | set(self.base_masks):
-            out[z] = self.mask(z)
-        return out
+        """The 3D mask, (Z, Y, X) bool (a copy)."""
+        return np.zeros(self.volume.hu.shape, bool) if self.vs is None else self.vs.mask.copy()
+
+    def volume_ml(self) -> float:
+        """Volume of the 3D mask in mL (voxel size from the image's spacing)."""
+        return 0.0 if self.vs is None else float(self.vs.volume_ml() or 0.0)
 
     def area_mm2(self, mask: np.ndarray) -> float:
         """Area of a (Y, X) mask in mm² (pixel spacing y · x)."""
@@ -98,85 +101,81 @@ class Annotation:
         return self.click_size.radius_for(int(self.mask().sum()))
 
     def nbytes(self) -> int:
-        """Memory held for this tab: HU volume, masks and every slice's click history (bytes)."""
+        """Memory held for this tab: the HU volume and the volume session (3D mask, packed undo
+        history, prepared model inputs), in bytes."""
         if self.released:
             return 0
-        h, w = self.shape
-        history = sum(len(s.clicks) + 1 for s in self.sessions.values()) * h * w * 4
-        return self.volume.nbytes + len(self.base_masks) * h * w + history
+        return self.volume.nbytes + (0 if self.vs is None else _volume_session_nbytes(self.vs))
 
     # -- acting --------------------------------------------------------------------------
     def check_alive(self) -> None:
         if self.released:
             raise ReleasedError(f"This tab's image was {self.released}. Load it again to continue.")
 
-    def _new_session(self, predictor: Predictor) -> Session:
-        return Session(predictor, self.image_hu, self.click_size, initial_mask=self.base_masks.get(self.z))
-
-    def add_click(self, predictor: Predictor, checkpoint: str, y: int, x: int, positive: bool) -> Session:
-        """Add a click at slice pixel (y, x) and predict; ValueError when (y, x) is outside the slice."""
+    def _session(self, predictor, checkpoint: str) -> VolumeSession:
         self.use_model(predictor, checkpoint)
-        session = self.sessions.get(self.z) or self._new_session(predictor)
-        batching.run_click(checkpoint, session, y, x, positive)
-        self.sessions[self.z] = session
-        return session
+        if self.vs is None:
+            self.vs = VolumeSession(predictor, self.volume.hu, self.click_size, spacing_mm=self.volume.spacing_mm)
+        return self.vs
+
+    def add_click(self, predictor, checkpoint: str, y: int, x: int, positive: bool) -> list[int]:
+        """Click at slice pixel (y, x) of the slice on view; for a volume the change is carried
+        to the neighbouring slices (``propagate_clicks``). Returns the slices that changed.
+        ValueError when (y, x) is outside the slice."""
+        vs = self._session(predictor, checkpoint)
+        vs.add_click(self.z, y, x, positive, propagate=self.propagate_clicks and self.volume.n_slices > 1)
+        return list(vs.last_changed)
 
     def undo(self) -> bool:
-        s = self.session
-        if s is None or not s.undo():
-            return False
-        if not s.clicks and self.z not in self.base_masks:
-            del self.sessions[self.z]
-        return True
+        """Undo the last action (click, propagation or clear) anywhere in the volume."""
+        return self.vs is not None and self.vs.undo()
 
-    def reset(self) -> bool:
-        """Clear the slice on view (its clicks and its mask). False when it had neither."""
-        had = self.z in self.sessions or self.z in self.base_masks
-        self.sessions.pop(self.z, None)
-        self.base_masks.pop(self.z, None)
-        return had
+    def clear(self) -> bool:
+        """Empty the whole 3D mask and forget the clicks (undoable). False when already empty."""
+        return self.vs is not None and self.vs.clear()
 
     def set_click_size(self, click_size: ClickSize) -> None:
         """Size of the next clicks on every slice; clicks already made keep theirs."""
         self.click_size = click_size
-        for s in self.sessions.values():
-            s.click_size = click_size
+        if self.vs is not None:
+            self.vs.click_size = click_size
 
-    def use_model(self, predictor: Predictor, checkpoint: str) -> bool:
-        """Switch to another checkpoint. The slice on view is re-segmented by replaying its clicks
-        on the new model; masks of other slices are kept as they are. True when the model changed."""
+    def use_model(self, predictor, checkpoint: str) -> bool:
+        """Switch to another checkpoint: the clicks made so far are replayed on it, in order
+        (a mask made without clicks, by propagation, is carried over as it is). True when the
+        model changed."""
         if self.checkpoint == checkpoint:
             return False
-        old, self.checkpoint = self.checkpoint, checkpoint
+        old, self.checkpoint = self.vs, checkpoint
+        self.vs = None
         if old is None:
             return True
-        replay = self.sessions.pop(self.z, None)
-        for z, s in self.sessions.items():
-            self.base_masks[z] = s.mask
-        self.sessions = {}
-        if replay is not None:
-            for c in replay.clicks:
-                self.add_click(predictor, checkpoint, c.y, c.x, c.positive)
+        vs = VolumeSession(predictor, self.volume.hu, self.click_size, spacing_mm=self.volume.spacing_mm)
+        if old.clicks:
+            propagate = self.propagate_clicks and self.volume.n_slices > 1
+            for z, c in old.clicks:
+                vs.click_size = ClickSize(c.radius_px, None)  # the click keeps its size
+                vs.add_click(z, c.y, c.x, c.positive, propagate=propagate)
+            vs.click_size = self.click_size
+        else:
+            for z in old.slices_with_mask():
+                vs.set_slice_mask(z, old.mask[z], propagate=False)
+        self.vs = vs
         return True
 
-    def propagate(self, predictor: Predictor, checkpoint: str, max_slices: int) -> tuple[int, int]:
-        """Carry the mask on view through the neighbouring slices (iunet.inference.propagate).
-
-        Slices the user clicked on keep their own masks; every other slice takes the propagated
-        one. Returns the (first, last) slice index that has a mask afterwards.
-        """
-        self.use_model(predictor, checkpoint)
-        result = models.infer_propagate(checkpoint, self.volume.hu, self.z, self.mask(), self.click_size, max_slices)
-        for z in range(result.shape[0]):
-            if z == self.z or (z in self.sessions and self.sessions[z].clicks):
-                continue
-            self.sessions.pop(z, None)
-            if result[z].any():
-                self.base_masks[z] = result[z]
-            else:
-                self.base_masks.pop(z, None)
-        filled = self.annotated_slices()
-        return filled[0], filled[-1]
+    def propagate(self, predictor, checkpoint: str, max_slices: int) -> list[int]:
+        """Carry the mask of the slice on view through the volume, at most ``max_slices`` each
+        way (undoable). Returns the slices that have a mask afterwards."""
+        vs = self._session(predictor, checkpoint)
+        # Recompute every slice within reach: the session's early stop (a slice that comes out as
+        # before ends the run) would not extend an earlier, shorter propagation.
+        vs.max_slices, same_dice = max_slices, vs.same_dice
+        vs.same_dice = float("inf")
+        try:
+            vs.propagate_from(self.z)
+        finally:
+            vs.max_slices, vs.same_dice = None, same_dice
+        return vs.slices_with_mask()
 
     # -- files and lifetime --------------------------------------------------------------
     def export_dir(self) -> Path:
@@ -191,13 +190,20 @@ class Annotation:
             self._export_dir = None
 
     def release(self, reason: str = "freed") -> None:
-        """Free everything this tab holds (volume, masks, history, exports); idempotent."""
+        """Free everything this tab holds (volume, mask, history, exports); idempotent."""
         with self.lock:
             self.cleanup()
-            self.sessions = {}
-            self.base_masks = {}
+            self.vs = None
             self.released = self.released or reason
             self.volume = _EMPTY_VOLUME
+
+
+def _volume_session_nbytes(vs: VolumeSession) -> int:
+    """Bytes a VolumeSession holds besides the HU volume it shares with the CTVolume."""
+    n = int(vs.mask.nbytes)
+    n += sum(int(p.nbytes) for edit in getattr(vs, "_undo", ()) for p in edit.slices.values())
+    n += sum(int(t.element_size() * t.nelement()) for t in getattr(vs, "_grids", {}).values())
+    return n
 
 
 def _empty_volume() -> CTVolume:

@@ -1,33 +1,49 @@
-"""Micro-batching: clicks of concurrent users run in one forward pass.
+"""Micro-batching: the forward passes of concurrent users run together.
 
-Each click handler hands its (session, click) to :class:`ClickBatcher` and waits. One worker
-thread takes everything that is queued when it becomes free (no waiting on purpose, so a lone
-user pays nothing) and runs it through :func:`iunet.inference.step_sessions`, one forward pass
-per predictor. While a batch runs, newly arriving clicks queue up and form the next batch, so
-under load the model runs fewer, larger batches, which costs much less per click on a CPU.
+Every user's session (``iunet.inference.VolumeSession``) holds a :class:`BatchedPredictor`
+instead of the shared predictor itself. It behaves like the predictor, but its
+``predict_prepared`` hands the slices to :class:`ForwardBatcher` and waits. One worker thread
+takes everything that is queued when it becomes free (no waiting on purpose, so a lone user
+pays nothing) and runs it as one forward pass per predictor, up to ``max_batch`` slices. While a
+pass runs, newly arriving requests (clicks of other users, steps of their propagations) queue
+up and form the next batch, so under load the model runs fewer, larger batches, which costs much
+less per slice on a CPU. Numerically a slice's result does not depend on its batch neighbours.
+
+On a ZeroGPU Space the forward pass instead runs in the GPU worker process
+(:func:`iunet_app.models.infer_prepared`), one call per request.
 """
 from __future__ import annotations
 
 import queue
 import threading
 from dataclasses import dataclass, field
+from typing import Sequence
 
-from iunet.inference import Session, step_sessions
+import numpy as np
+import torch
+
+from iunet.clicks import Click
+from iunet.inference import Predictor
 
 
 @dataclass
 class _Request:
-    session: Session
-    point: tuple[int, int, bool]  # (y, x, positive)
-    done: threading.Event = field(default_factory=threading.Event)
+    predictor: Predictor
+    images: list[torch.Tensor]  # prepared slices (1, G, G), as Predictor.prepare gives them
+    shapes: list[tuple[int, int]]  # each slice's own (Y, X)
+    clicks: list[Sequence[Click]]
+    prevs: list[np.ndarray | None]
+    result: list[np.ndarray] | None = None
     error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
 
 
-class ClickBatcher:
-    """Runs clicks (one per session) in batched forward passes on a worker thread.
+class ForwardBatcher:
+    """Runs ``Predictor.predict_prepared`` requests of many threads in shared forward passes.
 
-    ``max_batch``: the largest batch one forward pass gets. Statistics for tests and logs:
-    ``n_batches``, ``n_clicks`` and ``largest_batch``.
+    ``max_batch``: the most slices one forward pass gets (a request larger than that runs on
+    its own). Statistics for tests and logs: ``n_passes`` (forward passes run), ``n_requests``
+    and ``largest_batch`` (slices).
     """
 
     def __init__(self, max_batch: int = 16):
@@ -37,35 +53,57 @@ class ClickBatcher:
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.n_batches = 0
-        self.n_clicks = 0
+        self.n_passes = 0
+        self.n_requests = 0
         self.largest_batch = 0
 
-    def add_click(self, session: Session, y: int, x: int, positive: bool) -> None:
-        """Add the click (y, x) to ``session`` and predict; returns when the session holds the
-        new mask. Raises what the click raised (e.g. ValueError outside the image)."""
-        session.make_click(y, x, positive)  # validate here, so a bad click never joins a batch
-        request = _Request(session, (int(y), int(x), bool(positive)))
+    def predict_prepared(
+        self,
+        predictor: Predictor,
+        images: Sequence[torch.Tensor],
+        shapes_yx: Sequence[tuple[int, int]],
+        clicks: Sequence[Sequence[Click]],
+        prev_masks: Sequence[np.ndarray | None] | None = None,
+    ) -> list[np.ndarray]:
+        """Same as ``predictor.predict_prepared(...)``: float32 probabilities (Y, X) per slice;
+        returns when the batch holding these slices has run."""
+        n = len(images)
+        request = _Request(
+            predictor, list(images), [tuple(s) for s in shapes_yx], [list(c) for c in clicks],
+            list(prev_masks) if prev_masks is not None else [None] * n,
+        )
+        if not (len(request.shapes) == len(request.clicks) == len(request.prevs) == n):
+            raise ValueError("images, shapes, clicks and previous masks must have the same length")
         self._ensure_worker()
         self._queue.put(request)
         request.done.wait()
         if request.error is not None:
             raise request.error
+        assert request.result is not None
+        return request.result
 
     def _ensure_worker(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._work, name="iunet-click-batcher", daemon=True)
+                self._thread = threading.Thread(target=self._work, name="iunet-forward-batcher", daemon=True)
                 self._thread.start()
 
     def _work(self) -> None:
+        pending: list[_Request] = []
         while True:
-            batch = [self._queue.get()]
-            while len(batch) < self.max_batch:
+            batch = pending or [self._queue.get()]
+            pending = []
+            size = len(batch[0].images)
+            while size < self.max_batch:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    r = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if size + len(r.images) > self.max_batch:
+                    pending = [r]  # starts the next batch
+                    break
+                batch.append(r)
+                size += len(r.images)
             try:
                 self._run(batch)
             finally:
@@ -73,45 +111,76 @@ class ClickBatcher:
                     r.done.set()
 
     def _run(self, batch: list[_Request]) -> None:
-        # one forward pass per predictor; a session appears at most once per pass
-        groups: list[list[_Request]] = []
+        groups: dict[int, list[_Request]] = {}
         for r in batch:
-            for g in groups:
-                if g[0].session.predictor is r.session.predictor and all(o.session is not r.session for o in g):
-                    g.append(r)
-                    break
-            else:
-                groups.append([r])
-        for g in groups:
+            groups.setdefault(id(r.predictor), []).append(r)
+        for group in groups.values():
+            predictor = group[0].predictor
             try:
-                step_sessions([r.session for r in g], [r.point for r in g])
-            except Exception as e:  # noqa: BLE001 - isolate the failing click, the others still run
-                if len(g) == 1:
-                    g[0].error = e
-                    continue
-                for r in g:
+                probs = predictor.predict_prepared(
+                    [im for r in group for im in r.images],
+                    [s for r in group for s in r.shapes],
+                    [c for r in group for c in r.clicks],
+                    [p for r in group for p in r.prevs],
+                )
+                i = 0
+                for r in group:
+                    r.result = probs[i : i + len(r.images)]
+                    i += len(r.images)
+            except Exception:  # noqa: BLE001 - isolate the failing request, the others still run
+                for r in group:
                     try:
-                        step_sessions([r.session], [r.point])
+                        r.result = predictor.predict_prepared(r.images, r.shapes, r.clicks, r.prevs)
                     except Exception as e:  # noqa: BLE001
                         r.error = e
             with self._lock:
-                self.n_batches += 1
-                self.n_clicks += len(g)
-                self.largest_batch = max(self.largest_batch, len(g))
+                self.n_passes += 1
+                self.n_requests += len(group)
+                self.largest_batch = max(self.largest_batch, sum(len(r.images) for r in group))
 
 
+BATCHER = ForwardBatcher()
 
-BATCHER = ClickBatcher()
+
+class BatchedPredictor:
+    """A shared predictor whose forward passes go through :data:`BATCHER` (or, on a ZeroGPU
+    Space, through the GPU worker). Everything else (``prepare``, ``inputs``, ``config``,
+    ``device``, …) is the predictor's own. ``checkpoint_path`` names it for the GPU worker."""
+
+    def __init__(self, predictor: Predictor, checkpoint_path: str, batcher: ForwardBatcher | None = None):
+        self._predictor = predictor
+        self.checkpoint_path = checkpoint_path
+        self._batcher = batcher
+
+    @property
+    def unwrapped(self) -> Predictor:
+        return self._predictor
+
+    def __getattr__(self, name: str):
+        return getattr(self._predictor, name)
+
+    def predict_prepared(self, images, shapes_yx, clicks, prev_masks=None) -> list[np.ndarray]:
+        from .models import infer_prepared, on_zerogpu
+
+        if on_zerogpu():
+            cpu = [t.detach().cpu() for t in images]
+            return infer_prepared(self.checkpoint_path, cpu, list(shapes_yx), [list(c) for c in clicks], prev_masks)
+        return (self._batcher or BATCHER).predict_prepared(self._predictor, images, shapes_yx, clicks, prev_masks)
+
+    def predict(self, image_hu: np.ndarray, clicks: Sequence[Click] = (), prev_mask: np.ndarray | None = None) -> np.ndarray:
+        img = np.asarray(image_hu)
+        return self.predict_prepared([self.prepare(img)], [img.shape], [list(clicks)], [prev_mask])[0]
 
 
-def run_click(checkpoint: str, session: Session, y: int, x: int, positive: bool) -> None:
-    """Add a click to ``session`` and predict: batched with other users' clicks, or on a ZeroGPU
-    Space in the GPU worker (where the prediction is computed outside the session)."""
-    from .models import infer_click, on_zerogpu
+_PROXIES: dict[int, BatchedPredictor] = {}
+_PROXIES_LOCK = threading.Lock()
 
-    if on_zerogpu():
-        click = session.make_click(y, x, positive)
-        probability, ms = infer_click(checkpoint, session.image_hu, session.clicks + (click,), session.probability)
-        session.add_prediction(click, probability, ms)
-    else:
-        BATCHER.add_click(session, y, x, positive)
+
+def batched(predictor: Predictor, checkpoint_path: str) -> BatchedPredictor:
+    """The one :class:`BatchedPredictor` of a shared predictor (so that sessions of different
+    users that use the same model see the same predictor object)."""
+    with _PROXIES_LOCK:
+        proxy = _PROXIES.get(id(predictor))
+        if proxy is None or proxy.unwrapped is not predictor:
+            proxy = _PROXIES[id(predictor)] = BatchedPredictor(predictor, checkpoint_path)
+        return proxy

@@ -8,24 +8,22 @@ Precision: with ``precision="auto"`` the model runs in bfloat16 with channels-la
 a CPU with native bf16 arithmetic (AVX512-BF16 or AMX, read from ``/proc/cpuinfo``), where it is
 about twice as fast as fp32 for the same Dice (see docs/app.md); everywhere else in fp32.
 
-The model runs in two plain functions, :func:`infer_click` and :func:`infer_propagate`, that
-take and return arrays only: on a Hugging Face ZeroGPU Space they are wrapped in ``spaces.GPU``,
-which runs them in a GPU worker process (arguments and results are pickled, so they must not
-mutate the caller's objects).
+On a Hugging Face ZeroGPU Space every forward pass runs in :func:`infer_prepared`, wrapped in
+``spaces.GPU``, which runs it in a GPU worker process: it takes and returns arrays only
+(arguments and results are pickled, so it must not mutate the caller's objects).
 """
 from __future__ import annotations
 
 import functools
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from iunet.clicks import Click, ClickSize
-from iunet.inference import Predictor, propagate
+from iunet.clicks import Click
+from iunet.inference import Predictor
 from iunet.io.volume import without_paths
 from iunet.model import read_header
 
@@ -228,20 +226,15 @@ def gpu_task(duration_s: int) -> Callable:
     return spaces.GPU(duration=duration_s)
 
 
-@gpu_task(duration_s=20)
-def infer_click(
-    checkpoint: str, image_hu: np.ndarray, clicks: Sequence[Click], prev_probability: np.ndarray | None
-) -> tuple[np.ndarray, float]:
-    """Foreground probability (Y, X) float32 for one slice and all its clicks, and the model time in ms."""
+@gpu_task(duration_s=30)
+def infer_prepared(
+    checkpoint: str,
+    images: Sequence,
+    shapes_yx: Sequence[tuple[int, int]],
+    clicks: Sequence[Sequence[Click]],
+    prev_masks: Sequence[np.ndarray | None] | None,
+) -> list[np.ndarray]:
+    """``Predictor.predict_prepared`` of the shared predictor, for the ZeroGPU worker process:
+    prepared slices (1, G, G) as CPU tensors in, float32 probabilities (Y, X) out."""
     predictor = get_predictor(checkpoint)
-    t0 = time.perf_counter()
-    probability = predictor.predict(image_hu, clicks, prev_probability)
-    return probability, (time.perf_counter() - t0) * 1000.0
-
-
-@gpu_task(duration_s=120)
-def infer_propagate(
-    checkpoint: str, volume_hu: np.ndarray, start_index: int, start_mask: np.ndarray, click_size: ClickSize, max_slices: int
-) -> np.ndarray:
-    """``iunet.inference.propagate`` on the shared predictor: (Z, Y, X) bool."""
-    return propagate(get_predictor(checkpoint), volume_hu, start_index, start_mask, click_size, max_slices=max_slices)
+    return predictor.predict_prepared([t.to(predictor.device) for t in images], shapes_yx, clicks, prev_masks)

@@ -90,6 +90,7 @@ def download(page, server: str, out: Path) -> Path:
 
 
 def info_number(page, label: str) -> int:
+    """The number after ``label`` in the info panel ("Mask area:" → pixels, "3D:" → slices with a mask)."""
     text = page.locator("#info").inner_text()
     return int(text.split(label)[1].split("px" if "area" in label else "of")[0].strip().replace(",", ""))
 
@@ -116,7 +117,7 @@ def test_upload_click_undo_export_screenshot(server, page, tmp_path):
 
     page.locator("#undo").click()
     expect(page.locator("#info")).to_contain_text("Clicks: 0")
-    expect(page.locator("#status")).to_contain_text("Undid the last click")
+    expect(page.locator("#status")).to_contain_text("Undid the last action")
 
     click_slice_pixel(page, 50, 60, 128)
     expect(page.locator("#info")).to_contain_text("Clicks: 1 (1 foreground")
@@ -187,10 +188,11 @@ def test_layout_fits_1280x720_and_propagation_shows_3d_mask(server, browser, tmp
         expect(page.locator("#info")).to_contain_text("Clicks: 1 (1 foreground")
         if info_number(page, "Mask area:") == 0:
             pytest.skip("the model found nothing at the click (tiny random model)")
-        page.locator("#propagate").click()
+        assert info_number(page, "3D:") > 3  # the click was carried to the neighbouring slices
+        expect(page.locator("#info")).to_contain_text("mL")
+        page.locator("#propagate").click()  # and once more, explicitly, from this slice
         expect(page.locator("#status")).to_contain_text("Propagated")
-        n_slices = info_number(page, "Slices with a mask:")
-        assert n_slices > 3
+        assert info_number(page, "3D:") > 3
         number.fill("9")
         number.press("Enter")
         expect(page.locator("#info")).to_contain_text("Slice 9 / 24")
@@ -230,13 +232,24 @@ def test_dicom_seg_of_the_real_series(server, page, tmp_path, shared_data):
     expect(page.locator("#info")).to_contain_text("129 slices", timeout=120_000)
     page.locator("#export_seg").click()  # nothing to export yet: a message, and no file offered
     expect(page.locator("#status")).to_contain_text("Nothing to export yet")
+    # a click on this slice only, then propagation over 4 slices each way (quicker than the whole liver)
+    page.locator("#propagate_clicks input").uncheck()
+    expect(page.locator("#status")).to_contain_text("change only their own slice")
     click_slice_pixel(page, 300, 140, 512)  # liver, on the image's left (patient's right)
-    expect(page.locator("#info")).to_contain_text("Clicks: 1 (1 foreground")
+    expect(page.locator("#info")).to_contain_text("Clicks: 1 (1 foreground", timeout=60_000)
     if info_number(page, "Mask area:") == 0:
         pytest.skip("the model found nothing at the click (tiny random model)")
+    assert info_number(page, "3D:") == 1
+    page.locator("#max_slices input").fill("4")
+    page.locator("#propagate").click()
+    expect(page.locator("#status")).to_contain_text("Propagated", timeout=60_000)
+    n_slices = info_number(page, "3D:")
+    assert 1 < n_slices <= 9
+    ml = float(page.locator("#info").inner_text().split(" mL")[0].split("·")[-1].strip().replace(",", ""))
     page.locator("#export_seg").click()
-    expect(page.locator("#status")).to_contain_text("Exported DICOM-SEG")
+    expect(page.locator("#status")).to_contain_text("Exported DICOM-SEG", timeout=60_000)
     expect(page.locator("#status")).to_contain_text("Frame of Reference UID")  # what was assumed
     seg = hd.seg.segread(download(page, server, tmp_path / "seg.dcm"))
-    assert seg.NumberOfFrames == 1 and "FrameOfReferenceUID" in seg
-    assert int(np.asarray(seg.pixel_array).sum()) == info_number(page, "Mask area:")
+    assert seg.NumberOfFrames == n_slices and "FrameOfReferenceUID" in seg  # one frame per slice with a mask
+    voxel_ml = 0.57 * 0.57 * 1.6 / 1000
+    assert abs(int(np.asarray(seg.pixel_array).sum()) * voxel_ml - ml) < 0.011

@@ -32,7 +32,7 @@ from conftest import free_port, make_checkpoint  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 N_USERS = 16
 FG = "Foreground (add)"
-SIZE_ARGS = ("Dynamic: α · mask area", "1/800", 5, 40, 400, False)  # click size, window, weight map hidden
+SIZE_ARGS = ("Dynamic: α · mask area", "1/800", 5, 40, 400, False, True)  # click size, window, no weight map, 3D clicks
 
 
 @contextmanager
