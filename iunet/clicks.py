@@ -9,11 +9,13 @@ prediction at test time and of the true mask at training time. We clamp the radi
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+DEFAULT_ALPHA = 1 / 800  # the paper's best dynamic click size (Table I); the one source of this value
 DEFAULT_RADIUS_PX = 5.0
 MIN_RADIUS_PX = 1.0
 MAX_RADIUS_PX = 15.0
@@ -55,7 +57,47 @@ class ClickSize:
         )
 
     def describe(self) -> str:
-        return f"dynamic α=1/{round(1 / self.alpha)}" if self.alpha else f"fixed {self.radius_px:g} px"
+        return f"dynamic α={format_alpha(self.alpha)}" if self.alpha else f"fixed {self.radius_px:g} px"
+
+
+def parse_alpha(text: str | float | None) -> float | None:
+    """The dynamic click size α from a command line or a setting.
+
+    ``"1/800"`` or ``"0.00125"`` (or a number) → that float, which must be > 0; ``"none"`` or
+    ``"fixed"`` (or None) → None, i.e. fixed-size clicks. Raises ValueError with a message that
+    says what is accepted.
+    """
+    if text is None:
+        return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        s = str(text).strip().lower()
+        if s in ("none", "fixed"):
+            return None
+        try:
+            value = 1.0 / float(s[2:]) if s.startswith("1/") else float(s)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"α {text!r}: give a number such as 1/800 or 0.00125, or 'none' for fixed-size clicks") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise ValueError(f"α {text!r} must be a number > 0 (or 'none' for fixed-size clicks)")
+    return value
+
+
+def alpha_argument(text: str) -> float | None:
+    """:func:`parse_alpha` for ``argparse`` (``type=alpha_argument``): its message, not a traceback."""
+    try:
+        return parse_alpha(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def format_alpha(alpha: float | None) -> str:
+    """``1/800`` for 0.00125 (``1/N`` when N is a whole number, else the number); ``none`` for None."""
+    if alpha is None:
+        return "none"
+    n = 1.0 / alpha
+    return f"1/{round(n)}" if abs(n - round(n)) < 1e-6 * n else f"{alpha:g}"
 
 
 def click_radius_px(

@@ -1,4 +1,4 @@
-"""Train U-Net / IU-Net variants of the paper (Table I) — ``python -m iunet.train``.
+r"""Train U-Net / IU-Net variants of the paper (Table I) — ``python -m iunet.train``.
 
 Examples::
 
@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from .clicks import Click, encode_clicks
+from .clicks import Click, encode_clicks, format_alpha, parse_alpha
 from .ct_io import load_ct, read_nifti_mask
 from .data import (
     SampleConfig, SliceBank, grid_radius, load_image_label_pairs, load_label_volumes, make_sample, msd_pairs, slices_from_volume,
@@ -274,35 +274,22 @@ def validate_propagation(model: UNet, cfg: TrainConfig, pairs, device) -> dict[s
     return {"prop_dice": float(np.mean(ds)), "stop_rate": float(np.mean(stops)) if stops else float("nan")}
 
 
-def validate(model: UNet, cfg: TrainConfig, val, device, clicks: int = 5) -> dict[str, float]:
-    """Dice after 1 and ``clicks`` ritm clicks, through the same Session the app uses."""
-    from .inference import Predictor, Session, step_sessions
+def validate(model: UNet, cfg: TrainConfig, val, device, clicks: int = 5, batch_size: int = 16) -> dict[str, float]:
+    """Dice after 1 and ``clicks`` ritm clicks, through the same Session the app uses and the
+    library's click loop (iunet.evaluation, the benchmark's loop), ``batch_size`` slices per forward."""
+    from .inference import Predictor, Session
     from .clicks import ClickSize
-    from .metrics import dice
+    from .evaluation import Track, run_clicks
 
     ckpt = Checkpoint(model, model_config(cfg), input_config(cfg))
     pred = Predictor(ckpt, device=device)
     cs = ClickSize(cfg.radius_px, cfg.alpha)
-    sessions = [Session(pred, hu, cs) for hu, _, _ in val]
     rng = np.random.default_rng(0)  # unused by ritm, which is deterministic
-    curves: list[list[float]] = [[] for _ in val]
+    tracks = [Track(gt, "ritm", rng, Session(pred, hu, cs)) for hu, gt, _ in val]
     model.eval()
-    for k in range(clicks):
-        pts, active = [], []
-        for i, (s, (_, gt, _)) in enumerate(zip(sessions, val)):
-            c = next_clicks("ritm", gt, s.mask, rng, [(c.y, c.x) for c in s.clicks])
-            if not c:
-                curves[i].append(curves[i][-1] if curves[i] else 1.0)
-                continue
-            pts.append(c[0])
-            active.append(i)
-        for j in range(0, len(active), 16):
-            idx = active[j : j + 16]
-            step_sessions([sessions[i] for i in idx], pts[j : j + 16])
-        for i in active:
-            curves[i].append(dice(sessions[i].mask, val[i][1]))
+    run_clicks(tracks, clicks, batch_size)
     model.train()
-    arr = np.array(curves)
+    arr = np.array([t.dice_curve for t in tracks])
     return {"dice@1": float(arr[:, 0].mean()), f"dice@{clicks}": float(arr[:, clicks - 1].mean())}
 
 
@@ -474,30 +461,26 @@ def validate_auto(model: UNet, cfg: TrainConfig, val, device) -> dict[str, float
 # command line
 
 
-def _alpha(s: str) -> float | None:
-    if s.lower() in ("none", "fixed", "0"):
-        return None
-    return 1.0 / float(s[2:]) if s.startswith("1/") else float(s)
-
-
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p = argparse.ArgumentParser(prog="python -m iunet.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = TrainConfig()
     p.add_argument("--preset", choices=sorted(PRESETS), help="defaults of a shipped model (flags given still win)")
-    p.add_argument("--out", default=None)
-    p.add_argument("--name", default=None)
+    p.add_argument("--out", default=None, help=f"folder for checkpoints, split.json and the optimiser state (default {d.out})")
+    p.add_argument("--name", default=None, help=f"model name stored in the checkpoint (default {d.name})")
     p.add_argument("--model", choices=["iunet", "unet"], default=None, help="unet = automatic baseline, no clicks")
     p.add_argument("--prev-mask", action=argparse.BooleanOptionalAction, default=None, help="feed the previous mask as a 4th channel")
-    p.add_argument("--base-channels", type=int, default=None)
-    p.add_argument("--depth", type=int, default=None)
-    p.add_argument("--dropout", type=float, default=None)
-    p.add_argument("--loss", choices=["dice", "wdice"], default=None)
+    p.add_argument("--base-channels", type=int, default=None, help=f"channels of the first U-Net level, doubling per level (default {d.base_channels})")
+    p.add_argument("--depth", type=int, default=None, help=f"down/up blocks of the U-Net (default {d.depth}, the paper's)")
+    p.add_argument("--dropout", type=float, default=None, help=f"dropout in the encoder blocks (default {d.dropout})")
+    p.add_argument("--loss", choices=["dice", "wdice"], default=None, help=f"plain Dice or the paper's weighted Dice (default {d.loss})")
     p.add_argument("--boundary-weights", action=argparse.BooleanOptionalAction, default=None, help="Gaussian boundary weight map")
-    p.add_argument("--click-weights", choices=["none", "gaussian", "equal"], default=None)
+    p.add_argument("--click-weights", choices=["none", "gaussian", "equal"], default=None,
+                   help=f"loss weight under foreground clicks: none, Gaussian fall-off (G) or equal (EW) (default {d.click_weights})")
     p.add_argument("--radius-px", type=float, default=None, help="fixed click radius (and the first click's radius when dynamic)")
-    p.add_argument("--alpha", default=None, help="dynamic click size α, e.g. 1/800; 'none' for fixed clicks")
+    p.add_argument("--alpha", default=None, help=f"dynamic click size α (radius = α · mask area), e.g. 1/800, or 'none' for fixed clicks (default {format_alpha(d.alpha)})")
     p.add_argument("--interactions", type=int, default=None, help="random (positive, negative) click pairs per sample")
-    p.add_argument("--max-interactions", type=int, default=None)
+    p.add_argument("--max-interactions", type=int, default=None,
+                   help=f"draw between --interactions and this many click pairs per sample (default {d.max_interactions})")
     p.add_argument("--iterative-clicks", type=int, default=None, help="up to N extra ritm clicks from the model's own errors")
     p.add_argument("--first-click-default", action=argparse.BooleanOptionalAction, default=None,
                    help="draw the first interaction at the default radius, as at test time (no mask yet)")
@@ -506,23 +489,36 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="fraction of propagation samples: a neighbouring slice's mask in the previous-mask channel, no click")
     p.add_argument("--wide-shapes", action=argparse.BooleanOptionalAction, default=None,
                    help="the built-in generator adds large regions, vessels and small lesions")
-    p.add_argument("--grid-px", type=int, default=None)
+    p.add_argument("--grid-px", type=int, default=None, help=f"side of the model's square input grid in pixels (default {d.grid_px})")
     p.add_argument("--labels", action="append", default=None, help="folder or file of label NIfTIs to render (repeatable)")
     p.add_argument("--label-ids", type=int, nargs="*", default=None, help="target label ids (default: any structure)")
     p.add_argument("--msd", action="append", default=None, help="MSD task folder with real images (repeatable)")
     p.add_argument("--totalseg", action="append", default=None, help="folder with ct.nii.gz + seg.nii.gz (repeatable)")
-    p.add_argument("--synthetic-weight", type=float, default=None)
-    p.add_argument("--real-fraction", type=float, default=None)
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
-    for name in ("epochs", "steps", "batch-size", "seed", "val-slices", "workers", "threads"):
-        p.add_argument(f"--{name}", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--synthetic-weight", type=float, default=None,
+                   help=f"share of the built-in synthetic generator in the training mix, 0 = off (default {d.synthetic_weight})")
+    p.add_argument("--real-fraction", type=float, default=None,
+                   help=f"probability of using a slice's real CT instead of a rendering, when it has one (default {d.real_fraction})")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random left-right flips (off by default: organ-specific models may use the side)")
+    for name, text in (
+        ("epochs", f"epochs to train (default {d.epochs})"),
+        ("steps", f"batches per epoch (default {d.steps})"),
+        ("batch-size", f"samples per batch and process (default {d.batch_size})"),
+        ("seed", f"seed of the sampling, the validation set and the weights (default {d.seed})"),
+        ("val-slices", f"held-out synthetic slices for the validation after each epoch (default {d.val_slices})"),
+        ("workers", f"data-loader worker processes (default {d.workers})"),
+        ("threads", "torch CPU threads (default: torch's choice; 1 avoids oversubscription beside other jobs)"),
+    ):
+        p.add_argument(f"--{name}", type=int, default=None, help=text)
+    p.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate, cosine decay per epoch (default {d.lr:g})")
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:1")
-    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast on CPU, mixed precision on CUDA (default on)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last memory format, faster on most CPUs and GPUs (default on)")
+    p.add_argument("--resume", action="store_true", help="continue from --out/last.safetensors and its optimiser state")
     p.add_argument("--init", default=None, help="initialise from a checkpoint (fine-tuning)")
-    p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch in which this much time is spent")
     a = p.parse_args(argv)
     kw: dict = dict(PRESETS[a.preset]) if a.preset else {}
     flags = {
@@ -543,9 +539,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         kw["interactive"] = a.model == "iunet"
     if a.alpha is not None:
         try:
-            kw["alpha"] = _alpha(a.alpha)
-        except ValueError:
-            p.error(f"--alpha {a.alpha!r}: give a number such as 1/800 or 0.00125, or 'none'")
+            kw["alpha"] = parse_alpha(a.alpha)
+        except ValueError as e:
+            p.error(f"--alpha: {e}")
     kw["resume"] = a.resume
     cfg = replace(d, **kw)
     if cfg.grid_px % (2**cfg.depth):
