@@ -4,36 +4,62 @@ from __future__ import annotations
 import argparse
 import sys
 
-from iunet.robot import PROTOCOLS
+from iunet.clicks import alpha_argument
+from iunet.robot import ALL_PROTOCOLS, PROTOCOLS
 
 from .methods import METHODS
 
+DESCRIPTION = """Benchmark of interactive CT segmentation. Commands:
+  run       robot users click on CT slices (or volumes); Dice versus clicks for IU-Net, the
+            automatic U-Net and training-free baselines, side by side
+  report    rewrite summary.md and the plot of a (possibly partial) run folder
+  download  fetch an MSD task archive (resume, MD5 check, safe extraction)
+  speed     click-to-mask latency and batched throughput
+  ablation  train and evaluate the paper's Table I variants on a small budget
+Protocol, outputs and results: docs/benchmark.md; design: docs/design.md."""
 
-def parse_alpha(s: str) -> float:
-    """``1/800`` or ``0.00125`` → float > 0."""
+
+def _alpha_or_checkpoint(text: str):
+    return "checkpoint" if text.strip().lower() == "checkpoint" else alpha_argument(text)
+
+
+def _radius_or_checkpoint(text: str):
+    if text.strip().lower() == "checkpoint":
+        return "checkpoint"
     try:
-        a = 1.0 / float(s[2:]) if s.startswith("1/") else float(s)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"--alpha {s!r}: give a number such as 1/800 or 0.00125") from None
-    if not a > 0:
-        raise argparse.ArgumentTypeError(f"--alpha {s!r} must be > 0")
-    return a
+        r = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a radius in pixels such as 5, or 'checkpoint'") from None
+    if not r > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return r
 
 
 def _run_parser(sub) -> None:
     from .runner import RunConfig, default_weights
 
     d = RunConfig()
-    p = sub.add_parser("run", help="robot users click; Dice vs clicks per method", description="Dice versus clicks for several methods, robot users, MSD layout (DESIGN.md §2).")
-    p.add_argument("--data", help="MSD task folder (dataset.json, imagesTr/, labelsTr/); default: a built-in SYNTHETIC dataset")
+    p = sub.add_parser(
+        "run", help="robot users click; Dice vs clicks per method",
+        description="Dice versus clicks for several methods and robot users, on an MSD task folder, one patient with "
+                    "structure masks (3D-IRCADb layout), or built-in synthetic data; protocol in docs/design.md and docs/benchmark.md.",
+    )
+    p.add_argument("--data", help="MSD task folder (dataset.json, imagesTr/, labelsTr/), or one patient with one mask per structure "
+                                  "(PATIENT_DICOM/ or ct.nii.gz + MASKS_DICOM.zip, masks/ or segmentations/; a case per structure, "
+                                  "named <folder>:<structure>); default: a built-in SYNTHETIC dataset")
     p.add_argument("--synthetic-task", choices=["colon", "spleen"], default=d.synthetic_task, help="file naming of the synthetic dataset")
     p.add_argument("--weights", default=default_weights("iunet_spleen.safetensors", "iunet_agnostic.safetensors"), help="IU-Net checkpoint (default: weights/iunet_spleen, else weights/iunet_agnostic)")
     p.add_argument("--unet-weights", default=default_weights("unet_spleen.safetensors"), help="automatic U-Net checkpoint (default: weights/unet_spleen; skipped when absent)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(d.methods))
-    p.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(d.protocols))
-    p.add_argument("--max-clicks", type=int, default=d.max_clicks, help="interactions per slice (default 20)")
-    p.add_argument("--radius-px", type=float, default=d.radius_px, help="fixed click radius, and the first dynamic click's (default 5)")
-    p.add_argument("--alpha", type=parse_alpha, default=d.alpha, help="dynamic click size radius = α · mask area (default 1/800)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(d.methods), help="methods side by side (default: all)")
+    p.add_argument("--protocols", nargs="+", choices=ALL_PROTOCOLS, default=list(d.protocols),
+                   help=f"robot users: {', '.join(PROTOCOLS)} click on slices (default: these three); volume clicks on whole "
+                        "volumes (3D Dice; IU-Net and the random walker)")
+    p.add_argument("--max-clicks", type=int, default=d.max_clicks, help="interactions per slice or volume (default 20)")
+    p.add_argument("--radius-px", type=_radius_or_checkpoint, default=d.radius_px,
+                   help="fixed click radius, and the first dynamic click's (default: the checkpoint's, 5 px for the shipped weights)")
+    p.add_argument("--alpha", type=_alpha_or_checkpoint, default=d.alpha,
+                   help="dynamic click size, radius = α · mask area: e.g. 1/800, or 'none' for fixed clicks "
+                        "(default: the checkpoint's α, 1/800 for the shipped weights)")
     p.add_argument("--slices", choices=["all", "largest"], default=d.slices, help="all foreground slices, or the largest per case")
     p.add_argument("--min-area-px", type=int, default=d.min_area_px, help="skip slices with fewer foreground pixels (default 1)")
     p.add_argument("--label-ids", type=int, nargs="+", default=[], help="target label ids (default: every label > 0)")
@@ -41,8 +67,10 @@ def _run_parser(sub) -> None:
     g.add_argument("--cases", nargs="+", default=[], help="case names, e.g. spleen_8 colon_001 (default: all labelled cases)")
     g.add_argument("--split", help="split file: JSON list / {'test': [...]} or text, one case per line")
     p.add_argument("--rw-grid-px", type=int, default=d.rw_grid_px, help="working grid of the random walker (default 128)")
+    p.add_argument("--rw-volume-grid-px", type=int, default=d.rw_volume_grid_px, help="in-plane grid of the 3D random walker under volume (default 96)")
     p.add_argument("--device", default=d.device, help="auto (default), cpu, cuda")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the robots' random clicks (the paper protocol; the same clicks for every method) and of the synthetic data (default 0)")
     p.add_argument("--batch", type=int, default=d.batch, help="slices per forward pass (default 32)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (on a busy machine 1 can be much faster)")
     p.add_argument("--out", default=d.out, help="results folder (default results/benchmark)")
@@ -57,10 +85,11 @@ def _run(a: argparse.Namespace) -> None:
         sys.exit("--max-clicks and --batch must be >= 1")
     cfg = RunConfig(
         data=a.data, synthetic_task=a.synthetic_task, weights=a.weights, unet_weights=a.unet_weights,
-        methods=tuple(a.methods), protocols=tuple(a.protocols), max_clicks=a.max_clicks, radius_px=a.radius_px,
-        alpha=a.alpha, slices=a.slices, min_area_px=a.min_area_px, label_ids=tuple(a.label_ids), cases=tuple(a.cases),
-        split=a.split, rw_grid_px=a.rw_grid_px, seed=a.seed, device=a.device, batch=a.batch, threads=a.threads, out=a.out,
-        resume=a.resume, overwrite=a.overwrite,
+        methods=tuple(a.methods), protocols=tuple(a.protocols), max_clicks=a.max_clicks,
+        radius_px=a.radius_px, alpha=a.alpha,
+        slices=a.slices, min_area_px=a.min_area_px, label_ids=tuple(a.label_ids), cases=tuple(a.cases),
+        split=a.split, rw_grid_px=a.rw_grid_px, rw_volume_grid_px=a.rw_volume_grid_px, seed=a.seed, device=a.device,
+        batch=a.batch, threads=a.threads, out=a.out, resume=a.resume, overwrite=a.overwrite,
     )
     out = run(cfg)
     print(f"results in {out}: results.csv, summary.md, dice_vs_clicks.png, run.json, split.json")
@@ -68,7 +97,7 @@ def _run(a: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmark", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmark", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     r = sub.add_parser("report", help="rewrite summary.md and the plot of a run folder (also a partial one)")

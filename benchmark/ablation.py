@@ -26,9 +26,10 @@ from iunet.clicks import ClickSize
 from iunet.inference import Predictor
 from iunet.model import read_header
 
-from . import datasets
+from . import datasets, plain_help
 from .methods import Method
-from .runner import SYNTHETIC_BANNER, evaluate_cases
+from .results import SYNTHETIC_BANNER
+from .runner import evaluate_cases
 
 EW = dict(interactive=True, loss="wdice", boundary_weights=True, click_weights="equal", radius_px=5.0, alpha=None)
 # (model, weight, click size, TrainConfig overrides, paper's (spleen, colon) DSC %), Table I order.
@@ -122,7 +123,7 @@ def table1_markdown(results: list[dict], meta: dict) -> str:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("ablation", help="train + evaluate the paper's Table I variants", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("ablation", help="train + evaluate the paper's Table I variants", description=plain_help(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="MSD task folder to evaluate on (default: built-in SYNTHETIC data)")
     p.add_argument("--cases", nargs="+", default=[], help="cases to evaluate on (default: all)")
     p.add_argument("--slices", choices=["all", "largest"], default="all")

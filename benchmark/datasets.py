@@ -1,36 +1,61 @@
-"""MSD task folders: case discovery, case selection (split), slice selection, and a built-in
-synthetic dataset in the same layout.
+"""Data folders: case discovery, case selection (split), slice selection, and a built-in
+synthetic dataset in MSD layout.
 
-An MSD task folder (Task09_Spleen, Task10_Colon, or any folder of that layout) holds
-``dataset.json``, ``imagesTr/<case>.nii.gz`` and ``labelsTr/<case>.nii.gz``; macOS copies add
-``._<case>.nii.gz`` resource files, which are skipped. A case's name is its file name without
-``.nii.gz`` (``spleen_8``, ``colon_001``). Volumes are read with :mod:`iunet.ct_io` in the
-display orientation (Z, Y, X), so slices look the way the app shows them.
+Two layouts are read (:func:`find_cases`):
+
+- **MSD task folder** (Task09_Spleen, Task10_Colon, or any folder of that layout): ``dataset.json``,
+  ``imagesTr/<case>.nii.gz`` and ``labelsTr/<case>.nii.gz``; macOS copies add ``._<case>.nii.gz``
+  resource files, which are skipped. A case's name is its file name without ``.nii.gz``
+  (``spleen_8``, ``colon_001``); its target is every label > 0 (or ``--label-ids``).
+- **One patient with one mask per structure**: a folder with the CT (a DICOM series folder or
+  .zip ``PATIENT_DICOM``, ``ct``, ``image``, or a NIfTI ``ct.nii.gz`` / ``image.nii.gz``) and a
+  masks folder or .zip (``MASKS_DICOM``, ``masks``, ``segmentations``) holding one mask per
+  structure: a DICOM series folder ``<structure>/`` (0 = background) or a NIfTI
+  ``<structure>.nii.gz`` on the CT's grid. This is 3D-IRCADb's layout (``PATIENT_DICOM/`` +
+  ``MASKS_DICOM.zip``) and TotalSegmentator's (``ct.nii.gz`` + ``segmentations/``). Each
+  structure is a case named ``<folder>:<structure>`` (``ircadb_patient1:liver``), so results are
+  reported per structure and ``--cases`` picks structures.
+
+Volumes are read with :mod:`iunet.ct_io` in the display orientation (Z, Y, X), so slices look the
+way the app shows them.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
+import tempfile
+import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 import nibabel as nib
 import numpy as np
 
-from iunet.ct_io import load_ct, read_nifti_mask
+from iunet.ct_io import CTLoadError, load_ct, read_nifti_mask
 from iunet.data import choose_target, render_ct, synthetic_labels
 
 SLICE_MODES = ("all", "largest")
+IMAGE_SOURCES = ("PATIENT_DICOM", "PATIENT_DICOM.zip", "ct", "ct.zip", "image", "image.zip", "ct.nii.gz", "ct.nii", "image.nii.gz", "image.nii")
+MASK_SOURCES = ("MASKS_DICOM", "MASKS_DICOM.zip", "masks", "masks.zip", "segmentations", "segmentations.zip")
+STRUCTURE_SEP = ":"  # case name = <patient folder>:<structure>
 
 
 @dataclass(frozen=True)
 class Case:
-    """One labelled case of a task folder."""
+    """One labelled case: an image and its target.
+
+    ``label`` is a label-map NIfTI (MSD), a structure mask (NIfTI file or DICOM series folder), or
+    a .zip holding the structure's DICOM series under the folder ``member`` (3D-IRCADb's
+    ``MASKS_DICOM.zip``). ``structure`` is the structure's name for a structure mask, else None.
+    """
 
     name: str
     image: Path
     label: Path
+    structure: str | None = None
+    member: str | None = None
 
 
 def _case_name(path: Path) -> str:
@@ -49,6 +74,75 @@ def task_name(folder: str | Path) -> str:
         return str(json.loads((folder / "dataset.json").read_text())["name"])
     except (OSError, ValueError, KeyError, TypeError):
         return folder.name
+
+
+def find_cases(folder: str | Path) -> list[Case]:
+    """The labelled cases of ``folder``, whichever of the two layouts (module docstring) it has.
+    Raises ValueError that names both layouts when it has neither."""
+    folder = Path(folder)
+    if (folder / "imagesTr").is_dir() or (folder / "labelsTr").is_dir():
+        return msd_cases(folder)
+    if folder.is_dir() and any((folder / m).exists() for m in MASK_SOURCES):
+        return structure_cases(folder)
+    raise ValueError(
+        f"{folder} is not an MSD task folder (expected imagesTr/ and labelsTr/ inside it, e.g. Task09_Spleen as "
+        "extracted by `python -m benchmark download --task spleen`) nor one patient with structure masks "
+        f"(a CT such as PATIENT_DICOM/ or ct.nii.gz next to one of {', '.join(MASK_SOURCES)})"
+    )
+
+
+def _safe_member(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    return bool(parts) and not name.startswith("/") and ".." not in parts and ":" not in parts[0]
+
+
+def _zip_structures(path: Path) -> dict[str, str]:
+    """``{structure: member folder}`` of a mask archive: every folder that directly holds files
+    (``MASKS_DICOM/liver/image_0`` → ``liver``: ``MASKS_DICOM/liver/``), and top-level NIfTI files."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if not n.endswith("/") and _safe_member(n)]
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{path} is not a readable .zip archive ({e})") from e
+    out: dict[str, str] = {}
+    for n in names:
+        pp = PurePosixPath(n)
+        if pp.name.startswith(".") or "__MACOSX" in pp.parts:
+            continue
+        if re.search(r"\.nii(\.gz)?$", pp.name):
+            out.setdefault(_case_name(Path(pp.name)), n)
+        elif len(pp.parts) >= 2:
+            out.setdefault(pp.parts[-2], str(pp.parent) + "/")
+    return out
+
+
+def structure_cases(folder: str | Path) -> list[Case]:
+    """One case per structure mask of a patient folder (see the module docstring), in natural
+    order of the structure names. Raises ValueError when the CT or the masks are missing."""
+    folder = Path(folder)
+    image = next((folder / n for n in IMAGE_SOURCES if (folder / n).exists()), None)
+    masks = next((folder / n for n in MASK_SOURCES if (folder / n).exists()), None)
+    if image is None or masks is None:
+        raise ValueError(
+            f"{folder}: a patient with structure masks needs a CT ({', '.join(IMAGE_SOURCES)}) and a masks "
+            f"folder or .zip ({', '.join(MASK_SOURCES)}); found {'no CT' if image is None else 'no masks'}"
+        )
+    cases = []
+    if masks.is_dir():
+        for entry in masks.iterdir():
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                cases.append(Case(f"{folder.name}{STRUCTURE_SEP}{entry.name}", image, entry, entry.name))
+            elif re.search(r"\.nii(\.gz)?$", entry.name):
+                name = _case_name(entry)
+                cases.append(Case(f"{folder.name}{STRUCTURE_SEP}{name}", image, entry, name))
+    else:
+        for name, member in _zip_structures(masks).items():
+            cases.append(Case(f"{folder.name}{STRUCTURE_SEP}{name}", image, masks, name, member))
+    if not cases:
+        raise ValueError(f"{masks} holds no structure mask (a DICOM series folder or a NIfTI file per structure)")
+    return sorted(cases, key=lambda c: _natural_key(c.name))
 
 
 def msd_cases(folder: str | Path) -> list[Case]:
@@ -106,21 +200,68 @@ def select_cases(cases: Sequence[Case], names: Sequence[str]) -> list[Case]:
     return [by_name[n] for n in names]
 
 
-def load_case(case: Case, label_ids: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
-    """(hu, gt) of a case: float32 (Z, Y, X) HU and bool (Z, Y, X) target, display orientation.
+@functools.lru_cache(maxsize=1)
+def _load_image(path: Path):
+    """The CT of a case; kept for the next call, because every structure of a patient shares it."""
+    return load_ct(path)
 
-    The target is every label > 0, or the labels in ``label_ids`` when given.
+
+def _structure_mask(case: Case, vol) -> np.ndarray:
+    """A structure's mask as bool (Z, Y, X) on ``vol``'s display grid (0 / the smallest value = background)."""
+    if case.member is not None and case.member.endswith("/"):  # a DICOM series inside a .zip
+        with tempfile.TemporaryDirectory(prefix="benchmark_mask_") as tmp, zipfile.ZipFile(case.label) as zf:
+            members = [n for n in zf.namelist() if n.startswith(case.member) and not n.endswith("/") and _safe_member(n)]
+            for n in members:
+                zf.extract(n, tmp)
+            mask = load_ct(Path(tmp) / case.member)
+    elif case.member is not None:  # a NIfTI inside a .zip
+        with tempfile.TemporaryDirectory(prefix="benchmark_mask_") as tmp, zipfile.ZipFile(case.label) as zf:
+            return read_nifti_mask(zf.extract(case.member, tmp), like=vol) > 0
+    elif case.label.is_dir():
+        mask = load_ct(case.label)
+    else:
+        return read_nifti_mask(case.label, like=vol) > 0
+    if mask.hu.shape != vol.hu.shape or not np.allclose(mask.affine_ras, vol.affine_ras, atol=1e-3):
+        raise CTLoadError(
+            f"the mask of {case.structure!r} ({mask.description}) is not on the CT's grid ({vol.description}); "
+            "it does not belong to this image"
+        )
+    return mask.hu > mask.hu.min()
+
+
+def load_volume(case: Case, label_ids: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """(hu, gt, spacing_mm) of a case: float32 (Z, Y, X) HU, bool (Z, Y, X) target, display
+    orientation, and the voxel size (dz, dy, dx) in mm.
+
+    The target is every label > 0, or the labels in ``label_ids`` when given (label maps only; a
+    structure mask is its own target). Raises ValueError (CTLoadError) with a readable message.
     """
-    vol = load_ct(case.image)
-    lab = read_nifti_mask(case.label, like=vol)
-    gt = np.isin(lab, list(label_ids)) if label_ids else lab > 0
-    return vol.hu, gt
+    if case.structure is not None and label_ids:
+        raise ValueError(f"--label-ids selects labels of a label map; {case.name} is a single-structure mask")
+    vol = _load_image(case.image)
+    if case.structure is not None:
+        gt = _structure_mask(case, vol)
+    else:
+        lab = read_nifti_mask(case.label, like=vol)
+        gt = np.isin(lab, list(label_ids)) if label_ids else lab > 0
+    return vol.hu, gt, vol.spacing_mm
+
+
+def load_case(case: Case, label_ids: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(hu, gt) of a case: float32 (Z, Y, X) HU and bool (Z, Y, X) target (see :func:`load_volume`)."""
+    hu, gt, _ = load_volume(case, label_ids)
+    return hu, gt
 
 
 def scored_slices(case: Case, label_ids: Sequence[int] = (), mode: str = "all", min_area_px: int = 1) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """The slices of a case to score, ``{z: (hu (Y, X) float32, gt (Y, X) bool)}``, copied out of
     the volume so that the volume itself can be freed (see :func:`pick_slices` for ``mode``)."""
     hu, gt = load_case(case, label_ids)
+    return slices_of(hu, gt, mode, min_area_px)
+
+
+def slices_of(hu: np.ndarray, gt: np.ndarray, mode: str = "all", min_area_px: int = 1) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``{z: (hu[z], gt[z])}`` (copies) of the slices :func:`pick_slices` scores. ``hu``, ``gt``: (Z, Y, X)."""
     return {z: (hu[z].copy(), gt[z].copy()) for z in pick_slices(gt, mode, min_area_px)}
 
 

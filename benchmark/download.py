@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import http.client
 import shutil
+import socket
 import sys
 import tarfile
 import time
@@ -34,6 +35,8 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from tqdm import tqdm
+
+from . import plain_help
 
 MIRROR = "https://msd-for-monai.s3-us-west-2.amazonaws.com"
 TASKS = {
@@ -83,8 +86,26 @@ def _fetch(url: str, part: Path, timeout_s: float) -> None:
         raise http.client.IncompleteRead(b"", total - size)
 
 
+def _hopeless(url: str, e: BaseException) -> str | None:
+    """Why trying ``url`` again cannot help (an unknown host, a refused connection, a missing
+    file), or None for errors worth a retry (timeouts, cut or reset connections)."""
+    reason = getattr(e, "reason", e)
+    host = urlparse(url).hostname
+    if isinstance(reason, socket.gaierror):
+        return f"the host name {host!r} could not be resolved ({reason.strerror or reason}): check the address and whether this machine is online"
+    if isinstance(reason, ConnectionRefusedError):
+        return f"{host} refused the connection: check the address and port"
+    if isinstance(reason, (FileNotFoundError, IsADirectoryError, PermissionError)):
+        return f"{reason.strerror or reason}: {urlparse(url).path}"
+    return None
+
+
 def download(url: str, archive: Path, md5: str | None, retries: int = 3, timeout_s: float = 60.0) -> Path:
-    """Download ``url`` to ``archive`` (via ``archive.part``), verify ``md5`` (None = no check)."""
+    """Download ``url`` to ``archive`` (via ``archive.part``), verify ``md5`` (None = no check).
+
+    Interruptions (timeouts, cut connections) are retried ``retries`` times, continuing the part
+    file; errors that a retry cannot fix (unknown host, refused connection, missing file, HTTP
+    errors) fail at once with a DownloadError that says what to check."""
     part = archive.with_name(archive.name + ".part")
     archive.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(retries + 1):
@@ -93,6 +114,8 @@ def download(url: str, archive: Path, md5: str | None, retries: int = 3, timeout
             break
         except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, cut connections
             got = part.stat().st_size if part.exists() else 0
+            if not got and (why := _hopeless(url, e)):
+                raise DownloadError(f"could not download {url}: {why}") from e
             if attempt == retries and not got:
                 raise DownloadError(f"could not download {url} ({type(e).__name__}: {e}); check the address and the connection") from e
             if attempt == retries:
@@ -100,7 +123,8 @@ def download(url: str, archive: Path, md5: str | None, retries: int = 3, timeout
                     f"download of {url} stopped after {got:,} bytes ({type(e).__name__}: {e}); "
                     f"run the same command again to resume from {part}"
                 ) from e
-            print(f"download interrupted at {got:,} bytes ({e}); resuming (try {attempt + 2} of {retries + 1})", file=sys.stderr)
+            what = f"interrupted at {got:,} bytes" if got else "failed before the first byte"
+            print(f"download {what} ({e}); trying again (try {attempt + 2} of {retries + 1})", file=sys.stderr)
             time.sleep(min(2**attempt, 10))
     if md5:
         got = md5sum(part)
@@ -158,15 +182,24 @@ def fetch_task(dest: Path, task: str | None = None, url: str | None = None, md5:
     if urlparse(url).scheme not in ("http", "https", "file"):
         raise DownloadError(f"{url}: only http(s):// and file:// URLs are supported")
     archive = dest / PurePosixPath(urlparse(url).path).name
-    download(url, archive, md5, retries)
-    made = extract(archive, dest)
+    created = [p for p in (dest, *dest.parents) if not p.exists()]  # folders this call makes, deepest first
+    try:
+        download(url, archive, md5, retries)
+        made = extract(archive, dest)
+    except BaseException:
+        for folder in created:  # leave no empty folder behind (a .part to resume keeps its folder)
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     if not keep_archive:
         archive.unlink()
     return made
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("download", help="fetch an MSD task (resume, MD5, safe extraction)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("download", help="fetch an MSD task (resume, MD5, safe extraction)", description=plain_help(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=sorted(TASKS), help="MSD task to fetch")
     p.add_argument("--dest", default="data", help="folder to extract into (default ./data)")
     p.add_argument("--url", help="another http(s):// or file:// URL of a tar archive")

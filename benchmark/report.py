@@ -1,23 +1,26 @@
-"""Reports of a run folder, computed from ``results.csv`` alone (so a partial run can be reported):
-``summary.md`` (the paper's Table II layout plus NoC, AUC, 3D Dice, timing), ``dice_vs_clicks.png``
-and the environment record that goes into ``run.json``.
+"""Reports of a run folder, computed from ``results.csv`` and ``run.json`` alone (so a partial run
+can be reported): ``summary.md`` (the paper's Table II layout plus NoC, AUC, 3D Dice, timing; the
+``volume`` protocol's 3D table) and ``dice_vs_clicks.png``.
 """
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from iunet.clicks import ClickSize
 from iunet.metrics import auc, noc
+from iunet.robot import VOLUME_PROTOCOLS
 
-REPO = Path(__file__).resolve().parent.parent
+from .results import SYNTHETIC_BANNER, read_rows
+
 TABLE2_CLICKS = (1, 2, 5, 10, 15)  # the paper's Table II columns
 EXTRA_CLICKS = (3, 20)
+VOLUME_CLICKS = (1, 2, 3, 5, 10)  # 3D Dice columns of the volume protocol
 NOC_THRESHOLDS = (0.80, 0.85, 0.90)
+VOLUME_NOC_THRESHOLDS = (0.85, 0.90)
 # Paper, Table II: DSC (%) after 1, 2, 5, 10, 15 interactions (experiment 9 = "Ours"; IU-Net [3]).
 PAPER_TABLE2 = {
     "Spleen": {"Paper: Ours (exp. 9)": (75.83, 77.70, 78.27, 79.49, 81.96), "Paper: IU-Net [3]": (70.97, 71.63, 73.07, 77.14, 79.32)},
@@ -27,28 +30,10 @@ PROTOCOL_NOTES = {
     "paper": "the paper's random interaction: a positive click inside the object and a negative one in a 20 px band around it (k counts these pairs, as in the paper's Table II)",
     "ritm": "one click at the deepest error pixel (RITM / Xu et al.); k counts clicks",
     "component": "one click at the deepest point of the largest connected error region; k counts clicks",
+    "volume": "clicks anywhere in the volume: one click at the deepest point of the largest 3D connected error component "
+              "(on that component's slice), then the method re-segments the volume (IU-Net: propagation through "
+              "iunet.inference.VolumeSession); k counts clicks per volume",
 }
-
-
-def environment() -> dict:
-    """Versions, platform and the git commit of the repository (with a dirty flag)."""
-    import nibabel
-    import scipy
-    import skimage
-    import torch
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {
-        "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__, "scipy": scipy.__version__,
-        "scikit-image": skimage.__version__, "nibabel": nibabel.__version__, "platform": platform.platform(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch_threads": torch.get_num_threads(),
-        "git_commit": git("rev-parse", "HEAD") or None, "git_dirty": bool(git("status", "--porcelain", "--", "iunet", "benchmark")),
-    }
 
 
 def paper_task(task: str, synthetic: bool) -> str | None:
@@ -67,8 +52,8 @@ def curves(rows: list[dict]) -> dict[tuple[str, str], dict[tuple[str, int], dict
     """Per (method, protocol) and (case, slice): arrays over k = 1..K of dice, ms, n_clicks and the
     pixel counts (inter, pred, gt) that make 3D Dice. Slices whose curve is incomplete are dropped."""
     acc: dict = defaultdict(lambda: defaultdict(dict))
-    for r in rows:
-        acc[(r["method"], r["protocol"])][(r["case"], int(r["slice"]))][int(r["click"])] = r
+    for r in rows:  # slice "" = a whole volume (volume protocol)
+        acc[(r["method"], r["protocol"])][(r["case"], int(r["slice"]) if r["slice"] != "" else None)][int(r["click"])] = r
     out: dict = {}
     for key, per_slice in acc.items():
         kmax = max(max(d) for d in per_slice.values())
@@ -76,8 +61,9 @@ def curves(rows: list[dict]) -> dict[tuple[str, str], dict[tuple[str, int], dict
         for s, by_k in per_slice.items():
             if sorted(by_k) != list(range(1, kmax + 1)):
                 continue
-            col = lambda f, kind=float: np.array([kind(by_k[k][f]) if by_k[k][f] != "" else np.nan for k in range(1, kmax + 1)])  # noqa: E731
-            out[key][s] = {"dice": col("dice"), "ms": col("ms"), "n_clicks": col("n_clicks"), "inter": col("inter_px"), "pred": col("pred_px"), "gt": col("gt_px")}
+            col = lambda f: np.array([float(by_k[k][f]) if by_k[k].get(f, "") != "" else np.nan for k in range(1, kmax + 1)])  # noqa: E731
+            out[key][s] = {"dice": col("dice"), "ms": col("ms"), "n_clicks": col("n_clicks"), "inter": col("inter_px"),
+                           "pred": col("pred_px"), "gt": col("gt_px"), "z_err": col("z_err_slices")}
     return out
 
 
@@ -85,7 +71,7 @@ def stats(per_slice: dict[tuple[str, int], dict[str, np.ndarray]]) -> dict:
     """Mean Dice per k, NoC@{80,85,90} with failures, AUC, per-case 3D Dice per k, ms per click."""
     d = np.stack([c["dice"] for c in per_slice.values()])  # (slices, K)
     K = d.shape[1]
-    nocs = {t: [noc(row, t) for row in d] for t in NOC_THRESHOLDS}
+    nocs = {t: [noc(row, t) for row in d] for t in sorted(set(NOC_THRESHOLDS) | set(VOLUME_NOC_THRESHOLDS))}
     by_case: dict[str, list] = defaultdict(list)
     for (case, _), c in per_slice.items():
         by_case[case].append(c)
@@ -96,11 +82,15 @@ def stats(per_slice: dict[tuple[str, int], dict[str, np.ndarray]]) -> dict:
     ms = np.nansum([c["ms"] for c in per_slice.values()])
     n_clicks = sum(c["n_clicks"][-1] for c in per_slice.values())
     n_pred = sum(np.isfinite(c["ms"]).sum() for c in per_slice.values())
+    z_err = np.stack([c.get("z_err", np.full(K, np.nan)) for c in per_slice.values()])
     return {
         "n_slices": d.shape[0], "n_cases": len(by_case), "K": K, "dice": d.mean(0),
         "noc": {t: (float(np.mean([n for n, _ in v])), int(sum(f for _, f in v))) for t, v in nocs.items()},
         "auc": float(np.mean([auc(row) for row in d])), "dice3d": dice3d,
         "ms_per_click": float(ms / (n_clicks if n_clicks else max(n_pred, 1))),
+        # volume protocol: mean z-extent error (slices) per k, and seconds per volume for all K clicks
+        "z_err": z_err.mean(0) if np.isfinite(z_err).all() else None,
+        "s_per_volume": float(np.mean([np.nansum(c["ms"]) for c in per_slice.values()]) / 1000.0),
     }
 
 
@@ -121,15 +111,17 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
     cfg, labels = meta["config"], meta.get("methods", {})
     task = paper_task(meta.get("task", ""), meta.get("synthetic", False))
     ct = task or meta.get("task", "?")
-    n_slices = max((s["n_slices"] for s in table.values()), default=0)
+    n_slices = max((s["n_slices"] for (_, p), s in table.items() if p not in VOLUME_PROTOCOLS), default=0)
     env = meta.get("environment", {})
+    first = f" (first click {cfg['radius_px']:g} px)" if cfg.get("alpha") else ""
     lines = ["# Benchmark: Dice versus clicks", ""]
     if meta.get("synthetic"):
-        lines += [f"> **{_banner()}**", ""]
+        lines += [f"> **{SYNTHETIC_BANNER}**", ""]
     lines += [
         f"- Data: `{cfg['data']}` (task: {meta.get('task')}), {len(cfg['cases'])} cases, {n_slices} slices "
         f"({'all slices with foreground' if cfg['slices'] == 'all' else 'the largest slice of each case'}); split in `split.json`",
-        f"- Up to {cfg['max_clicks']} interactions; dynamic click size α = 1/{round(1 / cfg['alpha'])} (first click {cfg['radius_px']:g} px), fixed size {cfg['radius_px']:g} px; seed {cfg['seed']}",
+        f"- Up to {cfg['max_clicks']} interactions; click size of iunet-dynamic and the classical methods: "
+        f"{ClickSize(cfg['radius_px'], cfg['alpha']).describe()}{first}, fixed size {cfg['radius_px']:g} px; seed {cfg['seed']}",
         "- Checkpoints: " + ("; ".join(f"{name} `{Path(ck['path']).name}` ({ck.get('name')})" for name, key, prefix in (("IU-Net", "weights", "iunet"), ("U-Net", "unet_weights", "unet"))
                                       if (ck := (meta.get("checkpoints") or {}).get(key)) and any(m.startswith(prefix) for m in methods)) or "none (classical methods only)"),
         f"- Device: {meta.get('options', {}).get('device')}; commit {env.get('git_commit')}{' (uncommitted changes)' if env.get('git_dirty') else ''}; status: {meta.get('status')}",
@@ -141,6 +133,9 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
     for proto in protocols:
         rows = [m for m in methods if (m, proto) in table]
         if not rows:
+            continue
+        if proto in VOLUME_PROTOCOLS:
+            lines += volume_section(proto, {m: table[(m, proto)] for m in rows}, labels)
             continue
         K = table[(rows[0], proto)]["K"]
         lines += [f"## Robot `{proto}`", "", f"{PROTOCOL_NOTES.get(proto, '')}.", "", "Layout of the paper's Table II (DSC % after k interactions):", ""]
@@ -172,10 +167,34 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
     return "\n".join(lines)
 
 
-def _banner() -> str:
-    from .runner import SYNTHETIC_BANNER
-
-    return SYNTHETIC_BANNER
+def volume_section(proto: str, table: dict, labels: dict) -> list[str]:
+    """Markdown lines of the ``volume`` protocol: 3D Dice after k clicks per volume, NoC@85/90 in
+    3D, the z-extent error and the seconds per click and per volume. ``table[method]`` = :func:`stats`
+    over volumes (one "slice" per case and structure)."""
+    K = max(s["K"] for s in table.values())
+    heads = [f"3D Dice@{k}" for k in VOLUME_CLICKS] + [f"NoC@{int(100 * t)}" for t in VOLUME_NOC_THRESHOLDS]
+    heads += [f"z-extent error @1 / @{K} (slices)", "s/click", f"s/volume ({K} clicks)"]
+    lines = [f"## Robot `{proto}` (3D, per volume)", "", f"{PROTOCOL_NOTES.get(proto, '')}.", "",
+             "3D Dice in %, mean over volumes (case × structure); NoC in clicks per volume (failures in brackets); "
+             "z-extent error = the larger distance, in slices, between the predicted and the true first / last slice "
+             "of the structure (mean over volumes); s/click includes the re-propagation.", "",
+             "| Method | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+    for m, s in table.items():
+        cells = [_at(s["dice"], k) for k in VOLUME_CLICKS]
+        cells += [f"{s['noc'][t][0]:.2f} ({s['noc'][t][1]}/{s['n_slices']})" for t in VOLUME_NOC_THRESHOLDS]
+        z = s["z_err"]
+        cells += ["n/a" if z is None else f"{z[0]:.1f} / {z[-1]:.1f}", f"{s['ms_per_click'] / 1000:.2f}", f"{s['s_per_volume']:.1f}"]
+        lines.append(f"| {labels.get(m, m)} | " + " | ".join(cells) + " |")
+    cases = sorted({c for s in table.values() for c in s["dice3d"]})
+    lines += ["", f"3D Dice per volume (%), after 1 / {K} clicks:", "", "| Case | " + " | ".join(table) + " |", "|---|" + "---:|" * len(table)]
+    for c in cases:
+        cells = []
+        for s in table.values():
+            v = s["dice3d"].get(c)
+            cells.append("–" if v is None else f"{_pct(v[0])} / {_pct(v[-1])}")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def plot(path: Path, meta: dict, table: dict, protocols: list[str], methods: list[str]) -> None:
@@ -193,9 +212,11 @@ def plot(path: Path, meta: dict, table: dict, protocols: list[str], methods: lis
             if (m, proto) in table:
                 d = table[(m, proto)]["dice"]
                 ax.plot(np.arange(1, len(d) + 1), 100 * d, marker="o", ms=3, label=meta.get("methods", {}).get(m, m))
-        if task:
+        volume = proto in VOLUME_PROTOCOLS
+        if task and not volume:
             ax.plot(TABLE2_CLICKS, PAPER_TABLE2[task]["Paper: Ours (exp. 9)"], "kx", ms=8, label="paper, Table II (exp. 9)")
-        ax.set(title=f"robot: {proto}", xlabel="interactions" if proto == "paper" else "clicks", ylim=(0, 100))
+        ax.set(title=f"robot: {proto}" + (" (3D Dice per volume)" if volume else ""),
+               xlabel="interactions" if proto == "paper" else "clicks per volume" if volume else "clicks", ylim=(0, 100))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("Dice (%)")
@@ -210,8 +231,6 @@ def plot(path: Path, meta: dict, table: dict, protocols: list[str], methods: lis
 
 def write_reports(out: str | Path) -> tuple[Path, Path]:
     """(Re)write summary.md and dice_vs_clicks.png of a run folder from its results.csv and run.json."""
-    from .runner import read_rows
-
     out = Path(out)
     meta = json.loads((out / "run.json").read_text())
     rows = read_rows(out / "results.csv")

@@ -2,12 +2,14 @@
 
 For each device (CPU; CUDA when present) × dtype (fp32 / bf16) × memory format:
 
-- **latency**: ``Session.add_click`` on one 512² slice, one click at a time as a person clicks
-  (the ``ritm`` robot picks the clicks; the session restarts every 20 clicks): p50 / p95 in ms;
+- **latency**: one click at a time on one 512² slice through a ``Session``, as a person clicks
+  (the library's click loop, ``iunet.evaluation``, with the ``ritm`` robot and batch size 1; a
+  fresh session every 20 clicks): the session's click-to-probability time, p50 / p95 in ms;
 - **throughput**: ``Predictor.predict_batch`` over B slices (B = 1, 8, 32): ms per slice;
 - **forward**: the bare network on a ready (B, C, G, G) tensor: ms per slice, the floor;
-- **benchmark**: the benchmark's own loop (robot + ``step_sessions`` + Dice, as in ``run``) per
-  click at the largest B, and its ratio to the bare forward (the target is ≤ 1.2×).
+- **benchmark**: the benchmark's own loop (``iunet.evaluation.click_step``: robot +
+  ``step_sessions`` + Dice, as in ``run``) per click at the largest B, and its ratio to the bare
+  forward (the target is ≤ 1.2×).
 """
 from __future__ import annotations
 
@@ -21,11 +23,11 @@ import torch
 
 from iunet.clicks import Click
 from iunet.data import choose_target, render_ct, synthetic_labels
+from iunet.evaluation import Track, click_step, run_clicks
 from iunet.inference import Predictor, Session
-from iunet.robot import ritm_click
 
-from .methods import Method
-from .runner import Track, click_step, default_weights
+from . import plain_help
+from .runner import default_weights
 
 SESSION_RESET_CLICKS = 20
 
@@ -44,18 +46,21 @@ def _sync(device: torch.device) -> None:
 
 
 def latency_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, n_clicks: int, warmup: int = 3) -> np.ndarray:
-    """Milliseconds of each ``Session.add_click`` (robot time excluded)."""
-    s = Session(predictor, hu)
-    times = []
-    for i in range(warmup + n_clicks):
-        if len(s.clicks) >= SESSION_RESET_CLICKS:
-            s.reset()
-        c = ritm_click(gt, s.mask, [(k.y, k.x) for k in s.clicks]) or (int(i * 7919) % hu.shape[0], int(i * 104729) % hu.shape[1], False)
-        t0 = time.perf_counter()
-        s.add_click(*c)
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1000.0)
-    return np.array(times)
+    """Milliseconds of ``n_clicks`` single clicks (robot time excluded), after ``warmup`` untimed ones.
+
+    The library's click loop with the ``ritm`` robot, batch size 1, a fresh ``Session`` every
+    ``SESSION_RESET_CLICKS`` clicks; a click's time is the session's ``last_latency_ms`` (its
+    batched step: click maps, forward pass, resize back). ``hu``, ``gt``: (Y, X).
+    """
+    times: list[float] = []
+    while len(times) < warmup + n_clicks:
+        t = Track(gt, "ritm", np.random.default_rng(0), Session(predictor, hu))
+        run_clicks([t], min(SESSION_RESET_CLICKS, warmup + n_clicks - len(times)), batch_size=1)
+        got = [r.ms for r in t.records if r.clicked]
+        if not got:
+            raise ValueError("the robot found nothing to correct on the timing slice (its target is empty?)")
+        times += got
+    return np.array(times[warmup : warmup + n_clicks])
 
 
 def batch_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, batch: int, repeats: int) -> tuple[float, float]:
@@ -85,10 +90,7 @@ def batch_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, batch: int, r
 def benchmark_click_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, batch: int, steps: int = 5) -> float:
     """Milliseconds per click of the benchmark's own loop (``click_step``: robot + ``step_sessions``
     + Dice) with ``batch`` slices in flight; the fastest of ``steps`` ritm steps, like the forward."""
-    method = Method("iunet-dynamic", "timing", predictor, Session(predictor, hu).click_size)
-    tracks = [Track("speed", z, method, "ritm", hu, gt, np.random.default_rng(z)) for z in range(batch)]
-    for t in tracks:
-        t.state = method.start(hu)
+    tracks = [Track(gt, "ritm", np.random.default_rng(z), Session(predictor, hu)) for z in range(batch)]
     best = np.inf
     for k in range(1, steps + 2):  # the first step warms up
         before = sum(t.n_clicks for t in tracks)
@@ -132,7 +134,7 @@ def markdown(records: list[dict]) -> str:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("speed", help="click latency and batched throughput", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("speed", help="click latency and batched throughput", description=plain_help(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=default_weights("iunet_spleen.safetensors", "iunet_agnostic.safetensors"))
     p.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
     p.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32"])

@@ -146,7 +146,8 @@ def test_protocols_drive_tracks(ckpt):
     pred = Predictor(ckpt, device="cpu")
     cs = ClickSize(5.0, 1 / 800)
     methods = [Method("iunet-dynamic", "", pred, cs), Method("watershed", "", None, cs), Method("random-walker", "", None, cs, 64)]
-    tracks = {(m.name, p): runner.Track("c", 0, m, p, hu, gt, runner.track_rng(0, "c", 0, p)) for m in methods for p in ("ritm", "paper")}
+    tracks = {(m.name, p): runner.SliceTrack(gt, p, runner.track_rng(0, "c", 0, p), case="c", z=0, method=m, image_hu=hu)
+              for m in methods for p in ("ritm", "paper")}
     runner.click_tracks(list(tracks.values()), 4, batch=8)
     for (m, p), t in tracks.items():
         assert [r["click"] for r in t.rows] == [1, 2, 3, 4]
@@ -160,7 +161,7 @@ def test_protocols_drive_tracks(ckpt):
     paper_clicks = {m: tracks[(m, "paper")].clicked for m in ("iunet-dynamic", "watershed", "random-walker")}
     assert len({tuple(v) for v in paper_clicks.values()}) == 1
     # deterministic: the same seed gives the same rows again
-    again = runner.Track("c", 0, methods[1], "paper", hu, gt, runner.track_rng(0, "c", 0, "paper"))
+    again = runner.SliceTrack(gt, "paper", runner.track_rng(0, "c", 0, "paper"), case="c", z=0, method=methods[1], image_hu=hu)
     runner.click_tracks([again], 4, batch=8)
     assert [r["dice"] for r in again.rows] == [r["dice"] for r in tracks[("watershed", "paper")].rows]
 
@@ -243,7 +244,7 @@ def test_resume_after_interruption_has_no_missing_or_duplicate_rows(ckpt, colon,
     expected = _rows(full / "results.csv")
     assert len(expected) == len(set(expected)) == 5 * 2 * 2 * 2 * 3
     # kill while the third case's rows are half written (before it is marked done)
-    real_append, calls = runner._append, []
+    real_append, calls = runner.append_rows, []
 
     def dying_append(out, rows, cases):
         calls.append(cases)
@@ -253,10 +254,10 @@ def test_resume_after_interruption_has_no_missing_or_duplicate_rows(ckpt, colon,
             raise KeyboardInterrupt
         real_append(out, rows, cases)
 
-    monkeypatch.setattr(runner, "_append", dying_append)
+    monkeypatch.setattr(runner, "append_rows", dying_append)
     with pytest.raises(KeyboardInterrupt):
         runner.run(_cfg(ckpt, colon, tmp_path / "part"))
-    monkeypatch.setattr(runner, "_append", real_append)
+    monkeypatch.setattr(runner, "append_rows", real_append)
     assert (tmp_path / "part" / "cases_done.txt").read_text().split() == ["colon_001", "colon_002"]
     runner.run(_cfg(ckpt, colon, tmp_path / "part", resume=True))
     assert _rows(tmp_path / "part" / "results.csv") == expected
@@ -440,3 +441,204 @@ def test_ablation_trains_nine_variants_and_prints_table1(tmp_path, monkeypatch, 
     assert table.count("\n| ") == 10 and "75.83" in table and "63.91" in table and "SYNTHETIC" in table
     main(args)  # matching checkpoints are reused, not trained again
     assert len(trained) == 9 and "reusing" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------
+# one patient with a mask per structure (3D-IRCADb layout), and the volume protocol
+
+
+def _write_nifti(path: Path, arr_zyx: np.ndarray, spacing=(0.8, 0.8, 2.5), dtype=np.int16) -> None:
+    import nibabel as nib
+
+    affine = np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])  # display orientation, as make_synthetic_msd
+    nib.save(nib.Nifti1Image(arr_zyx.transpose(2, 1, 0).astype(dtype), affine), str(path))
+
+
+@pytest.fixture(scope="module")
+def patient(tmp_path_factory) -> Path:
+    """``pat/ct.nii.gz`` + ``pat/masks/{ball,slab}.nii.gz``: two structures on one 12 × 48² CT."""
+    root = tmp_path_factory.mktemp("structures") / "pat"
+    (root / "masks").mkdir(parents=True)
+    zz, yy, xx = np.mgrid[:12, :48, :48]
+    ball = ((zz - 6) * 2.5) ** 2 + ((yy - 20) * 0.8) ** 2 + ((xx - 24) * 0.8) ** 2 <= 9.0 ** 2
+    slab = (zz >= 3) & (zz <= 4) & (yy >= 34) & (yy < 42) & (xx >= 8) & (xx < 40)
+    hu = np.full(ball.shape, -80.0) + 140.0 * ball + 300.0 * slab
+    _write_nifti(root / "ct.nii.gz", hu)
+    _write_nifti(root / "masks" / "ball.nii.gz", ball, dtype=np.uint8)
+    _write_nifti(root / "masks" / "slab.nii.gz", slab, dtype=np.uint8)
+    return root
+
+
+def test_structure_layout_nifti_masks(patient):
+    cases = datasets.find_cases(patient)
+    assert [c.name for c in cases] == ["pat:ball", "pat:slab"] and {c.structure for c in cases} == {"ball", "slab"}
+    hu, gt, spacing = datasets.load_volume(cases[1])
+    assert hu.shape == gt.shape == (12, 48, 48) and spacing == pytest.approx((2.5, 0.8, 0.8))
+    assert gt.sum() == 2 * 8 * 32 and np.nonzero(gt.any((1, 2)))[0].tolist() == [3, 4]
+    with pytest.raises(ValueError, match="single-structure mask"):
+        datasets.load_volume(cases[0], label_ids=(1,))
+    assert datasets.select_cases(cases, ["pat:slab"]) == [cases[1]]
+
+
+def test_structure_layout_dicom_series_and_masks_zip(tmp_path):
+    """3D-IRCADb's layout: PATIENT_DICOM/ (a series) + MASKS_DICOM.zip (a series per structure, 0/255)."""
+    import zipfile
+
+    from pydicom.uid import generate_uid
+
+    from conftest import ct_dataset
+
+    hu = np.full((4, 32, 32), -100.0)
+    liver = np.zeros(hu.shape, bool)
+    liver[1:3, 8:20, 10:24] = True
+    hu[liver] = 60.0
+    (tmp_path / "p1" / "PATIENT_DICOM").mkdir(parents=True)
+    series = {name: (generate_uid(), generate_uid(), generate_uid()) for name in ("ct", "liver", "spleen")}
+    with zipfile.ZipFile(tmp_path / "p1" / "MASKS_DICOM.zip", "w") as zf:
+        for z in range(4):
+            pos = (-20.0, -20.0, 5.0 * z)
+            ds = ct_dataset(hu[z], pos, (1, 0, 0, 0, 1, 0), (0.7, 0.7), z + 1, series["ct"])
+            ds.save_as(tmp_path / "p1" / "PATIENT_DICOM" / f"image_{z}", enforce_file_format=True)
+            for name, m in (("liver", liver[z]), ("spleen", np.zeros_like(liver[z]))):
+                mds = ct_dataset(np.where(m, 255.0, 0.0), pos, (1, 0, 0, 0, 1, 0), (0.7, 0.7), z + 1, series[name], intercept=0.0)
+                buf = io.BytesIO()
+                mds.save_as(buf, enforce_file_format=True)
+                zf.writestr(f"MASKS_DICOM/{name}/image_{z}", buf.getvalue())
+    cases = datasets.find_cases(tmp_path / "p1")
+    assert [c.name for c in cases] == ["p1:liver", "p1:spleen"] and cases[0].member == "MASKS_DICOM/liver/"
+    vhu, gt, spacing = datasets.load_volume(cases[0])
+    assert gt.shape == vhu.shape == (4, 32, 32) and spacing == pytest.approx((5.0, 0.7, 0.7))
+    assert gt.sum() == liver.sum() and (vhu[gt] == 60).all()  # the mask overlays the CT
+    assert not datasets.load_volume(cases[1])[1].any()
+
+
+def test_folder_of_neither_layout_fails_with_both_named(tmp_path):
+    (tmp_path / "x.txt").write_text("no data")
+    with pytest.raises(SystemExit, match="nor one patient with structure masks"):
+        runner.run(runner.RunConfig(data=str(tmp_path), methods=("watershed",), max_clicks=1, out=str(tmp_path / "o")))
+
+
+@pytest.mark.skipif(not (SPLEEN_SAMPLE.parent / "ircadb_patient1").is_dir(), reason="3D-IRCADb patient 1 not present")
+def test_real_ircadb_patient_structures():
+    cases = {c.structure: c for c in datasets.find_cases(SPLEEN_SAMPLE.parent / "ircadb_patient1")}
+    assert {"liver", "spleen", "leftkidney", "rightkidney"} <= set(cases)
+    hu, gt, spacing = datasets.load_volume(cases["spleen"])
+    assert hu.shape == gt.shape == (129, 512, 512) and spacing[0] == pytest.approx(1.6)
+    assert 10 < len(np.nonzero(gt.any((1, 2)))[0]) < 129 and float(np.median(hu[gt])) > 0  # soft tissue, not air
+
+
+def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
+    """--protocols volume (with ritm beside it): IU-Net through VolumeSession, the 3D random walker;
+    3D rows with z-extent errors; the 3D section of summary.md; watershed left out with a note."""
+    from iunet.inference import VolumeSession
+
+    out = tmp_path / "vol"
+    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-dynamic", "random-walker", "watershed",
+          "--protocols", "ritm", "volume", "--max-clicks", "3", "--rw-grid-px", "48", "--rw-volume-grid-px", "32", "--out", str(out)])
+    assert "no 3D form" in capsys.readouterr().out
+    rows = runner.read_rows(out / "results.csv")
+    vol = [r for r in rows if r["protocol"] == "volume"]
+    assert {(r["case"], r["method"]) for r in vol} == {(c, m) for c in ("pat:ball", "pat:slab") for m in ("iunet-dynamic", "random-walker")}
+    assert len(vol) == 2 * 2 * 3 and all(r["slice"] == "" and r["z_err_slices"] != "" for r in vol)
+    assert all(r["z_err_slices"] == "" for r in rows if r["protocol"] == "ritm")
+    gt_vox = {"pat:ball": None, "pat:slab": 2 * 8 * 32}
+    assert all(int(r["gt_px"]) == gt_vox["pat:slab"] for r in vol if r["case"] == "pat:slab")
+    summary = (out / "summary.md").read_text()
+    assert "Robot `volume` (3D, per volume)" in summary and "3D Dice@10" in summary and "z-extent error" in summary
+    assert "| pat:slab |" in summary and (out / "dice_vs_clicks.png").stat().st_size > 1000
+    # the IU-Net's volume state is the app's VolumeSession
+    m = runner.build_methods(("iunet-dynamic",), Predictor(ckpt, device="cpu"), None, ClickSize(5.0, 1 / 800), 5.0, 64)[0]
+    assert isinstance(m.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)), VolumeSession)
+
+
+def test_volume_rows_with_a_stand_in_session(ckpt, patient, monkeypatch):
+    """The volume protocol's plumbing with a stand-in volume session (a perfect painter): 3D Dice
+    reaches 1 and the robot stops clicking (Dice carried over, no time)."""
+
+    class Oracle:
+        def __init__(self, predictor, volume_hu, click_size=None, threshold=0.5, spacing_mm=None):
+            self.mask = np.zeros(volume_hu.shape, bool)
+
+        def add_click(self, z, y, x, positive=True):
+            from scipy import ndimage
+
+            err = ndimage.label(self.gt ^ self.mask)[0]
+            self.mask[err == err[z, y, x]] = positive
+            return self.mask
+
+    import iunet.inference
+
+    monkeypatch.setattr(iunet.inference, "VolumeSession", Oracle, raising=False)
+    case = datasets.find_cases(patient)[1]
+    hu, gt, spacing = datasets.load_volume(case)
+    Oracle.gt = gt
+    m = runner.build_methods(("iunet-dynamic",), Predictor(ckpt, device="cpu"), None, ClickSize(5.0, 1 / 800), 5.0, 64)
+    rows = runner.evaluate_volume(case.name, hu, gt, spacing, m, 3, 0)
+    assert [float(r["dice"]) for r in rows] == [1.0, 1.0, 1.0] and [r["ms"] == "" for r in rows] == [False, True, True]
+    assert [r["n_clicks"] for r in rows] == [1, 1, 1] and [r["z_err_slices"] for r in rows] == [0, 0, 0]
+
+
+# ---------------------------------------------------------------------------------------
+# click size: the checkpoint's by default, one α parser
+
+
+def test_click_size_defaults_to_the_checkpoints(colon, tmp_path):
+    torch.manual_seed(0)
+    mc = ModelConfig(base_channels=4, depth=2)
+    path = save_checkpoint(Checkpoint(UNet(mc), mc, InputConfig(grid_px=64, default_radius_px=3.0, alpha=1 / 500)), tmp_path / "a500.safetensors")
+    common = ["run", "--data", str(colon), "--weights", str(path), "--methods", "iunet-dynamic", "iunet-fixed", "--protocols", "ritm",
+              "--max-clicks", "1", "--cases", "colon_001"]
+    main(common + ["--out", str(tmp_path / "a")])
+    meta = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert meta["config"]["alpha"] == pytest.approx(1 / 500) and meta["config"]["radius_px"] == 3.0
+    assert meta["methods"]["iunet-dynamic"] == "IU-Net, dynamic α=1/500" and meta["methods"]["iunet-fixed"] == "IU-Net, fixed 3 px"
+    main(common + ["--alpha", "1/800", "--radius-px", "5", "--out", str(tmp_path / "b")])  # asked for: as asked
+    meta = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert meta["config"]["alpha"] == pytest.approx(1 / 800) and meta["config"]["radius_px"] == 5.0
+    main(common + ["--alpha", "none", "--out", str(tmp_path / "c")])  # fixed clicks for every method
+    meta = json.loads((tmp_path / "c" / "run.json").read_text())
+    assert meta["config"]["alpha"] is None and "fixed 3 px" in (tmp_path / "c" / "summary.md").read_text()
+
+
+def test_one_alpha_parser_for_both_command_lines(capsys):
+    from iunet.clicks import parse_alpha
+    from iunet.train import parse_args
+
+    assert parse_alpha("1/800") == pytest.approx(1 / 800) and parse_alpha("0.002") == 0.002 and parse_alpha("none") is None
+    for bad in ("abc", "0", "-1/5", "1/0"):
+        with pytest.raises(ValueError, match="α"):
+            parse_alpha(bad)
+    assert parse_args(["--alpha", "none"]).alpha is None and main is not None
+    for argv, run in ((["--alpha", "abc"], parse_args), (["run", "--alpha", "abc"], main)):
+        with pytest.raises(SystemExit):
+            run(argv)
+        err = capsys.readouterr().err
+        assert "give a number such as 1/800 or 0.00125, or 'none'" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------
+# download: failures a retry cannot fix
+
+
+def test_download_unknown_host_fails_at_once_and_leaves_no_folder(tmp_path, capsys):
+    dest = tmp_path / "new" / "data"
+    t0 = time.time()
+    with pytest.raises(download.DownloadError, match="could not be resolved"):
+        download.fetch_task(dest, url="http://no-such-host.invalid/Task09_Spleen.tar", retries=3)
+    assert time.time() - t0 < 20 and "try 2" not in capsys.readouterr().err  # no retries, no backoff
+    assert not (tmp_path / "new").exists()
+
+
+def test_download_refused_connection_fails_at_once_and_leaves_no_folder(tmp_path, capsys):
+    from conftest import free_port
+
+    dest = tmp_path / "d"
+    with pytest.raises(SystemExit, match="refused the connection"):
+        main(["download", "--url", f"http://127.0.0.1:{free_port()}/Task99_Tiny.tar", "--dest", str(dest)])
+    assert "try 2" not in capsys.readouterr().err and not dest.exists()
+
+
+def test_download_into_a_new_folder_from_a_local_server(server, tmp_path):
+    dest = tmp_path / "fresh" / "data"
+    made = download.fetch_task(dest, url=server["url"], md5=server["md5"])
+    assert made == [dest / "Task99_Tiny"] and (dest / "Task99_Tiny" / "dataset.json").exists()

@@ -31,3 +31,66 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert "python -m pytest -q" in README and ci.rstrip().endswith("python -m pytest -q")
     assert "pip install -r requirements-dev.txt" in README and "-r requirements-dev.txt" in ci
+
+
+# ---------------------------------------------------------------------------------------
+# what a newcomer reads in the command-line help
+
+
+def _help(argv: list[str], main) -> str:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("sub", [[], ["run"], ["report"], ["download"], ["speed"], ["ablation"]])
+def test_benchmark_help_is_plain_text(sub):
+    from benchmark.__main__ import main
+
+    text = _help(sub, main)
+    assert "usage: python -m benchmark" in text
+    for markup in ("``", "::\n", ":class:", ":func:", ":mod:", "\n====", "**", "DESIGN.md"):
+        assert markup not in text, (sub, markup)
+
+
+def _actions(parse):
+    """The argparse actions of a command line whose parser is built inside ``parse``."""
+    import argparse
+
+    built = []
+    real = argparse.ArgumentParser.parse_args
+
+    def grab(self, *a, **k):
+        built.append(self)
+        raise SystemExit(0)
+
+    argparse.ArgumentParser.parse_args = grab
+    try:
+        with pytest.raises(SystemExit):
+            parse()
+    finally:
+        argparse.ArgumentParser.parse_args = real
+    return built[0]._actions
+
+
+def test_every_training_flag_and_run_seed_have_help():
+    from benchmark.__main__ import main
+    from iunet.train import parse_args
+
+    missing = [a.option_strings for a in _actions(lambda: parse_args([])) if not a.help]
+    assert missing == []
+    run_help = _help(["run"], main)
+    seed = run_help[run_help.index("\n  --seed SEED"):]
+    assert "seed of the robots' random clicks" in " ".join(seed.split()[:20])
+
+
+def test_train_help_example_keeps_its_line_break():
+    from iunet.train import parse_args
+
+    lines = _help([], lambda argv: parse_args(argv)).splitlines()
+    i = next(k for k, ln in enumerate(lines) if "--preset agnostic --labels" in ln)
+    assert lines[i].rstrip().endswith("\\") and lines[i + 1].strip().startswith("--totalseg")
