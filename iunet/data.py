@@ -190,8 +190,14 @@ def _body_mask(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _ellipse((g, g), cy, cx, ry, rx, rng.uniform(-0.1, 0.1))
 
 
-def render_ct(sl: LabelSlice, rng: np.random.Generator) -> np.ndarray:
-    """Render a synthetic CT slice (G, G) float32 HU from a label slice (domain randomised)."""
+def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, similar_p: float = 0.0) -> np.ndarray:
+    """Render a synthetic CT slice (G, G) float32 HU from a label slice (domain randomised).
+
+    With probability ``similar_p``, the structures that touch label ``focus_id`` (the target)
+    get nearly its HU (± 12 HU), as the spleen, kidney and liver have in portal venous CT: then
+    only shape and the previous mask tell them apart, which is what a model must learn so that
+    it neither grows into a touching organ nor propagates into it. ``focus_id=0`` (the default)
+    renders exactly as before, draw for draw."""
     lab = sl.labels
     g = lab.shape[0]
     shape = (g, g)
@@ -231,12 +237,23 @@ def render_ct(sl: LabelSlice, rng: np.random.Generator) -> np.ndarray:
             gas = ndimage.binary_erosion(blob, iterations=2) & (_smooth_noise(shape, rng, 2) > 0.3)
             hu[gas] = HU_AIR if rng.random() < 0.6 else rng.uniform(-10, 30)
     # labelled structures, each with its own HU and texture
+    similar: set[int] = set()
+    if focus_id and similar_p > 0 and rng.random() < similar_p and (lab == focus_id).any():
+        touching = ndimage.binary_dilation(lab == focus_id, iterations=max(2, g // 64))
+        similar = {int(k) for k in np.unique(lab[touching]) if k and k != focus_id}
+        focus_hu = rng.uniform(*HU_ORGAN)
     for k in np.unique(lab):
         if k == 0:
             continue
         m = lab == k
         tex = rng.uniform(3, 20) * _smooth_noise(shape, rng, rng.uniform(1, 4))
-        hu[m] = rng.uniform(*HU_ORGAN) + tex[m]
+        if similar and k == focus_id:
+            base = focus_hu
+        elif similar and k in similar:
+            base = focus_hu + rng.normal(0, 12)
+        else:
+            base = rng.uniform(*HU_ORGAN)
+        hu[m] = base + tex[m]
         if rng.random() < 0.15:  # a lesion inside an organ
             ys_k, xs_k = np.nonzero(m)
             i = rng.integers(len(ys_k))
@@ -277,6 +294,7 @@ class SampleConfig:
     single_click_p: float = 0.0  # first interaction = one positive click only (as the ritm robot / a person)
     centre_click_p: float = 0.5  # of those, at the object's deepest point (else anywhere inside)
     propagate_p: float = 0.0  # samples that carry a neighbouring slice's mask and no click
+    similar_p: float = 0.0  # structures touching the target rendered at nearly its HU (render_ct)
     max_gap_mm: float = 8.0  # neighbours for propagation up to this far apart (1 or 2 slices)
 
 
@@ -438,7 +456,7 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
         sl, target, prev = pair
         prev = perturb_mask(prev, rng)
     use_real = pair is None and sl.hu is not None and rng.random() < cfg.real_fraction
-    hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng)
+    hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, cfg.similar_p)
     hu, (target, prev) = _augment(hu, [target, prev], rng, cfg)
     g = cfg.grid_px
     jitter = cfg.width_hu * cfg.window_jitter

@@ -281,14 +281,19 @@ def _seed_click(prev: np.ndarray, click_size: ClickSize) -> Click:
 
 
 def accept_propagated(prob: np.ndarray, prev: np.ndarray, threshold: float = 0.5,
-                      min_area_px: int = MIN_AREA_PX, min_confidence: float = MIN_CONFIDENCE) -> np.ndarray:
+                      min_area_px: int = MIN_AREA_PX, min_confidence: float = MIN_CONFIDENCE,
+                      image_hu: np.ndarray | None = None, prev_hu: np.ndarray | None = None) -> np.ndarray:
     """The mask to keep from a propagated prediction, or an empty one where the structure ends.
 
     ``prob`` (Y, X) float, the prediction on the next slice; ``prev`` (Y, X) bool, the mask it
     was propagated from. Only components that overlap ``prev`` grown by a margin (a quarter of
     its equivalent radius, at least 3 px) are kept, so propagation never jumps to another
-    structure; the result is empty when it is under ``min_area_px`` or when the model is not
-    confident in it (mean probability inside under ``min_confidence``)."""
+    structure; the result is empty when it is under ``min_area_px``, when the model is not
+    confident in it (mean probability inside under ``min_confidence``), or, given the two HU
+    slices ``image_hu`` and ``prev_hu``, when its intensity is not the structure's: the median
+    HU inside moved by more than ``max(HU_SHIFT_MIN, 2 × robust std)`` of the previous mask's
+    (one structure keeps its intensity from slice to slice; a bowel loop or lung does not
+    share the spleen's)."""
     m = prob >= threshold
     if not m.any() or not prev.any():
         return np.zeros_like(m)
@@ -303,7 +308,20 @@ def accept_propagated(prob: np.ndarray, prev: np.ndarray, threshold: float = 0.5
     m = np.isin(cc, keep[keep > 0])
     if m.sum() < min_area_px or float(prob[m].mean()) < min_confidence:
         return np.zeros_like(m)
+    if image_hu is not None and prev_hu is not None and intensity_jump_hu(image_hu[m], prev_hu[prev]) > 0:
+        return np.zeros_like(m)
     return m
+
+
+HU_SHIFT_MIN = 30.0  # HU: the smallest median shift that counts as another tissue
+
+
+def intensity_jump_hu(new_hu: np.ndarray, prev_hu: np.ndarray) -> float:
+    """How far (HU) the median of ``new_hu`` lies beyond what ``prev_hu`` allows: its median
+    ± max(HU_SHIFT_MIN, 2 × robust std (1.4826 × MAD)); 0 when within. 1D arrays of HU values."""
+    med_prev = float(np.median(prev_hu))
+    std = 1.4826 * float(np.median(np.abs(prev_hu - med_prev)))
+    return max(0.0, abs(float(np.median(new_hu)) - med_prev) - max(HU_SHIFT_MIN, 2.0 * std))
 
 
 @dataclass(frozen=True)
@@ -395,13 +413,16 @@ class VolumeSession:
         shape = self.shape[1:]
         return self.predictor.predict_prepared([self._grid(z) for z in zs], [shape] * len(zs), clicks, prevs)
 
-    def _propagation_step(self, zs: Sequence[int], prevs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Masks for slices ``zs`` carried from their neighbours' masks ``prevs`` (one batch)."""
+    def _propagation_step(self, zs: Sequence[int], prevs: Sequence[np.ndarray], prev_zs: Sequence[int]) -> list[np.ndarray]:
+        """Masks for slices ``zs`` carried from the masks ``prevs`` of slices ``prev_zs`` (one batch)."""
         if self.predictor.config.use_prev_mask:
             probs = self._predict(zs, [[] for _ in zs], prevs)
         else:
             probs = self._predict(zs, [[_seed_click(p, self.click_size)] for p in prevs], [None] * len(zs))
-        return [accept_propagated(pr, pv, self.threshold) for pr, pv in zip(probs, prevs)]
+        return [
+            accept_propagated(pr, pv, self.threshold, image_hu=self.volume_hu[z], prev_hu=self.volume_hu[pz])
+            for pr, pv, z, pz in zip(probs, prevs, zs, prev_zs)
+        ]
 
     def _propagate(self, z0: int, changed: dict[int, np.ndarray]) -> None:
         """Re-propagate outward from slice ``z0`` both ways (both directions in one batch)."""
@@ -424,8 +445,8 @@ class VolumeSession:
                 steps.append(step)
             if not zs:
                 break
-            todo = [(z, p) for z, p in zip(zs, prevs) if p.any()]
-            new = dict(zip([z for z, _ in todo], self._propagation_step([z for z, _ in todo], [p for _, p in todo]))) if todo else {}
+            todo = [(z, p, z - st) for z, p, st in zip(zs, prevs, steps) if p.any()]
+            new = dict(zip([t[0] for t in todo], self._propagation_step(*zip(*todo)))) if todo else {}
             for z, step in zip(zs, steps):
                 m = new.get(z, np.zeros(self.shape[1:], bool))
                 old = self._mask[z]

@@ -69,6 +69,7 @@ class TrainConfig:
     single_click_p: float = 0.0  # first interaction is a single positive click
     propagate_p: float = 0.0  # propagation samples (neighbour's mask in, no click); needs --prev-mask
     wide_shapes: bool = False  # the generator adds large regions, vessels and small lesions
+    similar_p: float = 0.0  # structures touching the target rendered at nearly its HU
     # data
     grid_px: int = 256
     labels: tuple[str, ...] = ()  # folders/files of label NIfTIs (rendered synthetically)
@@ -105,7 +106,7 @@ PRESETS = {
     # size of structure, neighbouring-slice pairs where an empty mask can be the answer
     "agnostic3d": dict(
         name="iunet-agnostic-3d", flip=True, synthetic_weight=0.4, iterative_clicks=2, use_prev_mask=True,
-        first_click_default=True, single_click_p=0.5, propagate_p=0.3, wide_shapes=True,
+        first_click_default=True, single_click_p=0.5, propagate_p=0.3, wide_shapes=True, similar_p=0.4,
     ),
 }
 
@@ -158,6 +159,7 @@ def sample_config(cfg: TrainConfig) -> SampleConfig:
         boundary_weights=cfg.boundary_weights, click_weights=cfg.click_weights,
         real_fraction=cfg.real_fraction, flip=cfg.flip, first_click_default=cfg.first_click_default,
         single_click_p=cfg.single_click_p, propagate_p=cfg.propagate_p if cfg.use_prev_mask else 0.0,
+        similar_p=cfg.similar_p,
     )
 
 
@@ -487,6 +489,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--single-click-p", type=float, default=None, help="probability that the first interaction is one positive click")
     p.add_argument("--propagate-p", type=float, default=None,
                    help="fraction of propagation samples: a neighbouring slice's mask in the previous-mask channel, no click")
+    p.add_argument("--similar-p", type=float, default=None,
+                   help="probability that structures touching the target are rendered at nearly its HU")
     p.add_argument("--wide-shapes", action=argparse.BooleanOptionalAction, default=None,
                    help="the built-in generator adds large regions, vessels and small lesions")
     p.add_argument("--grid-px", type=int, default=None, help=f"side of the model's square input grid in pixels (default {d.grid_px})")
@@ -526,7 +530,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "dropout": a.dropout, "loss": a.loss, "boundary_weights": a.boundary_weights, "click_weights": a.click_weights,
         "radius_px": a.radius_px, "interactions": a.interactions, "max_interactions": a.max_interactions,
         "iterative_clicks": a.iterative_clicks, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p,
-        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "grid_px": a.grid_px, "synthetic_weight": a.synthetic_weight,
+        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "grid_px": a.grid_px, "synthetic_weight": a.synthetic_weight,
         "real_fraction": a.real_fraction, "flip": a.flip, "epochs": a.epochs, "steps": a.steps,
         "batch_size": a.batch_size, "seed": a.seed, "val_slices": a.val_slices, "workers": a.workers, "lr": a.lr,
         "device": a.device, "bf16": a.bf16, "channels_last": a.channels_last, "max_minutes": a.max_minutes, "init": a.init, "threads": a.threads,

@@ -100,3 +100,20 @@ def test_training_labels_cover_large_and_thin_structures():
             areas.append(m.sum())
             thin += ndimage.distance_transform_edt(m).max() <= 3 and m.sum() > 60
     assert max(areas) > 0.08 * 128 * 128 and min(areas) < 60 and thin >= 3
+
+
+def test_touching_structures_can_share_the_targets_intensity():
+    lab = np.zeros((64, 64), np.int16)
+    lab[10:40, 10:30] = 1
+    lab[10:40, 30:50] = 2  # touches the target
+    lab[50:60, 50:60] = 3  # far away
+    from iunet.data import LabelSlice
+
+    sl = LabelSlice(lab, 512)
+    a = render_ct(sl, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, render_ct(sl, np.random.default_rng(5), focus_id=0, similar_p=1.0))  # off: as before
+    gaps = []
+    for seed in range(6):
+        hu = render_ct(sl, np.random.default_rng(seed), focus_id=1, similar_p=1.0)
+        gaps.append(abs(np.median(hu[lab == 1]) - np.median(hu[lab == 2])))
+    assert max(gaps) < 45  # the touching organ is always within a few HU (± 12 HU, blur, noise)

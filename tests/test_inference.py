@@ -195,3 +195,16 @@ def test_volume_click_outside_is_refused(predictor):
     with pytest.raises(ValueError, match="outside the volume"):
         vs.add_click(3, 5, 5, True)
     assert vs.clicks == () and not vs.can_undo
+
+
+def test_accept_propagated_stops_at_another_tissue():
+    prev = np.zeros((40, 40), bool)
+    prev[5:15, 5:15] = True
+    prob = np.where(prev, 0.95, 0.0).astype(np.float32)
+    rng = np.random.default_rng(0)
+    spleen = (120 + 10 * rng.standard_normal((40, 40))).astype(np.float32)
+    assert accept_propagated(prob, prev, image_hu=spleen + 5, prev_hu=spleen).any()  # same tissue
+    lung = (-800 + 10 * rng.standard_normal((40, 40))).astype(np.float32)
+    assert not accept_propagated(prob, prev, image_hu=lung, prev_hu=spleen).any()
+    bowel = (40 + 10 * rng.standard_normal((40, 40))).astype(np.float32)
+    assert not accept_propagated(prob, prev, image_hu=bowel, prev_hu=spleen).any()
