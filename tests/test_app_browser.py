@@ -208,10 +208,11 @@ def test_closing_the_page_frees_its_image(server, browser):
     expect = playwright_sync.expect
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     page.goto(server)
+    before = set(app.SESSIONS._items)
     page.locator("#example_phantom").click()
     expect(page.locator("#info")).to_contain_text("Slice 13 / 24", timeout=60_000)
-    mine = [a for a in list(app.SESSIONS._items.values()) if a.name == "phantom" and not a.released]
-    assert mine
+    mine = [a for k, a in list(app.SESSIONS._items.items()) if k not in before]
+    assert len(mine) == 1 and mine[0].name == "phantom" and mine[0].session_hash
     page.close()
     deadline = time.time() + 30
     while time.time() < deadline and not all(a.released for a in mine):

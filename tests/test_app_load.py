@@ -81,7 +81,7 @@ def user_image(i: int, folder: Path, size_px: int | None = None):
 
     h, w = (40 + 4 * i, 50 + 3 * i) if size_px is None else (size_px, size_px)
     r = (6 + i % 3) if size_px is None else size_px // 12
-    cy, cx = h // 2, w // 3 + i % 4
+    cy, cx = h // 2, w // 3 + (i % 4 if size_px is None else i)  # every user's picture differs
     yy, xx = np.mgrid[:h, :w]
     img = np.full((h, w), 60, np.uint8)
     img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r**2] = 200
