@@ -493,12 +493,12 @@ def on_weight_map(state, show, model, level, width):
     """Show or hide the weight map (its image box too); it is computed only while shown."""
     show = bool(show)
     if state is None:
-        return state, gr.skip(), gr.update(value=None, visible=show), gr.skip(), ""
+        return state, gr.skip(), gr.update(value=None, visible=show), gr.skip(), gr.skip()
     state = _need_image(state)
     with state.lock:
         state.show_weight_map = show
         heat = _heat(state) if show else None
-        return state, gr.skip(), gr.update(value=heat, visible=show), gr.skip(), ""
+        return state, gr.skip(), gr.update(value=heat, visible=show), gr.skip(), gr.skip()
 
 
 @guarded()
