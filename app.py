@@ -620,8 +620,6 @@ INTRO = (
 )
 CSS = """
 #ct_image img { image-rendering: pixelated; }
-#ct_image:fullscreen img, #ct_image :fullscreen img {
-    width: auto !important; height: 100vh !important; max-width: 100vw !important; max-height: 100vh !important; }
 #status p, #info p { margin: 0.1em 0; }
 """
 
