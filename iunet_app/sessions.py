@@ -19,6 +19,18 @@ log = logging.getLogger("iunet.app")
 HU_BYTES_PER_VOXEL = 4  # float32
 
 
+def return_memory_to_os() -> None:
+    """Ask glibc to give freed heap memory back to the system (``malloc_trim``); without it the
+    process keeps the pages of freed images (about 100 MB after a 129-slice series) for reuse.
+    Does nothing where glibc is not the C library."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class Tracked(Protocol):
     session_hash: str
     last_active: float
@@ -120,6 +132,7 @@ class SessionRegistry:
         """Free an annotation's memory and forget it (idempotent)."""
         with self._lock:
             self._release_locked(item, reason)
+        return_memory_to_os()
 
     def release_session(self, session_hash: str, reason: str = "the page was closed") -> int:
         """Free every annotation of a browser session (its page was closed). Returns how many."""
@@ -127,7 +140,9 @@ class SessionRegistry:
             items = [a for a in self._items.values() if a.session_hash and a.session_hash == session_hash]
             for a in items:
                 self._release_locked(a, reason)
-            return len(items)
+        if items:
+            return_memory_to_os()
+        return len(items)
 
     def release_idle(self, now: float | None = None) -> int:
         """Free annotations idle for longer than ``idle_s``. Returns how many."""
@@ -136,7 +151,9 @@ class SessionRegistry:
             idle = [a for a in self._items.values() if now - a.last_active > self.idle_s]
             for a in idle:
                 self._release_locked(a, f"freed after {self.idle_s / 60:.0f} minutes without activity")
-            return len(idle)
+        if idle:
+            return_memory_to_os()
+        return len(idle)
 
     def start_sweeper(self, interval_s: float = 30.0) -> None:
         """Run :meth:`release_idle` every ``interval_s`` seconds on a daemon thread."""
