@@ -80,6 +80,9 @@ def nifti_affine(img_or_header, what: str) -> tuple[np.ndarray, str]:
         return aff, "orientation in the header unusable: voxel sizes only, orientation assumed"
 
 
+_MAX_EXTENSION_BYTES = 16 << 20  # header extensions are read up to this size
+
+
 def read_header(path: Path, what: str):
     """Parse the NIfTI header (the first bytes only). Returns (header, image class)."""
     head = _head(path, _HEADER_BYTES)
@@ -93,6 +96,10 @@ def read_header(path: Path, what: str):
         kind = "a gzip file" if is_gzip(path) else "a file"
         raise CTLoadError(f"{what} is {kind} without a NIfTI header; it is not a NIfTI volume (or it is damaged).")
     try:
+        size = _HEADER_BYTES if header_class is nib.Nifti2Header else 348
+        offset = int(header_class(binaryblock=head[:size], check=False).get_data_offset())
+        if offset > len(head):  # header extensions (e.g. TotalSegmentator's label names) follow the header
+            head = _head(path, min(offset, _MAX_EXTENSION_BYTES))
         header = header_class.from_fileobj(io.BytesIO(head))
     except Exception as exc:
         raise CTLoadError(f"{what} has a damaged NIfTI header ({type(exc).__name__}: {exc}).") from exc
