@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed")
 playwright_sync = pytest.importorskip("playwright.sync_api")
 SHIPPED = REPO / "weights" / "iunet_agnostic.safetensors"
+# A click on a volume is carried through its slices: seconds on a busy 2-core CPU, not the 5 s default.
+playwright_sync.expect.set_options(timeout=30_000)
 
 
 @pytest.fixture(scope="module")
