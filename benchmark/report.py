@@ -135,7 +135,7 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
         if not rows:
             continue
         if proto in VOLUME_PROTOCOLS:
-            lines += volume_section(proto, {m: table[(m, proto)] for m in rows}, labels)
+            lines += volume_section(proto, {m: table[(m, proto)] for m in rows}, {**labels, **meta.get("volume_methods", {})})
             continue
         K = table[(rows[0], proto)]["K"]
         lines += [f"## Robot `{proto}`", "", f"{PROTOCOL_NOTES.get(proto, '')}.", "", "Layout of the paper's Table II (DSC % after k interactions):", ""]
@@ -207,12 +207,16 @@ def plot(path: Path, meta: dict, table: dict, protocols: list[str], methods: lis
 
     task = paper_task(meta.get("task", ""), meta.get("synthetic", False))
     fig, axes = plt.subplots(1, len(protocols), figsize=(5.5 * len(protocols), 4.2), squeeze=False, sharey=True)
+    first_2d = next((ax for ax, p in zip(axes[0], protocols) if p not in VOLUME_PROTOCOLS), axes[0][0])
     for ax, proto in zip(axes[0], protocols):
+        volume = proto in VOLUME_PROTOCOLS
+        labels = {**meta.get("methods", {}), **(meta.get("volume_methods", {}) if volume else {})}
         for m in methods:
             if (m, proto) in table:
                 d = table[(m, proto)]["dice"]
-                ax.plot(np.arange(1, len(d) + 1), 100 * d, marker="o", ms=3, label=meta.get("methods", {}).get(m, m))
-        volume = proto in VOLUME_PROTOCOLS
+                ax.plot(np.arange(1, len(d) + 1), 100 * d, marker="o", ms=3, label=labels.get(m, m))
+        if volume and ax is not first_2d:  # the 3D methods are labelled on their own panel
+            ax.legend(fontsize=7, frameon=False, loc="lower right")
         if task and not volume:
             ax.plot(TABLE2_CLICKS, PAPER_TABLE2[task]["Paper: Ours (exp. 9)"], "kx", ms=8, label="paper, Table II (exp. 9)")
         ax.set(title=f"robot: {proto}" + (" (3D Dice per volume)" if volume else ""),
@@ -220,7 +224,7 @@ def plot(path: Path, meta: dict, table: dict, protocols: list[str], methods: lis
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("Dice (%)")
-    handles, names = axes[0][0].get_legend_handles_labels()
+    handles, names = first_2d.get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=min(len(names), 3), fontsize=8, frameon=False)
     title = "SYNTHETIC DATA (toy slices)" if meta.get("synthetic") else f"{meta.get('task')}"
     fig.suptitle(f"Dice vs clicks: {title}")

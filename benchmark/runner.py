@@ -312,6 +312,7 @@ def run(cfg: RunConfig) -> Path:
         meta = {
             "config": ident, "synthetic": cfg.data is None, "task": datasets.task_name(data),
             "methods": {m.name: m.label for m in meths}, "options": {"device": device, "batch": cfg.batch, "out": str(out)},
+            "volume_methods": {m.name: m.volume_label(cfg.rw_volume_grid_px) for m in meths if volume and m.volumetric},
             "environment": environment(), "checkpoints": {k: _header_summary(v) for k, v in (("weights", cfg.weights), ("unet_weights", cfg.unet_weights)) if v},
             "resumed_cases": len(done), "status": "running", "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }

@@ -546,6 +546,7 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert "Robot `volume` (3D, per volume)" in summary and "3D Dice@10" in summary and "z-extent error" in summary
     assert "| pat:slab |" in summary and (out / "dice_vs_clicks.png").stat().st_size > 1000
+    assert "| 3D random walker (32² in-plane grid), dynamic α=1/800 |" in summary
     # the IU-Net's volume state is the app's VolumeSession
     m = runner.build_methods(("iunet-dynamic",), Predictor(ckpt, device="cpu"), None, ClickSize(5.0, 1 / 800), 5.0, 64)[0]
     assert isinstance(m.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)), VolumeSession)
