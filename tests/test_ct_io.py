@@ -678,3 +678,21 @@ def test_slice_sources_follow_display_slices(tmp_path):
             assert src.dataset is vol.dicom_datasets[z] and src.frame is None
     nifti = write_nifti(tmp_path / "v.nii.gz", np.zeros((4, 4, 3)), np.eye(4))
     assert load_ct(nifti).slice_sources == () and load_ct(nifti).slice_source(0) is None
+
+
+def test_nifti_with_header_extensions(tmp_path):
+    """Extensions after the header (TotalSegmentator stores its label names there) are read."""
+    data = np.arange(4 * 5 * 3, dtype=np.int16).reshape(4, 5, 3)
+    img = nib.Nifti1Image(data, np.diag([-1.0, -1.0, 2.0, 1.0]))
+    img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"label names " * 400))
+    path = tmp_path / "with_extension.nii.gz"
+    nib.save(img, str(path))
+    import gzip
+    import struct
+
+    with gzip.open(path) as f:
+        vox_offset = struct.unpack("<f", f.read(112)[108:112])[0]
+    assert vox_offset > 540  # the data starts after the extension, beyond NIfTI-2's header size
+    vol = load_ct(path)
+    np.testing.assert_array_equal(vol.to_source_xyz(vol.hu), data)
+    np.testing.assert_array_equal(vol.to_source_xyz(read_nifti_mask(path, like=vol)), data)
