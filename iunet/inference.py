@@ -424,8 +424,11 @@ class VolumeSession:
             for pr, pv, z, pz in zip(probs, prevs, zs, prev_zs)
         ]
 
-    def _propagate(self, z0: int, changed: dict[int, np.ndarray]) -> None:
-        """Re-propagate outward from slice ``z0`` both ways (both directions in one batch)."""
+    def _propagate(self, z0: int, changed: dict[int, np.ndarray], stop_when_same: bool = True, max_slices: int | None = None) -> None:
+        """Re-propagate outward from slice ``z0`` both ways (both directions in one batch).
+        ``stop_when_same``: a slice that comes out as it was ends the run in that direction
+        (what follows would come out the same); off, every slice within reach is recomputed."""
+        max_slices = self.max_slices if max_slices is None else max_slices
         anchored = {zz for zz, _ in self._clicks}
         fronts = {step: z0 for step in (1, -1) if self._mask[z0].any() or not self._run_reaches_anchor(z0, step, anchored)}
         done = {step: 0 for step in (1, -1)}
@@ -433,7 +436,7 @@ class VolumeSession:
             zs, prevs, steps = [], [], []
             for step, z in list(fronts.items()):
                 nz = z + step
-                if not 0 <= nz < self.shape[0] or nz in anchored or (self.max_slices is not None and done[step] >= self.max_slices):
+                if not 0 <= nz < self.shape[0] or nz in anchored or (max_slices is not None and done[step] >= max_slices):
                     del fronts[step]
                     continue
                 prev = self._mask[z]
@@ -455,7 +458,7 @@ class VolumeSession:
                     changed.setdefault(z, np.packbits(old))
                     self._mask[z] = m
                 done[step] += 1
-                if same and m.any():  # the rest of this direction would come out the same
+                if same and m.any() and stop_when_same:  # the rest of this direction would come out the same
                     del fronts[step]
                 else:
                     fronts[step] = z
@@ -496,7 +499,8 @@ class VolumeSession:
         self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
         return self.mask
 
-    def set_slice_mask(self, z: int, mask: np.ndarray, propagate: bool = True) -> np.ndarray:
+    def set_slice_mask(self, z: int, mask: np.ndarray, propagate: bool = True, stop_when_same: bool = True,
+                       max_slices: int | None = None) -> np.ndarray:
         """Put a mask on slice ``z`` (e.g. one drawn elsewhere) and propagate from it; undoable."""
         m = np.asarray(mask, bool)
         if m.shape != self.shape[1:]:
@@ -507,15 +511,25 @@ class VolumeSession:
             edit.slices[z] = np.packbits(self._mask[z])
             self._mask[z] = m
         if propagate:
-            self._propagate(int(z), edit.slices)
+            self._propagate(int(z), edit.slices, stop_when_same, max_slices)
         self._undo.append(edit)
         self.last_changed = sorted(edit.slices)
         self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
         return self.mask
 
-    def propagate_from(self, z: int) -> np.ndarray:
-        """Carry the mask of slice ``z`` through the volume (undoable)."""
-        return self.set_slice_mask(z, self._mask[z].copy(), propagate=True)
+    def propagate_from(self, z: int, max_slices: int | None = None) -> np.ndarray:
+        """Carry the mask of slice ``z`` through the volume, at most ``max_slices`` each way
+        (default: the session's reach), recomputing every slice on the way (undoable)."""
+        return self.set_slice_mask(z, self._mask[z].copy(), propagate=True, stop_when_same=False, max_slices=max_slices)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this session holds besides the HU volume: the 3D mask, the undo history and the
+        cached model inputs."""
+        n = int(self._mask.nbytes)
+        n += sum(int(p.nbytes) for edit in self._undo for p in edit.slices.values())
+        n += sum(int(t.element_size() * t.nelement()) for t in self._grids.values())
+        return n
 
     def clear(self) -> bool:
         """Empty the whole volume and forget the clicks (undoable). False when already empty."""

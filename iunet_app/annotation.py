@@ -109,7 +109,7 @@ class Annotation:
         history, prepared model inputs), in bytes."""
         if self.released:
             return 0
-        return self.volume.nbytes + (0 if self.vs is None else _volume_session_nbytes(self.vs))
+        return self.volume.nbytes + (0 if self.vs is None else self.vs.nbytes)
 
     # -- acting --------------------------------------------------------------------------
     def check_alive(self) -> None:
@@ -171,14 +171,7 @@ class Annotation:
         """Carry the mask of the slice on view through the volume, at most ``max_slices`` each
         way (undoable). Returns the slices that have a mask afterwards."""
         vs = self._session(predictor, checkpoint)
-        # Recompute every slice within reach: the session's early stop (a slice that comes out as
-        # before ends the run) would not extend an earlier, shorter propagation.
-        vs.max_slices, same_dice = max_slices, vs.same_dice
-        vs.same_dice = float("inf")
-        try:
-            vs.propagate_from(self.z)
-        finally:
-            vs.max_slices, vs.same_dice = None, same_dice
+        vs.propagate_from(self.z, max_slices=max_slices)  # recomputes every slice within reach
         return vs.slices_with_mask()
 
     # -- files and lifetime --------------------------------------------------------------
@@ -212,14 +205,6 @@ class Annotation:
             self.vs = None
             self.released = self.released or reason
             self.volume = _EMPTY_VOLUME
-
-
-def _volume_session_nbytes(vs: VolumeSession) -> int:
-    """Bytes a VolumeSession holds besides the HU volume it shares with the CTVolume."""
-    n = int(vs.mask.nbytes)
-    n += sum(int(p.nbytes) for edit in getattr(vs, "_undo", ()) for p in edit.slices.values())
-    n += sum(int(t.element_size() * t.nelement()) for t in getattr(vs, "_grids", {}).values())
-    return n
 
 
 def _empty_volume() -> CTVolume:

@@ -208,3 +208,13 @@ def test_accept_propagated_stops_at_another_tissue():
     assert not accept_propagated(prob, prev, image_hu=lung, prev_hu=spleen).any()
     bowel = (40 + 10 * rng.standard_normal((40, 40))).astype(np.float32)
     assert not accept_propagated(prob, prev, image_hu=bowel, prev_hu=spleen).any()
+
+
+def test_explicit_propagation_extends_a_run_cut_short_and_counts_its_memory():
+    vol, gt = _cylinder_volume()
+    vs = VolumeSession(OraclePredictor(), vol, max_slices=2)
+    vs.add_click(9, 20, 20, True)
+    assert vs.slices_with_mask() == list(range(7, 12))  # two slices each way
+    vs.propagate_from(9, max_slices=30)  # the early stop must not end this at slice 10
+    assert vs.slices_with_mask() == list(range(5, 15))
+    assert vs.nbytes >= vs.mask.nbytes
