@@ -94,3 +94,16 @@ def test_train_help_example_keeps_its_line_break():
     lines = _help([], lambda argv: parse_args(argv)).splitlines()
     i = next(k for k, ln in enumerate(lines) if "--preset agnostic --labels" in ln)
     assert lines[i].rstrip().endswith("\\") and lines[i + 1].strip().startswith("--totalseg")
+
+
+def test_readme_synthetic_figures_are_the_summarys():
+    """The README's synthetic figures are the ritm rows of the summary its command wrote."""
+    summary = (REPO / "docs" / "results" / "synthetic_summary.md").read_text()
+    ritm = summary[summary.index("## Robot `ritm`"):]
+    row = next(ln for ln in ritm.splitlines() if ln.startswith("| IU-Net, dynamic") and "synthetic" in ln)
+    at = dict(zip((1, 2, 5, 10, 15), (float(c) for c in row.strip("|").split("|")[2:7])))
+    text = " ".join(README.split())
+    want = " / ".join(f"{at[k]:.1f}" for k in (1, 2, 5, 10))
+    assert f"class-agnostic IU-Net (dynamic) {want} at 1 / 2 / 5 / 10 clicks" in text
+    cmd = "python -m benchmark run --weights weights/iunet_agnostic.safetensors"
+    assert cmd in README and "iunet_agnostic.safetensors" in summary
