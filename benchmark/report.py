@@ -225,10 +225,11 @@ def plot(path: Path, meta: dict, table: dict, protocols: list[str], methods: lis
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("Dice (%)")
     handles, names = first_2d.get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 3), fontsize=8, frameon=False)
+    ncol = max(1, min(len(names), 3 if len(protocols) > 1 else 1))  # one panel: one label per line
+    fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     title = "SYNTHETIC DATA (toy slices)" if meta.get("synthetic") else f"{meta.get('task')}"
     fig.suptitle(f"Dice vs clicks: {title}")
-    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(names) - 1) // 3), 1, 1))
+    fig.tight_layout(rect=(0, 0.06 + 0.045 * ((len(names) - 1) // ncol), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
