@@ -36,7 +36,7 @@ from typing import Any  # noqa: E402
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
-from iunet.clicks import ClickSize  # noqa: E402
+from iunet.clicks import DEFAULT_ALPHA, MAX_RADIUS_PX, MIN_RADIUS_PX, ClickSize, format_alpha, parse_alpha  # noqa: E402
 from iunet.io import ACCEPTED_INPUTS, export_dicom_seg, load_ct, save_mask_nifti, save_mask_png  # noqa: E402
 from iunet.io.volume import CTTooLargeError, without_paths  # noqa: E402
 from iunet.phantom import write_phantom_nifti  # noqa: E402
@@ -51,7 +51,9 @@ log = logging.getLogger("iunet.app")
 REPO_DIR = Path(__file__).resolve().parent
 FOREGROUND, BACKGROUND = "Foreground (add)", "Background (remove)"
 DYNAMIC, FIXED = "Dynamic: α · mask area", "Fixed radius"
-ALPHAS = {"1/800": 1 / 800, "1/500": 1 / 500}
+# The paper's two dynamic click sizes, always offered in the α control after the selected model's
+# own α (see _click_defaults). The control's values are texts that iunet.clicks.parse_alpha reads.
+PAPER_ALPHAS = (DEFAULT_ALPHA, 1 / 500)
 CUSTOM_WINDOW = "custom"
 DEFAULT_PRESET = "abdomen"
 MAX_PROPAGATE_SLICES = 500
@@ -180,7 +182,7 @@ def _info(state: Annotation | None, model: str | None) -> str:
         )
         lines.append(
             f"**Clicks:** {len(clicks)} ({n_pos} foreground, {len(clicks) - n_pos} background) · "
-            f"next click radius {state.next_radius_px():.1f} px ({state.click_size.describe()})"
+            f"next click radius {state.next_radius_px():.1f} px ({_describe_click_size(state.click_size, model)})"
         )
         if vol.n_slices > 1:
             annotated = state.annotated_slices()
@@ -232,15 +234,84 @@ def _width(value: Any) -> float:
     return w
 
 
-def _click_size(size_mode: str, alpha: str, radius_px: Any) -> ClickSize:
+def _click_size(size_mode: str, alpha: Any, radius_px: Any) -> ClickSize:
+    """The click size the controls describe; α is read by ``iunet.clicks.parse_alpha`` (``1/800``,
+    ``0.00125``; ``none`` means fixed clicks)."""
     r = _number(radius_px, "click radius")
-    if not 1 <= r <= 15:
-        raise AppError("The click radius must be between 1 and 15 px.")
+    if not MIN_RADIUS_PX <= r <= MAX_RADIUS_PX:
+        raise AppError(f"The click radius must be between {MIN_RADIUS_PX:g} and {MAX_RADIUS_PX:g} px.")
     if size_mode == FIXED:
         return ClickSize(r, None)
-    if alpha not in ALPHAS:
-        raise AppError(f"α must be one of {', '.join(ALPHAS)}.")
-    return ClickSize(r, ALPHAS[alpha])
+    if size_mode != DYNAMIC:
+        raise AppError(f"Choose a click size: {DYNAMIC} or {FIXED}.")
+    try:
+        return ClickSize(r, parse_alpha(alpha))
+    except ValueError as e:
+        raise AppError(str(e)) from None
+
+
+@dataclass(frozen=True)
+class ClickDefaults:
+    """The click-size controls set to a checkpoint's own input settings (``Predictor.inputs``)."""
+
+    size_mode: str  # DYNAMIC, or FIXED for a model trained with fixed-size clicks
+    alpha: str  # the α control's value: a text parse_alpha reads
+    alpha_choices: tuple[tuple[str, str], ...]  # (label, value), the model's own first: "the model's (1/800)"
+    radius_px: float
+    radius_label: str
+
+    @property
+    def click_size(self) -> ClickSize:
+        return _click_size(self.size_mode, self.alpha, self.radius_px)
+
+    def updates(self) -> tuple:
+        """gr.update()s that set the (size mode, α, radius) controls to these values."""
+        return (
+            gr.update(value=self.size_mode),
+            gr.update(choices=list(self.alpha_choices), value=self.alpha),
+            gr.update(value=self.radius_px, label=self.radius_label),
+        )
+
+
+def _click_defaults(model: str | None) -> ClickDefaults:
+    """The click size the checkpoint chosen in the model menu was trained with (its α, or fixed
+    clicks when it has none, and its default radius, from ``Predictor.inputs``): what the
+    click-size controls show for that model. With no model, the library's defaults."""
+    info = _checkpoint(model)
+    inputs = None if info is None else models.get_predictor(info.path).inputs
+    alpha = DEFAULT_ALPHA if inputs is None else inputs.alpha
+    radius = ClickSize().radius_px if inputs is None else float(inputs.default_radius_px)
+    radius = min(max(radius, MIN_RADIUS_PX), MAX_RADIUS_PX)
+    choices: list[tuple[str, str]] = []
+    if inputs is not None and alpha is not None:
+        choices.append((f"the model's ({format_alpha(alpha)})", format_alpha(alpha)))
+    for a in PAPER_ALPHAS:
+        if all(format_alpha(a) != value for _, value in choices):
+            choices.append((format_alpha(a), format_alpha(a)))
+    return ClickDefaults(
+        size_mode=FIXED if alpha is None else DYNAMIC,
+        alpha=format_alpha(DEFAULT_ALPHA if alpha is None else alpha),
+        alpha_choices=tuple(choices),
+        radius_px=radius,
+        radius_label="Radius px (fixed, or first click" + ("" if inputs is None else f"; the model's: {radius:g}") + ")",
+    )
+
+
+def _same_click_size(a: ClickSize, b: ClickSize) -> bool:
+    """Same α (compared as the α control writes it), or both fixed at the same radius."""
+    if a.alpha is None or b.alpha is None:
+        return a.alpha is None and b.alpha is None and a.radius_px == b.radius_px
+    return format_alpha(a.alpha) == format_alpha(b.alpha)
+
+
+def _describe_click_size(click_size: ClickSize, model: str | None) -> str:
+    """``dynamic α=1/800, the model's``; or, when it differs, the model's own size named too."""
+    if _checkpoint(model) is None:
+        return click_size.describe()
+    own = _click_defaults(model).click_size
+    if _same_click_size(click_size, own):
+        return f"{click_size.describe()}, the model's"
+    return f"{click_size.describe()}; the model was trained with {own.describe()}"
 
 
 def _need_image(state: Annotation | None) -> Annotation:
@@ -505,24 +576,33 @@ def on_weight_map(state, show, model, level, width):
 def on_click_size(state, size_mode, alpha, radius, model, level, width):
     click_size = _click_size(size_mode, alpha, radius)
     if state is None:
-        return _view(state, model, level, width, f"Click size: {click_size.describe()}.")
+        return _view(state, model, level, width, f"Click size: {_describe_click_size(click_size, model)}.")
     state = _need_image(state)
     with state.lock:
         state.set_click_size(click_size)
-        return _view(state, model, level, width, f"Next clicks: {click_size.describe()} (first click {click_size.radius_px:g} px).")
+        return _view(
+            state, model, level, width,
+            f"Next clicks: {_describe_click_size(click_size, model)} (first click {click_size.radius_px:g} px).",
+        )
 
 
-@guarded()
+@guarded(n_extra=3)
 def on_model(state, model, level, width):
+    """Another checkpoint: the clicks so far are replayed on it (each with its own size), and the
+    click-size controls and the next clicks take the new model's own α and radius. Extras: the
+    size mode, α and radius controls."""
     predictor, path = _predictor(model)
+    defaults = _click_defaults(model)
+    size = f" Click size: {defaults.click_size.describe()}, the model's."
     if state is None:
-        return _view(state, model, level, width, f"Model: {_model_label(path)}.")
+        return (*_view(state, model, level, width, f"Model: {_model_label(path)}.{size}"), *defaults.updates())
     state = _need_image(state)
     with state.lock:
         had_clicks = bool(state.clicks)
+        state.set_click_size(defaults.click_size)
         state.use_model(predictor, path)
         note = " The clicks on this slice were replayed on it." if had_clicks else ""
-        return _view(state, model, level, width, f"Model: {_model_label(path)}.{note}")
+        return (*_view(state, model, level, width, f"Model: {_model_label(path)}.{note}{size}"), *defaults.updates())
 
 
 # --------------------------------------------------------------------------- handlers: volume, export
@@ -666,6 +746,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
     preset_choices = [(f"{k.replace('_', ' ')} (L {lv:g} / W {wv:g})", k) for k, (lv, wv) in WINDOW_PRESETS.items()]
     preset_choices.append(("custom", CUSTOM_WINDOW))
     level0, width0 = WINDOW_PRESETS[DEFAULT_PRESET]
+    size0 = _click_defaults(first_model)  # the first model's own click size
 
     with gr.Blocks(title="IU-Net interactive CT segmentation", delete_cache=(600, 3600)) as demo:
         state = gr.State(None, time_to_live=config.idle_minutes * 60, delete_callback=_release_state)
@@ -688,9 +769,12 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                     undo = gr.Button("Undo", size="sm", elem_id="undo")
                     clear = gr.Button("Clear mask", size="sm", variant="stop", elem_id="clear")
                 with gr.Accordion("Click size", open=False):
-                    size_mode = gr.Radio([DYNAMIC, FIXED], value=DYNAMIC, label="Click size", elem_id="size_mode")
-                    alpha = gr.Radio(list(ALPHAS), value="1/800", label="α (dynamic size)", elem_id="alpha")
-                    radius = gr.Slider(1, 15, value=5, step=1, label="Radius px (fixed, or first click)", elem_id="radius")
+                    size_mode = gr.Radio([DYNAMIC, FIXED], value=size0.size_mode, label="Click size", elem_id="size_mode")
+                    alpha = gr.Radio(list(size0.alpha_choices), value=size0.alpha, label="α (dynamic size)", elem_id="alpha")
+                    radius = gr.Slider(
+                        MIN_RADIUS_PX, MAX_RADIUS_PX, value=size0.radius_px, step=0.5, label=size0.radius_label,
+                        elem_id="radius",
+                    )
                 with gr.Accordion("Display window", open=False):
                     preset = gr.Dropdown(preset_choices, value=DEFAULT_PRESET, label="Preset", elem_id="preset")
                     level = gr.Slider(-1000, 3000, value=level0, step=1, label="Level (HU)", elem_id="level")
@@ -758,7 +842,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         show_weights.input(on_weight_map, [state, show_weights, model, level, width], view, api_visibility="private")
         for control in (size_mode, alpha, radius):
             control.input(on_click_size, [state, size_mode, alpha, radius, model, level, width], view, api_visibility="private")
-        model.input(on_model, [state, model, level, width], view, api_name="model")
+        model.input(on_model, [state, model, level, width], [*view, size_mode, alpha, radius], api_name="model")
         propagate.click(on_propagate, [state, model, max_slices, level, width], [*view, download], api_name="propagate")
         ex_nii.click(export_nifti, [state], [*view, download], api_name="export_nifti")
         ex_png.click(export_png, [state], [*view, download], api_name="export_png")

@@ -27,15 +27,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning out
 W = (40.0, 400.0)  # display window used by most calls
 
 
-def make_checkpoint(path: Path, name: str, seed: int, interactive: bool = True) -> Path:
-    """A random IU-Net on a 128-px grid: fast on CPU, enough to exercise the plumbing."""
+def make_checkpoint(path: Path, name: str, seed: int, interactive: bool = True, **inputs) -> Path:
+    """A random IU-Net on a 128-px grid: fast on CPU, enough to exercise the plumbing.
+    ``inputs``: the checkpoint's own input settings (iunet.model.InputConfig fields, e.g. alpha)."""
     import torch
 
     from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet, save_checkpoint
 
     torch.manual_seed(seed)
     mc = ModelConfig(base_channels=4, depth=4, interactive=interactive)
-    return save_checkpoint(Checkpoint(UNet(mc), mc, InputConfig(grid_px=128), name=name), path)
+    return save_checkpoint(Checkpoint(UNet(mc), mc, InputConfig(**{"grid_px": 128, **inputs}), name=name), path)
 
 
 @pytest.fixture(scope="module")
@@ -560,7 +561,7 @@ def test_window_changes_the_picture_not_the_model(models_, ct_small):
 def test_switching_model_replays_the_clicks(models_, ct_small):
     s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)[0]
     s = app.api_click(s, 30, 90, app.BACKGROUND, models_[0], *W)[0]
-    s, _, _, info, status = app.on_model(s, models_[1], *W)
+    s, _, _, info, status, *_ = app.on_model(s, models_[1], *W)
     assert "replayed" in status and "test model B" in info
     assert [(c.y, c.x, c.positive) for c in s.clicks] == [(50, 60, True), (90, 30, False)]
     expected = models.get_predictor(app._checkpoint(models_[1]).path).predict(s.image_hu, s.clicks) >= 0.5
@@ -760,11 +761,77 @@ def test_switching_model_replays_clicks_on_every_slice(disk_model, models_, tmp_
     stand_in_b = batching.BatchedPredictor(DiskModel(models.get_predictor(info_b.path)), info_b.path)
     monkeypatch.setattr(app, "_predictor", lambda model: (stand_in_b, info_b.path))
     before = s.mask_volume()
-    s, _, _, _, status = app.on_model(s, models_[1], *W)
+    s, _, _, _, status, *_ = app.on_model(s, models_[1], *W)
     assert "replayed" in status and [(z, c.y, c.x, c.positive, c.radius_px) for z, c in s.vs.clicks] == [
         (z, c.y, c.x, c.positive, c.radius_px) for z, c in clicks
     ]
     np.testing.assert_array_equal(s.mask_volume(), before)
+
+
+def test_click_size_follows_the_models_own_inputs(weights, models_, tmp_path, monkeypatch):
+    """The click-size controls start at, and on a change of model are reset to, the model's own
+    input settings (Predictor.inputs: α, default radius): a model trained at α = 1/500 is clicked
+    at 1/500, and at 1/800 only when the user picks it."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    m500 = make_checkpoint(folder / "a_500.safetensors", "alpha 1/500", 0, alpha=1 / 500, default_radius_px=3.0).name
+    m800 = make_checkpoint(folder / "b_800.safetensors", "alpha 1/800", 1).name  # InputConfig's defaults
+    mfixed = make_checkpoint(folder / "c_fixed.safetensors", "fixed clicks", 2, alpha=None, default_radius_px=7.0).name
+    try:
+        # the page opens with the first model's own click size, labelled as the model's
+        demo = app.build_demo(app.AppConfig(weights_dir=str(folder), precision="fp32"))
+        controls = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None) in ("size_mode", "alpha", "radius")}
+        assert controls["size_mode"].value == app.DYNAMIC and controls["alpha"].value == "1/500"
+        assert controls["alpha"].choices == [("the model's (1/500)", "1/500"), ("1/800", "1/800")]
+        assert controls["radius"].value == 3.0 and "the model's: 3" in controls["radius"].label
+        own = app._click_defaults(m500)
+        assert (own.size_mode, own.alpha, own.radius_px) == (app.DYNAMIC, "1/500", 3.0)
+
+        def disk_models(model):  # each menu entry answered by DiskModel, with its checkpoint's inputs
+            info = app._checkpoint(model)
+            if info is None:
+                raise app.AppError("Choose a model in the **Model** menu first.")
+            return batching.BatchedPredictor(DiskModel(models.get_predictor(info.path)), info.path), info.path
+
+        monkeypatch.setattr(app, "_predictor", disk_models)
+        yy, xx = np.mgrid[:64, :64]
+        hu = np.where((yy - 32) ** 2 + (xx - 32) ** 2 <= 25**2, 200.0, -100.0).astype(np.float32)[None]
+        area = int((hu[0] > 100).sum())  # 1,961 px: α = 1/500 gives 3.9 px, 1/800 gives 2.5 px
+        files = [str(p) for p in write_series(tmp_path / "s", hu)]
+        s = app.load_files(None, files, m500, own.size_mode, own.alpha, own.radius_px, *W)[0]
+        s = app.api_click(s, 32, 32, app.FOREGROUND, m500, *W)[0]
+        s, _, _, info, _ = app.api_click(s, 40, 30, app.FOREGROUND, m500, *W)
+        assert [c.radius_px for c in s.clicks] == [3.0, pytest.approx(area / 500)]  # first click: the model's 3 px
+        assert s.vs.click_size.alpha == pytest.approx(1 / 500) and "dynamic α=1/500, the model's" in info
+
+        # another model: the controls and the next clicks take its own α and radius; old clicks keep theirs
+        s, _, _, info, status, mode, alpha, radius = app.on_model(s, m800, *W)
+        assert mode["value"] == app.DYNAMIC and alpha["value"] == "1/800" and radius["value"] == 5.0
+        assert alpha["choices"] == [("the model's (1/800)", "1/800"), ("1/500", "1/500")]
+        assert "the model's: 5" in radius["label"] and "dynamic α=1/800, the model's" in status
+        assert [c.radius_px for c in s.clicks] == [3.0, pytest.approx(area / 500)]
+        s = app.api_click(s, 30, 40, app.FOREGROUND, m800, *W)[0]
+        assert s.clicks[-1].radius_px == pytest.approx(area / 800)
+        # 1/500 on this model only when the user picks it, and the page says it is not the model's
+        s, _, _, info, status = app.on_click_size(s, app.DYNAMIC, "1/500", 5, m800, *W)
+        assert "the model was trained with dynamic α=1/800" in info and "trained with" in status
+        s = app.api_click(s, 34, 28, app.FOREGROUND, m800, *W)[0]
+        assert s.clicks[-1].radius_px == pytest.approx(area / 500)
+        # a model trained with fixed clicks switches the controls to its fixed radius
+        s, _, _, _, _, mode, alpha, radius = app.on_model(s, mfixed, *W)
+        assert mode["value"] == app.FIXED and radius["value"] == 7.0 and s.click_size.alpha is None
+        s = app.api_click(s, 28, 34, app.FOREGROUND, mfixed, *W)[0]
+        assert s.clicks[-1].radius_px == 7.0
+        # a model that is not there changes nothing
+        out = app.on_model(s, "nope.safetensors", *W)
+        assert is_problem(out[4]) and out[0] is s and len(out) == 8 and s.click_size.alpha is None
+        # α is read by iunet.clicks.parse_alpha: any α it accepts, "none" for fixed clicks
+        assert app._click_size(app.DYNAMIC, "0.002", 5).alpha == pytest.approx(0.002)
+        assert app._click_size(app.DYNAMIC, "none", 5).alpha is None
+        out = app.on_click_size(s, app.DYNAMIC, "big", 5, mfixed, *W)
+        assert is_problem(out[4]) and "1/800" in out[4]
+    finally:
+        app.configure(weights, precision="fp32")
 
 
 def test_propagation_with_the_real_model_runs(models_, tmp_path):
