@@ -25,7 +25,7 @@ def dice_loss(probs: torch.Tensor, target: torch.Tensor, eps: float = SMOOTH) ->
 def weighted_dice_loss(
     probs: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, eps: float = SMOOTH
 ) -> torch.Tensor:
-    """Weighted Dice loss (paper eq. 3, as DESIGN.md reads it).
+    """Weighted Dice loss (paper eq. 3, as docs/design.md §1 reads it).
 
     ``W = 1 + weight`` (so interior pixels with weight 0 still count) and
     ``L = 1 - (2 Σ W p g + eps) / (Σ W (p + g) + eps)`` per sample, batch mean.

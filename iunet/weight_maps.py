@@ -3,7 +3,7 @@
 ``d(i)``: a Gaussian boundary map, 0 at the centre of the object rising to ``w_max`` (10) at
 its boundary, and falling back towards 0 far outside it. ``w(i)``: click weights, 10 under
 foreground clicks (equal weight, EW) or a Gaussian fall-off from each click centre (G).
-They combine pixel-wise as ``max(d, w)`` (our reading of eq. 2, see DESIGN.md §1).
+They combine pixel-wise as ``max(d, w)`` (our reading of eq. 2, see docs/design.md §1).
 """
 from __future__ import annotations
 

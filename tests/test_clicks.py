@@ -10,7 +10,7 @@ def test_fixed_radius_ignores_area():
 
 
 def test_dynamic_radius_is_alpha_times_area_clamped():
-    # DESIGN.md: median MSD spleen slice area ~3,700 px, alpha = 1/800 -> r ~ 4.6
+    # docs/design.md §1: median MSD spleen slice area ~3,700 px, alpha = 1/800 -> r ~ 4.6
     assert click_radius_px(3700, 1 / 800) == pytest.approx(4.625)
     assert click_radius_px(100, 1 / 800) == 1.0  # clamped low
     assert click_radius_px(10**6, 1 / 500) == 15.0  # clamped high
