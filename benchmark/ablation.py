@@ -24,33 +24,50 @@ import torch
 
 from iunet.clicks import ClickSize
 from iunet.inference import Predictor
-from iunet.model import read_header
+from iunet.model import InputConfig, read_header
 
 from . import datasets, plain_help
 from .methods import Method
 from .results import SYNTHETIC_BANNER
 from .runner import evaluate_cases
 
-EW = dict(interactive=True, loss="wdice", boundary_weights=True, click_weights="equal", radius_px=5.0, alpha=None)
-# (model, weight, click size, TrainConfig overrides, paper's (spleen, colon) DSC %), Table I order.
+def _clicks(radius_px: float = 5.0, alpha: float | None = None) -> dict:
+    """A variant's click size: the fields of its InputConfig (``TrainConfig.inputs``)."""
+    return dict(default_radius_px=radius_px, alpha=alpha)
+
+
+EW = dict(interactive=True, loss="wdice", boundary_weights=True, click_weights="equal", inputs=_clicks())
+# (model, weight, click size, TrainConfig overrides, paper's (spleen, colon) DSC %), Table I order;
+# ``inputs`` in the overrides sets fields of the base config's InputConfig (variant_config).
 VARIANTS = (
-    ("U-Net", "-", "5 px", dict(interactive=False, loss="dice", boundary_weights=False, click_weights="none", alpha=None), (70.23, 63.91)),
-    ("IU-Net [3]", "-", "5 px", dict(interactive=True, loss="dice", boundary_weights=False, click_weights="none", alpha=None), (70.97, 65.71)),
+    ("U-Net", "-", "5 px", dict(interactive=False, loss="dice", boundary_weights=False, click_weights="none", inputs=dict(alpha=None)), (70.23, 63.91)),
+    ("IU-Net [3]", "-", "5 px", dict(interactive=True, loss="dice", boundary_weights=False, click_weights="none", inputs=dict(alpha=None)), (70.97, 65.71)),
     ("IU-Net", "(G) Weight Map", "5 px", dict(EW, click_weights="none"), (71.26, 67.63)),
     ("IU-Net", "(G) Weight Map + (G) FG Click", "5 px", dict(EW, click_weights="gaussian"), (71.89, 69.62)),
     ("IU-Net", "(G) Weight Map + (EW) FG Click", "5 px", dict(EW), (73.53, 72.35)),
-    ("IU-Net", "(G) Weight Map + (EW) FG Click", "2 px", dict(EW, radius_px=2.0), (73.19, 72.58)),
-    ("IU-Net", "(G) Weight Map + (EW) FG Click", "10 px", dict(EW, radius_px=10.0), (73.41, 73.02)),
-    ("IU-Net", "(G) Weight Map + (EW) FG Click", "α = 1/500", dict(EW, alpha=1 / 500), (75.05, 74.06)),
-    ("IU-Net", "(G) Weight Map + (EW) FG Click", "α = 1/800", dict(EW, alpha=1 / 800), (75.83, 74.30)),
+    ("IU-Net", "(G) Weight Map + (EW) FG Click", "2 px", dict(EW, inputs=_clicks(2.0)), (73.19, 72.58)),
+    ("IU-Net", "(G) Weight Map + (EW) FG Click", "10 px", dict(EW, inputs=_clicks(10.0)), (73.41, 73.02)),
+    ("IU-Net", "(G) Weight Map + (EW) FG Click", "α = 1/500", dict(EW, inputs=_clicks(alpha=1 / 500)), (75.05, 74.06)),
+    ("IU-Net", "(G) Weight Map + (EW) FG Click", "α = 1/800", dict(EW, inputs=_clicks(alpha=1 / 800)), (75.83, 74.30)),
 )
 
 
+def variant_config(base, overrides: dict, **fields):
+    """``base`` (a TrainConfig) with a variant's ``overrides`` and ``fields``; the overrides'
+    ``inputs`` (a dict) replaces fields of ``base.inputs``."""
+    over = dict(overrides)
+    inputs = replace(base.inputs, **over.pop("inputs", {}))
+    return replace(base, inputs=inputs, **over, **fields)
+
+
 def _same_training(path: Path, cfg) -> bool:
-    """Whether ``path`` is a checkpoint trained with exactly ``cfg`` (so it can be reused)."""
+    """Whether ``path`` is a checkpoint trained with exactly ``cfg`` (so it can be reused); a
+    checkpoint written before the input settings were nested (``upgrade_train_config``) counts."""
+    from iunet.train import upgrade_train_config
+
     if not path.is_file():
         return False
-    tc = read_header(path).get("train_config", {})
+    tc = upgrade_train_config(read_header(path).get("train_config", {}))
     want = json.loads(json.dumps(asdict(cfg)))
     return all(tc.get(k) == v for k, v in want.items() if k != "resume")
 
@@ -72,12 +89,12 @@ def run_ablation(a: argparse.Namespace) -> list[dict]:
         cases = datasets.select_cases(datasets.msd_cases(data), a.cases)
         slices = {c.name: datasets.scored_slices(c, tuple(a.label_ids), a.slices) for c in cases}
         base = TrainConfig(
-            epochs=a.epochs, steps=a.steps, batch_size=a.batch_size, grid_px=a.grid_px, base_channels=a.base_channels,
+            epochs=a.epochs, steps=a.steps, batch_size=a.batch_size, inputs=InputConfig(grid_px=a.grid_px), base_channels=a.base_channels,
             val_slices=a.val_slices, seed=a.seed, device=a.device, workers=a.workers,
             labels=tuple(a.train_labels), msd=tuple(a.train_msd), label_ids=tuple(a.label_ids),
         )
         for i, (model, weight, size, overrides, paper) in enumerate(VARIANTS, start=1):
-            cfg = replace(base, out=str(out / f"exp{i}"), name=f"table1-exp{i}", **overrides)
+            cfg = variant_config(base, overrides, out=str(out / f"exp{i}"), name=f"table1-exp{i}")
             ckpt = Path(cfg.out) / "best.safetensors"
             t0 = time.time()
             if _same_training(ckpt, cfg) and not a.retrain:
@@ -88,7 +105,8 @@ def run_ablation(a: argparse.Namespace) -> list[dict]:
             minutes = (time.time() - t0) / 60
             pred = Predictor(ckpt, device=a.device)
             if pred.interactive:
-                method = Method("iunet-dynamic" if cfg.alpha else "iunet-fixed", "", pred, ClickSize(cfg.radius_px, cfg.alpha))
+                clicks = ClickSize(pred.inputs.default_radius_px, pred.inputs.alpha)  # the checkpoint's own (= cfg.inputs)
+                method = Method("iunet-dynamic" if clicks.alpha else "iunet-fixed", "", pred, clicks)
             else:
                 method = Method("unet-auto", "", pred)
             rows = evaluate_cases(slices, [method], ["paper"], 1, a.seed, a.batch)

@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from .clicks import Click, click_radius_px, encode_clicks
+from .model import InputConfig
 from .robot import paper_pair
 from .weight_maps import combined_weight_map
 from .windowing import apply_window
@@ -273,15 +274,12 @@ def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, simil
 class SampleConfig:
     """How a training sample is made (paper Table I options live here)."""
 
-    grid_px: int = 256
-    level_hu: float = 40.0
-    width_hu: float = 400.0
+    # the model's input settings (window, grid, click encoding, default radius, α): the same
+    # InputConfig the checkpoint carries, so training draws exactly what inference will
+    inputs: InputConfig = field(default_factory=InputConfig)
     window_jitter: float = 0.15  # random windowing: ± fraction of the width
     interactions: int = 1  # random (positive, negative) pairs, the paper's simulation
     max_interactions: int = 3  # draw 1..max pairs per sample when > interactions
-    radius_px: float = 5.0
-    alpha: float | None = 1 / 800
-    click_encoding: str = "disk"
     boundary_weights: bool = True
     click_weights: str = "equal"
     real_fraction: float = 0.3  # use the real image instead of a rendering when a slice has one
@@ -409,8 +407,8 @@ def _augment(hu: np.ndarray, masks: list[np.ndarray], rng: np.random.Generator, 
 
 def grid_radius(cfg: SampleConfig, area_grid_px: float, native_px: int) -> float:
     """Click radius on the grid: α · area computed on *native* pixels (as at test time), scaled."""
-    scale = native_px / cfg.grid_px
-    r_native = click_radius_px(area_grid_px * scale * scale, cfg.alpha, cfg.radius_px)
+    scale = native_px / cfg.inputs.grid_px
+    r_native = click_radius_px(area_grid_px * scale * scale, cfg.inputs.alpha, cfg.inputs.default_radius_px)
     return r_native / scale
 
 
@@ -458,10 +456,11 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     use_real = pair is None and sl.hu is not None and rng.random() < cfg.real_fraction
     hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, cfg.similar_p)
     hu, (target, prev) = _augment(hu, [target, prev], rng, cfg)
-    g = cfg.grid_px
-    jitter = cfg.width_hu * cfg.window_jitter
-    level = cfg.level_hu + rng.uniform(-jitter, jitter)
-    width = cfg.width_hu + rng.uniform(-jitter, jitter)
+    inputs = cfg.inputs
+    g = inputs.grid_px
+    jitter = inputs.width_hu * cfg.window_jitter
+    level = inputs.level_hu + rng.uniform(-jitter, jitter)
+    width = inputs.width_hu + rng.uniform(-jitter, jitter)
     image = apply_window(hu, level, width)[None]
     clicks: list[Click] = []
     if pair is None and target.any():
@@ -475,7 +474,7 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
         for i in range(n_pairs):
             r = r_first if not clicks and i == 0 else r_true
             clicks += [Click(y, x, p, r) for (y, x, p) in paper_pair(target, rng, band_px=band)]
-    guidance = encode_clicks(clicks, (g, g), cfg.click_encoding)
+    guidance = encode_clicks(clicks, (g, g), inputs.click_encoding)
     weight = combined_weight_map(target, clicks, cfg.boundary_weights, cfg.click_weights)
     return Sample(
         image.astype(np.float32), guidance, target[None].astype(np.float32), weight[None], clicks, sl.native_px, hu,

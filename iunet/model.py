@@ -21,6 +21,8 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 from torch import nn
 
+from .clicks import DEFAULT_ALPHA, DEFAULT_RADIUS_PX
+
 FORMAT_VERSION = 1
 
 
@@ -42,14 +44,17 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class InputConfig:
-    """How a slice becomes a model input: HU window, grid, click drawing."""
+    """How a slice becomes a model input: HU window, grid, click drawing. The one place these
+    defaults are written: training configs hold an ``InputConfig`` (``TrainConfig.inputs``,
+    ``SampleConfig.inputs``), the checkpoint carries it, and its users default to it
+    (docs/design.md §5, convention 5)."""
 
     level_hu: float = 40.0
     width_hu: float = 400.0
     grid_px: int = 256
     click_encoding: str = "disk"
-    default_radius_px: float = 5.0
-    alpha: float | None = 1 / 800  # dynamic click size the model was trained with; None = fixed
+    default_radius_px: float = DEFAULT_RADIUS_PX  # fixed click radius, and the first click's when dynamic
+    alpha: float | None = DEFAULT_ALPHA  # dynamic click size the model was trained with; None = fixed
 
 
 @dataclass

@@ -24,8 +24,9 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,9 +60,10 @@ class TrainConfig:
     loss: str = "wdice"  # dice | wdice
     boundary_weights: bool = True
     click_weights: str = "equal"  # none | gaussian | equal
+    # the model's input settings (Table I's click size: default_radius_px, alpha; the HU window;
+    # grid_px): written into the checkpoint as they are, the default wherever the model is used
+    inputs: InputConfig = field(default_factory=InputConfig)
     # clicks (Table I)
-    radius_px: float = 5.0
-    alpha: float | None = 1 / 800
     interactions: int = 1
     max_interactions: int = 3
     iterative_clicks: int = 0  # extra error-driven (ritm) clicks from the model's own predictions
@@ -71,7 +73,6 @@ class TrainConfig:
     wide_shapes: bool = False  # the generator adds large regions, vessels and small lesions
     similar_p: float = 0.0  # structures touching the target rendered at nearly its HU
     # data
-    grid_px: int = 256
     labels: tuple[str, ...] = ()  # folders/files of label NIfTIs (rendered synthetically)
     label_ids: tuple[int, ...] = ()  # restrict targets to these label ids (e.g. 1 = spleen)
     msd: tuple[str, ...] = ()  # MSD task folders (real images + labels)
@@ -79,8 +80,6 @@ class TrainConfig:
     synthetic_weight: float = 0.3  # weight of the built-in generator in the mix (0 = off)
     real_fraction: float = 0.3
     flip: bool = False
-    level_hu: float = 40.0
-    width_hu: float = 400.0
     # optimisation
     epochs: int = 10
     steps: int = 200
@@ -116,20 +115,21 @@ PRESETS = {
 
 
 def build_bank(cfg: TrainConfig) -> SliceBank:
-    bank = SliceBank(cfg.grid_px)
+    g = cfg.inputs.grid_px
+    bank = SliceBank(g)
     for src in cfg.labels:
         p = Path(src)
         files = sorted(f for f in p.glob("*.nii*") if not f.name.startswith("._")) if p.is_dir() else [p]
-        bank.add(f"labels:{p.name}", load_label_volumes(files, cfg.grid_px, cfg.label_ids, HELD_OUT))
+        bank.add(f"labels:{p.name}", load_label_volumes(files, g, cfg.label_ids, HELD_OUT))
     for src in cfg.msd:
-        bank.add(f"msd:{Path(src).name}", load_image_label_pairs(msd_pairs(Path(src)), cfg.grid_px, cfg.label_ids, HELD_OUT))
+        bank.add(f"msd:{Path(src).name}", load_image_label_pairs(msd_pairs(Path(src)), g, cfg.label_ids, HELD_OUT))
     for src in cfg.totalseg:
         p = Path(src)
         vol = load_ct(p / "ct.nii.gz")
         lab = read_nifti_mask(p / "seg.nii.gz", like=vol).astype(np.int32)
-        ts = slices_from_volume(lab, cfg.grid_px, vol.hu, (), min_area_px=200, source="ct")
+        ts = slices_from_volume(lab, g, vol.hu, (), min_area_px=200, source="ct")
         if cfg.label_ids:  # organ-specific: its real slices of the organ are targets,
-            bank.add(f"totalseg:{p.name}", slices_from_volume(lab, cfg.grid_px, vol.hu, cfg.label_ids, source="ct"), weight=0.3)
+            bank.add(f"totalseg:{p.name}", slices_from_volume(lab, g, vol.hu, cfg.label_ids, source="ct"), weight=0.3)
             for sl in ts:  # and the context holds no second, unlabelled copy of the organ
                 sl.labels[np.isin(sl.labels, cfg.label_ids)] = 0
         else:  # class-agnostic: its structures are targets too
@@ -154,8 +154,7 @@ def write_split(bank: SliceBank, path: Path) -> dict:
 
 def sample_config(cfg: TrainConfig) -> SampleConfig:
     return SampleConfig(
-        grid_px=cfg.grid_px, level_hu=cfg.level_hu, width_hu=cfg.width_hu, interactions=cfg.interactions,
-        max_interactions=cfg.max_interactions, radius_px=cfg.radius_px, alpha=cfg.alpha,
+        inputs=cfg.inputs, interactions=cfg.interactions, max_interactions=cfg.max_interactions,
         boundary_weights=cfg.boundary_weights, click_weights=cfg.click_weights,
         real_fraction=cfg.real_fraction, flip=cfg.flip, first_click_default=cfg.first_click_default,
         single_click_p=cfg.single_click_p, propagate_p=cfg.propagate_p if cfg.use_prev_mask else 0.0,
@@ -216,7 +215,7 @@ def add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg: Tra
                 c = pts[0]
                 r = grid_radius(scfg, float(pred[b].sum()), int(native_px[b]))  # from the current prediction
                 clicks[b].append(Click(c[0], c[1], c[2], r))
-                g = encode_clicks(clicks[b], gt.shape, scfg.click_encoding)
+                g = encode_clicks(clicks[b], gt.shape, scfg.inputs.click_encoding)
                 x[b, 1:3] = torch.from_numpy(g).to(x.device)
                 if cfg.use_prev_mask:
                     x[b, 3] = torch.from_numpy(pred[b].astype(np.float32)).to(x.device)
@@ -285,7 +284,7 @@ def validate(model: UNet, cfg: TrainConfig, val, device, clicks: int = 5, batch_
 
     ckpt = Checkpoint(model, model_config(cfg), input_config(cfg))
     pred = Predictor(ckpt, device=device)
-    cs = ClickSize(cfg.radius_px, cfg.alpha)
+    cs = ClickSize(cfg.inputs.default_radius_px, cfg.inputs.alpha)
     rng = np.random.default_rng(0)  # unused by ritm, which is deterministic
     tracks = [Track(gt, "ritm", rng, Session(pred, hu, cs)) for hu, gt, _ in val]
     model.eval()
@@ -304,7 +303,27 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
 
 
 def input_config(cfg: TrainConfig) -> InputConfig:
-    return InputConfig(cfg.level_hu, cfg.width_hu, cfg.grid_px, "disk", cfg.radius_px, cfg.alpha)
+    """The input settings the checkpoint carries: the run's own, as they are."""
+    return cfg.inputs
+
+
+# The input settings older checkpoints stored flat in their train_config, and the InputConfig
+# field each became (``click_encoding`` was always "disk" then).
+_FLAT_INPUTS = {"level_hu": "level_hu", "width_hu": "width_hu", "grid_px": "grid_px", "radius_px": "default_radius_px", "alpha": "alpha"}
+
+
+def upgrade_train_config(tc: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint header's ``train_config`` in today's layout: the input settings nested under
+    ``inputs`` (as ``asdict(TrainConfig)`` writes them). Older checkpoints kept ``level_hu``,
+    ``width_hu``, ``grid_px``, ``radius_px`` and ``alpha`` as fields of their own; those move into
+    ``inputs``. A ``train_config`` already in this layout (or empty) comes back unchanged."""
+    if "inputs" in tc or not any(k in tc for k in _FLAT_INPUTS):
+        return dict(tc)
+    out = {k: v for k, v in tc.items() if k not in _FLAT_INPUTS}
+    inputs = asdict(InputConfig())
+    inputs.update({new: tc[old] for old, new in _FLAT_INPUTS.items() if old in tc})
+    out["inputs"] = inputs
+    return out
 
 
 def _save_optim(opt: torch.optim.Optimizer, path: Path, meta: dict) -> None:
@@ -478,8 +497,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--boundary-weights", action=argparse.BooleanOptionalAction, default=None, help="Gaussian boundary weight map")
     p.add_argument("--click-weights", choices=["none", "gaussian", "equal"], default=None,
                    help=f"loss weight under foreground clicks: none, Gaussian fall-off (G) or equal (EW) (default {d.click_weights})")
-    p.add_argument("--radius-px", type=float, default=None, help="fixed click radius (and the first click's radius when dynamic)")
-    p.add_argument("--alpha", default=None, help=f"dynamic click size α (radius = α · mask area), e.g. 1/800, or 'none' for fixed clicks (default {format_alpha(d.alpha)})")
+    p.add_argument("--radius-px", type=float, default=None, help=f"fixed click radius (and the first click's radius when dynamic) (default {d.inputs.default_radius_px:g})")
+    p.add_argument("--alpha", default=None, help=f"dynamic click size α (radius = α · mask area), e.g. 1/800, or 'none' for fixed clicks (default {format_alpha(d.inputs.alpha)})")
     p.add_argument("--interactions", type=int, default=None, help="random (positive, negative) click pairs per sample")
     p.add_argument("--max-interactions", type=int, default=None,
                    help=f"draw between --interactions and this many click pairs per sample (default {d.max_interactions})")
@@ -493,7 +512,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="probability that structures touching the target are rendered at nearly its HU")
     p.add_argument("--wide-shapes", action=argparse.BooleanOptionalAction, default=None,
                    help="the built-in generator adds large regions, vessels and small lesions")
-    p.add_argument("--grid-px", type=int, default=None, help=f"side of the model's square input grid in pixels (default {d.grid_px})")
+    p.add_argument("--grid-px", type=int, default=None, help=f"side of the model's square input grid in pixels (default {d.inputs.grid_px})")
     p.add_argument("--labels", action="append", default=None, help="folder or file of label NIfTIs to render (repeatable)")
     p.add_argument("--label-ids", type=int, nargs="*", default=None, help="target label ids (default: any structure)")
     p.add_argument("--msd", action="append", default=None, help="MSD task folder with real images (repeatable)")
@@ -528,9 +547,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     flags = {
         "out": a.out, "name": a.name, "use_prev_mask": a.prev_mask, "base_channels": a.base_channels, "depth": a.depth,
         "dropout": a.dropout, "loss": a.loss, "boundary_weights": a.boundary_weights, "click_weights": a.click_weights,
-        "radius_px": a.radius_px, "interactions": a.interactions, "max_interactions": a.max_interactions,
+        "interactions": a.interactions, "max_interactions": a.max_interactions,
         "iterative_clicks": a.iterative_clicks, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p,
-        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "grid_px": a.grid_px, "synthetic_weight": a.synthetic_weight,
+        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "synthetic_weight": a.synthetic_weight,
         "real_fraction": a.real_fraction, "flip": a.flip, "epochs": a.epochs, "steps": a.steps,
         "batch_size": a.batch_size, "seed": a.seed, "val_slices": a.val_slices, "workers": a.workers, "lr": a.lr,
         "device": a.device, "bf16": a.bf16, "channels_last": a.channels_last, "max_minutes": a.max_minutes, "init": a.init, "threads": a.threads,
@@ -541,15 +560,18 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     kw.update({k: v for k, v in flags.items() if v is not None})
     if a.model:
         kw["interactive"] = a.model == "iunet"
+    # the input flags set fields of the run's InputConfig (a preset's, when it has one)
+    inputs = {k: v for k, v in (("grid_px", a.grid_px), ("default_radius_px", a.radius_px)) if v is not None}
     if a.alpha is not None:
         try:
-            kw["alpha"] = parse_alpha(a.alpha)
+            inputs["alpha"] = parse_alpha(a.alpha)  # None for "none": fixed clicks
         except ValueError as e:
             p.error(f"--alpha: {e}")
+    kw["inputs"] = replace(kw.get("inputs", d.inputs), **inputs)
     kw["resume"] = a.resume
     cfg = replace(d, **kw)
-    if cfg.grid_px % (2**cfg.depth):
-        p.error(f"--grid-px {cfg.grid_px} must be divisible by 2**depth = {2**cfg.depth}")
+    if cfg.inputs.grid_px % (2**cfg.depth):
+        p.error(f"--grid-px {cfg.inputs.grid_px} must be divisible by 2**depth = {2**cfg.depth}")
     for src in (*cfg.labels, *cfg.msd, *cfg.totalseg):
         if not Path(src).exists():
             p.error(f"data path not found: {src}")

@@ -16,7 +16,7 @@ import sys
 import tarfile
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -427,13 +427,13 @@ def test_ablation_trains_nine_variants_and_prints_table1(tmp_path, monkeypatch, 
     def fake_train(cfg):  # a tiny untrained checkpoint with the variant's config, instead of training
         trained.append(cfg)
         mc = ModelConfig(interactive=cfg.interactive, base_channels=4, depth=2)
-        ic = InputConfig(grid_px=64, default_radius_px=cfg.radius_px, alpha=cfg.alpha)
+        ic = replace(cfg.inputs, grid_px=64)
         return save_checkpoint(Checkpoint(UNet(mc), mc, ic, json.loads(json.dumps(asdict(cfg)))), Path(cfg.out) / "best.safetensors")
 
     monkeypatch.setattr(iunet.train, "train", fake_train)
     args = ["ablation", "--out", str(tmp_path), "--synthetic-cases", "1", "--device", "cpu"]
     main(args)
-    assert [(c.interactive, c.loss, c.click_weights, c.radius_px, c.alpha) for c in trained] == [
+    assert [(c.interactive, c.loss, c.click_weights, c.inputs.default_radius_px, c.inputs.alpha) for c in trained] == [
         (False, "dice", "none", 5.0, None), (True, "dice", "none", 5.0, None), (True, "wdice", "none", 5.0, None),
         (True, "wdice", "gaussian", 5.0, None), (True, "wdice", "equal", 5.0, None), (True, "wdice", "equal", 2.0, None),
         (True, "wdice", "equal", 10.0, None), (True, "wdice", "equal", 5.0, 1 / 500), (True, "wdice", "equal", 5.0, 1 / 800)]
@@ -441,6 +441,27 @@ def test_ablation_trains_nine_variants_and_prints_table1(tmp_path, monkeypatch, 
     assert table.count("\n| ") == 10 and "75.83" in table and "63.91" in table and "SYNTHETIC" in table
     main(args)  # matching checkpoints are reused, not trained again
     assert len(trained) == 9 and "reusing" in capsys.readouterr().out
+
+
+def test_ablation_reuses_checkpoints_written_before_inputs_were_nested(tmp_path):
+    """A checkpoint whose train_config has the input settings flat (the layout before
+    TrainConfig.inputs) is recognised as the same training; another click size is not."""
+    from benchmark.ablation import VARIANTS, _same_training, variant_config
+    from iunet.model import read_header
+    from iunet.train import TrainConfig
+
+    cfg = variant_config(TrainConfig(inputs=InputConfig(grid_px=64)), VARIANTS[7][3], out=str(tmp_path))
+    assert (cfg.inputs.alpha, cfg.inputs.default_radius_px, cfg.inputs.grid_px) == (1 / 500, 5.0, 64)
+    mc = ModelConfig(base_channels=4, depth=2)
+    tc = json.loads(json.dumps(asdict(cfg)))
+    inputs = tc.pop("inputs")
+    old = {**tc, "grid_px": inputs["grid_px"], "level_hu": inputs["level_hu"], "width_hu": inputs["width_hu"],
+           "radius_px": inputs["default_radius_px"], "alpha": inputs["alpha"]}
+    path = save_checkpoint(Checkpoint(UNet(mc), mc, cfg.inputs, old), tmp_path / "old.safetensors")
+    assert "inputs" not in read_header(path)["train_config"] and _same_training(path, cfg)
+    assert not _same_training(path, replace(cfg, inputs=replace(cfg.inputs, alpha=1 / 800)))
+    new = save_checkpoint(Checkpoint(UNet(mc), mc, cfg.inputs, json.loads(json.dumps(asdict(cfg)))), tmp_path / "new.safetensors")
+    assert _same_training(new, cfg) and not _same_training(new, replace(cfg, inputs=replace(cfg.inputs, grid_px=128)))
 
 
 # ---------------------------------------------------------------------------------------
@@ -609,7 +630,7 @@ def test_one_alpha_parser_for_both_command_lines(capsys):
     for bad in ("abc", "0", "-1/5", "1/0"):
         with pytest.raises(ValueError, match="α"):
             parse_alpha(bad)
-    assert parse_args(["--alpha", "none"]).alpha is None and main is not None
+    assert parse_args(["--alpha", "none"]).inputs.alpha is None and main is not None
     for argv, run in ((["--alpha", "abc"], parse_args), (["run", "--alpha", "abc"], main)):
         with pytest.raises(SystemExit):
             run(argv)

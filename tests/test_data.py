@@ -1,6 +1,7 @@
 import numpy as np
 
 from iunet.data import SampleConfig, SliceBank, make_sample, render_ct, slices_from_volume, synthetic_labels, with_context
+from iunet.model import InputConfig
 
 
 def test_synthetic_labels_and_render_are_seeded():
@@ -21,7 +22,7 @@ def test_rendered_structure_has_its_own_intensity():
 
 def test_sample_clicks_follow_the_paper():
     rng = np.random.default_rng(0)
-    cfg = SampleConfig(grid_px=64, interactions=1, max_interactions=1, alpha=None, radius_px=3)
+    cfg = SampleConfig(inputs=InputConfig(grid_px=64, alpha=None, default_radius_px=3), interactions=1, max_interactions=1)
     s = make_sample(synthetic_labels(64, rng), rng, cfg)
     assert s.image.shape == (1, 64, 64) and s.guidance.shape == (2, 64, 64)
     pos = [c for c in s.clicks if c.positive]
@@ -57,7 +58,7 @@ def _tube_volume():
 def test_propagation_samples_carry_the_neighbour_and_end_with_empty_targets():
     sls = slices_from_volume(_tube_volume(), 64, target_ids=(1,), spacing_z_mm=5.0)
     assert [s.z for s in sls] == list(range(3, 9)) and sls[0].volume.shape == (12, 64, 64)
-    cfg = SampleConfig(grid_px=64, propagate_p=1.0, geometry=False, flip=False)
+    cfg = SampleConfig(inputs=InputConfig(grid_px=64), propagate_p=1.0, geometry=False, flip=False)
     rng = np.random.default_rng(0)
     n_empty = 0
     for i in range(40):
@@ -76,13 +77,13 @@ def test_first_click_has_the_default_radius_as_at_test_time():
     from iunet.data import LabelSlice
 
     sl = LabelSlice(lab, 512)
-    cfg = SampleConfig(grid_px=64, alpha=1 / 800, radius_px=5, first_click_default=True, single_click_p=1.0,
+    cfg = SampleConfig(inputs=InputConfig(grid_px=64, alpha=1 / 800, default_radius_px=5), first_click_default=True, single_click_p=1.0,
                        centre_click_p=1.0, interactions=1, max_interactions=1, geometry=False)
     s = make_sample(sl, rng, cfg)
     assert len(s.clicks) == 1 and s.clicks[0].positive
     assert s.clicks[0].radius_px == 5 * 64 / 512  # default radius (native px) on the grid
     assert (s.clicks[0].y, s.clicks[0].x) in {(29, 29), (29, 30), (30, 29), (30, 30)}  # deepest point
-    old = make_sample(sl, np.random.default_rng(1), SampleConfig(grid_px=64, alpha=1 / 800, geometry=False, interactions=1, max_interactions=1))
+    old = make_sample(sl, np.random.default_rng(1), SampleConfig(inputs=InputConfig(grid_px=64, alpha=1 / 800), geometry=False, interactions=1, max_interactions=1))
     assert old.clicks[0].radius_px == 15 * 64 / 512  # the paper's training rule: α · true area
 
 

@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from iunet.model import load_checkpoint
-from iunet.train import TrainConfig, parse_args, train
+from dataclasses import asdict
+
+from iunet.model import InputConfig, load_checkpoint
+from iunet.train import PRESETS, TrainConfig, parse_args, sample_config, train, upgrade_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny(tmp_path, **kw):
-    base = dict(out=str(tmp_path), grid_px=64, base_channels=8, depth=3, batch_size=4, steps=12, epochs=3, val_slices=4,
+    base = dict(out=str(tmp_path), inputs=InputConfig(grid_px=64), base_channels=8, depth=3, batch_size=4, steps=12, epochs=3, val_slices=4,
                 workers=0, iterative_clicks=1, lr=3e-3)
     base.update(kw)
     return TrainConfig(**base)
@@ -30,6 +32,7 @@ def test_weighted_dice_training_loss_falls(tmp_path):
     assert len(hist) == 3
     assert hist[-1]["loss"] < hist[0]["loss"]  # the weighted Dice loss falls
     assert (tmp_path / "last.safetensors").exists() and (tmp_path / "last.optim.safetensors").exists()
+    assert ck.input_config == cfg.inputs and ck.train_config["inputs"] == asdict(cfg.inputs)  # one source, nested
     split = json.loads((tmp_path / "split.json").read_text())
     assert split["held_out"] == ["spleen_8"] and "synthetic" in split["train"]
 
@@ -72,11 +75,33 @@ def test_seeded_runs_reproduce(tmp_path):
 def test_table_one_variants_parse():
     assert parse_args(["--model", "unet"]).interactive is False
     c = parse_args(["--loss", "dice", "--no-boundary-weights", "--click-weights", "gaussian", "--alpha", "none", "--radius-px", "2"])
-    assert (c.loss, c.boundary_weights, c.click_weights, c.alpha, c.radius_px) == ("dice", False, "gaussian", None, 2.0)
-    assert parse_args(["--alpha", "1/500"]).alpha == pytest.approx(1 / 500)
+    assert (c.loss, c.boundary_weights, c.click_weights, c.inputs.alpha, c.inputs.default_radius_px) == ("dice", False, "gaussian", None, 2.0)
+    assert parse_args(["--alpha", "1/500"]).inputs.alpha == pytest.approx(1 / 500)
     assert parse_args(["--preset", "spleen"]).label_ids == (1,)
     with pytest.raises(SystemExit):
         parse_args(["--grid-px", "100"])
+    with pytest.raises(SystemExit):
+        parse_args(["--alpha", "-1"])
+
+
+def test_input_settings_have_one_source():
+    """The run's InputConfig is InputConfig's own defaults unless a flag or preset sets a field;
+    the sample config holds the same object; presets keep working with the input flags."""
+    assert parse_args([]).inputs == InputConfig() == TrainConfig().inputs
+    c = parse_args(["--preset", "agnostic3d", "--grid-px", "128", "--alpha", "none", "--radius-px", "3"])
+    assert c.use_prev_mask and c.propagate_p == PRESETS["agnostic3d"]["propagate_p"] and c.name == "iunet-agnostic-3d"
+    assert c.inputs == InputConfig(grid_px=128, default_radius_px=3.0, alpha=None)
+    assert sample_config(c).inputs is c.inputs and sample_config(c).propagate_p == c.propagate_p
+    assert parse_args(["--preset", "agnostic3d"]).inputs == InputConfig()
+
+
+def test_older_train_configs_upgrade_to_nested_inputs():
+    old = {"epochs": 3, "grid_px": 128, "level_hu": 50.0, "width_hu": 350.0, "radius_px": 2.0, "alpha": None, "history": []}
+    assert upgrade_train_config(old) == {
+        "epochs": 3, "history": [], "inputs": asdict(InputConfig(50.0, 350.0, 128, "disk", 2.0, None)),
+    }
+    new = json.loads(json.dumps(asdict(TrainConfig())))
+    assert upgrade_train_config(new) == new and upgrade_train_config({}) == {}
 
 
 def test_unet_baseline_trains(tmp_path):
