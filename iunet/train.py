@@ -105,7 +105,7 @@ PRESETS = {
     # size of structure, neighbouring-slice pairs where an empty mask can be the answer
     "agnostic3d": dict(
         name="iunet-agnostic-3d", flip=True, synthetic_weight=0.4, iterative_clicks=2, use_prev_mask=True,
-        first_click_default=True, single_click_p=0.5, propagate_p=0.3, wide_shapes=True, similar_p=0.4,
+        first_click_default=True, single_click_p=0.5, propagate_p=0.3, wide_shapes=True,
     ),
 }
 
