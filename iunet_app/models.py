@@ -49,13 +49,16 @@ class CheckpointInfo:
 
 
 def find_checkpoints(weights_dir: str | Path) -> tuple[list[CheckpointInfo], list[str]]:
-    """The interactive ``*.safetensors`` checkpoints in ``weights_dir`` (sorted by file name).
+    """The interactive ``*.safetensors`` checkpoints in ``weights_dir``: models with the
+    previous-mask channel first (only they know where a structure ends when a mask is carried
+    through a volume, so they are the better default for the volume workflow), then by file name.
 
     Returns (checkpoints, problems): files that are not iunet checkpoints (e.g. optimiser
     state) and automatic models that take no clicks are left out and described in
     ``problems``, one line each.
     """
     found, problems = [], []
+    propagates: dict[str, bool] = {}
     folder = Path(weights_dir)
     for p in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
         try:
@@ -69,6 +72,8 @@ def find_checkpoints(weights_dir: str | Path) -> tuple[list[CheckpointInfo], lis
             problems.append(f"{p.name}: an automatic model (it takes no clicks), not offered for clicking")
             continue
         found.append(CheckpointInfo(str(p.resolve()), name, interactive))
+        propagates[found[-1].path] = bool((header.get("model_config") or {}).get("use_prev_mask", False))
+    found.sort(key=lambda c: not propagates[c.path])  # stable: file-name order within each group
     return found, problems
 
 

@@ -996,3 +996,16 @@ def test_closed_pages_give_their_memory_back(models_, tmp_path):
         del s
         after.append(rss_mb())
     assert after[2] - after[0] < 40, after  # a leak would add about 100 MB per round
+
+
+def test_models_that_propagate_are_listed_first(tmp_path):
+    import torch
+
+    from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet, save_checkpoint
+
+    for fname, prev in (("a_click.safetensors", False), ("b_volume.safetensors", True), ("c_click.safetensors", False)):
+        mc = ModelConfig(base_channels=4, depth=2, use_prev_mask=prev)
+        torch.manual_seed(0)
+        save_checkpoint(Checkpoint(UNet(mc), mc, InputConfig(grid_px=32), name=fname), tmp_path / fname)
+    found, _ = models.find_checkpoints(tmp_path)
+    assert [Path(c.path).name for c in found] == ["b_volume.safetensors", "a_click.safetensors", "c_click.safetensors"]
