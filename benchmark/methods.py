@@ -217,10 +217,8 @@ class Method:
         ``add_click(z, y, x, positive)``.
         """
         if self.uses_session:
-            from iunet import inference
+            from iunet import inference  # looked up at call time (the tests put a stand-in there)
 
-            if not hasattr(inference, "VolumeSession"):
-                raise SystemExit("--protocols volume: this iunet has no VolumeSession (3D propagation) yet")
             return inference.VolumeSession(self.predictor, volume_hu, self.click_size, spacing_mm=tuple(spacing_mm))
         if self.name == "random-walker":
             image01 = apply_window(np.asarray(volume_hu, np.float32), ABDOMEN_LEVEL_HU, ABDOMEN_WIDTH_HU)

@@ -303,11 +303,6 @@ def run(cfg: RunConfig) -> Path:
             flat = [m.name for m in meths if not m.volumetric]
             if flat:
                 print(f"note: {', '.join(flat)} ha{'s' if len(flat) == 1 else 've'} no 3D form; left out of the volume protocol", flush=True)
-            if need_net:
-                from iunet import inference
-
-                if not hasattr(inference, "VolumeSession"):
-                    raise SystemExit("--protocols volume: this version of iunet has no inference.VolumeSession (3D propagation) yet")
         device = (predictor or unet).describe_device() if (predictor or unet) else "CPU"
         meta = {
             "config": ident, "synthetic": cfg.data is None, "task": datasets.task_name(data),
