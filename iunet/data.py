@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from .clicks import Click, click_radius_px, encode_clicks
 from .model import InputConfig
-from .robot import paper_pair
+from .robot import deepest_point, paper_pair
 from .weight_maps import combined_weight_map
 from .windowing import apply_window
 
@@ -430,9 +430,7 @@ def _first_click(target: np.ndarray, rng: np.random.Generator, centre_p: float) 
     """A user's first click: at the object's deepest point (where the ritm robot and most people
     click first) with probability ``centre_p``, else anywhere inside it."""
     if rng.random() < centre_p:
-        d = ndimage.distance_transform_edt(np.pad(target, 1))[1:-1, 1:-1]
-        y, x = np.unravel_index(int(np.argmax(d)), d.shape)
-        return int(y), int(x), True
+        return (*deepest_point(target), True)
     ys, xs = np.nonzero(target)
     i = int(rng.integers(len(ys)))
     return int(ys[i]), int(xs[i]), True

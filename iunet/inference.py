@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from .clicks import Click, ClickSize, encode_clicks
 from .model import Checkpoint, load_checkpoint
+from .robot import deepest_point
 from .windowing import apply_window
 
 
@@ -275,9 +276,8 @@ MIN_CONFIDENCE = 0.6  # mean probability inside a propagated mask below this: no
 def _seed_click(prev: np.ndarray, click_size: ClickSize) -> Click:
     """For models without the previous-mask channel: a positive click at the deepest point of
     the previous slice's mask stands in for it."""
-    depth = ndimage.distance_transform_edt(np.pad(prev, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return Click(int(y), int(x), True, click_size.radius_for(int(prev.sum())))
+    y, x = deepest_point(prev)
+    return Click(y, x, True, click_size.radius_for(int(prev.sum())))
 
 
 def accept_propagated(prob: np.ndarray, prev: np.ndarray, threshold: float = 0.5,
@@ -488,16 +488,7 @@ class VolumeSession:
         prev = self._mask[z].copy()
         prob = self._predict([z], [self.slice_clicks(z) + (click,)], [prev if prev.any() else None])[0]
         self._clicks = self._clicks + ((z, click),)
-        m = prob >= self.threshold
-        if not np.array_equal(m, prev):
-            edit.slices[z] = np.packbits(prev)
-            self._mask[z] = m
-        if propagate:
-            self._propagate(z, edit.slices)
-        self._undo.append(edit)
-        self.last_changed = sorted(edit.slices)
-        self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
-        return self.mask
+        return self._commit(edit, z, prob >= self.threshold, t0, propagate)
 
     def set_slice_mask(self, z: int, mask: np.ndarray, propagate: bool = True, stop_when_same: bool = True,
                        max_slices: int | None = None) -> np.ndarray:
@@ -505,13 +496,16 @@ class VolumeSession:
         m = np.asarray(mask, bool)
         if m.shape != self.shape[1:]:
             raise ValueError(f"mask {m.shape} does not match the slices {self.shape[1:]}")
-        t0 = time.perf_counter()
-        edit = _Edit(self._clicks, {})
+        return self._commit(_Edit(self._clicks, {}), int(z), m, time.perf_counter(), propagate, stop_when_same, max_slices)
+
+    def _commit(self, edit: _Edit, z: int, m: np.ndarray, t0: float, propagate: bool,
+                stop_when_same: bool = True, max_slices: int | None = None) -> np.ndarray:
+        """Put mask ``m`` on slice ``z``, propagate from it, and record ``edit`` for undo."""
         if not np.array_equal(m, self._mask[z]):
             edit.slices[z] = np.packbits(self._mask[z])
             self._mask[z] = m
         if propagate:
-            self._propagate(int(z), edit.slices, stop_when_same, max_slices)
+            self._propagate(z, edit.slices, stop_when_same, max_slices)
         self._undo.append(edit)
         self.last_changed = sorted(edit.slices)
         self.last_latency_ms = (time.perf_counter() - t0) * 1000.0

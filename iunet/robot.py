@@ -51,6 +51,14 @@ def _depth(region: np.ndarray) -> np.ndarray:
     return ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
 
 
+def deepest_point(region: np.ndarray) -> tuple[int, int]:
+    """(y, x) of the pixel of ``region`` (Y, X) bool farthest from its outside (the first in raster
+    order on ties): where a user, or the ritm robot, clicks first on an object."""
+    d = _depth(np.asarray(region, bool))
+    y, x = np.unravel_index(int(np.argmax(d)), d.shape)
+    return int(y), int(x)
+
+
 def _error_maps(gt: np.ndarray, pred: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     g = np.asarray(gt).astype(bool)
     p = np.zeros_like(g) if pred is None else np.asarray(pred).astype(bool)
