@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .clicks import Click, click_radius_px, encode_clicks
+from .clicks import Click, click_radius_px, encode_clicks, geodesic_maps
 from .model import InputConfig
 from .robot import deepest_point, paper_pair
 from .weight_maps import combined_weight_map
@@ -294,6 +294,7 @@ class SampleConfig:
     propagate_p: float = 0.0  # samples that carry a neighbouring slice's mask and no click
     similar_p: float = 0.0  # structures touching the target rendered at nearly its HU (render_ct)
     max_gap_mm: float = 8.0  # neighbours for propagation up to this far apart (1 or 2 slices)
+    geodesic: bool = False  # also compute the clicks' geodesic maps (models with ModelConfig.geodesic)
 
 
 @dataclass
@@ -306,6 +307,7 @@ class Sample:
     native_px: int = 512
     hu: np.ndarray | None = None  # (G, G) HU, for iterative click simulation
     prev: np.ndarray | None = None  # (1, G, G) 0/1 previous-mask channel (neighbour's mask when propagating)
+    geodesic: np.ndarray | None = None  # (2, G, G) geodesic click maps (SampleConfig.geodesic), else None
 
 
 def choose_target(sl: LabelSlice, rng: np.random.Generator) -> np.ndarray:
@@ -473,10 +475,11 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
             r = r_first if not clicks and i == 0 else r_true
             clicks += [Click(y, x, p, r) for (y, x, p) in paper_pair(target, rng, band_px=band)]
     guidance = encode_clicks(clicks, (g, g), inputs.click_encoding)
+    geo = geodesic_maps(image[0], clicks, inputs.geodesic_lambda, inputs.geodesic_tau_px) if cfg.geodesic else None
     weight = combined_weight_map(target, clicks, cfg.boundary_weights, cfg.click_weights)
     return Sample(
         image.astype(np.float32), guidance, target[None].astype(np.float32), weight[None], clicks, sl.native_px, hu,
-        prev[None].astype(np.float32),
+        prev[None].astype(np.float32), geo,
     )
 
 

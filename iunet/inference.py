@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .clicks import Click, ClickSize, encode_clicks
+from .clicks import Click, ClickSize, encode_clicks, geodesic_maps
 from .model import Checkpoint, load_checkpoint
 from .robot import deepest_point
 from .windowing import apply_window
@@ -89,6 +89,16 @@ class Predictor:
         sy, sx = g / shape_yx[0], g / shape_yx[1]
         return encode_clicks([c.scaled(sy, sx) for c in clicks], (g, g), self.inputs.click_encoding)
 
+    def _geodesic(self, image: torch.Tensor, clicks: Sequence[Click], shape_yx: tuple[int, int]) -> torch.Tensor:
+        """(2, G, G) geodesic click maps on the prepared (1, G, G) image (models with ``geodesic``)."""
+        g = self.grid_px
+        sy, sx = g / shape_yx[0], g / shape_yx[1]
+        maps = geodesic_maps(
+            image[0].float().cpu().numpy(), [c.scaled(sy, sx) for c in clicks],
+            self.inputs.geodesic_lambda, self.inputs.geodesic_tau_px,
+        )
+        return torch.from_numpy(maps).to(self.device)
+
     def _mask_to_grid(self, mask: np.ndarray | None, shape_yx: tuple[int, int]) -> torch.Tensor:
         g = self.grid_px
         if mask is None:
@@ -116,6 +126,8 @@ class Predictor:
                 parts.append(torch.from_numpy(self._guidance(cl, shape)).to(self.device))
                 if self.config.use_prev_mask:
                     parts.append(self._mask_to_grid(prev, shape))
+                if self.config.geodesic:
+                    parts.append(self._geodesic(img, cl, shape))
             chans.append(torch.cat(parts, 0))
         x = torch.stack(chans, 0)
         if self.channels_last:

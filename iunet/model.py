@@ -2,7 +2,8 @@
 
 Input (B, C, G, G) float32 with C = 1 image channel (HU windowed to [0, 1])
 + 2 guidance channels (foreground / background clicks) for IU-Net
-+ 1 previous-mask channel when ``use_prev_mask``; output (B, 1, G, G) logits.
++ 1 previous-mask channel when ``use_prev_mask``
++ 2 geodesic click maps (foreground / background) when ``geodesic``; output (B, 1, G, G) logits.
 G must be divisible by 2**depth.
 
 Checkpoints are one ``.safetensors`` file: the weights plus a JSON header (``iunet`` key of
@@ -21,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 from torch import nn
 
-from .clicks import DEFAULT_ALPHA, DEFAULT_RADIUS_PX
+from .clicks import DEFAULT_ALPHA, DEFAULT_GEODESIC_LAMBDA, DEFAULT_GEODESIC_TAU_PX, DEFAULT_RADIUS_PX
 
 FORMAT_VERSION = 1
 
@@ -36,10 +37,13 @@ class ModelConfig:
     depth: int = 4
     dropout: float = 0.1
     batch_norm: bool = True
+    geodesic: bool = False  # two more inputs, after the others: the clicks' geodesic maps (iunet.clicks)
 
     @property
     def in_channels(self) -> int:
-        return 1 + (2 if self.interactive else 0) + (1 if self.use_prev_mask and self.interactive else 0)
+        if not self.interactive:
+            return 1
+        return 3 + (1 if self.use_prev_mask else 0) + (2 if self.geodesic else 0)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,9 @@ class InputConfig:
     click_encoding: str = "disk"
     default_radius_px: float = DEFAULT_RADIUS_PX  # fixed click radius, and the first click's when dynamic
     alpha: float | None = DEFAULT_ALPHA  # dynamic click size the model was trained with; None = fixed
+    # geodesic click maps (used by models with ModelConfig.geodesic): edge cost and decay length
+    geodesic_lambda: float = DEFAULT_GEODESIC_LAMBDA
+    geodesic_tau_px: float = DEFAULT_GEODESIC_TAU_PX
 
 
 @dataclass

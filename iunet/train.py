@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from .clicks import Click, encode_clicks, format_alpha, parse_alpha
+from .clicks import Click, encode_clicks, format_alpha, geodesic_maps, parse_alpha
 from .ct_io import load_ct, read_nifti_mask
 from .data import (
     SampleConfig, SliceBank, grid_radius, load_image_label_pairs, load_label_volumes, make_sample, msd_pairs, slices_from_volume,
@@ -53,6 +53,7 @@ class TrainConfig:
     # model (Table I: U-Net vs IU-Net)
     interactive: bool = True
     use_prev_mask: bool = False
+    geodesic: bool = False  # two more inputs: the clicks' geodesic maps (iunet.clicks.geodesic_maps)
     base_channels: int = 16
     depth: int = 4
     dropout: float = 0.1
@@ -158,7 +159,7 @@ def sample_config(cfg: TrainConfig) -> SampleConfig:
         boundary_weights=cfg.boundary_weights, click_weights=cfg.click_weights,
         real_fraction=cfg.real_fraction, flip=cfg.flip, first_click_default=cfg.first_click_default,
         single_click_p=cfg.single_click_p, propagate_p=cfg.propagate_p if cfg.use_prev_mask else 0.0,
-        similar_p=cfg.similar_p,
+        similar_p=cfg.similar_p, geodesic=cfg.geodesic and cfg.interactive,
     )
 
 
@@ -173,9 +174,11 @@ class SampleStream(torch.utils.data.IterableDataset):
         for _ in range(self.n):
             sl = self.bank.draw(rng)
             s = make_sample(sl, rng, self.scfg)
+            geo = torch.from_numpy(s.geodesic) if s.geodesic is not None else torch.zeros((0, *s.image.shape[1:]))
             yield (
                 torch.from_numpy(s.image), torch.from_numpy(s.guidance), torch.from_numpy(s.target),
                 torch.from_numpy(s.weight), torch.tensor(s.native_px), _clicks_tensor(s.clicks), torch.from_numpy(s.prev),
+                geo,
             )
 
 
@@ -219,6 +222,10 @@ def add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg: Tra
                 x[b, 1:3] = torch.from_numpy(g).to(x.device)
                 if cfg.use_prev_mask:
                     x[b, 3] = torch.from_numpy(pred[b].astype(np.float32)).to(x.device)
+                if cfg.geodesic:
+                    image = x[b, 0].float().cpu().numpy()
+                    geo = geodesic_maps(image, clicks[b], scfg.inputs.geodesic_lambda, scfg.inputs.geodesic_tau_px)
+                    x[b, -2:] = torch.from_numpy(geo).to(x.device)
                 if cfg.loss == "wdice":
                     weight[b, 0] = torch.from_numpy(combined_weight_map(gt, clicks[b], cfg.boundary_weights, cfg.click_weights)).to(x.device)
     model.train(was_training)
@@ -299,7 +306,7 @@ def validate(model: UNet, cfg: TrainConfig, val, device, clicks: int = 5, batch_
 
 
 def model_config(cfg: TrainConfig) -> ModelConfig:
-    return ModelConfig(cfg.interactive, cfg.use_prev_mask, cfg.base_channels, cfg.depth, cfg.dropout)
+    return ModelConfig(cfg.interactive, cfg.use_prev_mask, cfg.base_channels, cfg.depth, cfg.dropout, geodesic=cfg.geodesic and cfg.interactive)
 
 
 def input_config(cfg: TrainConfig) -> InputConfig:
@@ -389,9 +396,13 @@ def train(cfg: TrainConfig) -> Path:
         src = load_checkpoint(cfg.init)
         state = src.model.state_dict()
         if src.model_config != model_config(cfg):
-            if replace(src.model_config, use_prev_mask=cfg.use_prev_mask) != model_config(cfg):
-                raise SystemExit(f"--init {cfg.init}: its model config {src.model_config} differs from this run's {model_config(cfg)}")
-            state = adapt_input_channels(state, model)  # e.g. a click model gains the previous-mask channel
+            want = model_config(cfg)
+            if replace(src.model_config, use_prev_mask=want.use_prev_mask, geodesic=want.geodesic) != want:
+                raise SystemExit(f"--init {cfg.init}: its model config {src.model_config} differs from this run's {want}")
+            if src.model_config.geodesic and want.use_prev_mask != src.model_config.use_prev_mask:
+                raise SystemExit(f"--init {cfg.init}: cannot add or drop the previous-mask channel of a geodesic model")
+            # new input channels come last (previous mask, then geodesic maps) and start at zero weight
+            state = adapt_input_channels(state, model)
         model.load_state_dict(state, strict=True)
     net = model
     if ddp:
@@ -416,13 +427,15 @@ def train(cfg: TrainConfig) -> Path:
         rng = np.random.default_rng([cfg.seed, epoch, rank, 7])
         bar = tqdm(loader, total=cfg.steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not main, dynamic_ncols=True)
         t0, losses = time.time(), []
-        for step, (img, guide, target, weight, native_px, clicks_t, prev) in enumerate(bar):
+        for step, (img, guide, target, weight, native_px, clicks_t, prev, geo) in enumerate(bar):
             img, target, weight = img.to(device), target.to(device), weight.to(device)
             parts = [img]
             if cfg.interactive:
                 parts.append(guide.to(device))
                 if cfg.use_prev_mask:
                     parts.append(prev.to(device))
+                if cfg.geodesic:
+                    parts.append(geo.to(device))
             x = torch.cat(parts, 1)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -490,6 +503,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--name", default=None, help=f"model name stored in the checkpoint (default {d.name})")
     p.add_argument("--model", choices=["iunet", "unet"], default=None, help="unet = automatic baseline, no clicks")
     p.add_argument("--prev-mask", action=argparse.BooleanOptionalAction, default=None, help="feed the previous mask as a 4th channel")
+    p.add_argument("--geodesic", action=argparse.BooleanOptionalAction, default=None,
+                   help="feed the clicks' geodesic distance maps as two more channels (iunet.clicks.geodesic_maps)")
     p.add_argument("--base-channels", type=int, default=None, help=f"channels of the first U-Net level, doubling per level (default {d.base_channels})")
     p.add_argument("--depth", type=int, default=None, help=f"down/up blocks of the U-Net (default {d.depth}, the paper's)")
     p.add_argument("--dropout", type=float, default=None, help=f"dropout in the encoder blocks (default {d.dropout})")
@@ -545,7 +560,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     a = p.parse_args(argv)
     kw: dict = dict(PRESETS[a.preset]) if a.preset else {}
     flags = {
-        "out": a.out, "name": a.name, "use_prev_mask": a.prev_mask, "base_channels": a.base_channels, "depth": a.depth,
+        "out": a.out, "name": a.name, "use_prev_mask": a.prev_mask, "geodesic": a.geodesic, "base_channels": a.base_channels, "depth": a.depth,
         "dropout": a.dropout, "loss": a.loss, "boundary_weights": a.boundary_weights, "click_weights": a.click_weights,
         "interactions": a.interactions, "max_interactions": a.max_interactions,
         "iterative_clicks": a.iterative_clicks, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p,

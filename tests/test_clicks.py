@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from iunet.clicks import Click, ClickSize, click_radius_px, encode_clicks
+from iunet.clicks import Click, ClickSize, click_radius_px, encode_clicks, geodesic_maps
 
 
 def test_fixed_radius_ignores_area():
@@ -48,3 +48,33 @@ def test_click_outside_image_is_refused():
 def test_scaled_click_maps_pixel_centres():
     c = Click(255, 0, True, 4.0).scaled(0.5, 0.5)
     assert (c.y, c.x, c.radius_px) == (127, 0, 2.0)
+
+
+def test_geodesic_map_fills_the_clicked_uniform_region_and_drops_at_its_edge():
+    """A click in a uniform rectangle: the map is 1 at the click, stays high across the
+    rectangle and falls across its edge more than the same Euclidean distance inside would."""
+    img = np.full((64, 96), 0.2, np.float32)
+    img[16:48, 10:80] = 0.6  # a 32 × 70 rectangle, brighter than its surround
+    maps = geodesic_maps(img, [Click(32, 45, True)], lam=300, tau_px=64)
+    assert maps.shape == (2, 64, 96) and maps.dtype == np.float32
+    assert maps[0, 32, 45] == pytest.approx(1.0)
+    assert not maps[1].any()  # no background click
+    inside_far = maps[0, 32, 75]  # 30 px away, inside
+    outside_near = maps[0, 32, 88]  # 43 px away, beyond the right edge
+    outside_above = maps[0, 8, 45]  # 24 px away (y), beyond the top edge: nearer than inside_far
+    assert inside_far > 0.5 > outside_near
+    assert inside_far > 1.5 * outside_above
+    # rows are y, columns x: a click at (y, x) = (5, 90) is in the top-right corner
+    corner = geodesic_maps(img, [Click(5, 90, False)])
+    assert corner[1, 5, 90] == pytest.approx(1.0) and not corner[0].any()
+    assert corner[1, 5, 89] > corner[1, 60, 5]
+
+
+def test_geodesic_map_takes_the_nearest_click_and_refuses_outside_clicks():
+    img = np.zeros((32, 32), np.float32)
+    both = geodesic_maps(img, [Click(4, 4, True), Click(28, 28, True)])
+    one = geodesic_maps(img, [Click(4, 4, True)])
+    assert both[0, 28, 28] == pytest.approx(1.0) and one[0, 28, 28] < 1.0
+    assert np.all(both[0] >= one[0] - 1e-6)
+    with pytest.raises(ValueError, match="outside"):
+        geodesic_maps(img, [Click(40, 3, True)])

@@ -7,7 +7,8 @@ from safetensors.torch import save_file
 from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet, load_checkpoint, read_header, save_checkpoint
 
 
-@pytest.mark.parametrize("mc,channels", [(ModelConfig(), 3), (ModelConfig(interactive=False), 1), (ModelConfig(use_prev_mask=True), 4)])
+@pytest.mark.parametrize("mc,channels", [(ModelConfig(), 3), (ModelConfig(interactive=False), 1), (ModelConfig(use_prev_mask=True), 4),
+                                        (ModelConfig(use_prev_mask=True, geodesic=True), 6), (ModelConfig(geodesic=True), 5)])
 def test_input_channels(mc, channels):
     assert mc.in_channels == channels
 
@@ -67,3 +68,19 @@ def test_adapt_input_channels_keeps_the_source_function():
     x = torch.randn(2, 3, 32, 32)
     prev = torch.zeros(2, 1, 32, 32)
     torch.testing.assert_close(dst(torch.cat([x, prev], 1)), src(x))  # a zero-weight new channel
+
+
+def test_adapt_input_channels_adds_geodesic_channels_last():
+    """A previous-mask model gains the two geodesic channels after its four: same function while
+    their weights are zero, whatever the maps hold."""
+    import torch
+
+    from iunet.model import ModelConfig, UNet, adapt_input_channels
+
+    torch.manual_seed(0)
+    src = UNet(ModelConfig(base_channels=4, depth=2, use_prev_mask=True)).eval()
+    dst = UNet(ModelConfig(base_channels=4, depth=2, use_prev_mask=True, geodesic=True)).eval()
+    dst.load_state_dict(adapt_input_channels(src.state_dict(), dst), strict=True)
+    x = torch.randn(2, 4, 32, 32)
+    geo = torch.rand(2, 2, 32, 32)
+    torch.testing.assert_close(dst(torch.cat([x, geo], 1)), src(x))

@@ -137,3 +137,24 @@ def test_prev_mask_model_trains_on_propagation_pairs_from_a_click_model(tmp_path
     ck = load_checkpoint(tmp_path / "prop" / "last.safetensors")
     assert ck.model_config.in_channels == 4
     assert "prop_dice" in ck.metrics and 0.0 <= ck.metrics["prop_dice"] <= 1.0
+
+
+def test_geodesic_model_trains_from_a_previous_mask_model_and_predicts(tmp_path):
+    """--geodesic --init from a previous-mask model: two zero-weight channels are added last,
+    training feeds the geodesic maps (iterative clicks included), and a Predictor on the result
+    computes them from the clicks."""
+    from iunet.inference import Predictor, Session
+
+    base = tiny(tmp_path / "prev", epochs=1, steps=2, use_prev_mask=True)
+    train(base)
+    cfg = tiny(tmp_path / "geo", epochs=1, steps=2, use_prev_mask=True, geodesic=True, iterative_clicks=2,
+               init=str(tmp_path / "prev" / "last.safetensors"))
+    train(cfg)
+    ck = load_checkpoint(tmp_path / "geo" / "last.safetensors")
+    assert ck.model_config.geodesic and ck.model_config.in_channels == 6
+    assert parse_args(["--geodesic", "--prev-mask"]).geodesic
+    img = np.full((80, 80), -100.0, np.float32)
+    img[20:60, 20:60] = 60.0
+    s = Session(Predictor(ck), img)
+    s.add_click(40, 40, True)
+    assert s.probability.shape == (80, 80) and np.isfinite(s.probability).all()
