@@ -256,3 +256,42 @@ def test_dicom_seg_of_the_real_series(server, page, tmp_path, shared_data):
     assert seg.NumberOfFrames == n_slices and "FrameOfReferenceUID" in seg  # one frame per slice with a mask
     voxel_ml = 0.57 * 0.57 * 1.6 / 1000
     assert abs(int(np.asarray(seg.pixel_array).sum()) * voxel_ml - ml) < 0.011
+
+
+def test_click_round_trip_in_the_browser(server, page, tmp_path):
+    """Clicks on a 512² slice in the page, each timed inside the page from the click event until
+    the new picture's ``load`` event (the time a person waits); prints p50 / p95 for docs/app.md
+    (no time limit here: speed belongs in the measured numbers, not in a unit test).
+    Run: python -m pytest tests/test_app_browser.py -k round_trip -s"""
+    from PIL import Image
+
+    expect = playwright_sync.expect
+    yy, xx = np.mgrid[:512, :512]
+    pic = np.full((512, 512), 60, np.uint8)
+    pic[(yy - 256) ** 2 + (xx - 200) ** 2 <= 40**2] = 200
+    path = tmp_path / "disk_512.png"
+    Image.fromarray(pic).save(path)
+    page.goto(server)
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    expect(page.locator("#info")).to_contain_text("512×512", timeout=60_000)
+    expect(page.locator("#ct_image img")).to_be_visible()
+    page.evaluate("""() => {
+        window.__clickAt = null; window.__loadedAt = null;
+        document.addEventListener('click', e => {
+            if (e.target.closest('#ct_image')) { window.__clickAt = performance.now(); window.__loadedAt = null; }
+        }, true);
+        document.addEventListener('load', e => {   // load events reach the document in the capture phase
+            if (e.target.tagName === 'IMG' && e.target.closest('#ct_image') && window.__clickAt !== null
+                && window.__loadedAt === null) window.__loadedAt = performance.now();
+        }, true);
+    }""")
+    round_trips_ms = []
+    for k in range(12):
+        click_slice_pixel(page, 256 + k % 2, 200 + k % 3, 512)
+        page.wait_for_function("() => window.__loadedAt !== null")
+        round_trips_ms.append(page.evaluate("() => window.__loadedAt - window.__clickAt"))
+        expect(page.locator("#info")).to_contain_text(f"Clicks: {k + 1} (")
+    ms = np.asarray(round_trips_ms[2:])  # the first two warm the model and the page
+    print(f"\nbrowser click round trip, 512² slice: p50 {np.percentile(ms, 50):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms "
+          f"({len(ms)} clicks)")
+    assert len(ms) == 10 and (ms > 0).all()

@@ -1,4 +1,4 @@
-"""Load test: many simultaneous users over HTTP (gradio_client) against `python app.py`.
+"""Load test: many simultaneous users over HTTP against `python app.py`.
 
 Each user uploads its own image (its own size and content), clicks, exports and undoes. No
 request may fail, and every answer must belong to the user who asked: the slice size, the
@@ -8,6 +8,13 @@ The same code measures click round trips for docs/app.md (one user alone, then N
 once, each making a bounded number of clicks); run it as a script:
 
     python tests/test_app_load.py --weights-dir weights --size 512 --users 16 --clicks 5
+
+Two clients speak to the server. ``HttpUser`` does what the page's own JavaScript client does
+for a click, on one kept-alive connection: POST ``queue/join``, read the session's event stream
+until the result, GET the new picture; its round trips are the ones we report. ``gradio_client``
+(``--client gradio_client``) opens fresh connections for every call and copies every output
+file to disk, which adds its own 100–200 ms per call on this machine; the cross-talk test uses
+both.
 """
 from __future__ import annotations
 
@@ -17,8 +24,11 @@ import re
 import subprocess
 import sys
 import tempfile
+import io
+import json
 import time
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,6 +108,79 @@ def percentile_ms(seconds: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(seconds) * 1000.0, q))
 
 
+class HttpUser:
+    """One page's traffic over one kept-alive HTTP connection, as the browser sends it (Gradio's
+    ``sse_v3`` protocol): upload, then per event POST ``queue/join`` with the session hash, read
+    ``queue/data`` until that event's ``process_completed``, and GET each output file (the new
+    picture), as the page does to show it. ``call`` returns the outputs' data, each file as a
+    ``BytesIO`` of what was fetched."""
+
+    def __init__(self, url: str):
+        import httpx
+
+        self.base = url.rstrip("/") + "/"
+        self.http = httpx.Client(timeout=120)
+        self.session_hash = uuid.uuid4().hex[:11]
+        deps = self.http.get(self.base + "config").json()["dependencies"]
+        self.api = {d["api_name"]: (d["id"], (d.get("targets") or [[None]])[0][0]) for d in deps if d.get("api_name")}
+        self.prefix = self.base + "gradio_api/"
+
+    def upload(self, path: Path) -> dict:
+        with open(path, "rb") as f:
+            r = self.http.post(self.prefix + "upload", files={"files": (path.name, f)})
+        r.raise_for_status()
+        return {"path": r.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+    def call(self, api_name: str, *data) -> list:
+        fn, trigger = self.api[api_name]
+        body = {"data": list(data), "fn_index": fn, "session_hash": self.session_hash, "event_data": None, "trigger_id": trigger}
+        r = self.http.post(self.prefix + "queue/join", json=body)
+        r.raise_for_status()
+        event_id = r.json()["event_id"]
+        out = None
+        with self.http.stream("GET", self.prefix + "queue/data", params={"session_hash": self.session_hash}) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    msg = json.loads(line[5:])
+                    if msg.get("event_id") == event_id and msg.get("msg") == "process_completed":
+                        out = msg.get("output") or {}
+                        if not msg.get("success", True):
+                            raise RuntimeError(f"{api_name}: {out}")
+                        break
+        if out is None:
+            raise RuntimeError(f"{api_name}: the event stream ended without a result")
+        data = list(out["data"])
+        for i, value in enumerate(data):
+            if isinstance(value, dict) and value.get("url"):
+                got = self.http.get(value["url"])  # the page fetches the new picture
+                got.raise_for_status()
+                data[i] = io.BytesIO(got.content)
+        return data
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def run_http_user(url: str, model: str, path: Path, click_yx: tuple[int, int], n_clicks: int) -> dict:
+    """As :func:`run_user`, through :class:`HttpUser` (the page's protocol); the answers in the
+    same layout (the session state, the first output of each, left out; files as ``BytesIO``)."""
+    u = HttpUser(url)
+    try:
+        load = u.call("load", None, [u.upload(path)], model, *SIZE_ARGS)[1:]
+        round_trips, out = [], None
+        cy, cx = click_yx
+        for k in range(n_clicks):
+            t0 = time.perf_counter()
+            out = u.call("click", None, cx + (k + 1) % 3 - 1, cy + k % 2, FG, model, 40, 400)[1:]
+            round_trips.append(time.perf_counter() - t0)
+            assert "⚠️" not in out[3], out[3]
+        png = u.call("export_png", None)[1:]
+        undo = u.call("undo", None, model, 40, 400)[1:]
+        return {"load": load, "click": out, "png": png, "undo": undo, "round_trips": round_trips}
+    finally:
+        u.close()
+
+
 def run_user(url: str, model: str, path: Path, click_yx: tuple[int, int], n_clicks: int) -> dict:
     """One user: upload, ``n_clicks`` clicks near ``click_yx`` (each timed), export PNG, undo.
     Returns the click round trips (s) and the last answers."""
@@ -120,14 +203,16 @@ def run_user(url: str, model: str, path: Path, click_yx: tuple[int, int], n_clic
         c.close()
 
 
-def measure(url: str, model: str, folder: Path, size_px: int, n_users: int, n_clicks: int) -> dict:
-    """Round trips of clicks over HTTP: one user alone, then ``n_users`` at once."""
+def measure(url: str, model: str, folder: Path, size_px: int, n_users: int, n_clicks: int, client: str = "http") -> dict:
+    """Round trips of clicks over HTTP: one user alone, then ``n_users`` at once; ``client`` is
+    ``http`` (:class:`HttpUser`, the page's protocol) or ``gradio_client``."""
+    run = run_http_user if client == "http" else run_user
     users = [user_image(i, folder, size_px) for i in range(n_users)]
-    run_user(url, model, users[0][0], users[0][2], 2)  # warm-up (model, caches, first PNG)
-    alone = run_user(url, model, users[0][0], users[0][2], n_clicks)["round_trips"]
+    run(url, model, users[0][0], users[0][2], 2)  # warm-up (model, caches, first PNG)
+    alone = run(url, model, users[0][0], users[0][2], n_clicks)["round_trips"]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(n_users) as pool:
-        results = list(pool.map(lambda u: run_user(url, model, u[0], u[2], n_clicks), users))
+        results = list(pool.map(lambda u: run(url, model, u[0], u[2], n_clicks), users))
     wall = time.perf_counter() - t0
     many = [t for r in results for t in r["round_trips"]]
     return {
@@ -157,6 +242,7 @@ def server(tmp_path_factory):
 
 
 def test_sixteen_concurrent_users_without_errors_or_crosstalk(server, tmp_path):
+    """Half the users speak the page's protocol (:class:`HttpUser`), half use gradio_client."""
     from PIL import Image
 
     from iunet.clicks import Click
@@ -173,7 +259,8 @@ def test_sixteen_concurrent_users_without_errors_or_crosstalk(server, tmp_path):
 
     def session(i: int) -> dict:
         path, (h, w), (cy, cx) = users[i]
-        r = run_user(url, "tiny.safetensors", path, (cy, cx), 1)  # click 0 lands exactly on (cy, cx)
+        run = run_http_user if i % 2 == 0 else run_user
+        r = run(url, "tiny.safetensors", path, (cy, cx), 1)  # click 0 lands exactly on (cy, cx)
         load, (image, _, info, _), png, undo = r["load"], r["click"], r["png"], r["undo"]
         assert f"user_{i:02d}" in load[3] and descriptions[i] in load[2], load[2:4]
         assert descriptions[i] in info and "Clicks: 1" in info.replace("**", "")
@@ -199,17 +286,19 @@ def test_sixteen_concurrent_users_without_errors_or_crosstalk(server, tmp_path):
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Click round trips of app.py over HTTP: one user, then many at once.")
     p.add_argument("--weights-dir", default=str(REPO / "weights"), help="checkpoints for the server")
-    p.add_argument("--model", default="iunet_agnostic.safetensors", help="checkpoint file name the users pick")
+    p.add_argument("--model", default="iunet_agnostic3d.safetensors", help="checkpoint file name the users pick (default: the app's default)")
     p.add_argument("--size", type=int, default=512, help="image size in px (square)")
     p.add_argument("--users", type=int, default=N_USERS)
     p.add_argument("--clicks", type=int, default=5, help="clicks per user (bounded loop)")
     p.add_argument("--server-args", default="", help="extra app.py flags, e.g. '--precision fp32'")
+    p.add_argument("--client", choices=["http", "gradio_client"], default="http",
+                   help="http: the page's own protocol on a kept-alive connection (reported); gradio_client: for comparison")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         with app_server(Path(a.weights_dir), Path(tmp) / "server.log", tuple(a.server_args.split())) as url:
-            r = measure(url, a.model, Path(tmp), a.size, a.users, a.clicks)
+            r = measure(url, a.model, Path(tmp), a.size, a.users, a.clicks, a.client)
     print(
-        f"{a.size}² px, {a.model}: one user p50 {r['one_user_p50_ms']:.0f} ms (p95 {r['one_user_p95_ms']:.0f}); "
+        f"{a.size}² px, {a.model}, {a.client} client: one user p50 {r['one_user_p50_ms']:.0f} ms (p95 {r['one_user_p95_ms']:.0f}); "
         f"{a.users} users p50 {r['users_p50_ms']:.0f} ms, p95 {r['users_p95_ms']:.0f} ms "
         f"({r['clicks']} clicks in {r['wall_s']:.1f} s, no errors)"
     )
