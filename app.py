@@ -701,12 +701,38 @@ INTRO = (
 CSS = """
 #ct_image img { image-rendering: pixelated; }
 #status p, #info p { margin: 0.1em 0; }
+/* Full screen fills the screen: Gradio's own style never enlarges a picture past its pixels. */
+#ct_image.fullscreen img, #ct_image:fullscreen img { object-fit: contain; }
+"""
+
+# Gradio maps a click on a picture to its pixels as if it were never shown larger than its own
+# size. Full screen shows it larger; this gives Gradio's handler the point that its mapping turns
+# into the right pixel (the click stays where the person clicked, in slice pixels).
+FULLSCREEN_CLICK_JS = """
+  document.addEventListener('click', (e) => {
+    const img = e.target;
+    if (e.__iunet || !(img instanceof HTMLImageElement) || !img.closest('#ct_image') || !img.naturalWidth) return;
+    const r = img.getBoundingClientRect();
+    const fit = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+    const s = getComputedStyle(img).objectFit === 'scale-down' ? Math.min(fit, 1) : fit;
+    if (s <= 1.0001) return;  // at its own size or smaller, Gradio's mapping is right
+    e.stopImmediatePropagation();
+    e.preventDefault();
+    const x = (e.clientX - r.left - (r.width - img.naturalWidth * s) / 2) / s;
+    const y = (e.clientY - r.top - (r.height - img.naturalHeight * s) / 2) / s;
+    if (x < 0 || y < 0 || x >= img.naturalWidth || y >= img.naturalHeight) return;  // on the black border
+    const ev = new MouseEvent('click', {
+      bubbles: true, cancelable: true, composed: true, view: window,
+      clientX: r.left + (r.width - img.naturalWidth) / 2 + x, clientY: r.top + (r.height - img.naturalHeight) / 2 + y,
+    });
+    ev.__iunet = true;
+    e.target.dispatchEvent(ev);
+  }, true);
 """
 
 # Files above the upload limit never reach the server: Gradio's page refuses them with a toast
 # that fades and leaves a bare "Error" badge. Keep the reason in the status line and the badge.
 UPLOAD_LIMIT_JS = """
-() => {
   const note = (text) => {
     const status = document.querySelector('#status');
     if (status) {
@@ -725,8 +751,13 @@ UPLOAD_LIMIT_JS = """
       }
     }
   }).observe(document.body, {childList: true, subtree: true});
-}
 """
+
+
+def page_js(max_file_size: str) -> str:
+    """The page's own script (run once on load): the upload-limit message and full-screen clicks."""
+    limit = repr(max_file_size.upper().replace("MB", " MB"))
+    return "() => {\n" + UPLOAD_LIMIT_JS.replace("window.__iunet_limit", limit) + FULLSCREEN_CLICK_JS + "}\n"
 
 
 def build_demo(config: AppConfig | None = None) -> gr.Blocks:
@@ -861,7 +892,7 @@ def launch(demo: gr.Blocks, config: AppConfig, **kwargs):
         max_file_size=config.max_file_size,
         show_error=False,
         css=CSS,
-        js=UPLOAD_LIMIT_JS.replace("window.__iunet_limit", repr(config.max_file_size.upper().replace("MB", " MB"))),
+        js=page_js(config.max_file_size),
         **kwargs,
     )
 

@@ -74,12 +74,17 @@ def shot_path(tmp_path: Path, name: str) -> Path:
 
 
 def click_slice_pixel(page, y: int, x: int, slice_px: int) -> None:
-    """Click the displayed image where slice pixel (y, x) is, whatever size the browser shows it at."""
+    """Click the displayed image where slice pixel (y, x) is, whatever size and letterbox the
+    browser shows it with (``slice_px``: the slice's longer side)."""
     img = page.locator("#ct_image img")
-    geo = img.evaluate("e => ({nw: e.naturalWidth, w: e.getBoundingClientRect().width})")
+    g = img.evaluate("""e => { const r = e.getBoundingClientRect();
+        return {nw: e.naturalWidth, nh: e.naturalHeight, w: r.width, h: r.height, fit: getComputedStyle(e).objectFit}; }""")
     scale = max(1, 512 // slice_px)  # the app enlarges small slices by an integer factor
-    f = geo["w"] / geo["nw"]
-    img.click(position={"x": (x * scale + scale / 2) * f, "y": (y * scale + scale / 2) * f})
+    s = min(g["w"] / g["nw"], g["h"] / g["nh"])
+    if g["fit"] == "scale-down":  # never shown larger than its own pixels
+        s = min(s, 1.0)
+    ox, oy = (g["w"] - g["nw"] * s) / 2, (g["h"] - g["nh"] * s) / 2  # the letterbox
+    img.click(position={"x": ox + (x * scale + scale / 2) * s, "y": oy + (y * scale + scale / 2) * s})
 
 
 def download(page, server: str, out: Path) -> Path:
@@ -202,6 +207,32 @@ def test_layout_fits_1280x720_and_propagation_shows_3d_mask(server, browser, tmp
         page.screenshot(path=str(shot_path(tmp_path, "screenshot_1280x720.png")))
     finally:
         page.close()
+
+
+def test_full_screen_enlarges_the_slice_and_clicks_land_on_the_right_pixel(server, page, tmp_path):
+    """Full screen shows the slice larger than its 512 px, and a click there still reaches the
+    slice pixel under the pointer (Gradio's own mapping assumes a picture never enlarged)."""
+    from PIL import Image
+
+    expect = playwright_sync.expect
+    Image.fromarray(np.full((100, 160), 90, np.uint8)).save(tmp_path / "wide.png")  # not square: letterboxed
+    page.goto(server)
+    page.locator("#upload input[type=file]").set_input_files(str(tmp_path / "wide.png"))
+    expect(page.locator("#info")).to_contain_text("160×100", timeout=60_000)
+    page.locator("#ct_image button[aria-label=Fullscreen]").click()
+    expect(page.locator("#ct_image.fullscreen")).to_be_visible()  # Gradio's full screen: the block fills the page
+    img = page.locator("#ct_image img")
+    geo = img.evaluate("""e => { const r = e.getBoundingClientRect(); return {nw: e.naturalWidth, nh: e.naturalHeight, w: r.width, h: r.height}; }""")
+    assert min(geo["w"] / geo["nw"], geo["h"] / geo["nh"]) > 1.2, geo  # room to enlarge (the page is 1500×1100)
+    for y, x in ((20, 30), (77, 141)):
+        click_slice_pixel(page, y, x, 160)  # where the enlarged picture shows that pixel
+        expect(page.locator("#status")).to_contain_text(f"row {y}, column {x}")
+    shown = img.evaluate("e => getComputedStyle(e).objectFit")
+    assert shown == "contain"  # enlarged to the screen, not capped at its own 480 px
+    page.keyboard.press("Escape")
+    expect(page.locator("#ct_image.fullscreen")).to_have_count(0)
+    click_slice_pixel(page, 50, 60, 160)  # back at its own size, clicks map as before
+    expect(page.locator("#status")).to_contain_text("row 50, column 60")
 
 
 def test_closing_the_page_frees_its_image(server, browser):
