@@ -118,8 +118,10 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
     if meta.get("synthetic"):
         lines += [f"> **{SYNTHETIC_BANNER}**", ""]
     lines += [
-        f"- Data: `{cfg['data']}` (task: {meta.get('task')}), {len(cfg['cases'])} cases, {n_slices} slices "
-        f"({'all slices with foreground' if cfg['slices'] == 'all' else 'the largest slice of each case'}); split in `split.json`",
+        f"- Data: `{cfg['data']}` (task: {meta.get('task')}), {len(cfg['cases'])} cases, "
+        + (f"{n_slices} slices ({'all slices with foreground' if cfg['slices'] == 'all' else 'the largest slice of each case'})"
+           if any(p not in VOLUME_PROTOCOLS for p in protocols) else "whole volumes")
+        + "; split in `split.json`",
         f"- Up to {cfg['max_clicks']} interactions; click size of iunet-dynamic and the classical methods: "
         f"{ClickSize(cfg['radius_px'], cfg['alpha']).describe()}{first}, fixed size {cfg['radius_px']:g} px; seed {cfg['seed']}",
         "- Checkpoints: " + ("; ".join(f"{name} `{Path(ck['path']).name}` ({ck.get('name')})" for name, key, prefix in (("IU-Net", "weights", "iunet"), ("U-Net", "unet_weights", "unet"))

@@ -573,6 +573,14 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     assert isinstance(m.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)), VolumeSession)
 
 
+def test_volume_only_summary_counts_volumes_not_slices(ckpt, patient, tmp_path):
+    out = tmp_path / "vol_only"
+    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-dynamic", "--protocols", "volume",
+          "--max-clicks", "2", "--cases", "pat:slab", "--out", str(out)])
+    data_line = next(line for line in (out / "summary.md").read_text().splitlines() if line.startswith("- Data:"))
+    assert "whole volumes" in data_line and "0 slices" not in data_line
+
+
 def test_volume_rows_with_a_stand_in_session(ckpt, patient, monkeypatch):
     """The volume protocol's plumbing with a stand-in volume session (a perfect painter): 3D Dice
     reaches 1 and the robot stops clicking (Dice carried over, no time)."""
