@@ -108,15 +108,16 @@ class Predictor:
         return (F.interpolate(t[None, None], size=(g, g), mode="bilinear", align_corners=False)[0] >= 0.5).float()
 
     @torch.inference_mode()
-    def predict_prepared(
+    def build_inputs(
         self,
         images: Sequence[torch.Tensor],
         shapes_yx: Sequence[tuple[int, int]],
         clicks: Sequence[Sequence[Click]],
         prev_masks: Sequence[np.ndarray | None] | None = None,
-    ) -> list[np.ndarray]:
-        """One forward pass over a batch of prepared slices. Returns float32 probabilities (Y, X)
-        at each slice's own size."""
+    ) -> torch.Tensor:
+        """The network's input (B, C, G, G) for prepared slices (1, G, G), each slice's own
+        (Y, X), its clicks (in its own pixels) and previous mask (Y, X) or None: the image, the
+        click disks, the previous mask and the geodesic maps, as the model was trained."""
         if prev_masks is None:
             prev_masks = [None] * len(images)
         chans = []
@@ -129,7 +130,12 @@ class Predictor:
                 if self.config.geodesic:
                     parts.append(self._geodesic(img, cl, shape))
             chans.append(torch.cat(parts, 0))
-        x = torch.stack(chans, 0)
+        return torch.stack(chans, 0)
+
+    @torch.inference_mode()
+    def forward_inputs(self, x: torch.Tensor, shapes_yx: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+        """One forward pass over inputs from :meth:`build_inputs` (concatenated as they may be).
+        Returns float32 probabilities (Y, X) at each slice's own size."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bf16"):
@@ -139,6 +145,17 @@ class Predictor:
             up = F.interpolate(logits[i : i + 1], size=tuple(shape), mode="bilinear", align_corners=False)
             out.append(torch.sigmoid(up)[0, 0].cpu().numpy())
         return out
+
+    def predict_prepared(
+        self,
+        images: Sequence[torch.Tensor],
+        shapes_yx: Sequence[tuple[int, int]],
+        clicks: Sequence[Sequence[Click]],
+        prev_masks: Sequence[np.ndarray | None] | None = None,
+    ) -> list[np.ndarray]:
+        """One forward pass over a batch of prepared slices. Returns float32 probabilities (Y, X)
+        at each slice's own size."""
+        return self.forward_inputs(self.build_inputs(images, shapes_yx, clicks, prev_masks), shapes_yx)
 
     def predict(self, image_hu: np.ndarray, clicks: Sequence[Click] = (), prev_mask: np.ndarray | None = None) -> np.ndarray:
         """Probability map (Y, X) float32 for one HU slice and its clicks."""

@@ -2,7 +2,9 @@
 
 Every user's session (``iunet.inference.VolumeSession``) holds a :class:`BatchedPredictor`
 instead of the shared predictor itself. It behaves like the predictor, but its
-``predict_prepared`` hands the slices to :class:`ForwardBatcher` and waits. One worker thread
+``predict_prepared`` builds the network's input in the caller's thread (click maps, geodesic
+maps, previous mask: work that need not wait for the model), then hands it to
+:class:`ForwardBatcher` and waits. One worker thread
 takes everything that is queued when it becomes free (no waiting on purpose, so a lone user
 pays nothing) and runs it as one forward pass per predictor, up to ``max_batch`` slices. While a
 pass runs, newly arriving requests (clicks of other users, steps of their propagations) queue
@@ -29,10 +31,8 @@ from iunet.inference import Predictor
 @dataclass
 class _Request:
     predictor: Predictor
-    images: list[torch.Tensor]  # prepared slices (1, G, G), as Predictor.prepare gives them
+    inputs: torch.Tensor  # (B, C, G, G), as Predictor.build_inputs gives them
     shapes: list[tuple[int, int]]  # each slice's own (Y, X)
-    clicks: list[Sequence[Click]]
-    prevs: list[np.ndarray | None]
     result: list[np.ndarray] | None = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -66,14 +66,14 @@ class ForwardBatcher:
         prev_masks: Sequence[np.ndarray | None] | None = None,
     ) -> list[np.ndarray]:
         """Same as ``predictor.predict_prepared(...)``: float32 probabilities (Y, X) per slice;
-        returns when the batch holding these slices has run."""
+        returns when the batch holding these slices has run. The input is built here, in the
+        caller's thread; only the forward pass waits for the worker."""
         n = len(images)
-        request = _Request(
-            predictor, list(images), [tuple(s) for s in shapes_yx], [list(c) for c in clicks],
-            list(prev_masks) if prev_masks is not None else [None] * n,
-        )
-        if not (len(request.shapes) == len(request.clicks) == len(request.prevs) == n):
+        prevs = list(prev_masks) if prev_masks is not None else [None] * n
+        if not (len(shapes_yx) == len(clicks) == len(prevs) == n):
             raise ValueError("images, shapes, clicks and previous masks must have the same length")
+        shapes = [tuple(s) for s in shapes_yx]
+        request = _Request(predictor, predictor.build_inputs(list(images), shapes, [list(c) for c in clicks], prevs), shapes)
         self._ensure_worker()
         self._queue.put(request)
         request.done.wait()
@@ -93,17 +93,17 @@ class ForwardBatcher:
         while True:
             batch = pending or [self._queue.get()]
             pending = []
-            size = len(batch[0].images)
+            size = len(batch[0].shapes)
             while size < self.max_batch:
                 try:
                     r = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if size + len(r.images) > self.max_batch:
+                if size + len(r.shapes) > self.max_batch:
                     pending = [r]  # starts the next batch
                     break
                 batch.append(r)
-                size += len(r.images)
+                size += len(r.shapes)
             try:
                 self._run(batch)
             finally:
@@ -117,26 +117,23 @@ class ForwardBatcher:
         for group in groups.values():
             predictor = group[0].predictor
             try:
-                probs = predictor.predict_prepared(
-                    [im for r in group for im in r.images],
-                    [s for r in group for s in r.shapes],
-                    [c for r in group for c in r.clicks],
-                    [p for r in group for p in r.prevs],
+                probs = predictor.forward_inputs(
+                    torch.cat([r.inputs for r in group], 0), [s for r in group for s in r.shapes]
                 )
                 i = 0
                 for r in group:
-                    r.result = probs[i : i + len(r.images)]
-                    i += len(r.images)
+                    r.result = probs[i : i + len(r.shapes)]
+                    i += len(r.shapes)
             except Exception:  # noqa: BLE001 - isolate the failing request, the others still run
                 for r in group:
                     try:
-                        r.result = predictor.predict_prepared(r.images, r.shapes, r.clicks, r.prevs)
+                        r.result = predictor.forward_inputs(r.inputs, r.shapes)
                     except Exception as e:  # noqa: BLE001
                         r.error = e
             with self._lock:
                 self.n_passes += 1
                 self.n_requests += len(group)
-                self.largest_batch = max(self.largest_batch, sum(len(r.images) for r in group))
+                self.largest_batch = max(self.largest_batch, sum(len(r.shapes) for r in group))
 
 
 BATCHER = ForwardBatcher()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -633,15 +634,15 @@ def test_a_failing_request_in_a_batch_does_not_fail_the_others():
     class Stub:
         calls = 0
 
-        def predict_prepared(self, images, shapes, clicks, prevs):
+        def forward_inputs(self, x, shapes):
             Stub.calls += 1
-            if any(c == ["boom"] for c in clicks):
+            if (x < 0).any():  # the broken request's input
                 raise RuntimeError("broken request")
             return [np.full(sh, 0.75, np.float32) for sh in shapes]
 
     stub = Stub()
-    good = batching._Request(stub, [None], [(4, 5)], [[]], [None])
-    bad = batching._Request(stub, [None], [(4, 5)], [["boom"]], [None])
+    good = batching._Request(stub, torch.zeros((1, 3, 8, 8)), [(4, 5)])
+    bad = batching._Request(stub, -torch.ones((1, 3, 8, 8)), [(4, 5)])
     batching.ForwardBatcher()._run([good, bad])
     assert good.error is None and good.result[0].shape == (4, 5)
     assert isinstance(bad.error, RuntimeError) and bad.result is None
@@ -673,15 +674,29 @@ class DiskModel:
 
         return torch.from_numpy(np.asarray(image_hu, np.float32))[None]
 
-    def predict_prepared(self, images, shapes, clicks, prev_masks=None):
+    def build_inputs(self, images, shapes, clicks, prev_masks=None):
+        """(B, 3, Y, X): the slice, its foreground click points, its background click points."""
+        import torch
+
+        x = torch.zeros((len(images), 3, *images[0].shape[1:]))
+        for i, (im, cl) in enumerate(zip(images, clicks)):
+            x[i, 0] = im[0]
+            for c in cl:
+                x[i, 1 if c.positive else 2, c.y, c.x] = 1.0
+        return x
+
+    def forward_inputs(self, x, shapes):
         from scipy import ndimage
 
         out = []
-        for im, cl in zip(images, clicks):
-            labels, _ = ndimage.label(im[0].numpy() > 100)
-            keep = {labels[c.y, c.x] for c in cl if c.positive} - {labels[c.y, c.x] for c in cl if not c.positive}
+        for xi in x.numpy():
+            labels, _ = ndimage.label(xi[0] > 100)
+            keep = set(labels[xi[1] > 0]) - set(labels[xi[2] > 0])
             out.append(np.isin(labels, sorted(keep - {0})).astype(np.float32))
         return out
+
+    def predict_prepared(self, images, shapes, clicks, prev_masks=None):
+        return self.forward_inputs(self.build_inputs(images, shapes, clicks, prev_masks), shapes)
 
 
 @pytest.fixture
