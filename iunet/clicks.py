@@ -161,6 +161,28 @@ def encode_clicks(
     return maps
 
 
+def geodesic_cost(image: np.ndarray, lam: float = DEFAULT_GEODESIC_LAMBDA, sigma_px: float = 1.0) -> np.ndarray:
+    """The cost of stepping onto each pixel of ``image`` (Y, X), windowed to [0, 1]:
+    ``1 + lam · |∇ image|`` after a Gaussian blur of ``sigma_px``; float32 (Y, X), C-contiguous."""
+    img = np.asarray(image, dtype=np.float32)
+    if img.ndim != 2:
+        raise ValueError(f"geodesic maps need one 2D image (Y, X), got shape {img.shape}")
+    smooth = ndimage.gaussian_filter(img, sigma_px) if sigma_px > 0 else img
+    gy, gx = np.gradient(smooth)
+    return np.ascontiguousarray(1.0 + lam * np.hypot(gy, gx), dtype=np.float32)
+
+
+def geodesic_distance(cost: np.ndarray, points: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Least total ``cost`` (Y, X) of an 8-connected path from the nearest of ``points`` (y, x)
+    to every pixel (``dijkstra3d``); float32 (Y, X). The distance from several points is the
+    pixel-wise minimum of their own distances."""
+    import dijkstra3d
+
+    pts = [(int(y), int(x)) for y, x in points]
+    d = dijkstra3d.distance_field(cost, pts if len(pts) > 1 else pts[0], connectivity=8)
+    return np.asarray(d, dtype=np.float32)
+
+
 def geodesic_maps(
     image: np.ndarray,
     clicks: Sequence[Click],
@@ -174,11 +196,9 @@ def geodesic_maps(
     ``(2, Y, X)``: channel 0 from the foreground clicks, channel 1 from the background clicks,
     ``exp(-D / tau_px)`` with ``D`` the least total cost of an 8-connected path from the nearest
     click, a step onto a pixel costing ``1 + lam · |∇ image|`` (gradient after a Gaussian blur of
-    ``sigma_px``); 1 at a click, 0 everywhere for a polarity without clicks. Computed with
-    ``dijkstra3d``. Clicks outside the image raise ``ValueError``.
+    ``sigma_px``; :func:`geodesic_cost`, :func:`geodesic_distance`); 1 at a click, 0 everywhere
+    for a polarity without clicks. Clicks outside the image raise ``ValueError``.
     """
-    import dijkstra3d
-
     img = np.asarray(image, dtype=np.float32)
     if img.ndim != 2:
         raise ValueError(f"geodesic maps need one 2D image (Y, X), got shape {img.shape}")
@@ -189,12 +209,9 @@ def geodesic_maps(
             raise ValueError(f"click at (y={c.y}, x={c.x}) is outside the {h}×{w} image")
     if not clicks:
         return maps
-    smooth = ndimage.gaussian_filter(img, sigma_px) if sigma_px > 0 else img
-    gy, gx = np.gradient(smooth)
-    cost = np.ascontiguousarray(1.0 + lam * np.hypot(gy, gx), dtype=np.float32)
+    cost = geodesic_cost(img, lam, sigma_px)
     for ch, positive in ((0, True), (1, False)):
         pts = [(c.y, c.x) for c in clicks if c.positive == positive]
         if pts:
-            d = dijkstra3d.distance_field(cost, pts if len(pts) > 1 else pts[0], connectivity=8)
-            maps[ch] = np.exp(-np.asarray(d, dtype=np.float32) / tau_px)
+            maps[ch] = np.exp(-geodesic_distance(cost, pts) / tau_px)
     return maps

@@ -8,7 +8,9 @@ The benchmark's robot clicks through the same ``Session`` as the app's users.
 """
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .clicks import Click, ClickSize, encode_clicks, geodesic_maps
+from .clicks import Click, ClickSize, encode_clicks, geodesic_cost, geodesic_distance
 from .model import Checkpoint, load_checkpoint
 from .robot import deepest_point
 from .windowing import apply_window
@@ -59,6 +61,10 @@ class Predictor:
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # geodesic models: per prepared slice (held, so its identity cannot be reused), its cost
+        # map and each click's distance field, so a new click costs one Dijkstra run
+        self._geo_cache: OrderedDict[int, tuple[torch.Tensor, np.ndarray, OrderedDict]] = OrderedDict()
+        self._geo_lock = threading.Lock()
 
     @property
     def grid_px(self) -> int:
@@ -89,14 +95,51 @@ class Predictor:
         sy, sx = g / shape_yx[0], g / shape_yx[1]
         return encode_clicks([c.scaled(sy, sx) for c in clicks], (g, g), self.inputs.click_encoding)
 
+    GEO_CACHE_SLICES = 16  # prepared slices whose geodesic fields are kept (LRU)
+    GEO_CACHE_CLICKS = 16  # distance fields kept per slice (LRU): ≤ 16 × 17 × 256 KB at 256²
+
     def _geodesic(self, image: torch.Tensor, clicks: Sequence[Click], shape_yx: tuple[int, int]) -> torch.Tensor:
-        """(2, G, G) geodesic click maps on the prepared (1, G, G) image (models with ``geodesic``)."""
+        """(2, G, G) geodesic click maps on the prepared (1, G, G) image (models with
+        ``geodesic``): the same maps as ``iunet.clicks.geodesic_maps`` (the minimum of each
+        click's own distance field is the distance from the nearest click), with the slice's
+        cost map and each click's field cached."""
         g = self.grid_px
         sy, sx = g / shape_yx[0], g / shape_yx[1]
-        maps = geodesic_maps(
-            image[0].float().cpu().numpy(), [c.scaled(sy, sx) for c in clicks],
-            self.inputs.geodesic_lambda, self.inputs.geodesic_tau_px,
-        )
+        grid_clicks = [c.scaled(sy, sx) for c in clicks]
+        maps = np.zeros((2, g, g), np.float32)
+        for c in grid_clicks:
+            if not (0 <= c.y < g and 0 <= c.x < g):
+                raise ValueError(f"click at (y={c.y}, x={c.x}) is outside the {g}×{g} image")
+        if not grid_clicks:
+            return torch.from_numpy(maps).to(self.device)
+        with self._geo_lock:
+            entry = self._geo_cache.get(id(image))
+            if entry is not None and entry[0] is not image:
+                entry = None
+        if entry is None:
+            entry = (image, geodesic_cost(image[0].float().cpu().numpy(), self.inputs.geodesic_lambda), OrderedDict())
+            with self._geo_lock:
+                self._geo_cache[id(image)] = entry
+                while len(self._geo_cache) > self.GEO_CACHE_SLICES:
+                    self._geo_cache.popitem(last=False)
+        _, cost, fields = entry
+        for ch, positive in ((0, True), (1, False)):
+            d = None
+            for pt in dict.fromkeys((c.y, c.x) for c in grid_clicks if c.positive == positive):
+                with self._geo_lock:
+                    f = fields.get(pt)
+                if f is None:  # computed outside the lock: other slices' clicks need not wait
+                    f = geodesic_distance(cost, [pt])
+                with self._geo_lock:
+                    fields[pt] = f
+                    fields.move_to_end(pt)
+                    while len(fields) > self.GEO_CACHE_CLICKS:
+                        fields.popitem(last=False)
+                    if id(image) in self._geo_cache:
+                        self._geo_cache.move_to_end(id(image))
+                d = f if d is None else np.minimum(d, f)
+            if d is not None:
+                maps[ch] = np.exp(-d / self.inputs.geodesic_tau_px)
         return torch.from_numpy(maps).to(self.device)
 
     def _mask_to_grid(self, mask: np.ndarray | None, shape_yx: tuple[int, int]) -> torch.Tensor:

@@ -242,3 +242,30 @@ def test_shipped_propagation_model_stops_where_a_synthetic_object_ends():
     z = vs.slices_with_mask()
     assert 5 <= z[0] <= 7 and 15 <= z[-1] <= 17  # within one slice of where the object ends
     assert 2 * (m & gt).sum() / (m.sum() + gt.sum()) > 0.8
+
+
+def test_geodesic_maps_of_the_predictor_match_the_library_and_stay_bounded():
+    """The Predictor's cached per-click fields give exactly ``geodesic_maps`` (the maps training
+    saw), click after click, on several slices, and the cache keeps at most its bound."""
+    from iunet.clicks import Click, geodesic_maps
+    from iunet.inference import Predictor
+    from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet
+
+    mc = ModelConfig(base_channels=4, depth=2, use_prev_mask=True, geodesic=True)
+    pred = Predictor(Checkpoint(UNet(mc), mc, InputConfig(grid_px=64)), device="cpu")
+    pred.GEO_CACHE_SLICES, pred.GEO_CACHE_CLICKS = 2, 3
+    rng = np.random.default_rng(0)
+    slices = []
+    for _ in range(3):
+        hu = rng.normal(0, 20, (96, 80)).astype(np.float32)
+        hu[20:60, 10:50] += 150.0
+        slices.append((hu, pred.prepare(hu)))
+    clicks = [Click(40, 30, True), Click(80, 70, False), Click(30, 20, True), Click(50, 40, True), Click(10, 70, False)]
+    for k in range(1, len(clicks) + 1):
+        for hu, grid in slices:
+            got = pred._geodesic(grid, clicks[:k], hu.shape).numpy()
+            want = geodesic_maps(grid[0].numpy(), [c.scaled(64 / 96, 64 / 80) for c in clicks[:k]],
+                                 pred.inputs.geodesic_lambda, pred.inputs.geodesic_tau_px)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert len(pred._geo_cache) <= 2 and all(len(e[2]) <= 3 for e in pred._geo_cache.values())
+    assert pred.build_inputs([slices[0][1]], [slices[0][0].shape], [clicks[:2]]).shape == (1, 6, 64, 64)
