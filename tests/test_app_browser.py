@@ -26,7 +26,8 @@ from conftest import free_port, make_checkpoint  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed")
 playwright_sync = pytest.importorskip("playwright.sync_api")
-SHIPPED = REPO / "weights" / "iunet_agnostic.safetensors"
+# the app's default (the model with propagation, offered first) and the 2D class-agnostic model
+SHIPPED = [REPO / "weights" / "iunet_agnostic3d.safetensors", REPO / "weights" / "iunet_agnostic.safetensors"]
 # A click on a volume is carried through its slices: seconds on a busy 2-core CPU, not the 5 s default.
 playwright_sync.expect.set_options(timeout=30_000)
 
@@ -36,9 +37,10 @@ def server(tmp_path_factory):
     import app
 
     weights = os.environ.get("IUNET_WEIGHTS_DIR") if os.environ.get("IUNET_SCREENSHOT") == "1" else None
-    if not weights and SHIPPED.is_file():
+    if not weights and all(p.is_file() for p in SHIPPED):
         weights = tmp_path_factory.mktemp("weights")
-        shutil.copy(SHIPPED, weights / SHIPPED.name)  # the class-agnostic model only
+        for p in SHIPPED:  # the class-agnostic models only
+            shutil.copy(p, weights / p.name)
     if not weights:
         weights = tmp_path_factory.mktemp("weights")
         make_checkpoint(name="browser test model", path=weights / "tiny.safetensors")
