@@ -62,8 +62,8 @@ class Predictor:
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # geodesic models: per prepared slice (held, so its identity cannot be reused), its cost
-        # map and each click's distance field, so a new click costs one Dijkstra run
-        self._geo_cache: OrderedDict[int, tuple[torch.Tensor, np.ndarray, OrderedDict]] = OrderedDict()
+        # map and the distances from the last clicks, so a new click costs one Dijkstra run
+        self._geo_cache: OrderedDict[int, tuple[torch.Tensor, np.ndarray, dict]] = OrderedDict()
         self._geo_lock = threading.Lock()
 
     @property
@@ -95,14 +95,15 @@ class Predictor:
         sy, sx = g / shape_yx[0], g / shape_yx[1]
         return encode_clicks([c.scaled(sy, sx) for c in clicks], (g, g), self.inputs.click_encoding)
 
-    GEO_CACHE_SLICES = 16  # prepared slices whose geodesic fields are kept (LRU)
-    GEO_CACHE_CLICKS = 16  # distance fields kept per slice (LRU): ≤ 16 × 17 × 256 KB at 256²
+    GEO_CACHE_SLICES = 16  # prepared slices whose geodesic distances are kept (LRU): ≤ 16 × 768 KB at 256²
 
     def _geodesic(self, image: torch.Tensor, clicks: Sequence[Click], shape_yx: tuple[int, int]) -> torch.Tensor:
         """(2, G, G) geodesic click maps on the prepared (1, G, G) image (models with
-        ``geodesic``): the same maps as ``iunet.clicks.geodesic_maps`` (the minimum of each
-        click's own distance field is the distance from the nearest click), with the slice's
-        cost map and each click's field cached."""
+        ``geodesic``), the same maps as ``iunet.clicks.geodesic_maps``. Per slice, its cost map
+        and, per polarity, the distance from the clicks of the last call are cached: a call
+        whose clicks include those only adds the new clicks' distance (the minimum over clicks
+        is the distance from the nearest), so a click costs one Dijkstra run whatever the
+        number of clicks before it; any other set (after an undo) is computed afresh."""
         g = self.grid_px
         sy, sx = g / shape_yx[0], g / shape_yx[1]
         grid_clicks = [c.scaled(sy, sx) for c in clicks]
@@ -116,30 +117,29 @@ class Predictor:
             entry = self._geo_cache.get(id(image))
             if entry is not None and entry[0] is not image:
                 entry = None
+            if entry is not None:
+                self._geo_cache.move_to_end(id(image))
         if entry is None:
-            entry = (image, geodesic_cost(image[0].float().cpu().numpy(), self.inputs.geodesic_lambda), OrderedDict())
+            entry = (image, geodesic_cost(image[0].float().cpu().numpy(), self.inputs.geodesic_lambda), {})
             with self._geo_lock:
                 self._geo_cache[id(image)] = entry
                 while len(self._geo_cache) > self.GEO_CACHE_SLICES:
                     self._geo_cache.popitem(last=False)
-        _, cost, fields = entry
+        _, cost, done = entry
         for ch, positive in ((0, True), (1, False)):
-            d = None
-            for pt in dict.fromkeys((c.y, c.x) for c in grid_clicks if c.positive == positive):
-                with self._geo_lock:
-                    f = fields.get(pt)
-                if f is None:  # computed outside the lock: other slices' clicks need not wait
-                    f = geodesic_distance(cost, [pt])
-                with self._geo_lock:
-                    fields[pt] = f
-                    fields.move_to_end(pt)
-                    while len(fields) > self.GEO_CACHE_CLICKS:
-                        fields.popitem(last=False)
-                    if id(image) in self._geo_cache:
-                        self._geo_cache.move_to_end(id(image))
-                d = f if d is None else np.minimum(d, f)
-            if d is not None:
-                maps[ch] = np.exp(-d / self.inputs.geodesic_tau_px)
+            pts = frozenset((c.y, c.x) for c in grid_clicks if c.positive == positive)
+            if not pts:
+                continue
+            with self._geo_lock:
+                before = done.get(positive)
+            if before is not None and before[0] <= pts:
+                new = sorted(pts - before[0])
+                d = before[1] if not new else np.minimum(before[1], geodesic_distance(cost, new))
+            else:
+                d = geodesic_distance(cost, sorted(pts))
+            with self._geo_lock:
+                done[positive] = (pts, d)
+            maps[ch] = np.exp(-d / self.inputs.geodesic_tau_px)
         return torch.from_numpy(maps).to(self.device)
 
     def _mask_to_grid(self, mask: np.ndarray | None, shape_yx: tuple[int, int]) -> torch.Tensor:

@@ -247,27 +247,51 @@ def test_shipped_propagation_model_stops_where_a_synthetic_object_ends():
 
 
 def test_geodesic_maps_of_the_predictor_match_the_library_and_stay_bounded():
-    """The Predictor's cached per-click fields give exactly ``geodesic_maps`` (the maps training
-    saw), click after click, on several slices, and the cache keeps at most its bound."""
+    """The Predictor's cached distances give exactly ``geodesic_maps`` (the maps training saw),
+    click after click (one Dijkstra run per new click, however many came before), after an undo,
+    on several slices, and the cache keeps at most its bound of slices."""
+    import iunet.inference as inference
     from iunet.clicks import Click, geodesic_maps
     from iunet.inference import Predictor
     from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet
 
     mc = ModelConfig(base_channels=4, depth=2, use_prev_mask=True, geodesic=True)
     pred = Predictor(Checkpoint(UNet(mc), mc, InputConfig(grid_px=64)), device="cpu")
-    pred.GEO_CACHE_SLICES, pred.GEO_CACHE_CLICKS = 2, 3
-    rng = np.random.default_rng(0)
-    slices = []
-    for _ in range(3):
-        hu = rng.normal(0, 20, (96, 80)).astype(np.float32)
-        hu[20:60, 10:50] += 150.0
-        slices.append((hu, pred.prepare(hu)))
-    clicks = [Click(40, 30, True), Click(80, 70, False), Click(30, 20, True), Click(50, 40, True), Click(10, 70, False)]
-    for k in range(1, len(clicks) + 1):
-        for hu, grid in slices:
-            got = pred._geodesic(grid, clicks[:k], hu.shape).numpy()
-            want = geodesic_maps(grid[0].numpy(), [c.scaled(64 / 96, 64 / 80) for c in clicks[:k]],
+    pred.GEO_CACHE_SLICES = 2
+    runs = []
+    real = inference.geodesic_distance
+
+    def counted(cost, points):
+        runs.append(len(points))
+        return real(cost, points)
+
+    inference.geodesic_distance = counted
+    try:
+        rng = np.random.default_rng(0)
+        slices = []
+        for _ in range(3):
+            hu = rng.normal(0, 20, (96, 80)).astype(np.float32)
+            hu[20:60, 10:50] += 150.0
+            slices.append((hu, pred.prepare(hu)))
+        yy, xx = rng.integers(0, 96, 25), rng.integers(0, 80, 25)
+        clicks = [Click(int(y), int(x), k % 3 != 1) for k, (y, x) in enumerate(zip(yy, xx))]
+
+        def check(hu, grid, cl):
+            got = pred._geodesic(grid, cl, hu.shape).numpy()
+            want = geodesic_maps(grid[0].numpy(), [c.scaled(64 / 96, 64 / 80) for c in cl],
                                  pred.inputs.geodesic_lambda, pred.inputs.geodesic_tau_px)
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    assert len(pred._geo_cache) <= 2 and all(len(e[2]) <= 3 for e in pred._geo_cache.values())
+
+        hu, grid = slices[0]
+        for k in range(1, len(clicks) + 1):  # 25 clicks on one slice: one run per new click
+            runs.clear()
+            check(hu, grid, clicks[:k])
+            assert len(runs) == 1, (k, runs)
+        check(hu, grid, clicks[:10])  # an undo back to 10 clicks: computed afresh
+        for hu, grid in slices[1:]:
+            for k in (1, 2, 5):
+                check(hu, grid, clicks[:k])
+    finally:
+        inference.geodesic_distance = real
+    assert len(pred._geo_cache) <= 2
     assert pred.build_inputs([slices[0][1]], [slices[0][0].shape], [clicks[:2]]).shape == (1, 6, 64, 64)
