@@ -295,3 +295,20 @@ def test_geodesic_maps_of_the_predictor_match_the_library_and_stay_bounded():
         inference.geodesic_distance = real
     assert len(pred._geo_cache) <= 2
     assert pred.build_inputs([slices[0][1]], [slices[0][0].shape], [clicks[:2]]).shape == (1, 6, 64, 64)
+
+
+def test_shipped_default_model_fills_the_readme_rectangle_with_one_click():
+    """Issue 9's README example: one click in the centre of a uniform 60 × 80 px rectangle
+    (60 HU on −100 HU) captures it (Dice ≥ 0.95) with the app's default model."""
+    from pathlib import Path
+
+    from iunet.inference import Predictor, Session
+
+    weights = Path(__file__).resolve().parents[1] / "weights" / "iunet_agnostic3d.safetensors"
+    if not weights.is_file():
+        pytest.skip("weights/iunet_agnostic3d.safetensors is absent")
+    img = np.full((256, 256), -100, np.float32)
+    img[100:160, 90:170] = 60
+    gt = img > 0
+    m = Session(Predictor(weights, device="cpu"), img).add_click(130, 130, True)
+    assert 2 * (m & gt).sum() / (m.sum() + gt.sum()) >= 0.95
