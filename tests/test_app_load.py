@@ -23,9 +23,9 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import io
 import json
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -157,62 +157,71 @@ class HttpUser:
                 data[i] = io.BytesIO(got.content)
         return data
 
+    def act(self, api_name: str, *data) -> list:
+        """``call`` as gradio_client sees an endpoint: the session state (first input and first
+        output, kept on the server) left out."""
+        return self.call(api_name, None, *data)[1:]
+
+    def load(self, path: Path, model: str) -> list:
+        return self.act("load", [self.upload(path)], model, *SIZE_ARGS)
+
     def close(self) -> None:
         self.http.close()
 
 
-def run_http_user(url: str, model: str, path: Path, click_yx: tuple[int, int], n_clicks: int) -> dict:
-    """As :func:`run_user`, through :class:`HttpUser` (the page's protocol); the answers in the
-    same layout (the session state, the first output of each, left out; files as ``BytesIO``)."""
-    u = HttpUser(url)
+class GradioClientUser:
+    """The same actions through ``gradio_client`` (which downloads output files to disk)."""
+
+    def __init__(self, url: str):
+        from gradio_client import Client
+
+        self.client = Client(url, verbose=False)
+
+    def act(self, api_name: str, *data):
+        return self.client.predict(*data, api_name="/" + api_name)
+
+    def load(self, path: Path, model: str):
+        from gradio_client import handle_file
+
+        return self.act("load", [handle_file(str(path))], model, *SIZE_ARGS)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+CLIENTS = {"http": HttpUser, "gradio_client": GradioClientUser}
+
+
+def run_user(url: str, model: str, path: Path, click_yx: tuple[int, int], n_clicks: int, client: str = "http") -> dict:
+    """One user: upload, ``n_clicks`` clicks near ``click_yx`` (each timed), export PNG, undo,
+    through ``client`` (``http``: :class:`HttpUser`, the page's protocol; ``gradio_client``).
+    Returns the click round trips (s) and the last answers (files as paths or ``BytesIO``)."""
+    u = CLIENTS[client](url)
     try:
-        load = u.call("load", None, [u.upload(path)], model, *SIZE_ARGS)[1:]
+        load = u.load(path, model)
         round_trips, out = [], None
         cy, cx = click_yx
         for k in range(n_clicks):
             t0 = time.perf_counter()
-            out = u.call("click", None, cx + (k + 1) % 3 - 1, cy + k % 2, FG, model, 40, 400)[1:]
+            out = u.act("click", cx + (k + 1) % 3 - 1, cy + k % 2, FG, model, 40, 400)  # k = 0: (cy, cx)
             round_trips.append(time.perf_counter() - t0)
             assert "⚠️" not in out[3], out[3]
-        png = u.call("export_png", None)[1:]
-        undo = u.call("undo", None, model, 40, 400)[1:]
+        png = u.act("export_png")
+        undo = u.act("undo", model, 40, 400)
         return {"load": load, "click": out, "png": png, "undo": undo, "round_trips": round_trips}
     finally:
         u.close()
 
 
-def run_user(url: str, model: str, path: Path, click_yx: tuple[int, int], n_clicks: int) -> dict:
-    """One user: upload, ``n_clicks`` clicks near ``click_yx`` (each timed), export PNG, undo.
-    Returns the click round trips (s) and the last answers."""
-    from gradio_client import Client, handle_file
-
-    c = Client(url, verbose=False)
-    try:
-        load = c.predict([handle_file(str(path))], model, *SIZE_ARGS, api_name="/load")
-        round_trips, out = [], None
-        cy, cx = click_yx
-        for k in range(n_clicks):
-            t0 = time.perf_counter()
-            out = c.predict(cx + (k + 1) % 3 - 1, cy + k % 2, FG, model, 40, 400, api_name="/click")  # k = 0: (cy, cx)
-            round_trips.append(time.perf_counter() - t0)
-            assert "⚠️" not in out[3], out[3]
-        png = c.predict(api_name="/export_png")
-        undo = c.predict(model, 40, 400, api_name="/undo")
-        return {"load": load, "click": out, "png": png, "undo": undo, "round_trips": round_trips}
-    finally:
-        c.close()
-
-
 def measure(url: str, model: str, folder: Path, size_px: int, n_users: int, n_clicks: int, client: str = "http") -> dict:
     """Round trips of clicks over HTTP: one user alone, then ``n_users`` at once; ``client`` is
     ``http`` (:class:`HttpUser`, the page's protocol) or ``gradio_client``."""
-    run = run_http_user if client == "http" else run_user
     users = [user_image(i, folder, size_px) for i in range(n_users)]
-    run(url, model, users[0][0], users[0][2], 2)  # warm-up (model, caches, first PNG)
-    alone = run(url, model, users[0][0], users[0][2], n_clicks)["round_trips"]
+    run_user(url, model, users[0][0], users[0][2], 2, client)  # warm-up (model, caches, first PNG)
+    alone = run_user(url, model, users[0][0], users[0][2], n_clicks, client)["round_trips"]
     t0 = time.perf_counter()
     with ThreadPoolExecutor(n_users) as pool:
-        results = list(pool.map(lambda u: run(url, model, u[0], u[2], n_clicks), users))
+        results = list(pool.map(lambda u: run_user(url, model, u[0], u[2], n_clicks, client), users))
     wall = time.perf_counter() - t0
     many = [t for r in results for t in r["round_trips"]]
     return {
@@ -259,8 +268,7 @@ def test_sixteen_concurrent_users_without_errors_or_crosstalk(server, tmp_path):
 
     def session(i: int) -> dict:
         path, (h, w), (cy, cx) = users[i]
-        run = run_http_user if i % 2 == 0 else run_user
-        r = run(url, "tiny.safetensors", path, (cy, cx), 1)  # click 0 lands exactly on (cy, cx)
+        r = run_user(url, "tiny.safetensors", path, (cy, cx), 1, "http" if i % 2 == 0 else "gradio_client")  # click 0 at (cy, cx)
         load, (image, _, info, _), png, undo = r["load"], r["click"], r["png"], r["undo"]
         assert f"user_{i:02d}" in load[3] and descriptions[i] in load[2], load[2:4]
         assert descriptions[i] in info and "Clicks: 1" in info.replace("**", "")
@@ -291,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--users", type=int, default=N_USERS)
     p.add_argument("--clicks", type=int, default=5, help="clicks per user (bounded loop)")
     p.add_argument("--server-args", default="", help="extra app.py flags, e.g. '--precision fp32'")
-    p.add_argument("--client", choices=["http", "gradio_client"], default="http",
+    p.add_argument("--client", choices=sorted(CLIENTS), default="http",
                    help="http: the page's own protocol on a kept-alive connection (reported); gradio_client: for comparison")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
