@@ -90,33 +90,27 @@ class Predictor:
         t = F.interpolate(t[None, None], size=(g, g), mode="bilinear", align_corners=False, antialias=True)
         return t[0]
 
-    def _guidance(self, clicks: Sequence[Click], shape_yx: tuple[int, int]) -> np.ndarray:
+    def _to_grid(self, clicks: Sequence[Click], shape_yx: tuple[int, int]) -> list[Click]:
+        """Clicks in a (Y, X) slice's pixels → the same clicks on the model's grid."""
         g = self.grid_px
-        sy, sx = g / shape_yx[0], g / shape_yx[1]
-        return encode_clicks([c.scaled(sy, sx) for c in clicks], (g, g), self.inputs.click_encoding)
+        return [c.scaled(g / shape_yx[0], g / shape_yx[1]) for c in clicks]
 
     GEO_CACHE_SLICES = 16  # prepared slices whose geodesic distances are kept (LRU): ≤ 16 × 768 KB at 256²
 
-    def _geodesic(self, image: torch.Tensor, clicks: Sequence[Click], shape_yx: tuple[int, int]) -> torch.Tensor:
-        """(2, G, G) geodesic click maps on the prepared (1, G, G) image (models with
-        ``geodesic``), the same maps as ``iunet.clicks.geodesic_maps``. Per slice, its cost map
+    def _geodesic(self, image: torch.Tensor, grid_clicks: Sequence[Click]) -> torch.Tensor:
+        """(2, G, G) geodesic click maps on the prepared (1, G, G) image for clicks on the grid
+        (models with ``geodesic``; ``build_inputs`` has checked that the clicks are inside), the
+        same maps as ``iunet.clicks.geodesic_maps``. Per slice, its cost map
         and, per polarity, the distance from the clicks of the last call are cached: a call
         whose clicks include those only adds the new clicks' distance (the minimum over clicks
         is the distance from the nearest), so a click costs one Dijkstra run whatever the
         number of clicks before it; any other set (after an undo) is computed afresh."""
         g = self.grid_px
-        sy, sx = g / shape_yx[0], g / shape_yx[1]
-        grid_clicks = [c.scaled(sy, sx) for c in clicks]
         maps = np.zeros((2, g, g), np.float32)
-        for c in grid_clicks:
-            if not (0 <= c.y < g and 0 <= c.x < g):
-                raise ValueError(f"click at (y={c.y}, x={c.x}) is outside the {g}×{g} image")
         if not grid_clicks:
             return torch.from_numpy(maps).to(self.device)
-        with self._geo_lock:
+        with self._geo_lock:  # an entry holds its image, so no other tensor can have its id
             entry = self._geo_cache.get(id(image))
-            if entry is not None and entry[0] is not image:
-                entry = None
             if entry is not None:
                 self._geo_cache.move_to_end(id(image))
         if entry is None:
@@ -167,11 +161,13 @@ class Predictor:
         for img, shape, cl, prev in zip(images, shapes_yx, clicks, prev_masks):
             parts = [img]
             if self.config.interactive:
-                parts.append(torch.from_numpy(self._guidance(cl, shape)).to(self.device))
+                grid_clicks = self._to_grid(cl, shape)
+                g = self.grid_px  # encode_clicks refuses clicks outside the grid
+                parts.append(torch.from_numpy(encode_clicks(grid_clicks, (g, g), self.inputs.click_encoding)).to(self.device))
                 if self.config.use_prev_mask:
                     parts.append(self._mask_to_grid(prev, shape))
                 if self.config.geodesic:
-                    parts.append(self._geodesic(img, cl, shape))
+                    parts.append(self._geodesic(img, grid_clicks))
             chans.append(torch.cat(parts, 0))
         return torch.stack(chans, 0)
 

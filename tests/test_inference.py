@@ -277,9 +277,9 @@ def test_geodesic_maps_of_the_predictor_match_the_library_and_stay_bounded():
         clicks = [Click(int(y), int(x), k % 3 != 1) for k, (y, x) in enumerate(zip(yy, xx))]
 
         def check(hu, grid, cl):
-            got = pred._geodesic(grid, cl, hu.shape).numpy()
-            want = geodesic_maps(grid[0].numpy(), [c.scaled(64 / 96, 64 / 80) for c in cl],
-                                 pred.inputs.geodesic_lambda, pred.inputs.geodesic_tau_px)
+            grid_clicks = [c.scaled(64 / 96, 64 / 80) for c in cl]
+            got = pred._geodesic(grid, grid_clicks).numpy()
+            want = geodesic_maps(grid[0].numpy(), grid_clicks, pred.inputs.geodesic_lambda, pred.inputs.geodesic_tau_px)
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
         hu, grid = slices[0]
