@@ -726,7 +726,7 @@ FULLSCREEN_CLICK_JS = """
       clientX: r.left + (r.width - img.naturalWidth) / 2 + x, clientY: r.top + (r.height - img.naturalHeight) / 2 + y,
     });
     ev.__iunet = true;
-    e.target.dispatchEvent(ev);
+    img.dispatchEvent(ev);
   }, true);
 """
 
