@@ -136,11 +136,13 @@ def synthetic_labels(grid_px: int, rng: np.random.Generator) -> LabelSlice:
     return LabelSlice(lab, 512, source="synthetic")
 
 
-def random_tube(shape: tuple[int, int], rng: np.random.Generator, width_px: float) -> np.ndarray:
-    """A smooth curved tube (vessel-like, possibly branching) of about ``width_px`` px across."""
+def random_tube(shape: tuple[int, int], rng: np.random.Generator, width_px: float,
+                start_yx: tuple[float, float] | None = None) -> np.ndarray:
+    """A smooth curved tube (vessel-like, possibly branching) of about ``width_px`` px across,
+    from ``start_yx`` (default: a random point in the middle of the slice)."""
     g = shape[0]
     canvas = np.zeros(shape, bool)
-    y, x = rng.uniform(0.3, 0.7) * g, rng.uniform(0.25, 0.75) * g
+    y, x = (rng.uniform(0.3, 0.7) * g, rng.uniform(0.25, 0.75) * g) if start_yx is None else start_yx
     for _branch in range(int(rng.integers(1, 4))):
         ang, yy, xx = rng.uniform(0, 2 * np.pi), y, x
         for _ in range(int(rng.integers(15, 60))):
@@ -177,6 +179,48 @@ def training_labels(grid_px: int, rng: np.random.Generator) -> LabelSlice:
     return sl
 
 
+INTERIOR_MIN_DEPTH_PX = 6.0  # grid px: structures thinner than this get no interior structure
+
+
+def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.random.Generator) -> np.ndarray:
+    """Internal structure that a structure's label includes, drawn into ``hu`` (G, G) in place:
+    either a fat or fluid *sinus* at its core, often opening to its border (renal sinus and
+    hilum, splenic hilum, a necrotic centre), or *vessels* through it (enhanced brighter, or
+    darker, as portal and hepatic veins in the liver). Real organs are not uniform, and the
+    deepest point of a kidney, where the ``ritm`` robot and many people click first, lies in its
+    sinus: the label, and so the target, stays the whole structure. ``m`` (G, G) bool; returns
+    the changed pixels (empty when ``m`` is thinner than ``INTERIOR_MIN_DEPTH_PX``)."""
+    d = ndimage.distance_transform_edt(m)
+    depth = float(d.max())
+    if depth < INTERIOR_MIN_DEPTH_PX:
+        return np.zeros_like(m)
+    cy, cx = np.unravel_index(int(np.argmax(d)), d.shape)
+    shape = m.shape
+    if rng.random() < 0.5:  # sinus
+        region = random_blob(shape, rng, cy, cx, rng.uniform(0.3, 0.65) * depth) & (d > 2)
+        if rng.random() < 0.6:  # the hilum: an opening from the core to the border
+            ang = rng.uniform(0, 2 * np.pi)
+            t = np.arange(0.0, 1.8 * depth, 0.5)
+            ys = np.clip(np.round(cy + t * np.sin(ang)).astype(int), 0, shape[0] - 1)
+            xs = np.clip(np.round(cx + t * np.cos(ang)).astype(int), 0, shape[1] - 1)
+            line = np.zeros_like(m)
+            line[ys, xs] = True
+            region |= ndimage.binary_dilation(line, iterations=max(1, int(rng.uniform(0.12, 0.3) * depth)))
+        region &= m
+        value = rng.uniform(-110, -30) if rng.random() < 0.65 else rng.uniform(-5, 30)
+        hu[region] = value + rng.uniform(2, 10) * _smooth_noise(shape, rng, 1.5)[region]
+        return region
+    region = np.zeros_like(m)  # vessels
+    ys, xs = np.nonzero(m)
+    for i in range(int(rng.integers(1, 5))):
+        start = (float(cy), float(cx)) if i == 0 and rng.random() < 0.5 else (float(ys[j := int(rng.integers(len(ys)))]), float(xs[j]))
+        tube = random_tube(shape, rng, rng.uniform(1.5, max(2.0, 0.35 * depth)), start) & m
+        shift = rng.uniform(40, 160) if rng.random() < 0.7 else -rng.uniform(30, 80)
+        hu[tube] = base_hu + shift
+        region |= tube
+    return region
+
+
 def _body_mask(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """An elliptic body that contains every labelled pixel."""
     g = labels.shape[0]
@@ -191,14 +235,16 @@ def _body_mask(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _ellipse((g, g), cy, cx, ry, rx, rng.uniform(-0.1, 0.1))
 
 
-def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, similar_p: float = 0.0) -> np.ndarray:
+def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, similar_p: float = 0.0,
+              interior_p: float = 0.0) -> np.ndarray:
     """Render a synthetic CT slice (G, G) float32 HU from a label slice (domain randomised).
 
     With probability ``similar_p``, the structures that touch label ``focus_id`` (the target)
     get nearly its HU (± 12 HU), as the spleen, kidney and liver have in portal venous CT: then
     only shape and the previous mask tell them apart, which is what a model must learn so that
     it neither grows into a touching organ nor propagates into it. ``focus_id=0`` (the default)
-    renders exactly as before, draw for draw."""
+    renders exactly as before, draw for draw. With probability ``interior_p`` per structure,
+    ``render_interior`` adds a sinus or vessels inside it (0, the default: as before)."""
     lab = sl.labels
     g = lab.shape[0]
     shape = (g, g)
@@ -260,6 +306,8 @@ def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, simil
             i = rng.integers(len(ys_k))
             les = random_blob(shape, rng, ys_k[i], xs_k[i], rng.uniform(0.01, 0.04) * g) & m
             hu[les] = rng.uniform(*HU_ORGAN)
+        if interior_p > 0 and rng.random() < interior_p:
+            render_interior(hu, m, base, rng)
     # scanner: partial-volume blur, correlated noise, occasional streaks
     hu = ndimage.gaussian_filter(hu, rng.uniform(0.3, 1.2))
     hu += rng.uniform(3, 25) * (0.6 * rng.standard_normal(shape) + 0.4 * _smooth_noise(shape, rng, 1.0)).astype(np.float32)
@@ -295,6 +343,8 @@ class SampleConfig:
     similar_p: float = 0.0  # structures touching the target rendered at nearly its HU (render_ct)
     max_gap_mm: float = 8.0  # neighbours for propagation up to this far apart (1 or 2 slices)
     geodesic: bool = False  # also compute the clicks' geodesic maps (models with ModelConfig.geodesic)
+    interior_p: float = 0.0  # per structure: a sinus or vessels inside it, part of its label (render_interior)
+    large_target_p: float = 0.0  # the target chosen by area instead of uniformly (choose_target_id)
 
 
 @dataclass
@@ -315,13 +365,20 @@ def choose_target(sl: LabelSlice, rng: np.random.Generator) -> np.ndarray:
     return choose_target_id(sl, rng)[0]
 
 
-def choose_target_id(sl: LabelSlice, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """``choose_target`` and the label id it chose (0 when the slice has no allowed label)."""
+def choose_target_id(sl: LabelSlice, rng: np.random.Generator, large_p: float = 0.0) -> tuple[np.ndarray, int]:
+    """``choose_target`` and the label id it chose (0 when the slice has no allowed label).
+    Each allowed label is equally likely; with probability ``large_p`` the choice is by area
+    instead, so that large organs (a liver is one of many labels on its slices) are targets as
+    often as a user means them (0, the default: as before, draw for draw)."""
     ids = [int(k) for k in np.unique(sl.labels) if k and (not sl.target_ids or k in sl.target_ids)]
     if not ids:
         return np.zeros(sl.labels.shape, bool), 0
-    ids_ok = [k for k in ids if (sl.labels == k).sum() >= 4]
-    k = int(rng.choice(ids_ok or ids))
+    ids_ok = [k for k in ids if (sl.labels == k).sum() >= 4] or ids
+    if large_p > 0 and rng.random() < large_p:
+        areas = np.array([(sl.labels == k).sum() for k in ids_ok], np.float64)
+        k = int(rng.choice(ids_ok, p=areas / areas.sum()))
+    else:
+        k = int(rng.choice(ids_ok))
     m = sl.labels == k
     if not sl.target_ids:  # class-agnostic: a single connected object
         cc, n = ndimage.label(m)
@@ -447,14 +504,14 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     volume, the previous-mask channel holds the structure on ``sl`` (perturbed, as a predicted
     mask would be), there is no click, and the target is the same structure on the neighbour,
     which is empty where the structure has ended."""
-    target, k = choose_target_id(sl, rng)
+    target, k = choose_target_id(sl, rng, cfg.large_target_p)
     prev = np.zeros_like(target)
     pair = neighbour_target(sl, k, target, rng, cfg.max_gap_mm) if cfg.propagate_p > 0 and rng.random() < cfg.propagate_p else None
     if pair is not None:
         sl, target, prev = pair
         prev = perturb_mask(prev, rng)
     use_real = pair is None and sl.hu is not None and rng.random() < cfg.real_fraction
-    hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, cfg.similar_p)
+    hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, cfg.similar_p, cfg.interior_p)
     hu, (target, prev) = _augment(hu, [target, prev], rng, cfg)
     inputs = cfg.inputs
     g = inputs.grid_px

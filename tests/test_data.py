@@ -118,3 +118,49 @@ def test_touching_structures_can_share_the_targets_intensity():
         hu = render_ct(sl, np.random.default_rng(seed), focus_id=1, similar_p=1.0)
         gaps.append(abs(np.median(hu[lab == 1]) - np.median(hu[lab == 2])))
     assert max(gaps) < 45  # the touching organ is always within a few HU (± 12 HU, blur, noise)
+
+
+def _organ_slice():
+    from iunet.data import LabelSlice
+
+    lab = np.zeros((96, 96), np.int16)
+    yy, xx = np.mgrid[:96, :96]
+    lab[((yy - 48) / 30.0) ** 2 + ((xx - 40) / 22.0) ** 2 <= 1] = 1  # a kidney-sized organ
+    lab[70:76, 70:90] = 2  # a thin structure: too thin for an interior
+    return LabelSlice(lab, 512)
+
+
+def test_interior_structure_is_inside_the_label_and_differs_from_it():
+    from iunet.data import render_interior
+
+    sl = _organ_slice()
+    organ = sl.labels == 1
+    a = render_ct(sl, np.random.default_rng(5))
+    np.testing.assert_array_equal(a, render_ct(sl, np.random.default_rng(5), interior_p=0.0))  # off: as before
+    kinds = set()
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        hu = np.full((96, 96), 100.0, np.float32)
+        region = render_interior(hu, organ, 100.0, rng)
+        assert region.any() and not (region & ~organ).any()  # inside the organ, never outside
+        assert (hu[~region] == 100.0).all() and np.abs(hu[region] - 100.0).mean() > 20  # another intensity
+        med = float(np.median(hu[region]))
+        kinds.add("fat sinus" if med < -20 else "enhanced vessels" if med > 130 else "other")
+        assert not render_interior(hu.copy(), sl.labels == 2, 100.0, rng).any()  # 6 px thin: none
+    assert {"fat sinus", "enhanced vessels"} <= kinds
+    # in a rendering, the organ's core then differs from its rim in some draws
+    cores = [render_ct(sl, np.random.default_rng(s), interior_p=1.0) for s in range(6)]
+    core = organ & (np.hypot(*np.mgrid[:96, :96] - np.array([48, 40])[:, None, None]) < 6)
+    assert max(abs(np.median(h[core]) - np.median(h[organ & ~core])) for h in cores) > 40
+
+
+def test_large_targets_can_be_chosen_by_area():
+    from iunet.data import choose_target_id
+
+    sl = _organ_slice()  # organ 2,000+ px, thin structure 120 px
+    rng = np.random.default_rng(0)
+    assert choose_target_id(sl, np.random.default_rng(3))[1] == choose_target_id(sl, np.random.default_rng(3), 0.0)[1]
+    uniform = [choose_target_id(sl, rng)[1] for _ in range(400)]
+    by_area = [choose_target_id(sl, rng, large_p=1.0)[1] for _ in range(400)]
+    assert 0.4 < np.mean(np.array(uniform) == 1) < 0.6
+    assert np.mean(np.array(by_area) == 1) > 0.9
