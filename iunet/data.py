@@ -345,6 +345,7 @@ class SampleConfig:
     geodesic: bool = False  # also compute the clicks' geodesic maps (models with ModelConfig.geodesic)
     interior_p: float = 0.0  # per structure: a sinus or vessels inside it, part of its label (render_interior)
     large_target_p: float = 0.0  # the target chosen by area instead of uniformly (choose_target_id)
+    partial_prev_p: float = 0.0  # propagation samples whose previous mask is only a part (partial_mask)
 
 
 @dataclass
@@ -448,6 +449,20 @@ def perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.roll(m, (int(dy), int(dx)), axis=(0, 1))
 
 
+def partial_mask(mask: np.ndarray, rng: np.random.Generator, keep: tuple[float, float] = (0.2, 0.8)) -> np.ndarray:
+    """A part of ``mask`` (G, G) bool, cut by a random blob around one of its pixels, as a
+    propagated mask is when an earlier slice was under-segmented: its cut edges run through the
+    structure, not along image edges. Keeps about ``keep`` of the area (the whole mask when the
+    cut keeps under 10 %)."""
+    if not mask.any():
+        return mask
+    ys, xs = np.nonzero(mask)
+    i = int(rng.integers(len(ys)))
+    r = np.sqrt(rng.uniform(*keep) * len(ys) / np.pi)
+    part = mask & random_blob(mask.shape, rng, ys[i], xs[i], r)
+    return part if part.sum() >= 0.1 * len(ys) else mask
+
+
 def _augment(hu: np.ndarray, masks: list[np.ndarray], rng: np.random.Generator, cfg: SampleConfig) -> tuple[np.ndarray, list[np.ndarray]]:
     """The same random flip / scale / rotation / shift for the HU slice and every (G, G) mask."""
     if cfg.flip and rng.random() < 0.5:
@@ -510,6 +525,8 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     if pair is not None:
         sl, target, prev = pair
         prev = perturb_mask(prev, rng)
+        if cfg.partial_prev_p > 0 and rng.random() < cfg.partial_prev_p:  # learn to complete it
+            prev = partial_mask(prev, rng)
     use_real = pair is None and sl.hu is not None and rng.random() < cfg.real_fraction
     hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, cfg.similar_p, cfg.interior_p)
     hu, (target, prev) = _augment(hu, [target, prev], rng, cfg)

@@ -164,3 +164,26 @@ def test_large_targets_can_be_chosen_by_area():
     by_area = [choose_target_id(sl, rng, large_p=1.0)[1] for _ in range(400)]
     assert 0.4 < np.mean(np.array(uniform) == 1) < 0.6
     assert np.mean(np.array(by_area) == 1) > 0.9
+
+
+def test_partial_previous_mask_is_a_part_of_it():
+    from iunet.data import partial_mask
+
+    m = _organ_slice().labels == 1
+    fracs = []
+    for seed in range(20):
+        p = partial_mask(m, np.random.default_rng(seed))
+        assert not (p & ~m).any()
+        fracs.append(p.sum() / m.sum())
+    assert min(fracs) >= 0.1 and np.mean(fracs) < 0.85 and max(fracs) <= 1.0
+    assert not partial_mask(np.zeros((8, 8), bool), np.random.default_rng(0)).any()
+    # in propagation samples, the previous-mask channel then holds only a part of the neighbour
+    from iunet.data import LabelSlice
+
+    vol = np.zeros((6, 64, 64), np.int16)
+    vol[:, 16:48, 12:52] = 1
+    sls = slices_from_volume(vol, 64, spacing_z_mm=2.0)
+    cfg = SampleConfig(inputs=InputConfig(grid_px=64), propagate_p=1.0, partial_prev_p=1.0, geometry=False)
+    rng = np.random.default_rng(1)
+    ratios = [s.prev.sum() / max(s.target.sum(), 1) for s in (make_sample(sls[2], rng, cfg) for _ in range(12)) if s.target.any() and not s.clicks]
+    assert ratios and np.mean(ratios) < 0.8
