@@ -407,8 +407,11 @@ class VolumeSession:
     that slice (its clicks plus its current mask in the previous-mask channel) and then
     re-propagates outward from ``z`` in both directions: each next slice is predicted from its
     neighbour's mask (``accept_propagated`` decides where the structure ends), until the masks
-    stop changing, the structure ends, or a slice the user clicked on is reached (the user's
-    slices are never overwritten by propagation). Undo restores the previous 3D mask exactly;
+    stop changing or the structure ends. A slice the user clicked on that the propagation
+    reaches is predicted again from its own clicks with the carried mask as its previous mask
+    (``refresh_anchors``; never emptied), and the propagation goes on beyond it only if it
+    changed. Where the carried mask ends but the masks from there on lead to a clicked slice,
+    they are kept (the structure is there). Undo restores the previous 3D mask exactly;
     ``clear`` empties the volume (undoable too). Many sessions can share one ``Predictor``.
     """
 
@@ -421,6 +424,7 @@ class VolumeSession:
         spacing_mm: Sequence[float] | None = None,
         max_slices: int | None = None,
         same_dice: float = 0.99,
+        refresh_anchors: bool = True,
     ):
         vol = np.asarray(volume_hu, dtype=np.float32)
         if vol.ndim != 3 or min(vol.shape[1:]) < 2:
@@ -432,6 +436,7 @@ class VolumeSession:
         self.spacing_mm = None if spacing_mm is None else tuple(float(v) for v in spacing_mm)
         self.max_slices = max_slices  # propagation reach in each direction (None = the whole volume)
         self.same_dice = same_dice  # a re-propagated slice this close to its old mask: stop there
+        self.refresh_anchors = refresh_anchors  # propagation re-predicts clicked slices it reaches
         self._mask = np.zeros(vol.shape, bool)
         self._clicks: tuple[tuple[int, Click], ...] = ()
         self._undo: list[_Edit] = []
@@ -504,8 +509,15 @@ class VolumeSession:
             zs, prevs, steps = [], [], []
             for step, z in list(fronts.items()):
                 nz = z + step
-                if not 0 <= nz < self.shape[0] or nz in anchored or (max_slices is not None and done[step] >= max_slices):
+                if not 0 <= nz < self.shape[0] or (max_slices is not None and done[step] >= max_slices):
                     del fronts[step]
+                    continue
+                if nz in anchored:
+                    if self._refresh_anchor(nz, self._mask[z], changed):
+                        done[step] += 1
+                        fronts[step] = nz  # carry on from the refreshed slice
+                    else:
+                        del fronts[step]
                     continue
                 prev = self._mask[z]
                 if not prev.any() and not self._mask[nz].any():  # ended here, and nothing stale beyond
@@ -521,6 +533,11 @@ class VolumeSession:
             for z, step in zip(zs, steps):
                 m = new.get(z, np.zeros(self.shape[1:], bool))
                 old = self._mask[z]
+                if not m.any() and old.any() and self._run_reaches_anchor(z - step, step, anchored):
+                    # the carried mask ended, but the masks from here on come from a slice the
+                    # user clicked on (the structure is there): keep them, end this direction
+                    del fronts[step]
+                    continue
                 same = (not m.any() and not old.any()) or (2 * (m & old).sum() / max(m.sum() + old.sum(), 1) >= self.same_dice)
                 if not np.array_equal(m, old):
                     changed.setdefault(z, np.packbits(old))
@@ -530,6 +547,23 @@ class VolumeSession:
                     del fronts[step]
                 else:
                     fronts[step] = z
+
+    def _refresh_anchor(self, z: int, carried: np.ndarray, changed: dict[int, np.ndarray]) -> bool:
+        """Propagation reached slice ``z``, which the user clicked on: predict it again from its
+        own clicks with the ``carried`` neighbour's mask as the previous mask (instead of its
+        own, which an earlier, worse neighbour gave it). True when its mask changed (then the
+        propagation goes on beyond it). An anchor is never emptied, nor refreshed from an empty
+        neighbour, nor when its own mask is empty (the user's clicks there said: not here), nor
+        when ``refresh_anchors`` is off."""
+        if not self.refresh_anchors or not carried.any() or not self._mask[z].any():
+            return False
+        m = self._predict([z], [self.slice_clicks(z)], [carried])[0] >= self.threshold
+        old = self._mask[z]
+        if not m.any() or 2 * (m & old).sum() / max(m.sum() + old.sum(), 1) >= self.same_dice:
+            return False
+        changed.setdefault(z, np.packbits(old))
+        self._mask[z] = m
+        return True
 
     def _run_reaches_anchor(self, z0: int, step: int, anchored: set[int]) -> bool:
         """Whether the run of masked slices next to ``z0`` in direction ``step`` leads to a slice

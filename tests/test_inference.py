@@ -168,12 +168,57 @@ def test_volume_propagation_clears_what_lies_beyond_a_new_end():
     assert vs.undo() and vs.slices_with_mask() == list(range(5, 15))
 
 
+class LosingOraclePredictor(OraclePredictor):
+    """The oracle, except that carrying a mask (no click) onto a slice whose pixel (0, 0) is 999
+    HU finds nothing there: a model that loses the structure on one slice."""
+
+    def predict_prepared(self, images, shapes, clicks, prev_masks):
+        out = super().predict_prepared(images, shapes, clicks, prev_masks)
+        return [np.zeros_like(o) if not cl and float(img[0, 0]) == 999.0 else o for o, img, cl in zip(out, images, clicks)]
+
+
+def test_propagation_that_loses_the_structure_keeps_masks_that_lead_to_a_clicked_slice():
+    vol, gt = _cylinder_volume()
+    vol[10, 0, 0] = 999.0  # the model loses the cylinder on slice 10
+    vs = VolumeSession(LosingOraclePredictor(), vol)
+    vs.add_click(6, 20, 20, True)
+    assert vs.slices_with_mask() == [5, 6, 7, 8, 9]  # lost at slice 10
+    vs.add_click(13, 20, 20, True)
+    # from slice 13 the carried mask is lost at 10 again; slices 7-9 come from the clicked
+    # slice 6 (the structure is there), so they stay instead of being cleared as "beyond the end"
+    assert vs.slices_with_mask() == [5, 6, 7, 8, 9, 11, 12, 13, 14]
+    assert vs.last_changed == [11, 12, 13, 14]
+
+
+def test_propagation_refreshes_a_clicked_slice_it_reaches_and_goes_on():
+    vol, gt = _cylinder_volume()
+    vol[8, :, 20] = -100.0  # on slice 8 a dark line splits the cylinder into halves A and B
+    half_a = gt[8] & (np.arange(40)[None, :] < 20)
+    results = {}
+    for refresh in (False, True):
+        vs = VolumeSession(OraclePredictor(), vol, refresh_anchors=refresh)
+        vs.add_click(8, 20, 15, True)  # on half A: slice 8 gets A only
+        np.testing.assert_array_equal(vs.mask[8], half_a)
+        assert vs.slices_with_mask() == list(range(5, 15))  # the neighbours touch A: whole discs
+        before = vs.mask.copy()
+        vs.propagate_from(11)  # recompute from slice 11 outwards: it reaches the clicked slice 8
+        results[refresh] = vs.mask[8].copy()
+        if refresh:
+            assert 8 in vs.last_changed
+            assert vs.undo()
+            np.testing.assert_array_equal(vs.mask, before)  # undo restores the clicked slice too
+    np.testing.assert_array_equal(results[False], half_a)  # off: the clicked slice keeps A
+    # on: predicted again from its own click with the whole disc of slice 9 as the previous
+    # mask, it gets both halves (the click still holds: it lies inside)
+    np.testing.assert_array_equal(results[True], gt[8] & (vol[8] > 0))
+
+
 def test_volume_propagation_does_not_overwrite_clicked_slices():
     vol, gt = _cylinder_volume()
     vs = VolumeSession(OraclePredictor(), vol)
     vs.add_click(12, 20, 20, False, propagate=False)  # the user says: nothing here
     vs.add_click(9, 20, 20, True)
-    # propagation from slice 9 stops at the slice the user clicked on, which keeps its own (empty) mask
+    # propagation from slice 9 stops at the slice the user emptied, which keeps its own (empty) mask
     assert vs.slices_with_mask() == list(range(5, 12))
     assert not vs.mask[12].any()
 
