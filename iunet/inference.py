@@ -350,7 +350,8 @@ def _seed_click(prev: np.ndarray, click_size: ClickSize) -> Click:
 
 def accept_propagated(prob: np.ndarray, prev: np.ndarray, threshold: float = 0.5,
                       min_area_px: int = MIN_AREA_PX, min_confidence: float = MIN_CONFIDENCE,
-                      image_hu: np.ndarray | None = None, prev_hu: np.ndarray | None = None) -> np.ndarray:
+                      image_hu: np.ndarray | None = None, prev_hu: np.ndarray | None = None,
+                      ref_hu: np.ndarray | None = None) -> np.ndarray:
     """The mask to keep from a propagated prediction, or an empty one where the structure ends.
 
     ``prob`` (Y, X) float, the prediction on the next slice; ``prev`` (Y, X) bool, the mask it
@@ -361,7 +362,10 @@ def accept_propagated(prob: np.ndarray, prev: np.ndarray, threshold: float = 0.5
     slices ``image_hu`` and ``prev_hu``, when its intensity is not the structure's: the median
     HU inside moved by more than ``max(HU_SHIFT_MIN, 2 × robust std)`` of the previous mask's
     (one structure keeps its intensity from slice to slice; a bowel loop or lung does not
-    share the spleen's)."""
+    share the spleen's). ``ref_hu`` (1D HU values of the mask on the slice the propagation
+    started from) is checked the same way, so that a mask that drifts into a touching organ one
+    slice at a time (a liver into the right kidney) is stopped once it is no longer the clicked
+    structure's intensity."""
     m = prob >= threshold
     if not m.any() or not prev.any():
         return np.zeros_like(m)
@@ -378,10 +382,13 @@ def accept_propagated(prob: np.ndarray, prev: np.ndarray, threshold: float = 0.5
         return np.zeros_like(m)
     if image_hu is not None and prev_hu is not None and intensity_jump_hu(image_hu[m], prev_hu[prev]) > 0:
         return np.zeros_like(m)
+    if image_hu is not None and ref_hu is not None and len(ref_hu) and intensity_jump_hu(image_hu[m], ref_hu) > 0:
+        return np.zeros_like(m)
     return m
 
 
 HU_SHIFT_MIN = 30.0  # HU: the smallest median shift that counts as another tissue
+REF_HU_SAMPLES = 20000  # HU values kept from the start slice's mask for the drift check
 
 
 def intensity_jump_hu(new_hu: np.ndarray, prev_hu: np.ndarray) -> float:
@@ -486,14 +493,16 @@ class VolumeSession:
         shape = self.shape[1:]
         return self.predictor.predict_prepared([self._grid(z) for z in zs], [shape] * len(zs), clicks, prevs)
 
-    def _propagation_step(self, zs: Sequence[int], prevs: Sequence[np.ndarray], prev_zs: Sequence[int]) -> list[np.ndarray]:
-        """Masks for slices ``zs`` carried from the masks ``prevs`` of slices ``prev_zs`` (one batch)."""
+    def _propagation_step(self, zs: Sequence[int], prevs: Sequence[np.ndarray], prev_zs: Sequence[int],
+                          ref_hu: np.ndarray | None = None) -> list[np.ndarray]:
+        """Masks for slices ``zs`` carried from the masks ``prevs`` of slices ``prev_zs`` (one batch);
+        ``ref_hu``: the HU values inside the mask the propagation started from."""
         if self.predictor.config.use_prev_mask:
             probs = self._predict(zs, [[] for _ in zs], prevs)
         else:
             probs = self._predict(zs, [[_seed_click(p, self.click_size)] for p in prevs], [None] * len(zs))
         return [
-            accept_propagated(pr, pv, self.threshold, image_hu=self.volume_hu[z], prev_hu=self.volume_hu[pz])
+            accept_propagated(pr, pv, self.threshold, image_hu=self.volume_hu[z], prev_hu=self.volume_hu[pz], ref_hu=ref_hu)
             for pr, pv, z, pz in zip(probs, prevs, zs, prev_zs)
         ]
 
@@ -505,6 +514,8 @@ class VolumeSession:
         anchored = {zz for zz, _ in self._clicks}
         fronts = {step: z0 for step in (1, -1) if self._mask[z0].any() or not self._run_reaches_anchor(z0, step, anchored)}
         done = {step: 0 for step in (1, -1)}
+        ref_hu = self.volume_hu[z0][self._mask[z0]]
+        ref_hu = ref_hu[:: max(1, len(ref_hu) // REF_HU_SAMPLES)]  # enough for a median and a MAD
         while fronts:
             zs, prevs, steps = [], [], []
             for step, z in list(fronts.items()):
@@ -529,7 +540,7 @@ class VolumeSession:
             if not zs:
                 break
             todo = [(z, p, z - st) for z, p, st in zip(zs, prevs, steps) if p.any()]
-            new = dict(zip([t[0] for t in todo], self._propagation_step(*zip(*todo)))) if todo else {}
+            new = dict(zip([t[0] for t in todo], self._propagation_step(*zip(*todo), ref_hu=ref_hu))) if todo else {}
             for z, step in zip(zs, steps):
                 m = new.get(z, np.zeros(self.shape[1:], bool))
                 old = self._mask[z]

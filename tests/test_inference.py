@@ -213,6 +213,22 @@ def test_propagation_refreshes_a_clicked_slice_it_reaches_and_goes_on():
     np.testing.assert_array_equal(results[True], gt[8] & (vol[8] > 0))
 
 
+def test_propagation_stops_when_the_mask_drifts_away_from_the_clicked_structures_intensity():
+    vol, gt = _cylinder_volume()
+    for z in range(5, 15):
+        vol[z][gt[z]] = 60.0 + 20.0 * (z - 5)  # 20 HU more per slice: each step looks alike
+    vs = VolumeSession(OraclePredictor(), vol)
+    vs.add_click(5, 20, 20, True)
+    # slice to slice the shift (20 HU) is under HU_SHIFT_MIN, but from the clicked slice's
+    # 60 HU, slice 7 (100 HU) is another tissue: propagation ends there
+    assert vs.slices_with_mask() == [5, 6]
+    from iunet.inference import accept_propagated
+
+    prob = gt[7].astype(np.float32)
+    assert accept_propagated(prob, gt[6], image_hu=vol[7], prev_hu=vol[6]).any()  # the neighbour alone lets it pass
+    assert not accept_propagated(prob, gt[6], image_hu=vol[7], prev_hu=vol[6], ref_hu=vol[5][gt[5]]).any()
+
+
 def test_volume_propagation_does_not_overwrite_clicked_slices():
     vol, gt = _cylinder_volume()
     vs = VolumeSession(OraclePredictor(), vol)
