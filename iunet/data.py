@@ -346,6 +346,7 @@ class SampleConfig:
     interior_p: float = 0.0  # per structure: a sinus or vessels inside it, part of its label (render_interior)
     large_target_p: float = 0.0  # the target chosen by area instead of uniformly (choose_target_id)
     partial_prev_p: float = 0.0  # propagation samples whose previous mask is only a part (partial_mask)
+    spill_p: float = 0.0  # click samples correcting a previous mask that spilt into a touching structure
 
 
 @dataclass
@@ -463,6 +464,19 @@ def partial_mask(mask: np.ndarray, rng: np.random.Generator, keep: tuple[float, 
     return part if part.sum() >= 0.1 * len(ys) else mask
 
 
+def spill_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """``target`` (G, G) bool plus a part of a structure that touches it, as a mask carried from
+    slice to slice spills into a touching organ of the same intensity (spleen into kidney, liver
+    into kidney); ``None`` when no other structure touches the target."""
+    ring = ndimage.binary_dilation(target, iterations=3) & ~target
+    others = [int(v) for v in np.unique(labels[ring]) if v and v != k]
+    if not others:
+        return None
+    j = int(rng.choice(others))
+    spill = partial_mask(_near(labels, j, target, 3), rng, (0.3, 1.0)) & ~target
+    return target | spill if spill.any() else None
+
+
 def _augment(hu: np.ndarray, masks: list[np.ndarray], rng: np.random.Generator, cfg: SampleConfig) -> tuple[np.ndarray, list[np.ndarray]]:
     """The same random flip / scale / rotation / shift for the HU slice and every (G, G) mask."""
     if cfg.flip and rng.random() < 0.5:
@@ -527,8 +541,14 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
         prev = perturb_mask(prev, rng)
         if cfg.partial_prev_p > 0 and rng.random() < cfg.partial_prev_p:  # learn to complete it
             prev = partial_mask(prev, rng)
+    spilt = False
+    if pair is None and cfg.spill_p > 0 and rng.random() < cfg.spill_p:  # a leak to correct
+        leak = spill_mask(sl.labels, k, target, rng)
+        if leak is not None:
+            prev, spilt = leak, True
     use_real = pair is None and sl.hu is not None and rng.random() < cfg.real_fraction
-    hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, cfg.similar_p, cfg.interior_p)
+    # a spill is hardest, and most common, into a touching structure of the target's HU
+    hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, 0.5 if spilt else cfg.similar_p, cfg.interior_p)
     hu, (target, prev) = _augment(hu, [target, prev], rng, cfg)
     inputs = cfg.inputs
     g = inputs.grid_px
@@ -537,7 +557,13 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     width = inputs.width_hu + rng.uniform(-jitter, jitter)
     image = apply_window(hu, level, width)[None]
     clicks: list[Click] = []
-    if pair is None and target.any():
+    if spilt and (prev & ~target).any() and target.any():
+        # the user's first click on the target, then a background click on the spill
+        r = grid_radius(cfg, float(prev.sum()), sl.native_px)
+        if rng.random() < 0.5:
+            clicks.append(Click(*deepest_point(target), True, r))
+        clicks.append(Click(*deepest_point(prev & ~target), False, r))
+    elif pair is None and target.any():
         n_pairs = cfg.interactions if cfg.max_interactions <= cfg.interactions else int(rng.integers(cfg.interactions, cfg.max_interactions + 1))
         r_true = grid_radius(cfg, float(target.sum()), sl.native_px)
         r_first = grid_radius(cfg, 0.0, sl.native_px) if cfg.first_click_default else r_true

@@ -187,3 +187,24 @@ def test_partial_previous_mask_is_a_part_of_it():
     rng = np.random.default_rng(1)
     ratios = [s.prev.sum() / max(s.target.sum(), 1) for s in (make_sample(sls[2], rng, cfg) for _ in range(12)) if s.target.any() and not s.clicks]
     assert ratios and np.mean(ratios) < 0.8
+
+
+def test_spill_samples_correct_a_mask_that_spilt_into_a_touching_structure():
+    from iunet.data import LabelSlice, spill_mask
+
+    lab = np.zeros((64, 64), np.int16)
+    lab[10:40, 10:30] = 1
+    lab[10:40, 30:50] = 2  # touches 1
+    lab[50:60, 50:60] = 3  # touches nothing
+    rng = np.random.default_rng(0)
+    leak = spill_mask(lab, 1, lab == 1, rng)
+    assert leak is not None and (leak[lab == 1]).all() and (leak & (lab == 2)).any() and not (leak & (lab == 3)).any()
+    assert spill_mask(lab, 3, lab == 3, rng) is None  # nothing touches it
+    sl = LabelSlice(lab, 512, target_ids=(1,))
+    cfg = SampleConfig(inputs=InputConfig(grid_px=64), spill_p=1.0, geometry=False)
+    s = make_sample(sl, np.random.default_rng(2), cfg)
+    prev, target = s.prev[0] > 0.5, s.target[0] > 0.5
+    assert (prev & ~target).any() and not (target & ~prev).any()  # the spill is in the previous mask
+    neg = [c for c in s.clicks if not c.positive]
+    assert len(neg) == 1 and (prev & ~target)[neg[0].y, neg[0].x]  # the background click is on the spill
+    assert SampleConfig().spill_p == 0.0
