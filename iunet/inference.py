@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from .clicks import Click, ClickSize, encode_clicks, geodesic_cost, geodesic_distance
+from .metrics import dice
 from .model import Checkpoint, load_checkpoint
 from .robot import deepest_point
 from .windowing import apply_window
@@ -549,7 +550,7 @@ class VolumeSession:
                     # user clicked on (the structure is there): keep them, end this direction
                     del fronts[step]
                     continue
-                same = (not m.any() and not old.any()) or (2 * (m & old).sum() / max(m.sum() + old.sum(), 1) >= self.same_dice)
+                same = dice(m, old) >= self.same_dice  # 1 when both are empty
                 if not np.array_equal(m, old):
                     changed.setdefault(z, np.packbits(old))
                     self._mask[z] = m
@@ -570,7 +571,7 @@ class VolumeSession:
             return False
         m = self._predict([z], [self.slice_clicks(z)], [carried])[0] >= self.threshold
         old = self._mask[z]
-        if not m.any() or 2 * (m & old).sum() / max(m.sum() + old.sum(), 1) >= self.same_dice:
+        if not m.any() or dice(m, old) >= self.same_dice:
             return False
         changed.setdefault(z, np.packbits(old))
         self._mask[z] = m
