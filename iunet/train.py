@@ -101,6 +101,11 @@ class TrainConfig:
     init: str | None = None  # start from these weights (fine-tuning), e.g. the agnostic model
     max_minutes: float | None = None  # stop (after finishing the epoch) when this budget is spent
     threads: int | None = None  # torch CPU threads; 1 avoids oversubscription beside other jobs
+    click_workers: int = 0  # processes for the corrective clicks' CPU part (0 = in the main process)
+    # the learning rate follows a cosine over the time budget (max_minutes), step by step, and the
+    # run ends when the budget is spent, mid-epoch if need be (that epoch is validated and saved):
+    # a schedule that completes on a machine of unknown speed, e.g. a GPU lent for minutes
+    time_cosine: bool = False
 
 
 PRESETS = {
@@ -172,12 +177,21 @@ def sample_config(cfg: TrainConfig) -> SampleConfig:
 class SampleStream(torch.utils.data.IterableDataset):
     """Endless seeded stream of (input, target, weight, hu) tensors for one epoch and rank."""
 
-    def __init__(self, bank: SliceBank, scfg: SampleConfig, seed_seq: list[int], n: int):
-        self.bank, self.scfg, self.seed_seq, self.n = bank, scfg, seed_seq, n
+    def __init__(self, bank: SliceBank, scfg: SampleConfig, seed_seq: list[int], n: int, batch_size: int = 1):
+        self.bank, self.scfg, self.seed_seq, self.n, self.batch_size = bank, scfg, seed_seq, n, batch_size
 
     def __iter__(self):
-        rng = np.random.default_rng(self.seed_seq)
-        for _ in range(self.n):
+        # Each data-loader worker makes its own share of the epoch, in whole batches (a loader
+        # batches each worker's samples apart), from its own seed: without this, every worker
+        # would yield the same n samples.
+        info = torch.utils.data.get_worker_info()
+        seed_seq, n = self.seed_seq, self.n
+        if info is not None and info.num_workers > 1:
+            seed_seq = [*seed_seq, 1000 + info.id]
+            batches, rest = divmod(n // self.batch_size, info.num_workers)
+            n = (batches + (1 if info.id < rest else 0)) * self.batch_size
+        rng = np.random.default_rng(seed_seq)
+        for _ in range(n):
             sl = self.bank.draw(rng)
             s = make_sample(sl, rng, self.scfg)
             geo = torch.from_numpy(s.geodesic) if s.geodesic is not None else torch.zeros((0, *s.image.shape[1:]))
@@ -200,11 +214,36 @@ def _unpack_clicks(t: torch.Tensor) -> list[Click]:
     return [Click(int(r[0]), int(r[1]), bool(r[2] > 0.5), float(r[3])) for r in t if r[0] >= 0]
 
 
-def add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg: TrainConfig, rng, autocast) -> None:
+def _corrective_click(gt: np.ndarray, pred: np.ndarray, clicks: list[Click], image: np.ndarray | None, native_px: int,
+                      seed: int, scfg: SampleConfig, loss: str, boundary_weights: bool, click_weights: str):
+    """One simulated corrective click for one sample (the CPU part of ``add_iterative_clicks``):
+    the ``ritm`` click on the largest error of ``pred`` (G, G) against ``gt`` (G, G), then the
+    new click disks (2, G, G), geodesic maps (2, G, G) when ``image`` (G, G) is given, and the
+    loss weight map (G, G) for ``loss == "wdice"``. Returns ``None`` when there is no error left.
+    A plain function of its arguments, so that a process pool can run it."""
+    pts = next_clicks("ritm", gt, pred, np.random.default_rng(seed), [(k.y, k.x) for k in clicks])
+    if not pts:
+        return None
+    c = pts[0]
+    r = grid_radius(scfg, float(pred.sum()), native_px)  # from the current prediction
+    clicks = [*clicks, Click(c[0], c[1], c[2], r)]
+    g = encode_clicks(clicks, gt.shape, scfg.inputs.click_encoding)
+    geo = None if image is None else geodesic_maps(image, clicks, scfg.inputs.geodesic_lambda, scfg.inputs.geodesic_tau_px)
+    w = combined_weight_map(gt, clicks, boundary_weights, click_weights) if loss == "wdice" else None
+    return clicks, g, geo, w
+
+
+def _corrective_click_star(args):
+    return _corrective_click(*args)
+
+
+def add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg: TrainConfig, rng, autocast, pool=None) -> None:
     """Let the model predict, then add ritm clicks on its errors (no gradient), in place.
 
     This trains the network for the clicks a corrective user makes after the first
-    interaction, the regime the benchmark's ``ritm`` robot (and a person) is in."""
+    interaction, the regime the benchmark's ``ritm`` robot (and a person) is in. ``pool`` (a
+    ``concurrent.futures`` executor, ``--click-workers``) runs the per-sample CPU part in
+    parallel, so that a GPU is not left waiting on one CPU core."""
     n_iter = int(rng.integers(0, cfg.iterative_clicks + 1))
     if n_iter == 0:
         return
@@ -216,24 +255,25 @@ def add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg: Tra
         for _ in range(n_iter):
             with autocast():
                 pred = (model(x).float() > 0).cpu().numpy()[:, 0]
-            for b in range(x.shape[0]):
-                gt = target[b, 0].cpu().numpy() > 0.5
-                pts = next_clicks("ritm", gt, pred[b], rng, [(k.y, k.x) for k in clicks[b]])
-                if not pts:
+            gts = (target[:, 0] > 0.5).cpu().numpy()
+            images = x[:, 0].float().cpu().numpy() if cfg.geodesic else [None] * x.shape[0]
+            seeds = rng.integers(0, 2**31, x.shape[0])
+            jobs = [
+                (gts[b], pred[b], clicks[b], images[b], int(native_px[b]), int(seeds[b]), scfg, cfg.loss, cfg.boundary_weights, cfg.click_weights)
+                for b in range(x.shape[0])
+            ]
+            results = list(pool.map(_corrective_click_star, jobs)) if pool is not None else [_corrective_click(*j) for j in jobs]
+            for b, res in enumerate(results):
+                if res is None:
                     continue
-                c = pts[0]
-                r = grid_radius(scfg, float(pred[b].sum()), int(native_px[b]))  # from the current prediction
-                clicks[b].append(Click(c[0], c[1], c[2], r))
-                g = encode_clicks(clicks[b], gt.shape, scfg.inputs.click_encoding)
+                clicks[b], g, geo, w = res
                 x[b, 1:3] = torch.from_numpy(g).to(x.device)
                 if cfg.use_prev_mask:
                     x[b, 3] = torch.from_numpy(pred[b].astype(np.float32)).to(x.device)
-                if cfg.geodesic:
-                    image = x[b, 0].float().cpu().numpy()
-                    geo = geodesic_maps(image, clicks[b], scfg.inputs.geodesic_lambda, scfg.inputs.geodesic_tau_px)
+                if geo is not None:
                     x[b, -2:] = torch.from_numpy(geo).to(x.device)
-                if cfg.loss == "wdice":
-                    weight[b, 0] = torch.from_numpy(combined_weight_map(gt, clicks[b], cfg.boundary_weights, cfg.click_weights)).to(x.device)
+                if w is not None:
+                    weight[b, 0] = torch.from_numpy(w).to(x.device)
     model.train(was_training)
 
 
@@ -423,17 +463,35 @@ def train(cfg: TrainConfig) -> Path:
     amp_dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
     autocast = lambda: torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp)  # noqa: E731
     scfg = sample_config(cfg)
+    pool = None
+    if cfg.click_workers > 0 and cfg.interactive and cfg.iterative_clicks:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(cfg.click_workers, mp_context=mp.get_context("fork"))
+    budget_s = (cfg.max_minutes or 0) * 60
+    if cfg.time_cosine and budget_s <= 0:
+        raise SystemExit("--time-cosine needs --max-minutes")
     t_start = time.time()
+    out_of_time = False
     info = {"torch": torch.__version__, "device": str(device), "world_size": world, "host": platform.node(), "cpu": platform.processor()}
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         torch.manual_seed(cfg.seed * 1000 + epoch * 10 + rank)
-        stream = SampleStream(bank, scfg, [cfg.seed, epoch, rank], cfg.steps * cfg.batch_size)
+        stream = SampleStream(bank, scfg, [cfg.seed, epoch, rank], cfg.steps * cfg.batch_size, cfg.batch_size)
         loader = torch.utils.data.DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=False)
         rng = np.random.default_rng([cfg.seed, epoch, rank, 7])
         bar = tqdm(loader, total=cfg.steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not main, dynamic_ncols=True)
         t0, losses = time.time(), []
         for step, (img, guide, target, weight, native_px, clicks_t, prev, geo) in enumerate(bar):
+            if cfg.time_cosine:
+                frac = (time.time() - t_start) / budget_s
+                if frac >= 1:
+                    out_of_time = True
+                    break
+                warm = min(1.0, frac / 0.02)  # 2 % of the budget: linear warm-up of a fresh optimiser
+                for g in opt.param_groups:
+                    g["lr"] = cfg.lr * warm * 0.5 * (1 + np.cos(np.pi * frac))
             img, target, weight = img.to(device), target.to(device), weight.to(device)
             parts = [img]
             if cfg.interactive:
@@ -446,7 +504,7 @@ def train(cfg: TrainConfig) -> Path:
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             if cfg.interactive and cfg.iterative_clicks:
-                add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg, rng, autocast)
+                add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg, rng, autocast, pool)
             with autocast():
                 logits = net(x)
             probs = torch.sigmoid(logits.float())
@@ -457,13 +515,16 @@ def train(cfg: TrainConfig) -> Path:
             losses.append(float(loss.detach()))
             speed = (step + 1) * cfg.batch_size * world / (time.time() - t0)
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", slices_per_s=f"{speed:.1f}")
-        for g in opt.param_groups:  # cosine-ish decay per epoch
-            g["lr"] = cfg.lr * 0.5 * (1 + np.cos(np.pi * (epoch + 1) / cfg.epochs))
-        if main:
+        if not cfg.time_cosine:
+            for g in opt.param_groups:  # cosine-ish decay per epoch
+                g["lr"] = cfg.lr * 0.5 * (1 + np.cos(np.pi * (epoch + 1) / cfg.epochs))
+        train_speed = len(losses) * cfg.batch_size * world / max(time.time() - t0, 1e-9)
+        del loader  # its workers end here
+        if main and losses:
             scores = validate(model, cfg, val, device) if cfg.interactive else validate_auto(model, cfg, val, device)
             scores.update(validate_propagation(model, cfg, val_prop, device))
             score = scores.get("dice@1", 0) + scores.get("dice@5", 0) + scores.get("prop_dice", 0)
-            rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), **scores, "minutes": (time.time() - t_start) / 60}
+            rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "steps": len(losses), "samples_per_s": round(train_speed, 1), **scores, "minutes": (time.time() - t_start) / 60}
             history.append(rec)
             print(json.dumps(rec), file=sys.stderr)
             tc = {**asdict(cfg), "history": history, "env": info}
@@ -473,10 +534,12 @@ def train(cfg: TrainConfig) -> Path:
                 save_checkpoint(ck, out / "best.safetensors")
             save_checkpoint(ck, out / "last.safetensors")
             _save_optim(opt, out / "last.optim.safetensors", {"epoch": epoch, "best_score": best_score, "history": history})
-        if cfg.max_minutes and (time.time() - t_start) / 60 > cfg.max_minutes:
+        if out_of_time or (cfg.max_minutes and (time.time() - t_start) / 60 > cfg.max_minutes):
             if main:
                 print(f"time budget of {cfg.max_minutes} min spent after epoch {epoch + 1}", file=sys.stderr)
             break
+    if pool is not None:
+        pool.shutdown()
     if ddp:
         import torch.distributed as dist
 
@@ -560,6 +623,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         ("val-slices", f"held-out synthetic slices for the validation after each epoch (default {d.val_slices})"),
         ("workers", f"data-loader worker processes (default {d.workers})"),
         ("threads", "torch CPU threads (default: torch's choice; 1 avoids oversubscription beside other jobs)"),
+        ("click-workers", f"processes for the corrective clicks' CPU work, for GPUs (default {d.click_workers}: in the main process)"),
     ):
         p.add_argument(f"--{name}", type=int, default=None, help=text)
     p.add_argument("--lr", type=float, default=None, help=f"AdamW learning rate, cosine decay per epoch (default {d.lr:g})")
@@ -571,6 +635,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--resume", action="store_true", help="continue from --out/last.safetensors and its optimiser state")
     p.add_argument("--init", default=None, help="initialise from a checkpoint (fine-tuning)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch in which this much time is spent")
+    p.add_argument("--time-cosine", action=argparse.BooleanOptionalAction, default=None,
+                   help="learning rate: cosine over the --max-minutes budget, step by step; stop when it is spent (mid-epoch)")
     a = p.parse_args(argv)
     kw: dict = dict(PRESETS[a.preset]) if a.preset else {}
     flags = {
@@ -582,6 +648,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "real_fraction": a.real_fraction, "flip": a.flip, "epochs": a.epochs, "steps": a.steps,
         "batch_size": a.batch_size, "seed": a.seed, "val_slices": a.val_slices, "workers": a.workers, "lr": a.lr,
         "device": a.device, "bf16": a.bf16, "channels_last": a.channels_last, "max_minutes": a.max_minutes, "init": a.init, "threads": a.threads,
+        "click_workers": a.click_workers, "time_cosine": a.time_cosine,
         "labels": tuple(a.labels) if a.labels else None, "msd": tuple(a.msd) if a.msd else None,
         "totalseg": tuple(a.totalseg) if a.totalseg else None,
         "label_ids": tuple(a.label_ids) if a.label_ids is not None else None,

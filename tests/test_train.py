@@ -158,3 +158,60 @@ def test_geodesic_model_trains_from_a_previous_mask_model_and_predicts(tmp_path)
     s = Session(Predictor(ck), img)
     s.add_click(40, 40, True)
     assert s.probability.shape == (80, 80) and np.isfinite(s.probability).all()
+
+
+def test_sample_stream_workers_share_an_epoch_in_whole_batches():
+    """With several data-loader workers each makes its own samples (no copies) and the epoch
+    keeps its number of full batches."""
+    from iunet.data import SampleConfig, SliceBank
+    from iunet.train import SampleStream
+
+    bank = SliceBank(64)
+    bank.add_synthetic()
+    stream = SampleStream(bank, SampleConfig(inputs=InputConfig(grid_px=64)), [0, 0, 0], 5 * 4, 4)
+    loader = torch.utils.data.DataLoader(stream, batch_size=4, num_workers=2)
+    batches = [b[0] for b in loader]
+    assert [len(b) for b in batches] == [4] * 5
+    images = torch.cat(batches).flatten(1)
+    assert len({tuple(r[::97].tolist()) for r in images}) == 20  # 20 different samples
+
+
+def test_pooled_corrective_clicks_match_the_main_process(tmp_path):
+    """--click-workers: the corrective clicks made in a process pool are those made in the
+    main process (same seeds), clicks, disks, geodesic maps and weights alike."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from iunet.model import UNet
+    from iunet.train import add_iterative_clicks, model_config
+    from iunet.data import SliceBank
+    from iunet.train import SampleStream
+
+    cfg = tiny(tmp_path, use_prev_mask=True, geodesic=True, iterative_clicks=2)
+    model = UNet(model_config(cfg)).eval()
+    bank = SliceBank(64)
+    bank.add_synthetic()
+    stream = SampleStream(bank, sample_config(cfg), [1, 2, 3], 4, 4)
+    img, guide, target, weight, native_px, clicks_t, prev, geo = next(iter(torch.utils.data.DataLoader(stream, batch_size=4)))
+    x = torch.cat([img, guide, prev, geo], 1)
+    outs = []
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("fork")) as pool:
+        for p in (None, pool):
+            xx, ww = x.clone(), weight.clone()
+            add_iterative_clicks(model, xx, target, ww, native_px, clicks_t, cfg, np.random.default_rng(3), lambda: torch.autocast("cpu", enabled=False), p)
+            outs.append((xx, ww))
+    assert not torch.equal(outs[0][0], x)  # clicks were added
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_time_cosine_ends_the_run_when_the_budget_is_spent(tmp_path):
+    """--time-cosine: the run stops once --max-minutes is spent, even in the middle of an epoch
+    (which is validated and saved), with the learning rate annealed towards 0 over the budget."""
+    cfg = tiny(tmp_path, epochs=1000, steps=10**6, max_minutes=0.05, time_cosine=True, iterative_clicks=0)
+    train(cfg)
+    hist = load_checkpoint(tmp_path / "last.safetensors").train_config["history"]
+    assert len(hist) == 1 and 0 < hist[0]["steps"] < 10**6 and hist[0]["samples_per_s"] > 0
+    from safetensors.torch import load_file  # noqa: F401  (the optimiser state is written too)
+    assert (tmp_path / "last.optim.safetensors").exists()
+    with pytest.raises(SystemExit):
+        train(tiny(tmp_path / "x", time_cosine=True))  # needs a budget
