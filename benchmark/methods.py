@@ -2,6 +2,9 @@
 
 - ``iunet-dynamic``: IU-Net, each click drawn with the dynamic size ``α · area of the current mask``.
 - ``iunet-fixed``: IU-Net, every click a disk of fixed radius.
+- ``iunet-zoom``: ``iunet-dynamic`` with ZoomIn (:class:`iunet.inference.ZoomIn`): from the
+  second click on, the model sees a crop around the current object. Not in the default set: it
+  needs a model trained with zoomed samples (``--zoom-p``).
 - ``unet-auto``: the automatic U-Net (no clicks): one prediction per slice, a flat line.
 - ``random-walker`` / ``watershed``: classical click-seeded segmentation that needs no training
   (scikit-image), seeded with the same clicks drawn as disks of the click radius on the
@@ -31,10 +34,11 @@ from skimage.segmentation import random_walker, watershed
 from skimage.transform import resize
 
 from iunet.clicks import Click, ClickSize
-from iunet.inference import Predictor, Session
+from iunet.inference import Predictor, Session, ZoomIn
 from iunet.windowing import apply_window, get_window
 
-METHODS = ("iunet-dynamic", "iunet-fixed", "unet-auto", "random-walker", "watershed")
+METHODS = ("iunet-dynamic", "iunet-fixed", "iunet-zoom", "unet-auto", "random-walker", "watershed")
+DEFAULT_METHODS = tuple(m for m in METHODS if m != "iunet-zoom")  # what a run compares unless told
 ABDOMEN_LEVEL_HU, ABDOMEN_WIDTH_HU = get_window("abdomen")
 RW_BETA = 130.0  # scikit-image's default edge sensitivity for images scaled to [0, 1]
 # Smallest seed disk of a click on the 3D random walker's grid, in grid pixels. The grid is much
@@ -179,6 +183,7 @@ class Method:
     predictor: Predictor | None = None
     click_size: ClickSize | None = None
     rw_grid_px: int = 128
+    zoom: ZoomIn | None = None
 
     @property
     def interactive(self) -> bool:
@@ -202,7 +207,7 @@ class Method:
     def start(self, image_hu: np.ndarray) -> Session | SeededState:
         """A fresh per-slice state (no clicks yet) for the interactive methods. ``image_hu``: (Y, X)."""
         if self.uses_session:
-            return Session(self.predictor, image_hu, self.click_size)
+            return Session(self.predictor, image_hu, self.click_size, zoom=self.zoom)
         if self.name == "random-walker":
             segment = partial(random_walker_mask, grid_px=self.rw_grid_px)
         else:
@@ -234,6 +239,7 @@ def build_methods(
     table = {
         "iunet-dynamic": lambda: Method("iunet-dynamic", f"IU-Net, {click_size.describe()}", predictor, click_size),
         "iunet-fixed": lambda: Method("iunet-fixed", f"IU-Net, {fixed.describe()}", predictor, fixed),
+        "iunet-zoom": lambda: Method("iunet-zoom", f"IU-Net, {click_size.describe()}, ZoomIn from click 2", predictor, click_size, zoom=ZoomIn()),
         "unet-auto": lambda: Method("unet-auto", "U-Net, automatic (no clicks)", unet),
         "random-walker": lambda: Method("random-walker", f"random walker ({rw_grid_px}² grid), {click_size.describe()}", None, click_size, rw_grid_px),
         "watershed": lambda: Method("watershed", f"marker watershed, {click_size.describe()}", None, click_size),

@@ -45,10 +45,10 @@ from iunet.model import InputConfig, read_header
 from iunet.robot import ALL_PROTOCOLS, PROTOCOLS, VOLUME_PROTOCOLS
 
 from . import datasets, report
-from .methods import METHODS, Method, build_methods
+from .methods import DEFAULT_METHODS, METHODS, Method, build_methods
 from .results import FIELDS, REPO, SYNTHETIC_BANNER, append_rows, environment, prepare_out, read_rows, sha256
 
-__all__ = ["RunConfig", "run", "SliceTrack", "evaluate_cases", "evaluate_volume", "FIELDS", "SYNTHETIC_BANNER", "read_rows", "METHODS"]
+__all__ = ["RunConfig", "run", "SliceTrack", "evaluate_cases", "evaluate_volume", "FIELDS", "SYNTHETIC_BANNER", "read_rows", "METHODS", "DEFAULT_METHODS"]
 CHECKPOINT = "checkpoint"  # --alpha / --radius-px default: the IU-Net checkpoint's own input settings
 
 
@@ -60,7 +60,7 @@ class RunConfig:
     synthetic_task: str = "colon"  # file naming of the synthetic dataset (colon_001.nii.gz)
     weights: str | None = None  # IU-Net checkpoint
     unet_weights: str | None = None  # automatic U-Net checkpoint (None = method skipped)
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     protocols: tuple[str, ...] = PROTOCOLS  # slice robots by default; "volume" adds the 3D protocol
     max_clicks: int = 20
     # click size: a number, or CHECKPOINT = the IU-Net checkpoint's (InputConfig.default_radius_px

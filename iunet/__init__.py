@@ -17,7 +17,7 @@ Typical use::
 """
 from .clicks import Click, ClickSize, click_radius_px, encode_clicks
 from .ct_io import CTLoadError, CTVolume, load_ct, read_nifti_mask, save_mask_nifti
-from .inference import Predictor, Session, propagate, resolve_device, step_sessions
+from .inference import Predictor, Session, ZoomIn, propagate, resolve_device, step_sessions
 from .losses import dice_loss, weighted_dice_loss
 from .metrics import auc, dice, noc
 from .model import Checkpoint, InputConfig, ModelConfig, UNet, load_checkpoint, read_header, save_checkpoint
@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Click", "ClickSize", "click_radius_px", "encode_clicks",
     "CTLoadError", "CTVolume", "load_ct", "read_nifti_mask", "save_mask_nifti",
-    "Predictor", "Session", "propagate", "resolve_device", "step_sessions",
+    "Predictor", "Session", "ZoomIn", "propagate", "resolve_device", "step_sessions",
     "dice_loss", "weighted_dice_loss", "auc", "dice", "noc",
     "Checkpoint", "InputConfig", "ModelConfig", "UNet", "load_checkpoint", "read_header", "save_checkpoint",
     "PROTOCOLS", "component_click", "next_clicks", "paper_pair", "ritm_click",

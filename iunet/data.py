@@ -347,6 +347,7 @@ class SampleConfig:
     large_target_p: float = 0.0  # the target chosen by area instead of uniformly (choose_target_id)
     partial_prev_p: float = 0.0  # propagation samples whose previous mask is only a part (partial_mask)
     spill_p: float = 0.0  # click samples correcting a previous mask that spilt into a touching structure
+    zoom_p: float = 0.0  # click samples seen zoomed in around the object, as ZoomIn shows them (zoom_crop)
 
 
 @dataclass
@@ -493,6 +494,38 @@ def _augment(hu: np.ndarray, masks: list[np.ndarray], rng: np.random.Generator, 
     return np.ascontiguousarray(hu), [np.ascontiguousarray(m) for m in masks]
 
 
+ZOOM_MAX = 3.0  # the closest zoom-in: a crop of a third of the full view's side (also iunet.inference.ZoomIn)
+
+
+def zoom_crop(hu: np.ndarray, masks: list[np.ndarray], native_px: int, rng: np.random.Generator,
+              expansion: tuple[float, float] = (1.25, 2.2), max_zoom: float = ZOOM_MAX) -> tuple[np.ndarray, list[np.ndarray], int]:
+    """A zoomed-in view as the inference's ZoomIn makes it: a square crop around the union of
+    ``masks`` (the target and the previous mask, (G, G) bool) whose side is their box's longer
+    side times ``expansion`` (between a ``1/max_zoom`` and the whole of the view's side, at a
+    random offset), resized back to the (G, G) grid. The HU slice (G, G) is interpolated
+    linearly and gets fresh fine noise, so that the texture is not that of a smoothed image;
+    the masks are interpolated and thresholded at 0.5. Returns the view, the masks and the
+    native pixel size of the crop (for the α · area click size). Unchanged when the masks are
+    empty or the crop would be nearly the whole view."""
+    g = hu.shape[0]
+    ref = np.logical_or.reduce(masks)
+    if not ref.any():
+        return hu, masks, native_px
+    ys, xs = np.nonzero(ref)
+    box = max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1)
+    side = int(np.clip(round(box * rng.uniform(*expansion)), np.ceil(g / max_zoom), g))
+    if side > 0.85 * g:
+        return hu, masks, native_px
+    cy = (ys.min() + ys.max()) / 2 + rng.uniform(-0.12, 0.12) * side
+    cx = (xs.min() + xs.max()) / 2 + rng.uniform(-0.12, 0.12) * side
+    y0 = int(np.clip(round(cy - side / 2), 0, g - side))
+    x0 = int(np.clip(round(cx - side / 2), 0, g - side))
+    view = _resize_linear(hu[y0 : y0 + side, x0 : x0 + side], g)
+    view += rng.uniform(2, 12) * rng.standard_normal(view.shape).astype(np.float32)
+    out = [_resize_linear(m[y0 : y0 + side, x0 : x0 + side].astype(np.float32), g) > 0.5 for m in masks]
+    return view.astype(np.float32), out, max(1, int(round(native_px * side / g)))
+
+
 def grid_radius(cfg: SampleConfig, area_grid_px: float, native_px: int) -> float:
     """Click radius on the grid: α · area computed on *native* pixels (as at test time), scaled."""
     scale = native_px / cfg.inputs.grid_px
@@ -550,6 +583,9 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     # a spill is hardest, and most common, into a touching structure of the target's HU
     hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, 0.5 if spilt else cfg.similar_p, cfg.interior_p)
     hu, (target, prev) = _augment(hu, [target, prev], rng, cfg)
+    native_px = sl.native_px
+    if pair is None and cfg.zoom_p > 0 and rng.random() < cfg.zoom_p:
+        hu, (target, prev), native_px = zoom_crop(hu, [target, prev], native_px, rng)
     inputs = cfg.inputs
     g = inputs.grid_px
     jitter = inputs.width_hu * cfg.window_jitter
@@ -559,15 +595,15 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     clicks: list[Click] = []
     if spilt and (prev & ~target).any() and target.any():
         # the user's first click on the target, then a background click on the spill
-        r = grid_radius(cfg, float(prev.sum()), sl.native_px)
+        r = grid_radius(cfg, float(prev.sum()), native_px)
         if rng.random() < 0.5:
             clicks.append(Click(*deepest_point(target), True, r))
         clicks.append(Click(*deepest_point(prev & ~target), False, r))
     elif pair is None and target.any():
         n_pairs = cfg.interactions if cfg.max_interactions <= cfg.interactions else int(rng.integers(cfg.interactions, cfg.max_interactions + 1))
-        r_true = grid_radius(cfg, float(target.sum()), sl.native_px)
-        r_first = grid_radius(cfg, 0.0, sl.native_px) if cfg.first_click_default else r_true
-        band = max(2, int(round(20 * g / sl.native_px)))
+        r_true = grid_radius(cfg, float(target.sum()), native_px)
+        r_first = grid_radius(cfg, 0.0, native_px) if cfg.first_click_default else r_true
+        band = max(2, int(round(20 * g / native_px)))
         if rng.random() < cfg.single_click_p:
             clicks.append(Click(*_first_click(target, rng, cfg.centre_click_p), r_first))
             n_pairs -= 1
@@ -578,7 +614,7 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     geo = geodesic_maps(image[0], clicks, inputs.geodesic_lambda, inputs.geodesic_tau_px) if cfg.geodesic else None
     weight = combined_weight_map(target, clicks, cfg.boundary_weights, cfg.click_weights)
     return Sample(
-        image.astype(np.float32), guidance, target[None].astype(np.float32), weight[None], clicks, sl.native_px, hu,
+        image.astype(np.float32), guidance, target[None].astype(np.float32), weight[None], clicks, native_px, hu,
         prev[None].astype(np.float32), geo,
     )
 

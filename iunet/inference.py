@@ -215,6 +215,40 @@ class Predictor:
 
 
 @dataclass(frozen=True)
+class ZoomIn:
+    """RITM's ZoomIn: from click ``skip_clicks + 1`` on, predict on a square crop around the
+    current object instead of the whole slice, so that a small structure or a thin vessel fills
+    the model's grid (docs/design.md, "Zoom-in"). The crop holds the current mask's box, every
+    positive click and the new click, grown by ``expansion``; its side is at least the slice's
+    longer side / ``max_zoom`` (the closest zoom the model was trained on, ``--zoom-p``); no
+    zoom when it would cover more than ``max_side_fraction`` of the slice anyway. Outside the
+    crop the new mask is empty. Only for models trained with zoomed samples: others get worse."""
+
+    skip_clicks: int = 1
+    expansion: float = 1.4
+    max_zoom: float = 3.0  # iunet.data.ZOOM_MAX
+    max_side_fraction: float = 0.85
+
+    def crop(self, mask: np.ndarray, clicks: Sequence[Click], shape_yx: tuple[int, int]) -> tuple[int, int, int] | None:
+        """``(y0, x0, side)`` of the crop for a slice of ``shape_yx`` whose current mask (Y, X)
+        bool is ``mask`` and whose clicks (the new one last) are ``clicks``; None: no zoom."""
+        if len(clicks) <= self.skip_clicks or not mask.any():
+            return None
+        h, w = shape_yx
+        ys, xs = np.nonzero(mask)
+        pts = [(c.y, c.x) for c in clicks if c.positive] + [(clicks[-1].y, clicks[-1].x)]
+        y_lo, y_hi = min(ys.min(), *(p[0] for p in pts)), max(ys.max(), *(p[0] for p in pts))
+        x_lo, x_hi = min(xs.min(), *(p[1] for p in pts)), max(xs.max(), *(p[1] for p in pts))
+        side = int(np.ceil(max(y_hi - y_lo + 1, x_hi - x_lo + 1) * self.expansion))
+        side = max(side, int(np.ceil(max(h, w) / self.max_zoom)))
+        if side > self.max_side_fraction * min(h, w):
+            return None
+        y0 = int(np.clip(round((y_lo + y_hi) / 2 - side / 2), 0, h - side))
+        x0 = int(np.clip(round((x_lo + x_hi) / 2 - side / 2), 0, w - side))
+        return y0, x0, side
+
+
+@dataclass(frozen=True)
 class _State:
     clicks: tuple[Click, ...]
     probability: np.ndarray | None
@@ -234,9 +268,11 @@ class Session:
         click_size: ClickSize | None = None,
         threshold: float = 0.5,
         initial_mask: np.ndarray | None = None,
+        zoom: ZoomIn | None = None,
     ):
         """``initial_mask`` (Y, X), optional: a mask to start from (e.g. the neighbouring slice's,
-        when propagating); it sets the first click's dynamic size and the previous-mask channel."""
+        when propagating); it sets the first click's dynamic size and the previous-mask channel.
+        ``zoom``: predict later clicks on a crop around the object (:class:`ZoomIn`)."""
         img = np.asarray(image_hu, dtype=np.float32)
         if img.ndim != 2 or min(img.shape) < 2:
             raise ValueError(f"a session needs one 2D slice, got shape {img.shape}")
@@ -244,6 +280,7 @@ class Session:
         self.image_hu = img
         self.click_size = click_size or ClickSize(predictor.inputs.default_radius_px, predictor.inputs.alpha)
         self.threshold = threshold
+        self.zoom = zoom
         self._grid = predictor.prepare(img)
         if initial_mask is not None and np.asarray(initial_mask).shape != img.shape:
             raise ValueError(f"initial mask {np.asarray(initial_mask).shape} does not match the slice {img.shape}")
@@ -324,12 +361,29 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
         raise ValueError("step_sessions needs sessions that share one Predictor")
     new = [s.make_click(*p) for s, p in zip(sessions, points)]
     t0 = time.perf_counter()
-    probs = predictor.predict_prepared(
-        [s._grid for s in sessions],
-        [s.shape for s in sessions],
-        [s.clicks + (c,) for s, c in zip(sessions, new)],
-        [None if s.probability is None else s.mask for s in sessions],
-    )
+    images, shapes, clicks, prevs, crops = [], [], [], [], []
+    for s, c in zip(sessions, new):
+        cl = s.clicks + (c,)
+        prev = None if s.probability is None else s.mask
+        crop = None if s.zoom is None or prev is None else s.zoom.crop(prev, cl, s.shape)
+        if crop is None:
+            images.append(s._grid), shapes.append(s.shape), clicks.append(cl), prevs.append(prev)
+        else:  # the same inputs on the crop, in its pixels (radii stay in slice pixels)
+            y0, x0, side = crop
+            images.append(predictor.prepare(s.image_hu[y0 : y0 + side, x0 : x0 + side]))
+            shapes.append((side, side))
+            # clicks outside the crop (background clicks far away) are dropped: there the mask is empty anyway
+            clicks.append(tuple(Click(k.y - y0, k.x - x0, k.positive, k.radius_px) for k in cl
+                                if 0 <= k.y - y0 < side and 0 <= k.x - x0 < side))
+            prevs.append(prev[y0 : y0 + side, x0 : x0 + side])
+        crops.append(crop)
+    probs = predictor.predict_prepared(images, shapes, clicks, prevs)
+    for i, (s, crop) in enumerate(zip(sessions, crops)):
+        if crop is not None:  # back into the slice; outside the crop, nothing
+            y0, x0, side = crop
+            full = np.zeros(s.shape, np.float32)
+            full[y0 : y0 + side, x0 : x0 + side] = probs[i]
+            probs[i] = full
     ms = (time.perf_counter() - t0) * 1000.0 / len(sessions)
     for s, c, p in zip(sessions, new, probs):
         s.add_prediction(c, p, ms)

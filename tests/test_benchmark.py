@@ -228,7 +228,7 @@ def test_end_to_end_synthetic_default(ckpt, unet_ckpt, tmp_path, capsys):
     rows = runner.read_rows(out / "results.csv")
     n_slices = 3 * 4  # make_synthetic_msd's defaults: 3 cases × 4 target slices
     assert len(rows) == n_slices * 5 * 2 * 2  # slices × methods × protocols × clicks
-    assert {r["method"] for r in rows} == set(runner.METHODS)
+    assert {r["method"] for r in rows} == set(runner.DEFAULT_METHODS)
     auto = [r for r in rows if r["method"] == "unet-auto"]
     assert all(r["n_clicks"] == "0" for r in auto) and all(0 <= float(r["dice"]) <= 1 for r in rows)
     meta = json.loads((out / "run.json").read_text())

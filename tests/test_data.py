@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from iunet.data import SampleConfig, SliceBank, make_sample, render_ct, slices_from_volume, synthetic_labels, with_context
 from iunet.model import InputConfig
@@ -208,3 +209,34 @@ def test_spill_samples_correct_a_mask_that_spilt_into_a_touching_structure():
     neg = [c for c in s.clicks if not c.positive]
     assert len(neg) == 1 and (prev & ~target)[neg[0].y, neg[0].x]  # the background click is on the spill
     assert SampleConfig().spill_p == 0.0
+
+
+def test_zoom_samples_show_the_object_larger_with_consistent_click_sizes():
+    """--zoom-p: a click sample seen through a crop around the object (as ZoomIn shows it) has
+    the object larger on the grid, the crop's native size for the α · area click size, and is
+    otherwise an ordinary sample; off by default."""
+    from iunet.data import LabelSlice, zoom_crop
+
+    lab = np.zeros((64, 64), np.int16)
+    lab[28:36, 30:38] = 1  # 8 × 8 px of 64 × 64
+    sl = LabelSlice(lab, 512)
+    base = dict(inputs=InputConfig(grid_px=64), geometry=False, single_click_p=1.0, first_click_default=True)
+    plain = make_sample(sl, np.random.default_rng(0), SampleConfig(**base))
+    zoomed = [make_sample(sl, np.random.default_rng(s), SampleConfig(**base, zoom_p=1.0)) for s in range(6)]
+    for z in zoomed:
+        gain = z.target.sum() / plain.target.sum()
+        side = 64 * z.native_px / 512  # the crop's side on the original grid
+        assert 1.5 < gain and gain == pytest.approx((64 / side) ** 2, rel=0.35)
+        assert z.native_px < 512 and z.target[0][z.clicks[0].y, z.clicks[0].x] == 1
+    # the zoom is at most ZOOM_MAX (a crop of a third of the view) and never past the view
+    hu = np.zeros((64, 64), np.float32)
+    tiny = np.zeros((64, 64), bool)
+    tiny[30:32, 30:32] = True
+    for s in range(10):
+        _, (m,), n = zoom_crop(hu, [tiny], 512, np.random.default_rng(s))
+        assert n >= 512 / 3 - 1 and m.any()
+    big = np.zeros((64, 64), bool)
+    big[4:60, 4:60] = True
+    out, (m,), n = zoom_crop(hu, [big], 512, np.random.default_rng(0))
+    assert n == 512 and out is hu  # nearly the whole view: no zoom
+    assert SampleConfig().zoom_p == 0.0

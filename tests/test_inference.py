@@ -373,3 +373,42 @@ def test_shipped_default_model_fills_the_readme_rectangle_with_one_click():
     gt = img > 0
     m = Session(Predictor(weights, device="cpu"), img).add_click(130, 130, True)
     assert 2 * (m & gt).sum() / (m.sum() + gt.sum()) >= 0.95
+
+
+def test_zoom_in_predicts_on_a_crop_around_the_object():
+    """ZoomIn: the first click sees the whole slice; later clicks see a square crop around the
+    current mask and the clicks (in the crop's pixels, clicks outside it dropped), and the
+    prediction is pasted back, empty outside the crop."""
+    from iunet.clicks import Click
+    from iunet.inference import ZoomIn
+
+    class Recorder(OraclePredictor):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def predict_prepared(self, images, shapes, clicks, prev_masks):
+            self.seen.append((tuple(shapes[0]), tuple(clicks[0])))
+            return super().predict_prepared(images, shapes, clicks, prev_masks)
+
+    img = np.full((120, 120), -100.0, np.float32)
+    img[50:62, 40:56] = 60.0  # a small object
+    img[5:15, 100:115] = 60.0  # another, far away
+    pred = Recorder()
+    s = Session(pred, img, ClickSize(3.0, None), zoom=ZoomIn())
+    s.add_click(55, 47, True)
+    assert pred.seen[-1][0] == (120, 120)  # first click: the whole slice
+    s.add_click(8, 108, False)  # a background click far away
+    shape, clicks = pred.seen[-1]
+    assert shape[0] == shape[1] and shape[0] < 120 and len(clicks) == 2  # ... a crop that holds the last click
+    s.add_click(56, 48, True)
+    shape, clicks = pred.seen[-1]
+    assert shape[0] == 40 and len(clicks) == 2  # the side is at least 120 / 3; the far click dropped
+    gt = img > 0
+    gt[:20] = False
+    assert (s.mask == gt).all()  # pasted back at the right place, nothing outside the crop
+    z = ZoomIn()
+    m = np.zeros((100, 100), bool)
+    m[10:90, 10:90] = True
+    assert z.crop(m, [Click(50, 50, True), Click(20, 20, True)], (100, 100)) is None  # too large to zoom
+    assert z.crop(m, [Click(50, 50, True)], (100, 100)) is None  # the first click never zooms
