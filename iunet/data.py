@@ -348,6 +348,7 @@ class SampleConfig:
     partial_prev_p: float = 0.0  # propagation samples whose previous mask is only a part (partial_mask)
     spill_p: float = 0.0  # click samples correcting a previous mask that spilt into a touching structure
     zoom_p: float = 0.0  # click samples seen zoomed in around the object, as ZoomIn shows them (zoom_crop)
+    wrong_prev_p: float = 0.0  # click samples whose previous mask is another structure, a background click on it
 
 
 @dataclass
@@ -478,6 +479,26 @@ def spill_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Ge
     return target | spill if spill.any() else None
 
 
+def wrong_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """A previous mask (G, G) bool that holds another structure instead of the target: a
+    component of a label that touches ``target`` (preferred) or of any other label, as a mask
+    carried past the target's end sits on the organ beside it (the spleen's on the left
+    kidney). ``None`` when the slice has no other structure."""
+    ring = ndimage.binary_dilation(target, iterations=3) & ~target
+    others = [int(v) for v in np.unique(labels[ring]) if v and v != k]
+    if not others:
+        others = [int(v) for v in np.unique(labels) if v and v != k]
+    if not others:
+        return None
+    j = int(rng.choice(others))
+    cc, n = ndimage.label(labels == j)
+    if n == 0:
+        return None
+    sizes = np.bincount(cc.ravel())[1:]
+    m = cc == 1 + int(np.argmax(sizes))
+    return m if m.sum() >= 16 else None
+
+
 def _augment(hu: np.ndarray, masks: list[np.ndarray], rng: np.random.Generator, cfg: SampleConfig) -> tuple[np.ndarray, list[np.ndarray]]:
     """The same random flip / scale / rotation / shift for the HU slice and every (G, G) mask."""
     if cfg.flip and rng.random() < 0.5:
@@ -574,14 +595,21 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
         prev = perturb_mask(prev, rng)
         if cfg.partial_prev_p > 0 and rng.random() < cfg.partial_prev_p:  # learn to complete it
             prev = partial_mask(prev, rng)
-    spilt = False
+    spilt = wrong = False
     if pair is None and cfg.spill_p > 0 and rng.random() < cfg.spill_p:  # a leak to correct
         leak = spill_mask(sl.labels, k, target, rng)
         if leak is not None:
             prev, spilt = leak, True
+    if pair is None and not spilt and cfg.wrong_prev_p > 0 and rng.random() < cfg.wrong_prev_p:
+        other = wrong_mask(sl.labels, k, target, rng)
+        if other is not None:  # the mask sits on the wrong structure: a background click removes all of it
+            prev, wrong = perturb_mask(other, rng), True
+            if rng.random() < 0.5:  # the target is not on this slice (the mask was carried past its end)
+                target = np.zeros_like(target)
     use_real = pair is None and sl.hu is not None and rng.random() < cfg.real_fraction
-    # a spill is hardest, and most common, into a touching structure of the target's HU
-    hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, 0.5 if spilt else cfg.similar_p, cfg.interior_p)
+    # a spill (or a mask carried onto another organ) is hardest, and most common, into a touching
+    # structure of the target's HU
+    hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, 0.5 if spilt or wrong else cfg.similar_p, cfg.interior_p)
     hu, (target, prev) = _augment(hu, [target, prev], rng, cfg)
     native_px = sl.native_px
     if pair is None and cfg.zoom_p > 0 and rng.random() < cfg.zoom_p:
@@ -593,7 +621,13 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     width = inputs.width_hu + rng.uniform(-jitter, jitter)
     image = apply_window(hu, level, width)[None]
     clicks: list[Click] = []
-    if spilt and (prev & ~target).any() and target.any():
+    if wrong and prev.any():
+        # a background click on the wrong structure, after a click on the target when it is there
+        r = grid_radius(cfg, float(prev.sum()), native_px)
+        if target.any():
+            clicks.append(Click(*deepest_point(target), True, r))
+        clicks.append(Click(*deepest_point(prev), False, r))
+    elif spilt and (prev & ~target).any() and target.any():
         # the user's first click on the target, then a background click on the spill
         r = grid_radius(cfg, float(prev.sum()), native_px)
         if rng.random() < 0.5:

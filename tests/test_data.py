@@ -240,3 +240,35 @@ def test_zoom_samples_show_the_object_larger_with_consistent_click_sizes():
     out, (m,), n = zoom_crop(hu, [big], 512, np.random.default_rng(0))
     assert n == 512 and out is hu  # nearly the whole view: no zoom
     assert SampleConfig().zoom_p == 0.0
+
+
+def test_wrong_previous_mask_samples_teach_a_background_click_to_remove_the_whole_structure():
+    """--wrong-prev-p: the previous mask sits on another structure (one touching the target),
+    a background click is on it, and the target is the clicked target or, when the mask was
+    carried past the target's end, empty; off by default."""
+    from iunet.data import LabelSlice, wrong_mask
+
+    lab = np.zeros((64, 64), np.int16)
+    lab[10:40, 10:30] = 1
+    lab[10:40, 30:50] = 2  # touches 1
+    lab[50:60, 50:60] = 3  # touches nothing
+    m = wrong_mask(lab, 1, lab == 1, np.random.default_rng(0))
+    assert m is not None and (m == (lab == 2)).all()  # the touching structure, whole
+    assert wrong_mask(np.where(lab == 1, 1, 0), 1, lab == 1, np.random.default_rng(0)) is None  # nothing else there
+    sl = LabelSlice(lab, 512, target_ids=(1,))
+    cfg = SampleConfig(inputs=InputConfig(grid_px=64), wrong_prev_p=1.0, geometry=False)
+    empty = kept = 0
+    for seed in range(12):
+        s = make_sample(sl, np.random.default_rng(seed), cfg)
+        prev, target = s.prev[0] > 0.5, s.target[0] > 0.5
+        assert (prev & (lab == 2)).sum() > 0.7 * prev.sum()  # the mask is on the other structure
+        neg = [c for c in s.clicks if not c.positive]
+        assert len(neg) == 1 and prev[neg[0].y, neg[0].x]
+        if target.any():
+            kept += 1
+            assert (target == (lab == 1)).all() and [c.positive for c in s.clicks] == [True, False]
+        else:
+            empty += 1
+            assert len(s.clicks) == 1
+    assert empty and kept
+    assert SampleConfig().wrong_prev_p == 0.0
