@@ -106,6 +106,30 @@ def _smooth_noise(shape: tuple[int, int], rng: np.random.Generator, sigma_px: fl
     return n / (n.std() + 1e-6)
 
 
+def _noise_std(sigma_px: float) -> float:
+    """The standard deviation of unit white noise after ``ndimage.gaussian_filter`` with
+    ``sigma_px`` (default truncation): the sum of the squared 1D kernel taps, squared and
+    rooted over two axes, i.e. that sum itself."""
+    radius = int(4.0 * float(sigma_px) + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / float(sigma_px)) ** 2)
+    k /= k.sum()
+    return float((k**2).sum())
+
+
+def _smooth_noise_in(mask: np.ndarray, rng: np.random.Generator, sigma_px: float) -> np.ndarray:
+    """``_smooth_noise`` where ``mask`` (G, G) bool is True, 1D (in ``mask``'s order), computed
+    on the mask's box grown by the filter's reach and scaled by the field's theoretical
+    standard deviation: the same distribution inside the mask as a whole-grid field, for the
+    cost of the box (most labelled structures are small)."""
+    ys, xs = np.nonzero(mask)
+    reach = int(4.0 * float(sigma_px) + 0.5) + 1
+    y0, y1 = max(ys.min() - reach, 0), min(ys.max() + reach + 1, mask.shape[0])
+    x0, x1 = max(xs.min() - reach, 0), min(xs.max() + reach + 1, mask.shape[1])
+    n = ndimage.gaussian_filter(rng.standard_normal((y1 - y0, x1 - x0)).astype(np.float32), sigma_px)
+    return n[mask[y0:y1, x0:x1]] / _noise_std(sigma_px)
+
+
 def _ellipse(shape, cy, cx, ry, rx, angle=0.0) -> np.ndarray:
     yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
     c, s = np.cos(angle), np.sin(angle)
@@ -114,14 +138,24 @@ def _ellipse(shape, cy, cx, ry, rx, angle=0.0) -> np.ndarray:
 
 
 def random_blob(shape: tuple[int, int], rng: np.random.Generator, cy: float, cx: float, r: float) -> np.ndarray:
-    """A smooth irregular blob of mean radius ``r`` px around (cy, cx)."""
-    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+    """A smooth irregular blob of mean radius ``r`` px around (cy, cx). Evaluated only in the
+    box it can reach (radius ≤ r · (1 + Σ 0.25/k) · 1.4 < 2.2 r): the same blob as over the
+    whole grid, the same draws, a fraction of the work for small blobs."""
+    amps = [(rng.uniform(0, 0.25 / k), rng.uniform(0, 2 * np.pi)) for k in range(1, 5)]
+    ry, rx = rng.uniform(0.6, 1.4), rng.uniform(0.6, 1.4)
+    out = np.zeros(shape, bool)
+    reach = 2.2 * max(r, 0.0) + 2
+    y0, y1 = max(int(np.floor(cy - reach)), 0), min(int(np.ceil(cy + reach)) + 1, shape[0])
+    x0, x1 = max(int(np.floor(cx - reach)), 0), min(int(np.ceil(cx + reach)) + 1, shape[1])
+    if y0 >= y1 or x0 >= x1:
+        return out
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     ang = np.arctan2(yy - cy, xx - cx)
     rad = np.full_like(ang, r)
-    for k in range(1, 5):
-        rad += r * rng.uniform(0, 0.25 / k) * np.cos(k * ang + rng.uniform(0, 2 * np.pi))
-    ry, rx = rng.uniform(0.6, 1.4), rng.uniform(0.6, 1.4)
-    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= rad**2
+    for k, (a, phase) in enumerate(amps, start=1):
+        rad += r * a * np.cos(k * ang + phase)
+    out[y0:y1, x0:x1] = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= rad**2
+    return out
 
 
 def synthetic_labels(grid_px: int, rng: np.random.Generator) -> LabelSlice:
@@ -293,14 +327,14 @@ def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, simil
         if k == 0:
             continue
         m = lab == k
-        tex = rng.uniform(3, 20) * _smooth_noise(shape, rng, rng.uniform(1, 4))
+        tex = rng.uniform(3, 20) * _smooth_noise_in(m, rng, rng.uniform(1, 4))  # (m.sum(),)
         if similar and k == focus_id:
             base = focus_hu
         elif similar and k in similar:
             base = focus_hu + rng.normal(0, 12)
         else:
             base = rng.uniform(*HU_ORGAN)
-        hu[m] = base + tex[m]
+        hu[m] = base + tex
         if rng.random() < 0.15:  # a lesion inside an organ
             ys_k, xs_k = np.nonzero(m)
             i = rng.integers(len(ys_k))

@@ -272,3 +272,29 @@ def test_wrong_previous_mask_samples_teach_a_background_click_to_remove_the_whol
             assert len(s.clicks) == 1
     assert empty and kept
     assert SampleConfig().wrong_prev_p == 0.0
+
+
+def test_texture_and_blobs_computed_in_their_box_keep_their_statistics():
+    """Rendering speed-ups: a structure's texture is filtered on its box only and scaled by the
+    field's theoretical spread (the same spread as a whole-grid field, about 1), and a blob is
+    evaluated in the box it can reach (the very same blob and draws)."""
+    from scipy import ndimage
+
+    from iunet.data import _noise_std, _smooth_noise_in, random_blob
+
+    for sigma in (1.0, 2.5, 4.0):
+        full = ndimage.gaussian_filter(np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32), sigma)
+        assert full.std() / _noise_std(sigma) == pytest.approx(1.0, abs=0.05)
+        m = np.zeros((256, 256), bool)
+        m[100:130, 50:70] = True
+        v = np.concatenate([_smooth_noise_in(m, np.random.default_rng(i), sigma) for i in range(100)])
+        assert v.shape == (100 * 600,) and v.std() == pytest.approx(1.0, abs=0.06)
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:128, :128]
+    for _ in range(50):
+        cy, cx, r = rng.uniform(-10, 138), rng.uniform(-10, 138), rng.uniform(1, 40)
+        b = random_blob((128, 128), np.random.default_rng(7), cy, cx, r)
+        d = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+        assert not (b & (d > 2.2 * r + 1)).any()  # never beyond the box it is evaluated in
+        if 0 <= cy < 128 and 0 <= cx < 128 and r > 3:
+            assert b[int(cy), int(cx)]  # its centre is inside
