@@ -118,15 +118,19 @@ def _noise_std(sigma_px: float) -> float:
 
 
 def _smooth_noise_in(mask: np.ndarray, rng: np.random.Generator, sigma_px: float) -> np.ndarray:
-    """``_smooth_noise`` where ``mask`` (G, G) bool is True, 1D (in ``mask``'s order), computed
-    on the mask's box grown by the filter's reach and scaled by the field's theoretical
-    standard deviation: the same distribution inside the mask as a whole-grid field, for the
-    cost of the box (most labelled structures are small)."""
+    """``_smooth_noise`` where ``mask`` (G, G) bool is True, 1D (in ``mask``'s order): the same
+    white noise is drawn over the whole grid (so the random stream, and everything rendered
+    after it, is as with ``_smooth_noise``, and a structure rendered on several slices with one
+    seed keeps its texture), but it is filtered only on the mask's box grown by the filter's
+    reach, and scaled by the filtered field's theoretical standard deviation instead of its
+    sample one: inside the mask, the whole-grid field's values up to that scale, for the cost
+    of the box (most labelled structures are small)."""
+    white = rng.standard_normal(mask.shape)
     ys, xs = np.nonzero(mask)
     reach = int(4.0 * float(sigma_px) + 0.5) + 1
     y0, y1 = max(ys.min() - reach, 0), min(ys.max() + reach + 1, mask.shape[0])
     x0, x1 = max(xs.min() - reach, 0), min(xs.max() + reach + 1, mask.shape[1])
-    n = ndimage.gaussian_filter(rng.standard_normal((y1 - y0, x1 - x0)).astype(np.float32), sigma_px)
+    n = ndimage.gaussian_filter(white[y0:y1, x0:x1].astype(np.float32), sigma_px)
     return n[mask[y0:y1, x0:x1]] / _noise_std(sigma_px)
 
 
