@@ -298,3 +298,19 @@ def test_texture_and_blobs_computed_in_their_box_keep_their_statistics():
         assert not (b & (d > 2.2 * r + 1)).any()  # never beyond the box it is evaluated in
         if 0 <= cy < 128 and 0 <= cx < 128 and r > 3:
             assert b[int(cy), int(cx)]  # its centre is inside
+
+
+def test_a_structure_rendered_on_two_slices_with_one_seed_keeps_its_texture():
+    """The demo phantom renders every slice with one seed so that an organ keeps its HU and
+    texture from slice to slice (propagation depends on it): a structure that shrinks between
+    two slices has the same HU deep inside it on both."""
+    from iunet.data import LabelSlice
+
+    yy, xx = np.mgrid[:128, :128]
+    big = (((yy - 64) / 40) ** 2 + ((xx - 60) / 30) ** 2 <= 1).astype(np.int16)
+    small = (((yy - 64) / 30) ** 2 + ((xx - 60) / 22) ** 2 <= 1).astype(np.int16)
+    body = ((yy - 64) / 60) ** 2 + ((xx - 64) / 62) ** 2 <= 1
+    a = render_ct(LabelSlice(big, 512, body=body), np.random.default_rng(9))
+    b = render_ct(LabelSlice(small, 512, body=body), np.random.default_rng(9))
+    deep = ((yy - 64) / 20) ** 2 + ((xx - 60) / 12) ** 2 <= 1
+    np.testing.assert_allclose(a[deep], b[deep], atol=1e-3)
