@@ -106,11 +106,16 @@ def _smooth_noise(shape: tuple[int, int], rng: np.random.Generator, sigma_px: fl
     return n / (n.std() + 1e-6)
 
 
+def _gaussian_radius(sigma_px: float) -> int:
+    """The half-width in px of ``ndimage.gaussian_filter``'s kernel (its default truncate=4)."""
+    return int(4.0 * float(sigma_px) + 0.5)
+
+
 def _noise_std(sigma_px: float) -> float:
     """The standard deviation of unit white noise after ``ndimage.gaussian_filter`` with
     ``sigma_px`` (default truncation): the sum of the squared 1D kernel taps, squared and
     rooted over two axes, i.e. that sum itself."""
-    radius = int(4.0 * float(sigma_px) + 0.5)
+    radius = _gaussian_radius(sigma_px)
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     k = np.exp(-0.5 * (x / float(sigma_px)) ** 2)
     k /= k.sum()
@@ -127,7 +132,7 @@ def _smooth_noise_in(mask: np.ndarray, rng: np.random.Generator, sigma_px: float
     of the box (most labelled structures are small)."""
     white = rng.standard_normal(mask.shape)
     ys, xs = np.nonzero(mask)
-    reach = int(4.0 * float(sigma_px) + 0.5) + 1
+    reach = _gaussian_radius(sigma_px) + 1
     y0, y1 = max(ys.min() - reach, 0), min(ys.max() + reach + 1, mask.shape[0])
     x0, x1 = max(xs.min() - reach, 0), min(xs.max() + reach + 1, mask.shape[1])
     n = ndimage.gaussian_filter(white[y0:y1, x0:x1].astype(np.float32), sigma_px)
@@ -504,12 +509,17 @@ def partial_mask(mask: np.ndarray, rng: np.random.Generator, keep: tuple[float, 
     return part if part.sum() >= 0.1 * len(ys) else mask
 
 
+def _touching_labels(labels: np.ndarray, k: int, target: np.ndarray) -> list[int]:
+    """The label ids other than ``k`` within 3 px of ``target`` (G, G) bool."""
+    ring = ndimage.binary_dilation(target, iterations=3) & ~target
+    return [int(v) for v in np.unique(labels[ring]) if v and v != k]
+
+
 def spill_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
     """``target`` (G, G) bool plus a part of a structure that touches it, as a mask carried from
     slice to slice spills into a touching organ of the same intensity (spleen into kidney, liver
     into kidney); ``None`` when no other structure touches the target."""
-    ring = ndimage.binary_dilation(target, iterations=3) & ~target
-    others = [int(v) for v in np.unique(labels[ring]) if v and v != k]
+    others = _touching_labels(labels, k, target)
     if not others:
         return None
     j = int(rng.choice(others))
@@ -522,16 +532,11 @@ def wrong_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Ge
     component of a label that touches ``target`` (preferred) or of any other label, as a mask
     carried past the target's end sits on the organ beside it (the spleen's on the left
     kidney). ``None`` when the slice has no other structure."""
-    ring = ndimage.binary_dilation(target, iterations=3) & ~target
-    others = [int(v) for v in np.unique(labels[ring]) if v and v != k]
-    if not others:
-        others = [int(v) for v in np.unique(labels) if v and v != k]
+    others = _touching_labels(labels, k, target) or [int(v) for v in np.unique(labels) if v and v != k]
     if not others:
         return None
     j = int(rng.choice(others))
-    cc, n = ndimage.label(labels == j)
-    if n == 0:
-        return None
+    cc, _ = ndimage.label(labels == j)
     sizes = np.bincount(cc.ravel())[1:]
     m = cc == 1 + int(np.argmax(sizes))
     return m if m.sum() >= 16 else None

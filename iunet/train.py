@@ -236,10 +236,6 @@ def _corrective_click(gt: np.ndarray, pred: np.ndarray, clicks: list[Click], ima
     return clicks, g, geo, w
 
 
-def _corrective_click_star(args):
-    return _corrective_click(*args)
-
-
 def add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg: TrainConfig, rng, autocast, pool=None) -> None:
     """Let the model predict, then add ritm clicks on its errors (no gradient), in place.
 
@@ -265,7 +261,7 @@ def add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg: Tra
                 (gts[b], pred[b], clicks[b], images[b], int(native_px[b]), int(seeds[b]), scfg, cfg.loss, cfg.boundary_weights, cfg.click_weights)
                 for b in range(x.shape[0])
             ]
-            results = list(pool.map(_corrective_click_star, jobs)) if pool is not None else [_corrective_click(*j) for j in jobs]
+            results = list((pool.map if pool is not None else map)(_corrective_click, *zip(*jobs)))
             for b, res in enumerate(results):
                 if res is None:
                     continue
