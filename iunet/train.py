@@ -70,6 +70,7 @@ class TrainConfig:
     iterative_clicks: int = 0  # extra error-driven (ritm) clicks from the model's own predictions
     first_click_default: bool = False  # first interaction drawn at the default radius, as at test time
     single_click_p: float = 0.0  # first interaction is a single positive click
+    centre_click_p: float = 0.5  # of those, at the target's deepest point (else anywhere inside it)
     propagate_p: float = 0.0  # propagation samples (neighbour's mask in, no click); needs --prev-mask
     wide_shapes: bool = False  # the generator adds large regions, vessels and small lesions
     similar_p: float = 0.0  # structures touching the target rendered at nearly its HU
@@ -169,7 +170,7 @@ def sample_config(cfg: TrainConfig) -> SampleConfig:
         inputs=cfg.inputs, interactions=cfg.interactions, max_interactions=cfg.max_interactions,
         boundary_weights=cfg.boundary_weights, click_weights=cfg.click_weights,
         real_fraction=cfg.real_fraction, flip=cfg.flip, first_click_default=cfg.first_click_default,
-        single_click_p=cfg.single_click_p, propagate_p=cfg.propagate_p if cfg.use_prev_mask else 0.0,
+        single_click_p=cfg.single_click_p, centre_click_p=cfg.centre_click_p, propagate_p=cfg.propagate_p if cfg.use_prev_mask else 0.0,
         similar_p=cfg.similar_p, geodesic=cfg.geodesic and cfg.interactive,
         interior_p=cfg.interior_p, large_target_p=cfg.large_target_p, partial_prev_p=cfg.partial_prev_p,
         spill_p=cfg.spill_p if cfg.use_prev_mask else 0.0, zoom_p=cfg.zoom_p,
@@ -589,6 +590,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--first-click-default", action=argparse.BooleanOptionalAction, default=None,
                    help="draw the first interaction at the default radius, as at test time (no mask yet)")
     p.add_argument("--single-click-p", type=float, default=None, help="probability that the first interaction is one positive click")
+    p.add_argument("--centre-click-p", type=float, default=None,
+                   help="probability that a single first click lies at the target's deepest point (where the ritm robot clicks), else anywhere inside")
     p.add_argument("--propagate-p", type=float, default=None,
                    help="fraction of propagation samples: a neighbouring slice's mask in the previous-mask channel, no click")
     p.add_argument("--similar-p", type=float, default=None,
@@ -646,7 +649,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "out": a.out, "name": a.name, "use_prev_mask": a.prev_mask, "geodesic": a.geodesic, "base_channels": a.base_channels, "depth": a.depth,
         "dropout": a.dropout, "loss": a.loss, "boundary_weights": a.boundary_weights, "click_weights": a.click_weights,
         "interactions": a.interactions, "max_interactions": a.max_interactions,
-        "iterative_clicks": a.iterative_clicks, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p,
+        "iterative_clicks": a.iterative_clicks, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p, "centre_click_p": a.centre_click_p,
         "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "interior_p": a.interior_p, "large_target_p": a.large_target_p, "partial_prev_p": a.partial_prev_p, "spill_p": a.spill_p, "zoom_p": a.zoom_p, "wrong_prev_p": a.wrong_prev_p, "synthetic_weight": a.synthetic_weight,
         "real_fraction": a.real_fraction, "flip": a.flip, "epochs": a.epochs, "steps": a.steps,
         "batch_size": a.batch_size, "seed": a.seed, "val_slices": a.val_slices, "workers": a.workers, "lr": a.lr,

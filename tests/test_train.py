@@ -10,6 +10,7 @@ import torch
 
 from dataclasses import asdict
 
+from iunet.data import SampleConfig
 from iunet.model import InputConfig, load_checkpoint
 from iunet.train import PRESETS, TrainConfig, parse_args, sample_config, train, upgrade_train_config
 
@@ -92,6 +93,8 @@ def test_input_settings_have_one_source():
     assert c.use_prev_mask and c.propagate_p == PRESETS["agnostic3d"]["propagate_p"] and c.name == "iunet-agnostic-3d"
     assert c.inputs == InputConfig(grid_px=128, default_radius_px=3.0, alpha=None)
     assert sample_config(c).inputs is c.inputs and sample_config(c).propagate_p == c.propagate_p
+    assert sample_config(c).centre_click_p == SampleConfig().centre_click_p  # the default reaches the samples
+    assert sample_config(parse_args(["--centre-click-p", "0.8"])).centre_click_p == 0.8
     assert parse_args(["--preset", "agnostic3d"]).inputs == InputConfig()
 
 
