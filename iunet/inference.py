@@ -248,6 +248,33 @@ class ZoomIn:
         return y0, x0, side
 
 
+def clicked_piece(prev: np.ndarray, clicks: Sequence[Click], last_only: bool = True) -> np.ndarray | None:
+    """The part of the previous mask that background clicks remove whole, or None.
+
+    ``prev`` (Y, X) bool, the mask the model was given; ``clicks``: the slice's clicks, the new
+    one last. A background click inside a *separate piece* of ``prev`` (a connected component
+    that holds no positive click of the slice, none within a click radius of it either) says
+    that piece is not the structure: all of it goes, not only the disk the model removes around
+    the click (a model trained on rendered CT does not remove a whole wrongly included organ;
+    docs/design.md, "Background clicks on a separate piece"). ``last_only``: only the new
+    click counts (a click being added); else every background click (a slice predicted again
+    from a new previous mask). Without a positive click on the slice nothing says where the
+    structure is, and nothing is removed beyond what the model predicts (None)."""
+    positives = [k for k in clicks if k.positive]
+    negatives = [k for k in (clicks[-1:] if last_only else clicks) if not k.positive]
+    h, w = prev.shape
+    negatives = [k for k in negatives if 0 <= k.y < h and 0 <= k.x < w and prev[k.y, k.x]]
+    if not positives or not negatives:
+        return None
+    cc, _ = ndimage.label(prev)
+    near_positive = set()
+    for k in positives:
+        r = int(np.ceil(k.radius_px))
+        near_positive.update(np.unique(cc[max(k.y - r, 0) : k.y + r + 1, max(k.x - r, 0) : k.x + r + 1]).tolist())
+    drop = {int(cc[k.y, k.x]) for k in negatives} - near_positive
+    return np.isin(cc, sorted(drop)) if drop else None
+
+
 @dataclass(frozen=True)
 class _State:
     clicks: tuple[Click, ...]
@@ -386,6 +413,9 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
             probs[i] = full
     ms = (time.perf_counter() - t0) * 1000.0 / len(sessions)
     for s, c, p in zip(sessions, new, probs):
+        piece = None if s.probability is None else clicked_piece(s.mask, s.clicks + (c,))
+        if piece is not None:  # a background click on a separate piece: all of it goes
+            p = np.where(piece, 0.0, p).astype(np.float32)
         s.add_prediction(c, p, ms)
 
 
@@ -623,7 +653,11 @@ class VolumeSession:
         when ``refresh_anchors`` is off."""
         if not self.refresh_anchors or not carried.any() or not self._mask[z].any():
             return False
-        m = self._predict([z], [self.slice_clicks(z)], [carried])[0] >= self.threshold
+        clicks = self.slice_clicks(z)
+        m = self._predict([z], [clicks], [carried])[0] >= self.threshold
+        piece = clicked_piece(carried, clicks, last_only=False)
+        if piece is not None:  # pieces of the carried mask the user's background clicks here ruled out
+            m &= ~piece
         old = self._mask[z]
         if not m.any() or dice(m, old) >= self.same_dice:
             return False
@@ -654,9 +688,13 @@ class VolumeSession:
         click = Click(int(y), int(x), bool(positive), self.next_radius_px(z))
         edit = _Edit(self._clicks, {})
         prev = self._mask[z].copy()
-        prob = self._predict([z], [self.slice_clicks(z) + (click,)], [prev if prev.any() else None])[0]
+        clicks = self.slice_clicks(z) + (click,)
+        m = self._predict([z], [clicks], [prev if prev.any() else None])[0] >= self.threshold
+        piece = clicked_piece(prev, clicks)
+        if piece is not None:  # a background click on a separate piece of this slice's mask: all of it goes
+            m &= ~piece
         self._clicks = self._clicks + ((z, click),)
-        return self._commit(edit, z, prob >= self.threshold, t0, propagate)
+        return self._commit(edit, z, m, t0, propagate)
 
     def set_slice_mask(self, z: int, mask: np.ndarray, propagate: bool = True, stop_when_same: bool = True,
                        max_slices: int | None = None) -> np.ndarray:

@@ -81,7 +81,7 @@ from types import SimpleNamespace
 
 import torch
 
-from iunet.inference import VolumeSession, accept_propagated
+from iunet.inference import VolumeSession, accept_propagated, clicked_piece
 
 
 class OraclePredictor:
@@ -237,6 +237,52 @@ def test_volume_propagation_does_not_overwrite_clicked_slices():
     # propagation from slice 9 stops at the slice the user emptied, which keeps its own (empty) mask
     assert vs.slices_with_mask() == list(range(5, 12))
     assert not vs.mask[12].any()
+
+
+def _two_pieces(size=40):
+    """A slice with two separate bright objects: A (disc r 5 at (12, 12)) and B (disc r 6 at (28, 28))."""
+    yy, xx = np.mgrid[:size, :size]
+    a = (yy - 12) ** 2 + (xx - 12) ** 2 <= 25
+    b = (yy - 28) ** 2 + (xx - 28) ** 2 <= 36
+    img = np.full((size, size), -100.0, np.float32)
+    img[a | b] = 60.0
+    return img, a, b
+
+
+def test_clicked_piece_is_a_separate_piece_without_positive_clicks():
+    from iunet.clicks import Click
+
+    _, a, b = _two_pieces()
+    prev = a | b
+    pos, neg_b, neg_a = Click(12, 12, True, 3.0), Click(28, 28, False, 3.0), Click(12, 14, False, 3.0)
+    np.testing.assert_array_equal(clicked_piece(prev, [pos, neg_b]), b)  # B holds no positive click
+    assert clicked_piece(prev, [pos, neg_a]) is None  # A holds one: a correction inside the structure
+    assert clicked_piece(prev, [neg_b]) is None  # no positive click: nothing says where the structure is
+    assert clicked_piece(prev, [pos, Click(2, 2, False, 3.0)]) is None  # a click outside the mask
+    assert clicked_piece(prev, [Click(28, 19, True, 3.0), neg_b]) is None  # a positive click within a radius of B
+    # a slice predicted again: earlier background clicks count too, unless only the last one should
+    assert clicked_piece(prev, [pos, neg_b, Click(5, 30, True, 3.0)]) is None
+    np.testing.assert_array_equal(clicked_piece(prev, [pos, neg_b, Click(5, 30, True, 3.0)], last_only=False), b)
+
+
+def test_background_click_on_a_separate_piece_removes_all_of_it():
+    img, a, b = _two_pieces()
+    s = Session(OraclePredictor(), img, initial_mask=a | b)  # a mask that wrongly includes B
+    s.add_click(12, 12, True)
+    np.testing.assert_array_equal(s.mask, a | b)
+    s.add_click(28, 28, False)  # the oracle alone would leave a ring of B
+    np.testing.assert_array_equal(s.mask, a)
+    assert s.undo()
+    s.add_click(12, 12, False)  # on A, which holds the positive click: only the model's disc goes
+    assert s.mask[b].all() and s.mask[a].sum() < a.sum() and not s.mask[12, 12]
+    # the same in a volume session, on a slice the user clicked on
+    vs = VolumeSession(OraclePredictor(), img[None].repeat(3, 0))
+    vs.add_click(1, 12, 12, True, propagate=False)
+    vs.set_slice_mask(1, a | b, propagate=False)
+    vs.add_click(1, 28, 28, False)
+    np.testing.assert_array_equal(vs.mask[1], a)
+    assert vs.slices_with_mask() == [0, 1, 2]  # propagated from the corrected slice
+    np.testing.assert_array_equal(vs.mask[0], a)
 
 
 def test_accept_propagated_refuses_jumps_and_low_confidence():
