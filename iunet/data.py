@@ -225,22 +225,24 @@ def training_labels(grid_px: int, rng: np.random.Generator) -> LabelSlice:
 INTERIOR_MIN_DEPTH_PX = 6.0  # grid px: structures thinner than this get no interior structure
 
 
-def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.random.Generator) -> np.ndarray:
+def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.random.Generator, fat_sinus: bool = False) -> np.ndarray:
     """Internal structure that a structure's label includes, drawn into ``hu`` (G, G) in place:
     either a fat or fluid *sinus* at its core, often opening to its border (renal sinus and
     hilum, splenic hilum, a necrotic centre), or *vessels* through it (enhanced brighter, or
     darker, as portal and hepatic veins in the liver). Real organs are not uniform, and the
     deepest point of a kidney, where the ``ritm`` robot and many people click first, lies in its
     sinus: the label, and so the target, stays the whole structure. ``m`` (G, G) bool; returns
-    the changed pixels (empty when ``m`` is thinner than ``INTERIOR_MIN_DEPTH_PX``)."""
+    the changed pixels (empty when ``m`` is thinner than ``INTERIOR_MIN_DEPTH_PX``).
+    ``fat_sinus``: always a sinus, of fat (a renal sinus; ``--sinus-p`` samples)."""
     d = ndimage.distance_transform_edt(m)
     depth = float(d.max())
     if depth < INTERIOR_MIN_DEPTH_PX:
         return np.zeros_like(m)
     cy, cx = np.unravel_index(int(np.argmax(d)), d.shape)
     shape = m.shape
-    if rng.random() < 0.5:  # sinus
+    if fat_sinus or rng.random() < 0.5:  # sinus
         region = random_blob(shape, rng, cy, cx, rng.uniform(0.3, 0.65) * depth) & (d > 2)
+        region[cy, cx] = True  # its core: the structure's deepest point
         if rng.random() < 0.6:  # the hilum: an opening from the core to the border
             ang = rng.uniform(0, 2 * np.pi)
             t = np.arange(0.0, 1.8 * depth, 0.5)
@@ -250,7 +252,7 @@ def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.rando
             line[ys, xs] = True
             region |= ndimage.binary_dilation(line, iterations=max(1, int(rng.uniform(0.12, 0.3) * depth)))
         region &= m
-        value = rng.uniform(-110, -30) if rng.random() < 0.65 else rng.uniform(-5, 30)
+        value = rng.uniform(-110, -30) if fat_sinus or rng.random() < 0.65 else rng.uniform(-5, 30)
         hu[region] = value + rng.uniform(2, 10) * _smooth_noise(shape, rng, 1.5)[region]
         return region
     region = np.zeros_like(m)  # vessels
@@ -279,7 +281,7 @@ def _body_mask(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, similar_p: float = 0.0,
-              interior_p: float = 0.0) -> np.ndarray:
+              interior_p: float = 0.0, sinus_mask: np.ndarray | None = None) -> np.ndarray:
     """Render a synthetic CT slice (G, G) float32 HU from a label slice (domain randomised).
 
     With probability ``similar_p``, the structures that touch label ``focus_id`` (the target)
@@ -287,7 +289,9 @@ def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, simil
     only shape and the previous mask tell them apart, which is what a model must learn so that
     it neither grows into a touching organ nor propagates into it. ``focus_id=0`` (the default)
     renders exactly as before, draw for draw. With probability ``interior_p`` per structure,
-    ``render_interior`` adds a sinus or vessels inside it (0, the default: as before)."""
+    ``render_interior`` adds a sinus or vessels inside it (0, the default: as before).
+    ``sinus_mask`` (G, G) bool, a part of label ``focus_id`` (the target): it gets a fat sinus
+    at its core, always (None, the default: as before)."""
     lab = sl.labels
     g = lab.shape[0]
     shape = (g, g)
@@ -349,7 +353,9 @@ def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, simil
             i = rng.integers(len(ys_k))
             les = random_blob(shape, rng, ys_k[i], xs_k[i], rng.uniform(0.01, 0.04) * g) & m
             hu[les] = rng.uniform(*HU_ORGAN)
-        if interior_p > 0 and rng.random() < interior_p:
+        if sinus_mask is not None and k == focus_id:
+            render_interior(hu, sinus_mask, base, rng, fat_sinus=True)
+        elif interior_p > 0 and rng.random() < interior_p:
             render_interior(hu, m, base, rng)
     # scanner: partial-volume blur, correlated noise, occasional streaks
     hu = ndimage.gaussian_filter(hu, rng.uniform(0.3, 1.2))
@@ -392,6 +398,9 @@ class SampleConfig:
     spill_p: float = 0.0  # click samples correcting a previous mask that spilt into a touching structure
     zoom_p: float = 0.0  # click samples seen zoomed in around the object, as ZoomIn shows them (zoom_crop)
     wrong_prev_p: float = 0.0  # click samples whose previous mask is another structure, a background click on it
+    lesion_p: float = 0.0  # click samples with a faint lesion painted into the target organ (inner_lesion)
+    lesion_target_p: float = 0.6  # of those, the lesion is the target (else the organ, which includes it)
+    sinus_p: float = 0.0  # click samples whose target has a fat sinus at its core, first clicked there
 
 
 @dataclass
@@ -611,6 +620,37 @@ def with_context(sl: LabelSlice, ctx: LabelSlice) -> LabelSlice:
     return LabelSlice(lab, sl.native_px, None, body, tids, f"{sl.source}+{ctx.source}", sl.volume, sl.z, sl.spacing_z_mm)
 
 
+LESION_CONTRAST_HU = (12.0, 70.0)  # |HU| between a painted lesion and its organ: faint to clear
+LESION_MIN_DEPTH_PX = 5.0  # grid px: an organ thinner than this gets no lesion
+
+
+def inner_lesion(organ: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """A lesion-shaped region (G, G) bool inside ``organ`` (G, G) bool, away from its border,
+    from a few pixels to most of its depth; None when the organ is too thin or it came out
+    under 6 px."""
+    d = ndimage.distance_transform_edt(organ)
+    depth = float(d.max())
+    if depth < LESION_MIN_DEPTH_PX:
+        return None
+    ys, xs = np.nonzero(d >= 0.4 * depth)
+    i = int(rng.integers(len(ys)))
+    r = max(1.5, rng.uniform(0.15, 0.75) * float(d[ys[i], xs[i]]))
+    les = random_blob(organ.shape, rng, ys[i], xs[i], r) & (d >= 1.5)
+    return les if les.sum() >= 6 else None
+
+
+def paint_lesion(hu: np.ndarray, lesion: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``hu`` (G, G) with a lesion over ``lesion`` (G, G) bool: hypodense (three in four) or
+    hyperdense by ``LESION_CONTRAST_HU``, with a soft edge (partial volume, infiltration) and
+    a texture of its own; the organ's noise stays on it. Real liver tumours are often only
+    20-40 HU from the liver around them, a contrast the rendered organs' own lesions (any
+    organ HU) rarely had (docs/design.md, "What the model is trained on")."""
+    contrast = rng.uniform(*LESION_CONTRAST_HU) * (-1.0 if rng.random() < 0.75 else 1.0)
+    soft = ndimage.gaussian_filter(lesion.astype(np.float32), rng.uniform(0.3, 2.0))
+    tex = rng.uniform(2, 10) * _smooth_noise(hu.shape, rng, rng.uniform(1, 3))
+    return (hu + soft * (contrast + tex)).astype(np.float32)
+
+
 def _first_click(target: np.ndarray, rng: np.random.Generator, centre_p: float) -> tuple[int, int, bool]:
     """A user's first click: at the object's deepest point (where the ritm robot and most people
     click first) with probability ``centre_p``, else anywhere inside it."""
@@ -649,10 +689,22 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
             prev, wrong = perturb_mask(other, rng), True
             if rng.random() < 0.5:  # the target is not on this slice (the mask was carried past its end)
                 target = np.zeros_like(target)
-    use_real = pair is None and sl.hu is not None and rng.random() < cfg.real_fraction
+    lesion = None
+    if pair is None and not spilt and not wrong and cfg.lesion_p > 0 and target.any() and rng.random() < cfg.lesion_p:
+        lesion = inner_lesion(target, rng)  # a faint lesion in the target organ
+        if lesion is not None and rng.random() < cfg.lesion_target_p:
+            target = lesion  # the user means the lesion
+        elif lesion is not None and lesion[deepest_point(target)]:
+            lesion = None  # the organ is meant, and a click at its centre would lie in the lesion: ambiguous
+    sinus = pair is None and not spilt and not wrong and lesion is None and cfg.sinus_p > 0 and rng.random() < cfg.sinus_p
+    sinus = sinus and float(ndimage.distance_transform_edt(target).max()) >= INTERIOR_MIN_DEPTH_PX
+    use_real = pair is None and sl.hu is not None and not sinus and rng.random() < cfg.real_fraction
     # a spill (or a mask carried onto another organ) is hardest, and most common, into a touching
     # structure of the target's HU
-    hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, 0.5 if spilt or wrong else cfg.similar_p, cfg.interior_p)
+    hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, 0.5 if spilt or wrong else cfg.similar_p, cfg.interior_p,
+                                                              sinus_mask=target if sinus else None)
+    if lesion is not None:
+        hu = paint_lesion(hu, lesion, rng)
     hu, (target, prev) = _augment(hu, [target, prev], rng, cfg)
     native_px = sl.native_px
     if pair is None and cfg.zoom_p > 0 and rng.random() < cfg.zoom_p:
@@ -681,7 +733,10 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
         r_true = grid_radius(cfg, float(target.sum()), native_px)
         r_first = grid_radius(cfg, 0.0, native_px) if cfg.first_click_default else r_true
         band = max(2, int(round(20 * g / native_px)))
-        if rng.random() < cfg.single_click_p:
+        if sinus:  # the first click at the target's deepest point, in its sinus (where the ritm robot clicks a kidney)
+            clicks.append(Click(*deepest_point(target), True, r_first))
+            n_pairs -= 1
+        elif rng.random() < cfg.single_click_p:
             clicks.append(Click(*_first_click(target, rng, cfg.centre_click_p), r_first))
             n_pairs -= 1
         for i in range(n_pairs):

@@ -314,3 +314,54 @@ def test_a_structure_rendered_on_two_slices_with_one_seed_keeps_its_texture():
     b = render_ct(LabelSlice(small, 512, body=body), np.random.default_rng(9))
     deep = ((yy - 64) / 20) ** 2 + ((xx - 60) / 12) ** 2 <= 1
     np.testing.assert_allclose(a[deep], b[deep], atol=1e-3)
+
+
+def test_lesion_samples_paint_a_faint_lesion_that_is_the_target_or_part_of_its_organ():
+    from iunet.data import LESION_CONTRAST_HU, LabelSlice, inner_lesion, paint_lesion
+
+    yy, xx = np.mgrid[:64, :64]
+    organ = (yy - 32) ** 2 / 20**2 + (xx - 32) ** 2 / 24**2 <= 1
+    les = inner_lesion(organ, np.random.default_rng(0))
+    assert les is not None and les.sum() >= 6 and not (les & ~organ).any() and les.sum() < organ.sum()
+    assert inner_lesion((yy - 32) ** 2 + (xx - 32) ** 2 <= 9, np.random.default_rng(0)) is None  # too thin
+    hu = np.full((64, 64), 100.0, np.float32)
+    shifts = [float(np.median(paint_lesion(hu, les, np.random.default_rng(s))[les]) - 100) for s in range(20)]
+    assert all(0.5 * LESION_CONTRAST_HU[0] <= abs(v) <= 1.2 * LESION_CONTRAST_HU[1] for v in shifts)
+    assert sum(v < 0 for v in shifts) > sum(v > 0 for v in shifts)  # mostly hypodense
+    lab = np.zeros((64, 64), np.int32)
+    lab[organ] = 1
+    sl = LabelSlice(lab, 512, target_ids=(1,))
+    kinds = set()
+    for seed in range(16):
+        cfg = SampleConfig(inputs=InputConfig(grid_px=64), lesion_p=1.0, geometry=False, single_click_p=1.0, centre_click_p=1.0)
+        s = make_sample(sl, np.random.default_rng(seed), cfg)
+        target = s.target[0] > 0.5
+        assert target.any() and not (target & ~organ).any()
+        kinds.add("lesion" if target.sum() < organ.sum() else "organ")
+        if target.sum() < organ.sum():  # the lesion is the target: the click lies in it
+            assert target[s.clicks[0].y, s.clicks[0].x]
+    assert kinds == {"lesion", "organ"}
+    # off by default, and then the samples are as before, draw for draw
+    assert SampleConfig().lesion_p == 0.0
+    a = make_sample(sl, np.random.default_rng(3), SampleConfig(inputs=InputConfig(grid_px=64)))
+    b = make_sample(sl, np.random.default_rng(3), SampleConfig(inputs=InputConfig(grid_px=64), lesion_p=0.0))
+    np.testing.assert_array_equal(a.image, b.image)
+
+
+def test_sinus_samples_click_a_fat_core_and_mean_the_whole_structure():
+    from iunet.data import LabelSlice
+
+    yy, xx = np.mgrid[:64, :64]
+    organ = (yy - 30) ** 2 / 16**2 + (xx - 34) ** 2 / 11**2 <= 1
+    lab = np.zeros((64, 64), np.int32)
+    lab[organ] = 1
+    lab[50:60, 5:20] = 2
+    sl = LabelSlice(lab, 512, target_ids=(1,))
+    cfg = SampleConfig(inputs=InputConfig(grid_px=64), sinus_p=1.0, geometry=False, real_fraction=0.0)
+    for seed in range(8):
+        s = make_sample(sl, np.random.default_rng(seed), cfg)
+        c = s.clicks[0]
+        assert (s.target[0] > 0.5).sum() == organ.sum()  # the target is the whole structure, sinus included
+        assert c.positive and organ[c.y, c.x] and s.hu[c.y, c.x] < 0  # the first click lies in its fat core
+        assert np.median(s.hu[organ]) > -20  # most of it is still the organ's tissue
+    assert SampleConfig().sinus_p == 0.0
