@@ -599,7 +599,8 @@ class VolumeSession:
         anchored = {zz for zz, _ in self._clicks}
         fronts = {step: z0 for step in (1, -1) if self._mask[z0].any() or not self._run_reaches_anchor(z0, step, anchored)}
         done = {step: 0 for step in (1, -1)}
-        ref_hu = self.volume_hu[z0][self._mask[z0]]
+        zr = self._reference_slice(z0)
+        ref_hu = self.volume_hu[zr][self._mask[zr]]
         ref_hu = ref_hu[:: max(1, len(ref_hu) // REF_HU_SAMPLES)]  # enough for a median and a MAD
         while fronts:
             zs, prevs, steps = [], [], []
@@ -643,6 +644,14 @@ class VolumeSession:
                     del fronts[step]
                 else:
                     fronts[step] = z
+
+    def _reference_slice(self, z0: int) -> int:
+        """The slice whose mask gives the structure's intensity for a propagation from ``z0``:
+        ``z0`` itself when it has a positive click or no slice has one, else the nearest slice
+        with a positive click and a mask (a background click on a propagated slice near the
+        structure's end must not make the touching organ there the reference)."""
+        pos = sorted({zz for zz, c in self._clicks if c.positive and self._mask[zz].any()}, key=lambda zz: (abs(zz - z0), zz))
+        return z0 if not pos or z0 in pos else pos[0]
 
     def _refresh_anchor(self, z: int, carried: np.ndarray, changed: dict[int, np.ndarray]) -> bool:
         """Propagation reached slice ``z``, which the user clicked on: predict it again from its

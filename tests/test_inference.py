@@ -285,6 +285,21 @@ def test_background_click_on_a_separate_piece_removes_all_of_it():
     np.testing.assert_array_equal(vs.mask[0], a)
 
 
+def test_a_background_click_near_the_end_keeps_the_clicked_structures_intensity_as_reference():
+    """A structure (60 HU) whose continuation brightens 25 HU a slice below slice 8 (a touching
+    organ): propagation from a foreground click stops once the mask is 30 HU off the clicked
+    slice's. A background click on the last slice (85 HU) re-propagates from there, and the
+    reference stays the clicked slice's intensity, not that slice's own."""
+    vol, _ = _cylinder_volume(z0=0, z1=20)
+    for z, hu in zip(range(7, -1, -1), (85.0, 110.0, 135.0, 150.0, 150.0, 150.0, 150.0, 150.0)):
+        vol[z][vol[z] > 0] = hu
+    vs = VolumeSession(OraclePredictor(), vol)
+    vs.add_click(14, 20, 20, True)
+    assert vs.slices_with_mask() == list(range(7, 20))  # 110 HU on slice 6 is 50 off: stop
+    vs.add_click(7, 20, 27, False)  # a background click at the edge of the last slice
+    assert vs.slices_with_mask() == list(range(7, 20))  # not carried on from slice 7's own 85 HU
+
+
 def test_accept_propagated_refuses_jumps_and_low_confidence():
     prev = np.zeros((40, 40), bool)
     prev[5:12, 5:12] = True
