@@ -79,6 +79,8 @@ def click_slice_pixel(page, y: int, x: int, slice_px: int) -> None:
     """Click the displayed image where slice pixel (y, x) is, whatever size and letterbox the
     browser shows it with (``slice_px``: the slice's longer side)."""
     img = page.locator("#ct_image img")
+    # the slice's image may still be loading (a slider move swaps it): wait for its pixels
+    page.wait_for_function("() => { const e = document.querySelector('#ct_image img'); return e && e.complete && e.naturalWidth > 0; }")
     g = img.evaluate("""e => { const r = e.getBoundingClientRect();
         return {nw: e.naturalWidth, nh: e.naturalHeight, w: r.width, h: r.height, fit: getComputedStyle(e).objectFit}; }""")
     scale = max(1, 512 // slice_px)  # the app enlarges small slices by an integer factor
