@@ -240,7 +240,9 @@ def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.rando
         return np.zeros_like(m)
     cy, cx = np.unravel_index(int(np.argmax(d)), d.shape)
     shape = m.shape
-    if fat_sinus or rng.random() < 0.5:  # sinus
+    if fat_sinus:
+        return _renal_sinus(hu, m, d, (int(cy), int(cx)), depth, base_hu, rng)
+    if rng.random() < 0.5:  # sinus
         region = random_blob(shape, rng, cy, cx, rng.uniform(0.3, 0.65) * depth) & (d > 2)
         region[cy, cx] = True  # its core: the structure's deepest point
         if rng.random() < 0.6:  # the hilum: an opening from the core to the border
@@ -263,6 +265,51 @@ def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.rando
         shift = rng.uniform(40, 160) if rng.random() < 0.7 else -rng.uniform(30, 80)
         hu[tube] = base_hu + shift
         region |= tube
+    return region
+
+
+def _renal_sinus(hu: np.ndarray, m: np.ndarray, d: np.ndarray, core_yx: tuple[int, int], depth: float,
+                 base_hu: float, rng: np.random.Generator) -> np.ndarray:
+    """A renal sinus as real CT shows it, drawn into ``hu`` (G, G) in place: a small fat core at
+    the structure's deepest point ``core_yx`` (an eighth to a third of its depth ``depth`` px, 2 px at least),
+    thin branches (calyces, 1-3 px) running from it towards the cortex, often a narrow hilum to
+    the border, some branches fluid or enhanced (urine, vessels). Not the large round blob of
+    ``render_interior``'s sinus, which looks like a lesion: in a kidney the bright parenchyma
+    surrounds a branched dark pattern. ``m`` (G, G) bool, ``d`` its distance map; returns the
+    changed pixels, which hold ``core_yx``."""
+    shape = m.shape
+    cy, cx = core_yx
+    inner = d > 1.5
+    region = random_blob(shape, rng, cy, cx, max(2.0, rng.uniform(0.12, 0.3) * depth)) & inner
+    region[cy, cx] = True
+    branches = np.zeros_like(m)
+    for _ in range(int(rng.integers(2, 7))):  # calyces
+        ang, y, x = rng.uniform(0, 2 * np.pi), float(cy), float(cx)
+        for _step in range(int(rng.uniform(0.5, 1.1) * depth / 0.7)):
+            ang += rng.normal(0, 0.25)
+            y, x = y + 0.7 * np.sin(ang), x + 0.7 * np.cos(ang)
+            iy, ix = int(round(y)), int(round(x))
+            if not (0 <= iy < shape[0] and 0 <= ix < shape[1]) or not inner[iy, ix]:
+                break
+            branches[iy, ix] = True
+    if rng.random() < 0.5:
+        branches = ndimage.binary_dilation(branches) & inner
+    region |= branches
+    if rng.random() < 0.6:  # the hilum: a narrow opening from the core to the border
+        ang = rng.uniform(0, 2 * np.pi)
+        t = np.arange(0.0, 1.8 * depth, 0.5)
+        ys = np.clip(np.round(cy + t * np.sin(ang)).astype(int), 0, shape[0] - 1)
+        xs = np.clip(np.round(cx + t * np.cos(ang)).astype(int), 0, shape[1] - 1)
+        line = np.zeros_like(m)
+        line[ys, xs] = True
+        region |= ndimage.binary_dilation(line, iterations=max(1, int(rng.uniform(0.06, 0.18) * depth)))
+    region &= m
+    noise = _smooth_noise(shape, rng, 1.0)
+    hu[region] = rng.uniform(-110, -30) + rng.uniform(4, 14) * noise[region]
+    if rng.random() < 0.5:  # some branches hold urine or enhanced vessels
+        other = branches & region & (noise > rng.uniform(0.0, 1.0))
+        other[cy, cx] = False
+        hu[other] = rng.uniform(-5, 25) if rng.random() < 0.5 else base_hu + rng.uniform(20, 120)
     return region
 
 
