@@ -447,6 +447,8 @@ class SampleConfig:
     wrong_prev_p: float = 0.0  # click samples whose previous mask is another structure, a background click on it
     lesion_p: float = 0.0  # click samples with a faint lesion painted into the target organ (inner_lesion)
     lesion_target_p: float = 0.6  # of those, the lesion is the target (else the organ, which includes it)
+    vessel_p: float = 0.0  # click samples with a vessel drawn into the target organ (inner_vessel)
+    vessel_target_p: float = 0.6  # of those, the vessel is the target (else the organ, which includes it)
     sinus_p: float = 0.0  # click samples whose target has a fat sinus at its core, first clicked there
 
 
@@ -698,6 +700,46 @@ def paint_lesion(hu: np.ndarray, lesion: np.ndarray, rng: np.random.Generator) -
     return (hu + soft * (contrast + tex)).astype(np.float32)
 
 
+VESSEL_CONTRAST_HU = (35.0, 120.0)  # an enhanced vessel above its organ (portal venous phase); darker ones less
+VESSEL_MAX_WIDTH_PX = 8.0  # grid px: the widest tube drawn in an organ
+
+
+def inner_vessel(organ: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """A vessel (G, G) bool inside ``organ`` (G, G) bool: half of the time a tube running in the
+    slice (1.5-8 px across), else one round cross-section of a vessel crossing the slice (2-6 px
+    radius), as the intrahepatic portal and hepatic veins are; None when the organ is too thin
+    or the vessel came out under 6 px or over 40 % of the organ."""
+    d = ndimage.distance_transform_edt(organ)
+    depth = float(d.max())
+    if depth < LESION_MIN_DEPTH_PX:
+        return None
+    inner = d >= 1.5
+    if rng.random() < 0.5:  # a tube in the slice, from a point inside the organ
+        ys, xs = np.nonzero(d >= 0.3 * depth)
+        i = int(rng.integers(len(ys)))
+        width = rng.uniform(1.5, min(VESSEL_MAX_WIDTH_PX, max(2.0, 0.5 * depth)))
+        ves = random_tube(organ.shape, rng, width, (float(ys[i]), float(xs[i]))) & inner
+        parts = ndimage.label(ves)[0]  # the piece through the start point (the organ may cut the tube)
+        ves = parts == parts[ys[i], xs[i]] if ves[ys[i], xs[i]] else np.zeros_like(ves)
+    else:  # a cross-section
+        r = rng.uniform(2.0, min(6.0, max(2.0, 0.6 * depth)))
+        ys, xs = np.nonzero(d >= r + 1.5)
+        if not len(ys):
+            return None
+        i = int(rng.integers(len(ys)))
+        ves = random_blob(organ.shape, rng, ys[i], xs[i], r) & inner
+    return ves if 6 <= ves.sum() <= 0.4 * organ.sum() else None
+
+
+def paint_vessel(hu: np.ndarray, vessel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``hu`` (G, G) with a vessel over ``vessel`` (G, G) bool: enhanced, ``VESSEL_CONTRAST_HU``
+    above the organ (four in five), else 20-60 HU darker (an unenhanced vein); a thin soft edge."""
+    contrast = rng.uniform(*VESSEL_CONTRAST_HU) if rng.random() < 0.8 else -rng.uniform(20.0, 60.0)
+    soft = ndimage.gaussian_filter(vessel.astype(np.float32), rng.uniform(0.3, 1.0))
+    tex = rng.uniform(2, 8) * _smooth_noise(hu.shape, rng, 1.0)
+    return (hu + soft * (contrast + tex)).astype(np.float32)
+
+
 def _first_click(target: np.ndarray, rng: np.random.Generator, centre_p: float) -> tuple[int, int, bool]:
     """A user's first click: at the object's deepest point (where the ritm robot and most people
     click first) with probability ``centre_p``, else anywhere inside it."""
@@ -743,7 +785,14 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
             target = lesion  # the user means the lesion
         elif lesion is not None and lesion[deepest_point(target)]:
             lesion = None  # the organ is meant, and a click at its centre would lie in the lesion: ambiguous
-    sinus = pair is None and not spilt and not wrong and lesion is None and cfg.sinus_p > 0 and rng.random() < cfg.sinus_p
+    vessel = None
+    if pair is None and not spilt and not wrong and lesion is None and cfg.vessel_p > 0 and target.any() and rng.random() < cfg.vessel_p:
+        vessel = inner_vessel(target, rng)  # an enhanced vessel in the target organ
+        if vessel is not None and rng.random() < cfg.vessel_target_p:
+            target = vessel  # the user means the vessel
+        elif vessel is not None and vessel[deepest_point(target)]:
+            vessel = None  # the organ is meant, and a click at its centre would lie on the vessel: ambiguous
+    sinus = pair is None and not spilt and not wrong and lesion is None and vessel is None and cfg.sinus_p > 0 and rng.random() < cfg.sinus_p
     sinus = sinus and float(ndimage.distance_transform_edt(target).max()) >= INTERIOR_MIN_DEPTH_PX
     use_real = pair is None and sl.hu is not None and not sinus and rng.random() < cfg.real_fraction
     # a spill (or a mask carried onto another organ) is hardest, and most common, into a touching
@@ -752,6 +801,8 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
                                                               sinus_mask=target if sinus else None)
     if lesion is not None:
         hu = paint_lesion(hu, lesion, rng)
+    if vessel is not None:
+        hu = paint_vessel(hu, vessel, rng)
     hu, (target, prev) = _augment(hu, [target, prev], rng, cfg)
     native_px = sl.native_px
     if pair is None and cfg.zoom_p > 0 and rng.random() < cfg.zoom_p:

@@ -349,6 +349,44 @@ def test_lesion_samples_paint_a_faint_lesion_that_is_the_target_or_part_of_its_o
     np.testing.assert_array_equal(a.image, b.image)
 
 
+def test_vessel_samples_draw_an_enhanced_vessel_that_is_the_target_or_part_of_its_organ():
+    from iunet.data import VESSEL_CONTRAST_HU, LabelSlice, inner_vessel, paint_vessel
+
+    yy, xx = np.mgrid[:64, :64]
+    organ = (yy - 32) ** 2 / 20**2 + (xx - 32) ** 2 / 24**2 <= 1
+    shapes = set()
+    for seed in range(12):
+        ves = inner_vessel(organ, np.random.default_rng(seed))
+        if ves is None:
+            continue
+        assert 6 <= ves.sum() <= 0.4 * organ.sum() and not (ves & ~organ).any()
+        assert ndimage.label(ves)[1] == 1  # one connected vessel: one click can mean all of it
+        shapes.add("tube" if ves.sum() > 140 else "section")  # a cross-section: radius <= 6 px
+    assert shapes == {"tube", "section"}
+    assert inner_vessel((yy - 32) ** 2 + (xx - 32) ** 2 <= 9, np.random.default_rng(0)) is None  # too thin
+    ves = next(v for s in range(12) if (v := inner_vessel(organ, np.random.default_rng(s))) is not None)
+    hu = np.full((64, 64), 100.0, np.float32)
+    shifts = [float(np.median(paint_vessel(hu, ves, np.random.default_rng(s))[ves]) - 100) for s in range(20)]
+    assert sum(v >= 0.5 * VESSEL_CONTRAST_HU[0] for v in shifts) > 12 and all(abs(v) >= 8 for v in shifts)  # mostly enhanced
+    lab = np.zeros((64, 64), np.int32)
+    lab[organ] = 1
+    sl = LabelSlice(lab, 512, target_ids=(1,))
+    kinds = set()
+    for seed in range(16):
+        cfg = SampleConfig(inputs=InputConfig(grid_px=64), vessel_p=1.0, geometry=False, single_click_p=1.0, centre_click_p=1.0)
+        s = make_sample(sl, np.random.default_rng(seed), cfg)
+        target = s.target[0] > 0.5
+        assert target.any() and not (target & ~organ).any()
+        kinds.add("vessel" if target.sum() < organ.sum() else "organ")
+        if target.sum() < organ.sum():  # the vessel is the target: the click lies on it
+            assert target[s.clicks[0].y, s.clicks[0].x]
+    assert kinds == {"vessel", "organ"}
+    assert SampleConfig().vessel_p == 0.0  # off by default, and then the samples are as before
+    a = make_sample(sl, np.random.default_rng(3), SampleConfig(inputs=InputConfig(grid_px=64)))
+    b = make_sample(sl, np.random.default_rng(3), SampleConfig(inputs=InputConfig(grid_px=64), vessel_p=0.0))
+    np.testing.assert_array_equal(a.image, b.image)
+
+
 def test_sinus_samples_click_a_fat_core_and_mean_the_whole_structure():
     from iunet.data import LabelSlice
 
