@@ -50,7 +50,7 @@ def _run_parser(sub) -> None:
     p.add_argument("--synthetic-task", choices=["colon", "spleen"], default=d.synthetic_task, help="file naming of the synthetic dataset")
     p.add_argument("--weights", default=default_weights("iunet_spleen.safetensors", "iunet_agnostic.safetensors"), help="IU-Net checkpoint (default: weights/iunet_spleen, else weights/iunet_agnostic)")
     p.add_argument("--unet-weights", default=default_weights("unet_spleen.safetensors"), help="automatic U-Net checkpoint (default: weights/unet_spleen; skipped when absent)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(d.methods), help="methods side by side (default: all but iunet-zoom)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(d.methods), help="methods side by side (default: all but iunet-zoom and iunet-zoomout)")
     p.add_argument("--protocols", nargs="+", choices=ALL_PROTOCOLS, default=list(d.protocols),
                    help=f"robot users: {', '.join(PROTOCOLS)} click on slices (default: these three); volume clicks on whole "
                         "volumes (3D Dice; IU-Net and the random walker)")

@@ -248,6 +248,44 @@ class ZoomIn:
         return y0, x0, side
 
 
+@dataclass(frozen=True)
+class ZoomOut:
+    """The first click on a slice, for large structures: when the model's mask covers more
+    than ``min_area_fraction`` of the slice, predict again on the slice shrunk ``factor`` times
+    (padded with air, as a wider field of view shows it) and keep that. A click sees about a
+    third of the model's grid around it (docs/design.md, "Zoom-out"): from a click in a liver
+    the model does not see the far side, and segments about half of it; shown the slice at
+    half the scale it takes the whole. Small structures are left at the full view, where they
+    are seen best. Later clicks (with the previous mask) are predicted as before."""
+
+    min_area_fraction: float = 0.045
+    factor: float = 2.0
+    pad_hu: float = -1000.0
+
+    def applies(self, probability: np.ndarray, clicks: Sequence[Click], threshold: float = 0.5) -> bool:
+        """Whether the prediction ``probability`` (Y, X) of a slice's first clicks ``clicks`` (no
+        previous mask) should be made again zoomed out."""
+        return bool(clicks) and all(k.positive for k in clicks) and float((probability >= threshold).mean()) > self.min_area_fraction
+
+    def view(self, image_hu: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """The slice (Y, X) padded with air to ``factor`` × its size, and the slice's offset in it."""
+        h, w = image_hu.shape
+        big_h, big_w = int(round(h * self.factor)), int(round(w * self.factor))
+        oy, ox = (big_h - h) // 2, (big_w - w) // 2
+        big = np.full((big_h, big_w), self.pad_hu, np.float32)
+        big[oy : oy + h, ox : ox + w] = image_hu
+        return big, (oy, ox)
+
+    def predict(self, predictor: "Predictor", images_hu: Sequence[np.ndarray], clicks: Sequence[Sequence[Click]]) -> list[np.ndarray]:
+        """Probabilities (Y, X) for slices ``images_hu`` and their clicks, predicted zoomed out
+        (one batch; radii stay in slice pixels, so they shrink with the slice on the grid)."""
+        views = [self.view(np.asarray(im, np.float32)) for im in images_hu]
+        probs = predictor.predict_prepared(
+            [predictor.prepare(v) for v, _ in views], [v.shape for v, _ in views],
+            [[Click(k.y + oy, k.x + ox, k.positive, k.radius_px) for k in cl] for (_, (oy, ox)), cl in zip(views, clicks)])
+        return [p[oy : oy + im.shape[0], ox : ox + im.shape[1]] for p, (_, (oy, ox)), im in zip(probs, views, images_hu)]
+
+
 def clicked_piece(prev: np.ndarray, clicks: Sequence[Click], last_only: bool = True) -> np.ndarray | None:
     """The part of the previous mask that background clicks remove whole, or None.
 
@@ -296,10 +334,12 @@ class Session:
         threshold: float = 0.5,
         initial_mask: np.ndarray | None = None,
         zoom: ZoomIn | None = None,
+        zoom_out: ZoomOut | None = None,
     ):
         """``initial_mask`` (Y, X), optional: a mask to start from (e.g. the neighbouring slice's,
         when propagating); it sets the first click's dynamic size and the previous-mask channel.
-        ``zoom``: predict later clicks on a crop around the object (:class:`ZoomIn`)."""
+        ``zoom``: predict later clicks on a crop around the object (:class:`ZoomIn`).
+        ``zoom_out``: predict a first click that gives a large mask again zoomed out (:class:`ZoomOut`)."""
         img = np.asarray(image_hu, dtype=np.float32)
         if img.ndim != 2 or min(img.shape) < 2:
             raise ValueError(f"a session needs one 2D slice, got shape {img.shape}")
@@ -308,6 +348,7 @@ class Session:
         self.click_size = click_size or ClickSize(predictor.inputs.default_radius_px, predictor.inputs.alpha)
         self.threshold = threshold
         self.zoom = zoom
+        self.zoom_out = zoom_out
         self._grid = predictor.prepare(img)
         if initial_mask is not None and np.asarray(initial_mask).shape != img.shape:
             raise ValueError(f"initial mask {np.asarray(initial_mask).shape} does not match the slice {img.shape}")
@@ -411,6 +452,12 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
             full = np.zeros(s.shape, np.float32)
             full[y0 : y0 + side, x0 : x0 + side] = probs[i]
             probs[i] = full
+    wide = [i for i, (s, c) in enumerate(zip(sessions, new))
+            if s.zoom_out is not None and s.probability is None and not s.clicks and s.zoom_out.applies(probs[i], (c,), s.threshold)]
+    for zo in {sessions[i].zoom_out for i in wide}:  # a large structure's first click: again, zoomed out
+        idx = [i for i in wide if sessions[i].zoom_out == zo]
+        for i, p in zip(idx, zo.predict(predictor, [sessions[i].image_hu for i in idx], [(new[i],) for i in idx])):
+            probs[i] = p
     ms = (time.perf_counter() - t0) * 1000.0 / len(sessions)
     for s, c, p in zip(sessions, new, probs):
         piece = None if s.probability is None else clicked_piece(s.mask, s.clicks + (c,))
@@ -517,6 +564,7 @@ class VolumeSession:
         max_slices: int | None = None,
         same_dice: float = 0.99,
         refresh_anchors: bool = True,
+        zoom_out: ZoomOut | None = None,
     ):
         vol = np.asarray(volume_hu, dtype=np.float32)
         if vol.ndim != 3 or min(vol.shape[1:]) < 2:
@@ -529,6 +577,7 @@ class VolumeSession:
         self.max_slices = max_slices  # propagation reach in each direction (None = the whole volume)
         self.same_dice = same_dice  # a re-propagated slice this close to its old mask: stop there
         self.refresh_anchors = refresh_anchors  # propagation re-predicts clicked slices it reaches
+        self.zoom_out = zoom_out  # a first click on an empty slice that gives a large mask: again, zoomed out
         self._mask = np.zeros(vol.shape, bool)
         self._clicks: tuple[tuple[int, Click], ...] = ()
         self._undo: list[_Edit] = []
@@ -698,7 +747,10 @@ class VolumeSession:
         edit = _Edit(self._clicks, {})
         prev = self._mask[z].copy()
         clicks = self.slice_clicks(z) + (click,)
-        m = self._predict([z], [clicks], [prev if prev.any() else None])[0] >= self.threshold
+        prob = self._predict([z], [clicks], [prev if prev.any() else None])[0]
+        if self.zoom_out is not None and not prev.any() and len(clicks) == 1 and self.zoom_out.applies(prob, clicks, self.threshold):
+            prob = self.zoom_out.predict(self.predictor, [self.volume_hu[z]], [clicks])[0]
+        m = prob >= self.threshold
         piece = clicked_piece(prev, clicks)
         if piece is not None:  # a background click on a separate piece of this slice's mask: all of it goes
             m &= ~piece

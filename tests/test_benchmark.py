@@ -586,7 +586,7 @@ def test_volume_rows_with_a_stand_in_session(ckpt, patient, monkeypatch):
     reaches 1 and the robot stops clicking (Dice carried over, no time)."""
 
     class Oracle:
-        def __init__(self, predictor, volume_hu, click_size=None, threshold=0.5, spacing_mm=None):
+        def __init__(self, predictor, volume_hu, click_size=None, threshold=0.5, spacing_mm=None, zoom_out=None):
             self.mask = np.zeros(volume_hu.shape, bool)
 
         def add_click(self, z, y, x, positive=True):

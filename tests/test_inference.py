@@ -473,3 +473,60 @@ def test_zoom_in_predicts_on_a_crop_around_the_object():
     m[10:90, 10:90] = True
     assert z.crop(m, [Click(50, 50, True), Click(20, 20, True)], (100, 100)) is None  # too large to zoom
     assert z.crop(m, [Click(50, 50, True)], (100, 100)) is None  # the first click never zooms
+
+
+class ShortSightedPredictor(OraclePredictor):
+    """A stand-in for a model with a limited field of view: it sees the slice on a 32-px grid
+    and segments the bright object only within 6 grid px of a positive click."""
+
+    GRID, REACH = 32, 6
+
+    def prepare(self, image_hu):
+        img = np.asarray(image_hu, np.float32)
+        f = img.shape[0] // self.GRID
+        return torch.from_numpy(img[::f, ::f].copy())
+
+    def predict_prepared(self, images, shapes, clicks, prev_masks=None):
+        out = []
+        for img, shape, cl in zip(images, shapes, clicks):
+            self.calls += 1
+            f = shape[0] // self.GRID
+            yy, xx = np.mgrid[: self.GRID, : self.GRID]
+            m = np.zeros((self.GRID, self.GRID), bool)
+            for c in cl:
+                if c.positive:
+                    m |= (yy - c.y // f) ** 2 + (xx - c.x // f) ** 2 <= self.REACH**2
+            out.append(np.kron(m & (img.numpy() > 0), np.ones((f, f))).astype(np.float32))
+        return out
+
+
+def test_zoom_out_shows_a_large_structure_whole_and_leaves_small_ones():
+    from iunet.inference import Session, ZoomOut
+
+    img = np.full((64, 64), -100.0, np.float32)
+    img[4:60, 4:44] = 60.0  # a large organ: 55 % of the slice
+    img[50:56, 52:58] = 60.0  # a small lesion
+    big = img > 0
+    big[50:56, 52:58] = False
+    pred = ShortSightedPredictor()
+    plain = Session(pred, img).add_click(30, 24, True)
+    wide = Session(pred, img, zoom_out=ZoomOut()).add_click(30, 24, True)
+    assert plain.sum() < 0.5 * big.sum() and not (wide & ~big).any() and wide.sum() > 2 * plain.sum()
+    # the same in a volume's first click on a slice
+    vs = VolumeSession(pred, img[None], zoom_out=ZoomOut())
+    np.testing.assert_array_equal(vs.add_click(0, 30, 24, True)[0], wide)
+    # a small structure stays at the full view: the same mask, and no second prediction
+    small = Session(pred, img, zoom_out=ZoomOut())
+    calls = pred.calls
+    np.testing.assert_array_equal(small.add_click(52, 54, True), Session(pred, img).add_click(52, 54, True))
+    assert pred.calls == calls + 2
+    # later clicks are predicted as before (full view, with the previous mask)
+    calls = pred.calls
+    s = Session(pred, img, zoom_out=ZoomOut())
+    s.add_click(30, 24, True)
+    s.add_click(10, 10, True)
+    assert pred.calls == calls + 3
+    # a zoomed-out view is the slice padded with air, the slice in its middle
+    view, (oy, ox) = ZoomOut().view(img)
+    assert view.shape == (128, 128) and (oy, ox) == (32, 32) and (view[:32] == -1000).all()
+    np.testing.assert_array_equal(view[32:96, 32:96], img)
