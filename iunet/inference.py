@@ -252,11 +252,11 @@ class ZoomIn:
 class ZoomOut:
     """The first click on a slice, for large structures: when the model's mask covers more
     than ``min_area_fraction`` of the slice, predict again on the slice shrunk ``factor`` times
-    (padded with air, as a wider field of view shows it) and keep that. A click sees about a
-    third of the model's grid around it (docs/design.md, "Zoom-out"): from a click in a liver
-    the model does not see the far side, and segments about half of it; shown the slice at
-    half the scale it takes the whole. Small structures are left at the full view, where they
-    are seen best. Later clicks (with the previous mask) are predicted as before."""
+    (padded with air, as a wider field of view shows it) and keep that. The model's reach from
+    a click is limited in grid pixels (its receptive field; the geodesic maps' decay length):
+    from one click in a liver it segments about half of it, and shown the slice at half the
+    scale, nearly all of it (docs/design.md, "Zoom-out"). Small structures stay at the full
+    view, where they are seen best; later clicks (with the previous mask) are predicted as before."""
 
     min_area_fraction: float = 0.045
     factor: float = 2.0
