@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from iunet.clicks import Click, ClickSize
-from iunet.inference import VolumeSession
+from iunet.inference import VolumeSession, ZoomOut
 from iunet.io import CTVolume
 
 
 
+ZOOM_OUT = ZoomOut()  # a large organ's first click is predicted again zoomed out (docs/design.md, "Zoom-out")
 _VIEWS_KEPT = 4  # rendered pictures kept per kind and tab (Gradio copies each when it is sent)
 
 
@@ -119,7 +120,7 @@ class Annotation:
     def _session(self, predictor, checkpoint: str) -> VolumeSession:
         self.use_model(predictor, checkpoint)
         if self.vs is None:
-            self.vs = VolumeSession(predictor, self.volume.hu, self.click_size, spacing_mm=self.volume.spacing_mm)
+            self.vs = VolumeSession(predictor, self.volume.hu, self.click_size, spacing_mm=self.volume.spacing_mm, zoom_out=ZOOM_OUT)
         return self.vs
 
     def add_click(self, predictor, checkpoint: str, y: int, x: int, positive: bool) -> list[int]:
@@ -154,7 +155,7 @@ class Annotation:
         self.vs = None
         if old is None:
             return True
-        vs = VolumeSession(predictor, self.volume.hu, self.click_size, spacing_mm=self.volume.spacing_mm)
+        vs = VolumeSession(predictor, self.volume.hu, self.click_size, spacing_mm=self.volume.spacing_mm, zoom_out=ZOOM_OUT)
         if old.clicks:
             propagate = self.propagate_clicks and self.volume.n_slices > 1
             for z, c in old.clicks:

@@ -474,6 +474,7 @@ def test_click_updates_mask_area_and_latency(models_):
     assert f"{int(mask.sum()):,} px = **{mask.sum() * sy * sx:,.1f} mm²**" in info
     assert "ms model time" in info and "CPU" in info and "fp32" in info and "test model A" in info
     assert state.last_latency_ms > 0
+    assert state.vs.zoom_out is not None  # a large organ's first click is seen zoomed out, as iunet-zoomout
     assert not np.array_equal(pixels(image), pixels(image0))  # click marker (and mask, if any) drawn
     expected = rendering.render_slice(state.image_hu, *W, mask, state.clicks, 4)
     np.testing.assert_array_equal(pixels(image), expected)
