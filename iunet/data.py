@@ -246,15 +246,9 @@ def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.rando
         region = random_blob(shape, rng, cy, cx, rng.uniform(0.3, 0.65) * depth) & (d > 2)
         region[cy, cx] = True  # its core: the structure's deepest point
         if rng.random() < 0.6:  # the hilum: an opening from the core to the border
-            ang = rng.uniform(0, 2 * np.pi)
-            t = np.arange(0.0, 1.8 * depth, 0.5)
-            ys = np.clip(np.round(cy + t * np.sin(ang)).astype(int), 0, shape[0] - 1)
-            xs = np.clip(np.round(cx + t * np.cos(ang)).astype(int), 0, shape[1] - 1)
-            line = np.zeros_like(m)
-            line[ys, xs] = True
-            region |= ndimage.binary_dilation(line, iterations=max(1, int(rng.uniform(0.12, 0.3) * depth)))
+            region |= _hilum(shape, (cy, cx), depth, (0.12, 0.3), rng)
         region &= m
-        value = rng.uniform(-110, -30) if fat_sinus or rng.random() < 0.65 else rng.uniform(-5, 30)
+        value = rng.uniform(-110, -30) if rng.random() < 0.65 else rng.uniform(-5, 30)
         hu[region] = value + rng.uniform(2, 10) * _smooth_noise(shape, rng, 1.5)[region]
         return region
     region = np.zeros_like(m)  # vessels
@@ -266,6 +260,20 @@ def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.rando
         hu[tube] = base_hu + shift
         region |= tube
     return region
+
+
+def _hilum(shape: tuple[int, int], core_yx: tuple[int, int], depth: float, width: tuple[float, float],
+           rng: np.random.Generator) -> np.ndarray:
+    """A straight opening (G, G) bool from ``core_yx`` outwards in a random direction, 1.8 ×
+    ``depth`` px long, ``width`` (a range, in units of ``depth``) wide."""
+    cy, cx = core_yx
+    ang = rng.uniform(0, 2 * np.pi)
+    t = np.arange(0.0, 1.8 * depth, 0.5)
+    ys = np.clip(np.round(cy + t * np.sin(ang)).astype(int), 0, shape[0] - 1)
+    xs = np.clip(np.round(cx + t * np.cos(ang)).astype(int), 0, shape[1] - 1)
+    line = np.zeros(shape, bool)
+    line[ys, xs] = True
+    return ndimage.binary_dilation(line, iterations=max(1, int(rng.uniform(*width) * depth)))
 
 
 def _renal_sinus(hu: np.ndarray, m: np.ndarray, d: np.ndarray, core_yx: tuple[int, int], depth: float,
@@ -296,13 +304,7 @@ def _renal_sinus(hu: np.ndarray, m: np.ndarray, d: np.ndarray, core_yx: tuple[in
         branches = ndimage.binary_dilation(branches) & inner
     region |= branches
     if rng.random() < 0.6:  # the hilum: a narrow opening from the core to the border
-        ang = rng.uniform(0, 2 * np.pi)
-        t = np.arange(0.0, 1.8 * depth, 0.5)
-        ys = np.clip(np.round(cy + t * np.sin(ang)).astype(int), 0, shape[0] - 1)
-        xs = np.clip(np.round(cx + t * np.cos(ang)).astype(int), 0, shape[1] - 1)
-        line = np.zeros_like(m)
-        line[ys, xs] = True
-        region |= ndimage.binary_dilation(line, iterations=max(1, int(rng.uniform(0.06, 0.18) * depth)))
+        region |= _hilum(shape, (cy, cx), depth, (0.06, 0.18), rng)
     region &= m
     noise = _smooth_noise(shape, rng, 1.0)
     hu[region] = rng.uniform(-110, -30) + rng.uniform(4, 14) * noise[region]

@@ -317,8 +317,34 @@ def test_a_structure_rendered_on_two_slices_with_one_seed_keeps_its_texture():
     np.testing.assert_allclose(a[deep], b[deep], atol=1e-3)
 
 
+def _inner_target_kinds(organ: np.ndarray, option: str) -> set[str]:
+    """Draw 16 samples of an organ slice with ``option`` (``lesion_p`` or ``vessel_p``) at 1: the
+    target is the organ or the inner structure, never outside the organ, and a first click on
+    an inner structure lies in it. Also: the option is off by default, and off the samples are
+    as before, draw for draw. Returns the kinds of target seen ({"inner", "organ"})."""
+    from iunet.data import LabelSlice
+
+    lab = np.zeros(organ.shape, np.int32)
+    lab[organ] = 1
+    sl = LabelSlice(lab, 512, target_ids=(1,))
+    kinds = set()
+    for seed in range(16):
+        cfg = SampleConfig(inputs=InputConfig(grid_px=64), geometry=False, single_click_p=1.0, centre_click_p=1.0, **{option: 1.0})
+        s = make_sample(sl, np.random.default_rng(seed), cfg)
+        target = s.target[0] > 0.5
+        assert target.any() and not (target & ~organ).any()
+        kinds.add("inner" if target.sum() < organ.sum() else "organ")
+        if target.sum() < organ.sum():  # the inner structure is the target: the click lies in it
+            assert target[s.clicks[0].y, s.clicks[0].x]
+    assert getattr(SampleConfig(), option) == 0.0
+    a = make_sample(sl, np.random.default_rng(3), SampleConfig(inputs=InputConfig(grid_px=64)))
+    b = make_sample(sl, np.random.default_rng(3), SampleConfig(inputs=InputConfig(grid_px=64), **{option: 0.0}))
+    np.testing.assert_array_equal(a.image, b.image)
+    return kinds
+
+
 def test_lesion_samples_paint_a_faint_lesion_that_is_the_target_or_part_of_its_organ():
-    from iunet.data import LESION_CONTRAST_HU, LabelSlice, inner_lesion, paint_lesion
+    from iunet.data import LESION_CONTRAST_HU, inner_lesion, paint_lesion
 
     yy, xx = np.mgrid[:64, :64]
     organ = (yy - 32) ** 2 / 20**2 + (xx - 32) ** 2 / 24**2 <= 1
@@ -329,28 +355,11 @@ def test_lesion_samples_paint_a_faint_lesion_that_is_the_target_or_part_of_its_o
     shifts = [float(np.median(paint_lesion(hu, les, np.random.default_rng(s))[les]) - 100) for s in range(20)]
     assert all(0.5 * LESION_CONTRAST_HU[0] <= abs(v) <= 1.2 * LESION_CONTRAST_HU[1] for v in shifts)
     assert sum(v < 0 for v in shifts) > sum(v > 0 for v in shifts)  # mostly hypodense
-    lab = np.zeros((64, 64), np.int32)
-    lab[organ] = 1
-    sl = LabelSlice(lab, 512, target_ids=(1,))
-    kinds = set()
-    for seed in range(16):
-        cfg = SampleConfig(inputs=InputConfig(grid_px=64), lesion_p=1.0, geometry=False, single_click_p=1.0, centre_click_p=1.0)
-        s = make_sample(sl, np.random.default_rng(seed), cfg)
-        target = s.target[0] > 0.5
-        assert target.any() and not (target & ~organ).any()
-        kinds.add("lesion" if target.sum() < organ.sum() else "organ")
-        if target.sum() < organ.sum():  # the lesion is the target: the click lies in it
-            assert target[s.clicks[0].y, s.clicks[0].x]
-    assert kinds == {"lesion", "organ"}
-    # off by default, and then the samples are as before, draw for draw
-    assert SampleConfig().lesion_p == 0.0
-    a = make_sample(sl, np.random.default_rng(3), SampleConfig(inputs=InputConfig(grid_px=64)))
-    b = make_sample(sl, np.random.default_rng(3), SampleConfig(inputs=InputConfig(grid_px=64), lesion_p=0.0))
-    np.testing.assert_array_equal(a.image, b.image)
+    assert _inner_target_kinds(organ, "lesion_p") == {"inner", "organ"}
 
 
 def test_vessel_samples_draw_an_enhanced_vessel_that_is_the_target_or_part_of_its_organ():
-    from iunet.data import VESSEL_CONTRAST_HU, LabelSlice, inner_vessel, paint_vessel
+    from iunet.data import VESSEL_CONTRAST_HU, inner_vessel, paint_vessel
 
     yy, xx = np.mgrid[:64, :64]
     organ = (yy - 32) ** 2 / 20**2 + (xx - 32) ** 2 / 24**2 <= 1
@@ -368,23 +377,7 @@ def test_vessel_samples_draw_an_enhanced_vessel_that_is_the_target_or_part_of_it
     hu = np.full((64, 64), 100.0, np.float32)
     shifts = [float(np.median(paint_vessel(hu, ves, np.random.default_rng(s))[ves]) - 100) for s in range(20)]
     assert sum(v >= 0.5 * VESSEL_CONTRAST_HU[0] for v in shifts) > 12 and all(abs(v) >= 8 for v in shifts)  # mostly enhanced
-    lab = np.zeros((64, 64), np.int32)
-    lab[organ] = 1
-    sl = LabelSlice(lab, 512, target_ids=(1,))
-    kinds = set()
-    for seed in range(16):
-        cfg = SampleConfig(inputs=InputConfig(grid_px=64), vessel_p=1.0, geometry=False, single_click_p=1.0, centre_click_p=1.0)
-        s = make_sample(sl, np.random.default_rng(seed), cfg)
-        target = s.target[0] > 0.5
-        assert target.any() and not (target & ~organ).any()
-        kinds.add("vessel" if target.sum() < organ.sum() else "organ")
-        if target.sum() < organ.sum():  # the vessel is the target: the click lies on it
-            assert target[s.clicks[0].y, s.clicks[0].x]
-    assert kinds == {"vessel", "organ"}
-    assert SampleConfig().vessel_p == 0.0  # off by default, and then the samples are as before
-    a = make_sample(sl, np.random.default_rng(3), SampleConfig(inputs=InputConfig(grid_px=64)))
-    b = make_sample(sl, np.random.default_rng(3), SampleConfig(inputs=InputConfig(grid_px=64), vessel_p=0.0))
-    np.testing.assert_array_equal(a.image, b.image)
+    assert _inner_target_kinds(organ, "vessel_p") == {"inner", "organ"}
 
 
 def test_sinus_samples_click_a_fat_core_and_mean_the_whole_structure():
