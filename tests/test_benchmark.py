@@ -571,6 +571,13 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     # the IU-Net's volume state is the app's VolumeSession
     m = runner.build_methods(("iunet-dynamic",), Predictor(ckpt, device="cpu"), None, ClickSize(5.0, 1 / 800), 5.0, 64)[0]
     assert isinstance(m.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)), VolumeSession)
+    # iunet-zoomout: the same sessions with ZoomOut, on slices and volumes; not in the default set
+    from iunet.inference import ZoomOut
+
+    plain, wide = runner.build_methods(("iunet-dynamic", "iunet-zoomout"), Predictor(ckpt, device="cpu"), None, ClickSize(5.0, 1 / 800), 5.0, 64)
+    assert wide.name == "iunet-zoomout" and wide.volumetric and "iunet-zoomout" not in runner.DEFAULT_METHODS
+    assert isinstance(wide.start(np.zeros((16, 16), np.float32)).zoom_out, ZoomOut) and plain.start(np.zeros((16, 16), np.float32)).zoom_out is None
+    assert isinstance(wide.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).zoom_out, ZoomOut)
 
 
 def test_volume_only_summary_counts_volumes_not_slices(ckpt, patient, tmp_path):
