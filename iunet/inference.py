@@ -261,11 +261,14 @@ class ZoomOut:
     min_area_fraction: float = 0.045
     factor: float = 2.0
     pad_hu: float = -1000.0
+    max_view_px: int = 4096 * 4096  # a larger zoomed-out view (a slice over 2048² pixels) is not made: memory
 
     def applies(self, probability: np.ndarray, clicks: Sequence[Click], threshold: float = 0.5) -> bool:
         """Whether the prediction ``probability`` (Y, X) of a slice's first clicks ``clicks`` (no
         previous mask) should be made again zoomed out."""
-        return bool(clicks) and all(k.positive for k in clicks) and float((probability >= threshold).mean()) > self.min_area_fraction
+        if not clicks or not all(k.positive for k in clicks) or probability.size * self.factor**2 > self.max_view_px:
+            return False
+        return float((probability >= threshold).mean()) > self.min_area_fraction
 
     def view(self, image_hu: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
         """The slice (Y, X) padded with air to ``factor`` × its size, and the slice's offset in it."""

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from iunet.clicks import ClickSize
+from iunet.clicks import Click, ClickSize
 from iunet.inference import Predictor, Session, propagate, resolve_device, step_sessions
 
 
@@ -526,6 +526,10 @@ def test_zoom_out_shows_a_large_structure_whole_and_leaves_small_ones():
     s.add_click(30, 24, True)
     s.add_click(10, 10, True)
     assert pred.calls == calls + 3
+    # a huge slice is not zoomed out (its view would be 4 times its size in memory)
+    huge = np.ones((3000, 3000), np.float32)
+    assert ZoomOut().applies(huge, [Click(5, 5, True, 5.0)]) is False and ZoomOut().applies(huge[:2000, :2000], [Click(5, 5, True, 5.0)])
+    assert ZoomOut().applies(huge[:20, :20], [Click(5, 5, False, 5.0)]) is False  # a background click: never
     # a zoomed-out view is the slice padded with air, the slice in its middle
     view, (oy, ox) = ZoomOut().view(img)
     assert view.shape == (128, 128) and (oy, ox) == (32, 32) and (view[:32] == -1000).all()
