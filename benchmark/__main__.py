@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmark {run,report,download,speed,ablation} …`` (``--help`` on each)."""
+"""Command line: ``python -m benchmark {run,report,download,speed,ablation,probes} …`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,7 @@ DESCRIPTION = """Benchmark of interactive CT segmentation. Commands:
   download  fetch an MSD task archive (resume, MD5 check, safe extraction)
   speed     click-to-mask latency and batched throughput
   ablation  train and evaluate the paper's Table I variants on a small budget
+  probes    diagnostic one-click probes on rendered samples (renal sinus, vessel, lesion)
 Protocol, outputs and results: docs/benchmark.md; design: docs/design.md."""
 
 
@@ -102,11 +103,12 @@ def main(argv: list[str] | None = None) -> None:
     _run_parser(sub)
     r = sub.add_parser("report", help="rewrite summary.md and the plot of a run folder (also a partial one)")
     r.add_argument("out", help="run folder with results.csv and run.json")
-    from . import ablation, download, speed
+    from . import ablation, download, probes, speed
 
     download.add_parser(sub)
     speed.add_parser(sub)
     ablation.add_parser(sub)
+    probes.add_parser(sub)
     a = p.parse_args(argv)
     if a.command == "run":
         _run(a)

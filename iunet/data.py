@@ -908,6 +908,13 @@ class SliceBank:
         return sl
 
 
+def label_files(path: Path) -> list[Path]:
+    """The label NIfTIs of ``path``: the file itself, or a folder's ``*.nii*`` (macOS ``._``
+    sidecar files skipped), sorted."""
+    p = Path(path)
+    return sorted(f for f in p.glob("*.nii*") if not f.name.startswith("._")) if p.is_dir() else [p]
+
+
 def load_label_volumes(paths: Sequence[Path], grid_px: int, target_ids: Sequence[int] = (), exclude: Sequence[str] = ()) -> list[LabelSlice]:
     """Label NIfTI files → grid slices (display orientation). Files whose name contains one of
     ``exclude`` (e.g. ``spleen_8``, the held-out check case) are skipped."""

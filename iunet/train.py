@@ -36,7 +36,7 @@ from tqdm import tqdm
 from .clicks import Click, encode_clicks, format_alpha, geodesic_maps, parse_alpha
 from .ct_io import load_ct, read_nifti_mask
 from .data import (
-    SampleConfig, SliceBank, grid_radius, load_image_label_pairs, load_label_volumes, make_sample, msd_pairs, slices_from_volume,
+    SampleConfig, SliceBank, grid_radius, label_files, load_image_label_pairs, load_label_volumes, make_sample, msd_pairs, slices_from_volume,
 )
 from .losses import dice_loss, weighted_dice_loss
 from .model import Checkpoint, InputConfig, ModelConfig, UNet, adapt_input_channels, save_checkpoint
@@ -134,9 +134,7 @@ def build_bank(cfg: TrainConfig) -> SliceBank:
     g = cfg.inputs.grid_px
     bank = SliceBank(g)
     for src in cfg.labels:
-        p = Path(src)
-        files = sorted(f for f in p.glob("*.nii*") if not f.name.startswith("._")) if p.is_dir() else [p]
-        bank.add(f"labels:{p.name}", load_label_volumes(files, g, cfg.label_ids, HELD_OUT))
+        bank.add(f"labels:{Path(src).name}", load_label_volumes(label_files(Path(src)), g, cfg.label_ids, HELD_OUT))
     for src in cfg.msd:
         bank.add(f"msd:{Path(src).name}", load_image_label_pairs(msd_pairs(Path(src)), g, cfg.label_ids, HELD_OUT))
     for src in cfg.totalseg:

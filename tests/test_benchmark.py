@@ -419,6 +419,22 @@ def test_speed_command(ckpt, tmp_path):
     assert "p50 / p95" in (tmp_path / "speed.md").read_text()
 
 
+def test_probe_samples_are_the_kinds_they_name_and_the_command_writes_a_table(ckpt, tmp_path):
+    from benchmark import probes
+
+    for kind in probes.KINDS:
+        a, b = probes.probe_samples(kind, None, 3, seed=2, grid_px=128), probes.probe_samples(kind, None, 3, seed=2, grid_px=128)
+        for (hu, c, t), (hu2, c2, t2) in zip(a, b):  # one seed: the same samples for every weights file
+            np.testing.assert_array_equal(hu, hu2)
+            assert c == c2 and (t == t2).all() and t[c.y, c.x]  # the first click lies on the target
+            if kind == "sinus":  # in the organ's darker core, the target the whole organ
+                assert t.sum() >= probes.MIN_SINUS_ORGAN_PX and hu[c.y, c.x] < np.median(hu[t]) - 25
+    main(["probes", "--weights", ckpt, "--kinds", "vessel", "lesion", "--samples", "2", "--out", str(tmp_path)])
+    rows = list(csv.DictReader(open(tmp_path / "probes.csv")))
+    assert [(r["kind"], r["weights"], r["samples"]) for r in rows] == [("vessel", ckpt, "2"), ("lesion", ckpt, "2")]
+    assert all(0.0 <= float(r["dice_mean"]) <= 1.0 for r in rows)
+
+
 def test_ablation_trains_nine_variants_and_prints_table1(tmp_path, monkeypatch, capsys):
     import iunet.train
 

@@ -1,0 +1,127 @@
+"""Diagnostic probes: one click on rendered samples of a kind the benchmark's real cases
+show the model failing on, and the Dice of its mask against the sample's target.
+
+Kinds (each drawn by the training sample code, ``iunet.data.make_sample``, with that option
+at 1 and the first click at the target's deepest point, as the ``ritm`` robot clicks):
+
+- ``sinus``: an organ whose core holds a renal sinus (a small fat core with thin branches,
+  ``--sinus-p``), clicked there; the target is the whole organ. On 3D-IRCADb the kidneys'
+  first clicks land in such sinuses on a quarter of their slices.
+- ``vessel``: a vessel drawn inside an organ (``--vessel-p``), clicked on; the target is the
+  vessel (the portal vein's small slices inside the liver).
+- ``lesion``: a faint lesion painted into an organ (``--lesion-p``), clicked in; the target is
+  the lesion (the liver tumour).
+
+These are *not* a benchmark: the samples come from the training distribution (rendered from
+the label maps given, or from the built-in generator), so they show whether a model learnt a
+kind of sample, not how it does on real CT. Every weights file sees the same samples and
+clicks (one seed). Example::
+
+    python -m benchmark probes --weights weights/iunet_agnostic3d.safetensors \\
+        --labels ../shared/data/amos_label --samples 30
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from . import plain_help
+
+KINDS = {
+    "sinus": dict(sinus_p=1.0, large_target_p=1.0),
+    "vessel": dict(vessel_p=1.0, vessel_target_p=1.0),
+    "lesion": dict(lesion_p=1.0, lesion_target_p=1.0),
+}
+MIN_SINUS_ORGAN_PX = 400  # grid px: a sinus probe's organ is at least this large
+MAX_INNER_FRACTION = 0.4  # a vessel or lesion probe whose target is larger than this share of the labels drew none
+
+
+def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = 256):
+    """``n`` samples (``iunet.data.Sample``) of ``kind`` from the label slices ``slices`` (a list
+    of ``LabelSlice``; None: the built-in generator), drawn with one seed: (HU slice (G, G),
+    first click, target (G, G) bool)."""
+    from iunet.data import SampleConfig, make_sample, training_labels
+    from iunet.model import InputConfig
+
+    cfg = SampleConfig(inputs=InputConfig(grid_px=grid_px), single_click_p=1.0, centre_click_p=1.0, geometry=False,
+                       propagate_p=0.0, real_fraction=0.0, **KINDS[kind])
+    rng = np.random.default_rng(seed)
+    out, tries = [], 0
+    while len(out) < n:
+        tries += 1
+        if tries > 200 * n:
+            raise RuntimeError(f"could not draw {n} {kind} samples from these labels (organs too small?)")
+        sl = training_labels(grid_px, rng) if slices is None else slices[int(rng.integers(len(slices)))]
+        s = make_sample(sl, rng, cfg)
+        target = s.target[0] > 0.5
+        if not s.clicks or target.sum() < 6:
+            continue
+        if kind == "sinus" and target.sum() < MIN_SINUS_ORGAN_PX:
+            continue
+        if kind != "sinus" and target.sum() > MAX_INNER_FRACTION * (sl.labels > 0).sum():
+            continue  # no vessel or lesion could be drawn: the target is the organ
+        out.append((s.hu, s.clicks[0], target))
+    return out
+
+
+def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int, seed: int) -> list[dict]:
+    """Mean Dice of one click per (weights, kind); rows for ``probes.csv``."""
+    from iunet.clicks import Click
+    from iunet.data import label_files, load_label_volumes
+    from iunet.inference import Predictor
+    from iunet.metrics import dice
+    from iunet.model import load_checkpoint
+    from iunet.train import HELD_OUT
+
+    slices = None
+    if labels:
+        slices = load_label_volumes([f for p in labels for f in label_files(Path(p))], 256, exclude=HELD_OUT)
+    preds = {w: Predictor(load_checkpoint(w)) for w in weights}
+    rows = []
+    for kind in kinds:
+        samples = probe_samples(kind, slices, n, seed)
+        for w, p in preds.items():
+            # the rendered slice is the model's grid; the first click has the default radius of a
+            # 512² slice's first click, on that grid
+            r = p.inputs.default_radius_px * 256 / 512
+            d = [dice(p.predict(hu, [Click(c.y, c.x, True, r)]) >= 0.5, t) for hu, c, t in samples]
+            rows.append({"weights": w, "kind": kind, "samples": n, "seed": seed, "dice_mean": round(float(np.mean(d)), 4),
+                         "dice_median": round(float(np.median(d)), 4)})
+            print(f"{kind:7s} {w}: mean Dice {np.mean(d):.3f} (median {np.median(d):.3f}, {n} samples)", flush=True)
+    return rows
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("probes", help="diagnostic one-click probes on rendered samples (not a benchmark)",
+                       description=plain_help(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", nargs="+", required=True, help="weights files, all shown the same samples")
+    p.add_argument("--kinds", nargs="+", choices=sorted(KINDS), default=list(KINDS))
+    p.add_argument("--labels", action="append", default=None,
+                   help="folder or file of label NIfTIs to render (repeatable; default: the built-in generator)")
+    p.add_argument("--samples", type=int, default=30, help="samples per kind (default 30)")
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", help="also write probes.csv here")
+    p.set_defaults(func=_main)
+
+
+def _main(a: argparse.Namespace) -> None:
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    for w in a.weights:
+        if not Path(w).is_file():
+            raise SystemExit(f"no weights file {w}")
+    rows = probe(a.weights, a.kinds, a.labels, a.samples, a.seed)
+    if a.out:
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "probes.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        print(f"wrote {out / 'probes.csv'}")
