@@ -47,7 +47,7 @@ def _help(argv: list[str], main) -> str:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("sub", [[], ["run"], ["report"], ["download"], ["speed"], ["ablation"]])
+@pytest.mark.parametrize("sub", [[], ["run"], ["report"], ["download"], ["speed"], ["ablation"], ["probes"]])
 def test_benchmark_help_is_plain_text(sub):
     from benchmark.__main__ import main
 
