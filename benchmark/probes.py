@@ -35,11 +35,12 @@ KINDS = {
     "vessel": dict(vessel_p=1.0, vessel_target_p=1.0),
     "lesion": dict(lesion_p=1.0, lesion_target_p=1.0),
 }
+GRID_PX = 256  # the probes' rendered slices: the model's grid, standing for a 512² slice
 MIN_SINUS_ORGAN_PX = 400  # grid px: a sinus probe's organ is at least this large
 MAX_INNER_FRACTION = 0.4  # a vessel or lesion probe whose target is larger than this share of the labels drew none
 
 
-def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = 256):
+def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
     """``n`` samples (``iunet.data.Sample``) of ``kind`` from the label slices ``slices`` (a list
     of ``LabelSlice``; None: the built-in generator), drawn with one seed: (HU slice (G, G),
     first click, target (G, G) bool)."""
@@ -78,15 +79,14 @@ def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int
 
     slices = None
     if labels:
-        slices = load_label_volumes([f for p in labels for f in label_files(Path(p))], 256, exclude=HELD_OUT)
+        slices = load_label_volumes([f for p in labels for f in label_files(Path(p))], GRID_PX, exclude=HELD_OUT)
     preds = {w: Predictor(load_checkpoint(w)) for w in weights}
     rows = []
     for kind in kinds:
         samples = probe_samples(kind, slices, n, seed)
         for w, p in preds.items():
-            # the rendered slice is the model's grid; the first click has the default radius of a
-            # 512² slice's first click, on that grid
-            r = p.inputs.default_radius_px * 256 / 512
+            # the first click has the default radius of a 512² slice's first click, on that grid
+            r = p.inputs.default_radius_px * GRID_PX / 512
             d = [dice(p.predict(hu, [Click(c.y, c.x, True, r)]) >= 0.5, t) for hu, c, t in samples]
             rows.append({"weights": w, "kind": kind, "samples": n, "seed": seed, "dice_mean": round(float(np.mean(d)), 4),
                          "dice_median": round(float(np.median(d)), 4)})

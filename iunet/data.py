@@ -752,6 +752,19 @@ def _first_click(target: np.ndarray, rng: np.random.Generator, centre_p: float) 
     return int(ys[i]), int(xs[i]), True
 
 
+def _inner_target(organ: np.ndarray, inner: np.ndarray | None, target_p: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    """(target, inner structure to draw) for a structure ``inner`` (G, G) bool drawn inside the
+    target ``organ``, or None when none could be: the inner structure is the target with
+    probability ``target_p`` (the user means it), else the organ, which includes it; then it
+    is dropped when it covers the organ's centre, where a click would be ambiguous."""
+    if inner is None:
+        return organ, None
+    if rng.random() < target_p:
+        return inner, inner
+    return organ, (None if inner[deepest_point(organ)] else inner)
+
+
 def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> Sample:
     """Render/choose the image, pick the target, augment, simulate clicks, weight map.
 
@@ -780,21 +793,13 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
             prev, wrong = perturb_mask(other, rng), True
             if rng.random() < 0.5:  # the target is not on this slice (the mask was carried past its end)
                 target = np.zeros_like(target)
-    lesion = None
-    if pair is None and not spilt and not wrong and cfg.lesion_p > 0 and target.any() and rng.random() < cfg.lesion_p:
-        lesion = inner_lesion(target, rng)  # a faint lesion in the target organ
-        if lesion is not None and rng.random() < cfg.lesion_target_p:
-            target = lesion  # the user means the lesion
-        elif lesion is not None and lesion[deepest_point(target)]:
-            lesion = None  # the organ is meant, and a click at its centre would lie in the lesion: ambiguous
-    vessel = None
-    if pair is None and not spilt and not wrong and lesion is None and cfg.vessel_p > 0 and target.any() and rng.random() < cfg.vessel_p:
-        vessel = inner_vessel(target, rng)  # an enhanced vessel in the target organ
-        if vessel is not None and rng.random() < cfg.vessel_target_p:
-            target = vessel  # the user means the vessel
-        elif vessel is not None and vessel[deepest_point(target)]:
-            vessel = None  # the organ is meant, and a click at its centre would lie on the vessel: ambiguous
-    sinus = pair is None and not spilt and not wrong and lesion is None and vessel is None and cfg.sinus_p > 0 and rng.random() < cfg.sinus_p
+    free = pair is None and not spilt and not wrong  # a plain click sample so far
+    lesion = vessel = None
+    if free and cfg.lesion_p > 0 and target.any() and rng.random() < cfg.lesion_p:
+        target, lesion = _inner_target(target, inner_lesion(target, rng), cfg.lesion_target_p, rng)  # a faint lesion
+    if free and lesion is None and cfg.vessel_p > 0 and target.any() and rng.random() < cfg.vessel_p:
+        target, vessel = _inner_target(target, inner_vessel(target, rng), cfg.vessel_target_p, rng)  # an enhanced vessel
+    sinus = free and lesion is None and vessel is None and cfg.sinus_p > 0 and rng.random() < cfg.sinus_p
     sinus = sinus and float(ndimage.distance_transform_edt(target).max()) >= INTERIOR_MIN_DEPTH_PX
     use_real = pair is None and sl.hu is not None and not sinus and rng.random() < cfg.real_fraction
     # a spill (or a mask carried onto another organ) is hardest, and most common, into a touching
