@@ -445,6 +445,7 @@ class SampleConfig:
     large_target_p: float = 0.0  # the target chosen by area instead of uniformly (choose_target_id)
     partial_prev_p: float = 0.0  # propagation samples whose previous mask is only a part (partial_mask)
     spill_p: float = 0.0  # click samples correcting a previous mask that spilt into a touching structure
+    prop_spill_p: float = 0.0  # propagation samples whose previous mask spilt into a touching structure (no click)
     zoom_p: float = 0.0  # click samples seen zoomed in around the object, as ZoomIn shows them (zoom_crop)
     wrong_prev_p: float = 0.0  # click samples whose previous mask is another structure, a background click on it
     lesion_p: float = 0.0  # click samples with a faint lesion painted into the target organ (inner_lesion)
@@ -575,15 +576,24 @@ def _touching_labels(labels: np.ndarray, k: int, target: np.ndarray) -> list[int
     return [int(v) for v in np.unique(labels[ring]) if v and v != k]
 
 
-def spill_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
-    """``target`` (G, G) bool plus a part of a structure that touches it, as a mask carried from
-    slice to slice spills into a touching organ of the same intensity (spleen into kidney, liver
-    into kidney); ``None`` when no other structure touches the target."""
+PROP_SPILL_KEEP = (0.1, 0.5)  # a propagated leak: a part of the touching structure, never most of it
+
+
+def spill_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Generator,
+               keep: tuple[float, float] = (0.3, 1.0)) -> np.ndarray | None:
+    """``target`` (G, G) bool plus a part (``keep`` of its area) of a structure that touches it,
+    as a mask carried from slice to slice spills into a touching organ of the same intensity
+    (spleen into kidney, liver into kidney); ``None`` when no other structure touches the target
+    (or, with ``keep`` under 1, when the cut would take all of it)."""
     others = _touching_labels(labels, k, target)
     if not others:
         return None
     j = int(rng.choice(others))
-    spill = partial_mask(_near(labels, j, target, 3), rng, (0.3, 1.0)) & ~target
+    near = _near(labels, j, target, 3)
+    part = partial_mask(near, rng, keep)
+    if part.sum() > keep[1] * near.sum() + 0.5:  # the cut missed (partial_mask kept all of it)
+        return None
+    spill = part & ~target
     return target | spill if spill.any() else None
 
 
@@ -776,13 +786,17 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     which is empty where the structure has ended."""
     target, k = choose_target_id(sl, rng, cfg.large_target_p)
     prev = np.zeros_like(target)
+    spilt = wrong = False
     pair = neighbour_target(sl, k, target, rng, cfg.max_gap_mm) if cfg.propagate_p > 0 and rng.random() < cfg.propagate_p else None
     if pair is not None:
         sl, target, prev = pair
         prev = perturb_mask(prev, rng)
         if cfg.partial_prev_p > 0 and rng.random() < cfg.partial_prev_p:  # learn to complete it
             prev = partial_mask(prev, rng)
-    spilt = wrong = False
+        elif cfg.prop_spill_p > 0 and rng.random() < cfg.prop_spill_p:  # learn not to carry a leak on
+            leak = spill_mask(sl.labels, k, prev | target, rng, PROP_SPILL_KEEP)
+            if leak is not None:
+                prev, spilt = prev | (leak & ~target), True
     if pair is None and cfg.spill_p > 0 and rng.random() < cfg.spill_p:  # a leak to correct
         leak = spill_mask(sl.labels, k, target, rng)
         if leak is not None:
@@ -827,7 +841,7 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
         if target.any():
             clicks.append(Click(*deepest_point(target), True, r))
         clicks.append(Click(*deepest_point(prev), False, r))
-    elif spilt and (prev & ~target).any() and target.any():
+    elif spilt and pair is None and (prev & ~target).any() and target.any():
         # the user's first click on the target, then a background click on the spill
         r = grid_radius(cfg, float(prev.sum()), native_px)
         if rng.random() < 0.5:

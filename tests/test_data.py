@@ -212,6 +212,36 @@ def test_spill_samples_correct_a_mask_that_spilt_into_a_touching_structure():
     assert SampleConfig().spill_p == 0.0
 
 
+def test_propagation_spill_samples_carry_a_leak_the_target_leaves_out():
+    """--prop-spill-p: a propagation sample whose previous mask took in a part of a touching
+    structure (as a carried mask leaks from the spleen into the kidney) has no click, and its
+    target is the structure alone on the neighbouring slice (or nothing where it ends)."""
+    from iunet.data import PROP_SPILL_KEEP
+
+    vol = np.zeros((8, 64, 64), np.int16)
+    vol[:, 16:48, 10:30] = 1
+    vol[:, 16:48, 30:54] = 2  # touches 1 on every slice
+    sls = slices_from_volume(vol, 64, spacing_z_mm=2.0)
+    cfg = SampleConfig(inputs=InputConfig(grid_px=64), propagate_p=1.0, prop_spill_p=1.0, geometry=False)
+    spills = carried = 0
+    for seed in range(40):
+        s = make_sample(sls[3], np.random.default_rng(seed), cfg)
+        prev, target = s.prev[0] > 0.5, s.target[0] > 0.5
+        if s.clicks:  # no neighbour there (walked to the volume's end): an ordinary click sample
+            assert not prev.any()
+            continue
+        if target.any():
+            carried += 1
+            other = np.asarray(vol[0] == (2 if target[30, 20] else 1))
+            leak = prev & other
+            assert not (target & other).any()  # the target never holds the leak
+            if leak.any():
+                spills += 1
+                assert leak.sum() <= PROP_SPILL_KEEP[1] * other.sum() + 40  # a part, never the whole neighbour
+    assert carried >= 8 and spills >= 0.8 * carried
+    assert SampleConfig().prop_spill_p == 0.0
+
+
 def test_zoom_samples_show_the_object_larger_with_consistent_click_sizes():
     """--zoom-p: a click sample seen through a crop around the object (as ZoomIn shows it) has
     the object larger on the grid, the crop's native size for the α · area click size, and is
