@@ -577,6 +577,7 @@ def _touching_labels(labels: np.ndarray, k: int, target: np.ndarray) -> list[int
 
 
 PROP_SPILL_KEEP = (0.1, 0.5)  # a propagated leak: a part of the touching structure, never most of it
+PROP_SPILL_MAX = 0.5  # ... and at most half the carried mask's area (more is a mask on the wrong organ)
 
 
 def spill_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Generator,
@@ -795,8 +796,9 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
             prev = partial_mask(prev, rng)
         elif cfg.prop_spill_p > 0 and rng.random() < cfg.prop_spill_p:  # learn not to carry a leak on
             leak = spill_mask(sl.labels, k, prev | target, rng, PROP_SPILL_KEEP)
-            if leak is not None:
-                prev, spilt = prev | (leak & ~target), True
+            spill = None if leak is None else leak & ~target & ~prev
+            if spill is not None and 0 < spill.sum() <= PROP_SPILL_MAX * prev.sum():  # a leak, not another organ
+                prev, spilt = prev | spill, True
     if pair is None and cfg.spill_p > 0 and rng.random() < cfg.spill_p:  # a leak to correct
         leak = spill_mask(sl.labels, k, target, rng)
         if leak is not None:

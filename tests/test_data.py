@@ -216,7 +216,7 @@ def test_propagation_spill_samples_carry_a_leak_the_target_leaves_out():
     """--prop-spill-p: a propagation sample whose previous mask took in a part of a touching
     structure (as a carried mask leaks from the spleen into the kidney) has no click, and its
     target is the structure alone on the neighbouring slice (or nothing where it ends)."""
-    from iunet.data import PROP_SPILL_KEEP
+    from iunet.data import PROP_SPILL_KEEP, PROP_SPILL_MAX
 
     vol = np.zeros((8, 64, 64), np.int16)
     vol[:, 16:48, 10:30] = 1
@@ -238,6 +238,7 @@ def test_propagation_spill_samples_carry_a_leak_the_target_leaves_out():
             if leak.any():
                 spills += 1
                 assert leak.sum() <= PROP_SPILL_KEEP[1] * other.sum() + 40  # a part, never the whole neighbour
+                assert leak.sum() <= PROP_SPILL_MAX * (prev & ~leak).sum()  # and less than the structure
     assert carried >= 8 and spills >= 0.8 * carried
     assert SampleConfig().prop_spill_p == 0.0
 
