@@ -11,6 +11,10 @@ at 1 and the first click at the target's deepest point, as the ``ritm`` robot cl
   vessel (the portal vein's small slices inside the liver).
 - ``lesion``: a faint lesion painted into an organ (``--lesion-p``), clicked in; the target is
   the lesion (the liver tumour).
+- ``leak``: no click; a propagation sample whose previous mask (the structure on the
+  neighbouring slice) spilt into a part of a touching structure (``--prop-spill-p``); the
+  target is the structure alone on this slice (on ``spleen_8`` the spleen's mask carried on
+  into the left kidney). Needs label volumes (``--labels``).
 
 These are *not* a benchmark: the samples come from the training distribution (rendered from
 the label maps given, or from the built-in generator), so they show whether a model learnt a
@@ -34,7 +38,10 @@ KINDS = {
     "sinus": dict(sinus_p=1.0, large_target_p=1.0),
     "vessel": dict(vessel_p=1.0, vessel_target_p=1.0),
     "lesion": dict(lesion_p=1.0, lesion_target_p=1.0),
+    "leak": dict(propagate_p=1.0, prop_spill_p=1.0),
 }
+LEAK_MARGIN_PX = 4  # a leak probe's previous mask reaches at least ...
+MIN_LEAK_PX = 20  # ... this many grid px beyond the target grown by this margin (not only a perturbed outline)
 GRID_PX = 256  # the probes' rendered slices: the model's grid, standing for a 512² slice
 MIN_SINUS_ORGAN_PX = 400  # grid px: a sinus probe's organ is at least this large
 MAX_INNER_FRACTION = 0.4  # a vessel or lesion probe whose target is larger than this share of the labels drew none
@@ -43,12 +50,16 @@ MAX_INNER_FRACTION = 0.4  # a vessel or lesion probe whose target is larger than
 def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
     """``n`` samples (``iunet.data.Sample``) of ``kind`` from the label slices ``slices`` (a list
     of ``LabelSlice``; None: the built-in generator), drawn with one seed: (HU slice (G, G),
-    first click, target (G, G) bool)."""
+    first click (None for ``leak``), previous mask (G, G) bool or None, target (G, G) bool)."""
+    from scipy import ndimage
+
     from iunet.data import SampleConfig, make_sample, training_labels
     from iunet.model import InputConfig
 
     cfg = SampleConfig(inputs=InputConfig(grid_px=grid_px), single_click_p=1.0, centre_click_p=1.0, geometry=False,
-                       propagate_p=0.0, real_fraction=0.0, **KINDS[kind])
+                       real_fraction=0.0, **{"propagate_p": 0.0, **KINDS[kind]})
+    if kind == "leak" and (slices is None or all(sl.volume is None for sl in slices)):
+        raise ValueError("the leak probe needs label volumes (--labels): a neighbouring slice to carry a mask from")
     rng = np.random.default_rng(seed)
     out, tries = [], 0
     while len(out) < n:
@@ -58,18 +69,24 @@ def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
         sl = training_labels(grid_px, rng) if slices is None else slices[int(rng.integers(len(slices)))]
         s = make_sample(sl, rng, cfg)
         target = s.target[0] > 0.5
+        if kind == "leak":
+            prev = s.prev[0] > 0.5
+            if s.clicks or target.sum() < 6 or (prev & ~ndimage.binary_dilation(target, iterations=LEAK_MARGIN_PX)).sum() < MIN_LEAK_PX:
+                continue  # not a propagation sample (no neighbour there), or nothing spilt
+            out.append((s.hu, None, prev, target))
+            continue
         if not s.clicks or target.sum() < 6:
             continue
         if kind == "sinus" and target.sum() < MIN_SINUS_ORGAN_PX:
             continue
         if kind != "sinus" and target.sum() > MAX_INNER_FRACTION * (sl.labels > 0).sum():
             continue  # no vessel or lesion could be drawn: the target is the organ
-        out.append((s.hu, s.clicks[0], target))
+        out.append((s.hu, s.clicks[0], None, target))
     return out
 
 
 def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int, seed: int) -> list[dict]:
-    """Mean Dice of one click per (weights, kind); rows for ``probes.csv``."""
+    """Mean Dice of one click (``leak``: of the propagated mask) per (weights, kind); rows for ``probes.csv``."""
     from iunet.clicks import Click
     from iunet.data import label_files, load_label_volumes
     from iunet.inference import Predictor
@@ -87,7 +104,8 @@ def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int
         for w, p in preds.items():
             # the first click has the default radius of a 512² slice's first click, on that grid
             r = p.inputs.default_radius_px * GRID_PX / 512
-            d = [dice(p.predict(hu, [Click(c.y, c.x, True, r)]) >= 0.5, t) for hu, c, t in samples]
+            d = [dice(p.predict(hu, [] if c is None else [Click(c.y, c.x, True, r)], prev_mask=prev) >= 0.5, t)
+                 for hu, c, prev, t in samples]
             rows.append({"weights": w, "kind": kind, "samples": n, "seed": seed, "dice_mean": round(float(np.mean(d)), 4),
                          "dice_median": round(float(np.median(d)), 4)})
             print(f"{kind:7s} {w}: mean Dice {np.mean(d):.3f} (median {np.median(d):.3f}, {n} samples)", flush=True)
@@ -98,7 +116,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("probes", help="diagnostic one-click probes on rendered samples (not a benchmark)",
                        description=plain_help(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", nargs="+", required=True, help="weights files, all shown the same samples")
-    p.add_argument("--kinds", nargs="+", choices=sorted(KINDS), default=list(KINDS))
+    p.add_argument("--kinds", nargs="+", choices=sorted(KINDS), default=None,
+                   help="default: all; without --labels all but leak")
     p.add_argument("--labels", action="append", default=None,
                    help="folder or file of label NIfTIs to render (repeatable; default: the built-in generator)")
     p.add_argument("--samples", type=int, default=30, help="samples per kind (default 30)")
@@ -116,6 +135,10 @@ def _main(a: argparse.Namespace) -> None:
     for w in a.weights:
         if not Path(w).is_file():
             raise SystemExit(f"no weights file {w}")
+    if a.kinds is None:
+        a.kinds = [k for k in KINDS if a.labels or k != "leak"]
+    if "leak" in a.kinds and not a.labels:
+        raise SystemExit("the leak probe needs label volumes: give --labels (e.g. ../shared/data/amos_label)")
     rows = probe(a.weights, a.kinds, a.labels, a.samples, a.seed)
     if a.out:
         out = Path(a.out)

@@ -422,17 +422,35 @@ def test_speed_command(ckpt, tmp_path):
 def test_probe_samples_are_the_kinds_they_name_and_the_command_writes_a_table(ckpt, tmp_path):
     from benchmark import probes
 
+    from scipy import ndimage
+
+    from iunet.data import slices_from_volume
+
+    vol = np.zeros((10, 128, 128), np.int16)
+    vol[1:9, 30:90, 20:60] = 1
+    vol[1:9, 30:90, 60:100] = 2  # touches 1: the leak probe's previous masks spill into it
+    volume_slices = slices_from_volume(vol, 128, spacing_z_mm=3.0)
     for kind in probes.KINDS:
-        a, b = probes.probe_samples(kind, None, 3, seed=2, grid_px=128), probes.probe_samples(kind, None, 3, seed=2, grid_px=128)
-        for (hu, c, t), (hu2, c2, t2) in zip(a, b):  # one seed: the same samples for every weights file
+        src = volume_slices if kind == "leak" else None
+        a, b = probes.probe_samples(kind, src, 3, seed=2, grid_px=128), probes.probe_samples(kind, src, 3, seed=2, grid_px=128)
+        for (hu, c, prev, t), (hu2, c2, prev2, t2) in zip(a, b):  # one seed: the same samples for every weights file
             np.testing.assert_array_equal(hu, hu2)
-            assert c == c2 and (t == t2).all() and t[c.y, c.x]  # the first click lies on the target
+            assert c == c2 and (t == t2).all()
+            if kind == "leak":  # no click; the previous mask reaches well beyond the target
+                assert c is None and (prev == prev2).all()
+                assert (prev & ~ndimage.binary_dilation(t, iterations=probes.LEAK_MARGIN_PX)).sum() >= probes.MIN_LEAK_PX
+                continue
+            assert prev is None and t[c.y, c.x]  # the first click lies on the target
             if kind == "sinus":  # in the organ's darker core, the target the whole organ
                 assert t.sum() >= probes.MIN_SINUS_ORGAN_PX and hu[c.y, c.x] < np.median(hu[t]) - 25
+    with pytest.raises(ValueError, match="label volumes"):
+        probes.probe_samples("leak", None, 1, seed=0)
     main(["probes", "--weights", ckpt, "--kinds", "vessel", "lesion", "--samples", "2", "--out", str(tmp_path)])
     rows = list(csv.DictReader(open(tmp_path / "probes.csv")))
     assert [(r["kind"], r["weights"], r["samples"]) for r in rows] == [("vessel", ckpt, "2"), ("lesion", ckpt, "2")]
     assert all(0.0 <= float(r["dice_mean"]) <= 1.0 for r in rows)
+    with pytest.raises(SystemExit, match="--labels"):
+        main(["probes", "--weights", ckpt, "--kinds", "leak"])
 
 
 def test_ablation_trains_nine_variants_and_prints_table1(tmp_path, monkeypatch, capsys):
