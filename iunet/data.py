@@ -784,7 +784,8 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     ``cfg.propagate_p``, *propagation* samples: the image is a neighbouring slice of the label
     volume, the previous-mask channel holds the structure on ``sl`` (perturbed, as a predicted
     mask would be), there is no click, and the target is the same structure on the neighbour,
-    which is empty where the structure has ended."""
+    which is empty where the structure has ended; with ``cfg.prop_spill_p`` the previous mask
+    also spilt into a part of a touching structure, which the target leaves out."""
     target, k = choose_target_id(sl, rng, cfg.large_target_p)
     prev = np.zeros_like(target)
     spilt = wrong = False
