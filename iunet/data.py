@@ -452,6 +452,7 @@ class SampleConfig:
     lesion_target_p: float = 0.6  # of those, the lesion is the target (else the organ, which includes it)
     vessel_p: float = 0.0  # click samples with a vessel drawn into the target organ (inner_vessel)
     vessel_target_p: float = 0.6  # of those, the vessel is the target (else the organ, which includes it)
+    vessel_pieces_p: float = 0.0  # of cross-section vessels, the share with 1-3 more cross-sections of the same tree
     sinus_p: float = 0.0  # click samples whose target has a fat sinus at its core, first clicked there
 
 
@@ -715,13 +716,16 @@ def paint_lesion(hu: np.ndarray, lesion: np.ndarray, rng: np.random.Generator) -
 
 VESSEL_CONTRAST_HU = (35.0, 120.0)  # an enhanced vessel above its organ (portal venous phase); darker ones less
 VESSEL_MAX_WIDTH_PX = 8.0  # grid px: the widest tube drawn in an organ
+VESSEL_MAX_PIECES = 4  # cross-sections of one vessel tree on a slice (inner_vessel's pieces_p)
 
 
-def inner_vessel(organ: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+def inner_vessel(organ: np.ndarray, rng: np.random.Generator, pieces_p: float = 0.0) -> np.ndarray | None:
     """A vessel (G, G) bool inside ``organ`` (G, G) bool: half of the time a tube running in the
     slice (1.5-8 px across), else one round cross-section of a vessel crossing the slice (2-6 px
-    radius), as the intrahepatic portal and hepatic veins are; None when the organ is too thin
-    or the vessel came out under 6 px or over 40 % of the organ."""
+    radius), as the intrahepatic portal and hepatic veins are; with probability ``pieces_p`` a
+    cross-section comes with 1-3 more of the same tree elsewhere in the organ (a branching vein
+    crosses a slice several times: one target of several pieces, each needing its own click).
+    None when the organ is too thin or the vessel came out under 6 px or over 40 % of the organ."""
     d = ndimage.distance_transform_edt(organ)
     depth = float(d.max())
     if depth < LESION_MIN_DEPTH_PX:
@@ -741,6 +745,10 @@ def inner_vessel(organ: np.ndarray, rng: np.random.Generator) -> np.ndarray | No
             return None
         i = int(rng.integers(len(ys)))
         ves = random_blob(organ.shape, rng, ys[i], xs[i], r) & inner
+        if pieces_p > 0 and rng.random() < pieces_p:  # more branches of the same tree
+            for _ in range(int(rng.integers(1, VESSEL_MAX_PIECES))):
+                j = int(rng.integers(len(ys)))
+                ves |= random_blob(organ.shape, rng, ys[j], xs[j], r * rng.uniform(0.6, 1.2)) & inner
     return ves if 6 <= ves.sum() <= 0.4 * organ.sum() else None
 
 
@@ -815,7 +823,7 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     if free and cfg.lesion_p > 0 and target.any() and rng.random() < cfg.lesion_p:
         target, lesion = _inner_target(target, inner_lesion(target, rng), cfg.lesion_target_p, rng)  # a faint lesion
     if free and lesion is None and cfg.vessel_p > 0 and target.any() and rng.random() < cfg.vessel_p:
-        target, vessel = _inner_target(target, inner_vessel(target, rng), cfg.vessel_target_p, rng)  # an enhanced vessel
+        target, vessel = _inner_target(target, inner_vessel(target, rng, cfg.vessel_pieces_p), cfg.vessel_target_p, rng)  # an enhanced vessel
     sinus = free and lesion is None and vessel is None and cfg.sinus_p > 0 and rng.random() < cfg.sinus_p
     sinus = sinus and float(ndimage.distance_transform_edt(target).max()) >= INTERIOR_MIN_DEPTH_PX
     use_real = pair is None and sl.hu is not None and not sinus and rng.random() < cfg.real_fraction

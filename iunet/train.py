@@ -82,6 +82,7 @@ class TrainConfig:
     zoom_p: float = 0.0  # click samples seen zoomed in around the object (ZoomIn at inference)
     lesion_p: float = 0.0  # click samples with a faint lesion painted into the target organ (the target 60 % of the time)
     vessel_p: float = 0.0  # click samples with a vessel drawn into the target organ (the target 60 % of the time)
+    vessel_pieces_p: float = 0.0  # of cross-section vessels, the share drawn as 2-4 cross-sections of one tree
     sinus_p: float = 0.0  # click samples whose target has a fat sinus at its core, first clicked there
     wrong_prev_p: float = 0.0  # click samples: previous mask on another structure, a background click on it
     # data
@@ -176,7 +177,7 @@ def sample_config(cfg: TrainConfig) -> SampleConfig:
         similar_p=cfg.similar_p, geodesic=cfg.geodesic and cfg.interactive,
         interior_p=cfg.interior_p, large_target_p=cfg.large_target_p, partial_prev_p=cfg.partial_prev_p,
         spill_p=cfg.spill_p if cfg.use_prev_mask else 0.0, prop_spill_p=cfg.prop_spill_p, zoom_p=cfg.zoom_p,
-        wrong_prev_p=cfg.wrong_prev_p if cfg.use_prev_mask else 0.0, lesion_p=cfg.lesion_p, vessel_p=cfg.vessel_p, sinus_p=cfg.sinus_p,
+        wrong_prev_p=cfg.wrong_prev_p if cfg.use_prev_mask else 0.0, lesion_p=cfg.lesion_p, vessel_p=cfg.vessel_p, vessel_pieces_p=cfg.vessel_pieces_p, sinus_p=cfg.sinus_p,
     )
 
 
@@ -614,6 +615,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="probability of a click sample whose previous mask is another structure (a touching organ), with a background click on it")
     p.add_argument("--lesion-p", type=float, default=None,
                    help="probability of a click sample with a faint lesion (12-70 HU from its organ) painted into the target organ; the lesion is then the target 60 %% of the time")
+    p.add_argument("--vessel-pieces-p", type=float, default=None,
+                   help="of --vessel-p's cross-sections, the share drawn with 1-3 more cross-sections of the same tree (one target of several pieces)")
     p.add_argument("--vessel-p", type=float, default=None,
                    help="probability of a click sample with a vessel (an in-plane tube or a cross-section, mostly enhanced) drawn into the target organ; the vessel is then the target 60 %% of the time")
     p.add_argument("--sinus-p", type=float, default=None,
@@ -660,7 +663,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "dropout": a.dropout, "loss": a.loss, "boundary_weights": a.boundary_weights, "click_weights": a.click_weights,
         "interactions": a.interactions, "max_interactions": a.max_interactions,
         "iterative_clicks": a.iterative_clicks, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p, "centre_click_p": a.centre_click_p,
-        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "interior_p": a.interior_p, "large_target_p": a.large_target_p, "partial_prev_p": a.partial_prev_p, "spill_p": a.spill_p, "prop_spill_p": a.prop_spill_p, "zoom_p": a.zoom_p, "wrong_prev_p": a.wrong_prev_p, "lesion_p": a.lesion_p, "vessel_p": a.vessel_p, "sinus_p": a.sinus_p, "synthetic_weight": a.synthetic_weight,
+        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "interior_p": a.interior_p, "large_target_p": a.large_target_p, "partial_prev_p": a.partial_prev_p, "spill_p": a.spill_p, "prop_spill_p": a.prop_spill_p, "zoom_p": a.zoom_p, "wrong_prev_p": a.wrong_prev_p, "lesion_p": a.lesion_p, "vessel_p": a.vessel_p, "vessel_pieces_p": a.vessel_pieces_p, "sinus_p": a.sinus_p, "synthetic_weight": a.synthetic_weight,
         "real_fraction": a.real_fraction, "flip": a.flip, "epochs": a.epochs, "steps": a.steps,
         "batch_size": a.batch_size, "seed": a.seed, "val_slices": a.val_slices, "workers": a.workers, "lr": a.lr,
         "device": a.device, "bf16": a.bf16, "channels_last": a.channels_last, "max_minutes": a.max_minutes, "init": a.init, "threads": a.threads,
