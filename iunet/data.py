@@ -581,22 +581,31 @@ PROP_SPILL_KEEP = (0.1, 0.5)  # a propagated leak: a part of the touching struct
 PROP_SPILL_MAX = 0.5  # ... and at most half the carried mask's area (more is a mask on the wrong organ)
 
 
-def spill_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Generator,
+def spill_part(labels: np.ndarray, k: int, footprint: np.ndarray, rng: np.random.Generator,
                keep: tuple[float, float] = (0.3, 1.0)) -> np.ndarray | None:
-    """``target`` (G, G) bool plus a part (``keep`` of its area) of a structure that touches it,
-    as a mask carried from slice to slice spills into a touching organ of the same intensity
-    (spleen into kidney, liver into kidney); ``None`` when no other structure touches the target
-    (or, with ``keep`` under 1, when the cut would take all of it)."""
-    others = _touching_labels(labels, k, target)
+    """The part (G, G) bool outside ``footprint`` of a structure that touches it (label ``k``'s
+    mask, or a mask carried onto it), cut to ``keep`` of that structure's area, as a mask
+    carried from slice to slice spills into a touching organ of the same intensity (spleen into
+    kidney, liver into kidney); ``None`` when no other structure touches it, when nothing is
+    left outside it, or, with ``keep`` under 1, when the cut would take all of the structure."""
+    others = _touching_labels(labels, k, footprint)
     if not others:
         return None
     j = int(rng.choice(others))
-    near = _near(labels, j, target, 3)
+    near = _near(labels, j, footprint, 3)
     part = partial_mask(near, rng, keep)
     if part.sum() > keep[1] * near.sum() + 0.5:  # the cut missed (partial_mask kept all of it)
         return None
-    spill = part & ~target
-    return target | spill if spill.any() else None
+    spill = part & ~footprint
+    return spill if spill.any() else None
+
+
+def spill_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Generator,
+               keep: tuple[float, float] = (0.3, 1.0)) -> np.ndarray | None:
+    """``target`` (G, G) bool plus a spill into a structure that touches it (``spill_part``);
+    ``None`` when there is none."""
+    spill = spill_part(labels, k, target, rng, keep)
+    return None if spill is None else target | spill
 
 
 def wrong_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
@@ -804,9 +813,8 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
         if cfg.partial_prev_p > 0 and rng.random() < cfg.partial_prev_p:  # learn to complete it
             prev = partial_mask(prev, rng)
         elif cfg.prop_spill_p > 0 and rng.random() < cfg.prop_spill_p:  # learn not to carry a leak on
-            leak = spill_mask(sl.labels, k, prev | target, rng, PROP_SPILL_KEEP)
-            spill = None if leak is None else leak & ~target & ~prev
-            if spill is not None and 0 < spill.sum() <= PROP_SPILL_MAX * prev.sum():  # a leak, not another organ
+            spill = spill_part(sl.labels, k, prev | target, rng, PROP_SPILL_KEEP)
+            if spill is not None and spill.sum() <= PROP_SPILL_MAX * prev.sum():  # a leak, not another organ
                 prev, spilt = prev | spill, True
     if pair is None and cfg.spill_p > 0 and rng.random() < cfg.spill_p:  # a leak to correct
         leak = spill_mask(sl.labels, k, target, rng)
