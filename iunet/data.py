@@ -329,8 +329,28 @@ def _body_mask(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _ellipse((g, g), cy, cx, ry, rx, rng.uniform(-0.1, 0.1))
 
 
+SEAM_MAX_PX = 2  # fat planes between touching structures: 1-2 grid pixels (about 1.5-3 mm at 256²)
+
+
+def fat_seam(labels: np.ndarray, width_px: int = 1) -> np.ndarray:
+    """(G, G) bool: the interface a fat plane fills in CT where two labelled structures touch: the
+    pixels of each structure within ``width_px`` (4-connected steps) of a structure with a
+    higher label, so the plane is ``width_px`` wide, on one side, as label maps split it
+    arbitrarily. Background (0) makes no interface: a structure's edge against fat or bowel
+    already has one."""
+    seam = np.zeros(labels.shape, bool)
+    cross = ndimage.generate_binary_structure(2, 1)
+    for k in np.unique(labels):
+        if k == 0:
+            continue
+        others = labels > k
+        if others.any():
+            seam |= ndimage.binary_dilation(others, cross, iterations=width_px) & (labels == k)
+    return seam
+
+
 def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, similar_p: float = 0.0,
-              interior_p: float = 0.0, sinus_mask: np.ndarray | None = None) -> np.ndarray:
+              interior_p: float = 0.0, sinus_mask: np.ndarray | None = None, seam_p: float = 0.0) -> np.ndarray:
     """Render a synthetic CT slice (G, G) float32 HU from a label slice (domain randomised).
 
     With probability ``similar_p``, the structures that touch label ``focus_id`` (the target)
@@ -340,7 +360,9 @@ def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, simil
     renders exactly as before, draw for draw. With probability ``interior_p`` per structure,
     ``render_interior`` adds a sinus or vessels inside it (0, the default: as before).
     ``sinus_mask`` (G, G) bool, a part of label ``focus_id`` (the target): it gets a fat sinus
-    at its core, always (None, the default: as before)."""
+    at its core, always (None, the default: as before). With probability ``seam_p``, every
+    interface where two labelled structures touch gets a thin fat plane (``fat_seam``), as CT
+    shows between most abutting organs (0, the default: as before, draw for draw)."""
     lab = sl.labels
     g = lab.shape[0]
     shape = (g, g)
@@ -406,6 +428,11 @@ def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, simil
             render_interior(hu, sinus_mask, base, rng, fat_sinus=True)
         elif interior_p > 0 and rng.random() < interior_p:
             render_interior(hu, m, base, rng)
+    if seam_p > 0 and rng.random() < seam_p:
+        seam = fat_seam(lab, int(rng.integers(1, SEAM_MAX_PX + 1)))
+        if seam.any():  # partial volume: the plane is thinner than a pixel as often as not
+            f = rng.uniform(0.5, 1.0)
+            hu[seam] = (1 - f) * hu[seam] + f * rng.uniform(*HU_FAT)
     # scanner: partial-volume blur, correlated noise, occasional streaks
     hu = ndimage.gaussian_filter(hu, rng.uniform(0.3, 1.2))
     hu += rng.uniform(3, 25) * (0.6 * rng.standard_normal(shape) + 0.4 * _smooth_noise(shape, rng, 1.0)).astype(np.float32)
@@ -454,6 +481,7 @@ class SampleConfig:
     vessel_target_p: float = 0.6  # of those, the vessel is the target (else the organ, which includes it)
     vessel_pieces_p: float = 0.0  # of cross-section vessels, the share with 1-3 more cross-sections of the same tree
     sinus_p: float = 0.0  # click samples whose target has a fat sinus at its core, first clicked there
+    seam_p: float = 0.0  # renderings with a thin fat plane wherever two labelled structures touch (fat_seam)
 
 
 @dataclass
@@ -838,7 +866,7 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     # a spill (or a mask carried onto another organ) is hardest, and most common, into a touching
     # structure of the target's HU
     hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, 0.5 if spilt or wrong else cfg.similar_p, cfg.interior_p,
-                                                              sinus_mask=target if sinus else None)
+                                                              sinus_mask=target if sinus else None, seam_p=cfg.seam_p)
     if lesion is not None:
         hu = paint_lesion(hu, lesion, rng)
     if vessel is not None:

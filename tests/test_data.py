@@ -450,3 +450,41 @@ def test_sinus_samples_click_a_fat_core_and_mean_the_whole_structure():
         region = render_interior(hu, organ, 150.0, np.random.default_rng(seed), fat_sinus=True)
         assert region[core] and not (region & ~organ).any() and hu[core] < -10
         assert region.sum() < 0.3 * organ.sum()
+
+
+def test_fat_seam_is_the_interface_of_touching_structures_on_one_side():
+    """fat_seam: pixels of a structure within width_px of a structure with a higher label; an
+    isolated structure and the background have none."""
+    from iunet.data import fat_seam
+
+    lab = np.zeros((32, 32), np.int16)
+    lab[8:24, 4:12] = 1
+    lab[8:24, 12:20] = 2  # touches 1 along x = 11 | 12
+    lab[26:30, 24:30] = 3  # touches nothing
+    one, two = fat_seam(lab, 1), fat_seam(lab, 2)
+    assert np.array_equal(np.nonzero(one.any(0))[0], [11]) and one[8:24, 11].all() and one.sum() == 16
+    assert np.array_equal(np.nonzero(two.any(0))[0], [10, 11]) and two.sum() == 32
+    assert not (one & (lab != 1)).any() and not (two & (lab != 1)).any()
+
+
+def test_seam_p_draws_a_fat_plane_between_touching_structures_of_one_hu():
+    """--seam-p: two touching structures rendered at nearly one HU (similar_p) get a darker
+    line at their interface; without it (the default) the interface is as bright as both."""
+    from iunet.data import LabelSlice
+
+    lab = np.zeros((64, 64), np.int16)
+    lab[16:48, 10:32] = 1
+    lab[16:48, 32:54] = 2
+    sl = LabelSlice(labels=lab, native_px=64)
+    line = np.zeros_like(lab, bool)
+    line[20:44, 31] = True
+    inside = np.zeros_like(lab, bool)
+    inside[20:44, 20:26] = inside[20:44, 38:44] = True
+    gaps = {0.0: [], 1.0: []}
+    for seed in range(12):
+        for p in gaps:
+            hu = render_ct(sl, np.random.default_rng(seed), focus_id=1, similar_p=1.0, seam_p=p)
+            gaps[p].append(float(hu[inside].mean() - hu[line].mean()))
+    assert np.median(gaps[1.0]) > 50  # fat (-120..-70 HU) mixed half or more into the plane
+    assert abs(np.median(gaps[0.0])) < 25
+    assert SampleConfig().seam_p == 0.0
