@@ -225,7 +225,8 @@ def training_labels(grid_px: int, rng: np.random.Generator) -> LabelSlice:
 INTERIOR_MIN_DEPTH_PX = 6.0  # grid px: structures thinner than this get no interior structure
 
 
-def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.random.Generator, fat_sinus: bool = False) -> np.ndarray:
+def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.random.Generator, fat_sinus: bool = False,
+                    wide: bool = False) -> np.ndarray:
     """Internal structure that a structure's label includes, drawn into ``hu`` (G, G) in place:
     either a fat or fluid *sinus* at its core, often opening to its border (renal sinus and
     hilum, splenic hilum, a necrotic centre), or *vessels* through it (enhanced brighter, or
@@ -233,7 +234,8 @@ def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.rando
     deepest point of a kidney, where the ``ritm`` robot and many people click first, lies in its
     sinus: the label, and so the target, stays the whole structure. ``m`` (G, G) bool; returns
     the changed pixels (empty when ``m`` is thinner than ``INTERIOR_MIN_DEPTH_PX``).
-    ``fat_sinus``: always a sinus, of fat (a renal sinus; ``--sinus-p`` samples)."""
+    ``fat_sinus``: always a sinus, of fat (a renal sinus; ``--sinus-p`` samples); ``wide``: a
+    wide one, as a kidney's middle slices show it (``_renal_sinus``)."""
     d = ndimage.distance_transform_edt(m)
     depth = float(d.max())
     if depth < INTERIOR_MIN_DEPTH_PX:
@@ -241,7 +243,7 @@ def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.rando
     cy, cx = np.unravel_index(int(np.argmax(d)), d.shape)
     shape = m.shape
     if fat_sinus:
-        return _renal_sinus(hu, m, d, (int(cy), int(cx)), depth, base_hu, rng)
+        return _renal_sinus(hu, m, d, (int(cy), int(cx)), depth, base_hu, rng, wide)
     if rng.random() < 0.5:  # sinus
         region = random_blob(shape, rng, cy, cx, rng.uniform(0.3, 0.65) * depth) & (d > 2)
         region[cy, cx] = True  # its core: the structure's deepest point
@@ -277,18 +279,20 @@ def _hilum(shape: tuple[int, int], core_yx: tuple[int, int], depth: float, width
 
 
 def _renal_sinus(hu: np.ndarray, m: np.ndarray, d: np.ndarray, core_yx: tuple[int, int], depth: float,
-                 base_hu: float, rng: np.random.Generator) -> np.ndarray:
+                 base_hu: float, rng: np.random.Generator, wide: bool = False) -> np.ndarray:
     """A renal sinus as real CT shows it, drawn into ``hu`` (G, G) in place: a small fat core at
     the structure's deepest point ``core_yx`` (an eighth to a third of its depth ``depth`` px, 2 px at least),
     thin branches (calyces, 1-3 px) running from it towards the cortex, often a narrow hilum to
     the border, some branches fluid or enhanced (urine, vessels). Not the large round blob of
     ``render_interior``'s sinus, which looks like a lesion: in a kidney the bright parenchyma
-    surrounds a branched dark pattern. ``m`` (G, G) bool, ``d`` its distance map; returns the
-    changed pixels, which hold ``core_yx``."""
+    surrounds a branched dark pattern. ``wide``: the sinus of a kidney's middle slices, whose
+    parenchyma wraps it as a C: a core of 0.3-0.55 × the depth and always a hilum, 0.15-0.35 ×
+    the depth wide, so that the parenchyma on either side looks like two pieces. ``m`` (G, G)
+    bool, ``d`` its distance map; returns the changed pixels, which hold ``core_yx``."""
     shape = m.shape
     cy, cx = core_yx
     inner = d > 1.5
-    region = random_blob(shape, rng, cy, cx, max(2.0, rng.uniform(0.12, 0.3) * depth)) & inner
+    region = random_blob(shape, rng, cy, cx, max(2.0, rng.uniform(*((0.3, 0.55) if wide else (0.12, 0.3))) * depth)) & inner
     region[cy, cx] = True
     branches = np.zeros_like(m)
     for _ in range(int(rng.integers(2, 7))):  # calyces
@@ -303,7 +307,9 @@ def _renal_sinus(hu: np.ndarray, m: np.ndarray, d: np.ndarray, core_yx: tuple[in
     if rng.random() < 0.5:
         branches = ndimage.binary_dilation(branches) & inner
     region |= branches
-    if rng.random() < 0.6:  # the hilum: a narrow opening from the core to the border
+    if wide:  # the hilum, wide open
+        region |= _hilum(shape, (cy, cx), depth, (0.15, 0.35), rng)
+    elif rng.random() < 0.6:  # the hilum: a narrow opening from the core to the border
         region |= _hilum(shape, (cy, cx), depth, (0.06, 0.18), rng)
     region &= m
     noise = _smooth_noise(shape, rng, 1.0)
@@ -329,6 +335,7 @@ def _body_mask(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return _ellipse((g, g), cy, cx, ry, rx, rng.uniform(-0.1, 0.1))
 
 
+WIDE_SINUS_CENTRE_P = 0.5  # a wide sinus's sample is first clicked at its core (else anywhere in the target)
 SEAM_MAX_PX = 2  # fat planes between touching structures: 1-2 grid pixels (about 1.5-3 mm at 256²)
 
 
@@ -350,7 +357,8 @@ def fat_seam(labels: np.ndarray, width_px: int = 1) -> np.ndarray:
 
 
 def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, similar_p: float = 0.0,
-              interior_p: float = 0.0, sinus_mask: np.ndarray | None = None, seam_p: float = 0.0) -> np.ndarray:
+              interior_p: float = 0.0, sinus_mask: np.ndarray | None = None, seam_p: float = 0.0,
+              wide_sinus: bool = False) -> np.ndarray:
     """Render a synthetic CT slice (G, G) float32 HU from a label slice (domain randomised).
 
     With probability ``similar_p``, the structures that touch label ``focus_id`` (the target)
@@ -360,7 +368,7 @@ def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, simil
     renders exactly as before, draw for draw. With probability ``interior_p`` per structure,
     ``render_interior`` adds a sinus or vessels inside it (0, the default: as before).
     ``sinus_mask`` (G, G) bool, a part of label ``focus_id`` (the target): it gets a fat sinus
-    at its core, always (None, the default: as before). With probability ``seam_p``, every
+    at its core, always (None, the default: as before), a wide one with ``wide_sinus``. With probability ``seam_p``, every
     interface where two labelled structures touch gets a thin fat plane (``fat_seam``), as CT
     shows between most abutting organs (0, the default: as before, draw for draw)."""
     lab = sl.labels
@@ -425,7 +433,7 @@ def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, simil
             les = random_blob(shape, rng, ys_k[i], xs_k[i], rng.uniform(0.01, 0.04) * g) & m
             hu[les] = rng.uniform(*HU_ORGAN)
         if sinus_mask is not None and k == focus_id:
-            render_interior(hu, sinus_mask, base, rng, fat_sinus=True)
+            render_interior(hu, sinus_mask, base, rng, fat_sinus=True, wide=wide_sinus)
         elif interior_p > 0 and rng.random() < interior_p:
             render_interior(hu, m, base, rng)
     if seam_p > 0 and rng.random() < seam_p:
@@ -481,6 +489,7 @@ class SampleConfig:
     vessel_target_p: float = 0.6  # of those, the vessel is the target (else the organ, which includes it)
     vessel_pieces_p: float = 0.0  # of cross-section vessels, the share with 1-3 more cross-sections of the same tree
     sinus_p: float = 0.0  # click samples whose target has a fat sinus at its core, first clicked there
+    sinus_wide_p: float = 0.0  # of those, the share with a wide sinus and hilum (a kidney's middle slices)
     seam_p: float = 0.0  # renderings with a thin fat plane wherever two labelled structures touch (fat_seam)
 
 
@@ -862,11 +871,12 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
         target, vessel = _inner_target(target, inner_vessel(target, rng, cfg.vessel_pieces_p), cfg.vessel_target_p, rng)  # an enhanced vessel
     sinus = free and lesion is None and vessel is None and cfg.sinus_p > 0 and rng.random() < cfg.sinus_p
     sinus = sinus and float(ndimage.distance_transform_edt(target).max()) >= INTERIOR_MIN_DEPTH_PX
+    wide_sinus = sinus and cfg.sinus_wide_p > 0 and rng.random() < cfg.sinus_wide_p
     use_real = pair is None and sl.hu is not None and not sinus and rng.random() < cfg.real_fraction
     # a spill (or a mask carried onto another organ) is hardest, and most common, into a touching
     # structure of the target's HU
     hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, 0.5 if spilt or wrong else cfg.similar_p, cfg.interior_p,
-                                                              sinus_mask=target if sinus else None, seam_p=cfg.seam_p)
+                                                              sinus_mask=target if sinus else None, seam_p=cfg.seam_p, wide_sinus=wide_sinus)
     if lesion is not None:
         hu = paint_lesion(hu, lesion, rng)
     if vessel is not None:
@@ -900,7 +910,9 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
         r_first = grid_radius(cfg, 0.0, native_px) if cfg.first_click_default else r_true
         band = max(2, int(round(20 * g / native_px)))
         if sinus:  # the first click at the target's deepest point, in its sinus (where the ritm robot clicks a kidney)
-            clicks.append(Click(*deepest_point(target), True, r_first))
+            # or, beside a wide sinus, as often anywhere in the target: mostly on one side of it
+            at = _first_click(target, rng, WIDE_SINUS_CENTRE_P)[:2] if wide_sinus else deepest_point(target)
+            clicks.append(Click(*at, True, r_first))
             n_pairs -= 1
         elif rng.random() < cfg.single_click_p:
             clicks.append(Click(*_first_click(target, rng, cfg.centre_click_p), r_first))

@@ -80,6 +80,7 @@ class TrainConfig:
     spill_p: float = 0.0  # click samples: previous mask spilt into a touching structure, a background click on it
     prop_spill_p: float = 0.0  # propagation samples: previous mask spilt into a touching structure, no click
     seam_p: float = 0.0  # renderings with a thin fat plane between touching structures
+    sinus_wide_p: float = 0.0  # of the sinus samples, the share with a wide sinus (first clicked anywhere half the time)
     zoom_p: float = 0.0  # click samples seen zoomed in around the object (ZoomIn at inference)
     lesion_p: float = 0.0  # click samples with a faint lesion painted into the target organ (the target 60 % of the time)
     vessel_p: float = 0.0  # click samples with a vessel drawn into the target organ (the target 60 % of the time)
@@ -179,7 +180,7 @@ def sample_config(cfg: TrainConfig) -> SampleConfig:
         interior_p=cfg.interior_p, large_target_p=cfg.large_target_p, partial_prev_p=cfg.partial_prev_p,
         spill_p=cfg.spill_p if cfg.use_prev_mask else 0.0, prop_spill_p=cfg.prop_spill_p, zoom_p=cfg.zoom_p,
         wrong_prev_p=cfg.wrong_prev_p if cfg.use_prev_mask else 0.0, lesion_p=cfg.lesion_p, vessel_p=cfg.vessel_p, vessel_pieces_p=cfg.vessel_pieces_p, sinus_p=cfg.sinus_p,
-        seam_p=cfg.seam_p,
+        seam_p=cfg.seam_p, sinus_wide_p=cfg.sinus_wide_p,
     )
 
 
@@ -611,6 +612,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="probability of a click sample whose previous mask spilt into a touching structure, with a background click on the spill")
     p.add_argument("--prop-spill-p", type=float, default=None,
                    help="probability that a propagation sample's previous mask spilt into a touching structure (a part of it); the target is the structure alone, so a leak is not carried on")
+    p.add_argument("--sinus-wide-p", type=float, default=None,
+                   help="of the --sinus-p samples, the share with a wide sinus and hilum (a kidney's middle slices, its parenchyma a C), first clicked anywhere in the target half the time")
     p.add_argument("--seam-p", type=float, default=None,
                    help="probability that a rendering has a thin fat plane (1-2 grid px) wherever two labelled structures touch, as CT shows between abutting organs")
     p.add_argument("--zoom-p", type=float, default=None,
@@ -667,7 +670,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "dropout": a.dropout, "loss": a.loss, "boundary_weights": a.boundary_weights, "click_weights": a.click_weights,
         "interactions": a.interactions, "max_interactions": a.max_interactions,
         "iterative_clicks": a.iterative_clicks, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p, "centre_click_p": a.centre_click_p,
-        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "interior_p": a.interior_p, "large_target_p": a.large_target_p, "partial_prev_p": a.partial_prev_p, "spill_p": a.spill_p, "prop_spill_p": a.prop_spill_p, "seam_p": a.seam_p, "zoom_p": a.zoom_p, "wrong_prev_p": a.wrong_prev_p, "lesion_p": a.lesion_p, "vessel_p": a.vessel_p, "vessel_pieces_p": a.vessel_pieces_p, "sinus_p": a.sinus_p, "synthetic_weight": a.synthetic_weight,
+        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "interior_p": a.interior_p, "large_target_p": a.large_target_p, "partial_prev_p": a.partial_prev_p, "spill_p": a.spill_p, "prop_spill_p": a.prop_spill_p, "seam_p": a.seam_p, "sinus_wide_p": a.sinus_wide_p, "zoom_p": a.zoom_p, "wrong_prev_p": a.wrong_prev_p, "lesion_p": a.lesion_p, "vessel_p": a.vessel_p, "vessel_pieces_p": a.vessel_pieces_p, "sinus_p": a.sinus_p, "synthetic_weight": a.synthetic_weight,
         "real_fraction": a.real_fraction, "flip": a.flip, "epochs": a.epochs, "steps": a.steps,
         "batch_size": a.batch_size, "seed": a.seed, "val_slices": a.val_slices, "workers": a.workers, "lr": a.lr,
         "device": a.device, "bf16": a.bf16, "channels_last": a.channels_last, "max_minutes": a.max_minutes, "init": a.init, "threads": a.threads,

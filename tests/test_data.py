@@ -452,6 +452,39 @@ def test_sinus_samples_click_a_fat_core_and_mean_the_whole_structure():
         assert region.sum() < 0.3 * organ.sum()
 
 
+def test_wide_sinus_samples_open_the_structure_and_click_either_side():
+    """--sinus-wide-p: a wide sinus with a hilum (a kidney's middle slices) takes more of the
+    structure than the default one and reaches its border; the first click is at the core or,
+    as often, anywhere in the whole structure, which stays the target."""
+    from iunet.data import LabelSlice, render_interior
+
+    yy, xx = np.mgrid[:64, :64]
+    organ = (yy - 30) ** 2 / 16**2 + (xx - 34) ** 2 / 11**2 <= 1
+    d = ndimage.distance_transform_edt(organ)
+    core = np.unravel_index(int(np.argmax(d)), d.shape)
+    rim = organ & (d <= 1)
+    narrow, wide = [], []
+    for seed in range(10):
+        for out, w in ((narrow, False), (wide, True)):
+            region = render_interior(np.full((64, 64), 150.0, np.float32), organ, 150.0, np.random.default_rng(seed), True, wide=w)
+            assert region[core] and not (region & ~organ).any()
+            out.append(region)
+    assert np.median([r.sum() for r in wide]) > 1.3 * np.median([r.sum() for r in narrow])
+    assert all((r & rim).any() for r in wide)  # the hilum always opens to the border
+    lab = np.zeros((64, 64), np.int32)
+    lab[organ] = 1
+    sl = LabelSlice(lab, 512, target_ids=(1,))
+    cfg = SampleConfig(inputs=InputConfig(grid_px=64), sinus_p=1.0, sinus_wide_p=1.0, geometry=False, real_fraction=0.0)
+    at_core = 0
+    for seed in range(20):
+        s = make_sample(sl, np.random.default_rng(seed), cfg)
+        c = s.clicks[0]
+        assert c.positive and organ[c.y, c.x] and (s.target[0] > 0.5).sum() == organ.sum()
+        at_core += (c.y, c.x) == core
+    assert 4 <= at_core <= 16
+    assert SampleConfig().sinus_wide_p == 0.0
+
+
 def test_fat_seam_is_the_interface_of_touching_structures_on_one_side():
     """fat_seam: pixels of a structure within width_px of a structure with a higher label; an
     isolated structure and the background have none."""
