@@ -7,6 +7,9 @@ at 1 and the first click at the target's deepest point, as the ``ritm`` robot cl
 - ``sinus``: an organ whose core holds a renal sinus (a small fat core with thin branches,
   ``--sinus-p``), clicked there; the target is the whole organ. On 3D-IRCADb the kidneys'
   first clicks land in such sinuses on a quarter of their slices.
+- ``wide-sinus``: the same with a wide sinus and an open hilum, the parenchyma a C
+  (``--sinus-wide-p``), as a kidney's middle slices show it; clicked at the core or, half the
+  time, anywhere in the organ (on 3D-IRCADb a first click beside the sinus takes one side).
 - ``vessel``: a vessel drawn inside an organ (``--vessel-p``), clicked on; the target is the
   vessel (the portal vein's small slices inside the liver).
 - ``lesion``: a faint lesion painted into an organ (``--lesion-p``), clicked in; the target is
@@ -36,6 +39,7 @@ from . import plain_help
 
 KINDS = {
     "sinus": dict(sinus_p=1.0, large_target_p=1.0),
+    "wide-sinus": dict(sinus_p=1.0, sinus_wide_p=1.0, large_target_p=1.0),
     "vessel": dict(vessel_p=1.0, vessel_target_p=1.0),
     "lesion": dict(lesion_p=1.0, lesion_target_p=1.0),
     "leak": dict(propagate_p=1.0, prop_spill_p=1.0),
@@ -77,9 +81,9 @@ def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
             continue
         if not s.clicks or target.sum() < 6:
             continue
-        if kind == "sinus" and target.sum() < MIN_SINUS_ORGAN_PX:
+        if kind in ("sinus", "wide-sinus") and target.sum() < MIN_SINUS_ORGAN_PX:
             continue
-        if kind != "sinus" and target.sum() > MAX_INNER_FRACTION * (sl.labels > 0).sum():
+        if kind not in ("sinus", "wide-sinus") and target.sum() > MAX_INNER_FRACTION * (sl.labels > 0).sum():
             continue  # no vessel or lesion could be drawn: the target is the organ
         out.append((s.hu, s.clicks[0], None, target))
     return out

@@ -443,6 +443,8 @@ def test_probe_samples_are_the_kinds_they_name_and_the_command_writes_a_table(ck
             assert prev is None and t[c.y, c.x]  # the first click lies on the target
             if kind == "sinus":  # in the organ's darker core, the target the whole organ
                 assert t.sum() >= probes.MIN_SINUS_ORGAN_PX and hu[c.y, c.x] < np.median(hu[t]) - 25
+            if kind == "wide-sinus":  # a large organ, whose darker core is a fair share of it
+                assert t.sum() >= probes.MIN_SINUS_ORGAN_PX and (hu[t] < np.median(hu[t]) - 40).mean() > 0.05
     with pytest.raises(ValueError, match="label volumes"):
         probes.probe_samples("leak", None, 1, seed=0)
     main(["probes", "--weights", ckpt, "--kinds", "vessel", "lesion", "--samples", "2", "--out", str(tmp_path)])
