@@ -368,9 +368,10 @@ def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, simil
     renders exactly as before, draw for draw. With probability ``interior_p`` per structure,
     ``render_interior`` adds a sinus or vessels inside it (0, the default: as before).
     ``sinus_mask`` (G, G) bool, a part of label ``focus_id`` (the target): it gets a fat sinus
-    at its core, always (None, the default: as before), a wide one with ``wide_sinus``. With probability ``seam_p``, every
-    interface where two labelled structures touch gets a thin fat plane (``fat_seam``), as CT
-    shows between most abutting organs (0, the default: as before, draw for draw)."""
+    at its core, always (None, the default: as before), a wide one with ``wide_sinus``. With
+    probability ``seam_p``, every interface where two labelled structures touch gets a thin fat
+    plane (``fat_seam``), as CT shows between most abutting organs (0, the default: as before,
+    draw for draw)."""
     lab = sl.labels
     g = lab.shape[0]
     shape = (g, g)
