@@ -48,6 +48,7 @@ LEAK_MARGIN_PX = 4  # a leak probe's previous mask reaches at least ...
 MIN_LEAK_PX = 20  # ... this many grid px beyond the target grown by this margin (not only a perturbed outline)
 GRID_PX = 256  # the probes' rendered slices: the model's grid, standing for a 512² slice
 MIN_SINUS_ORGAN_PX = 400  # grid px: a sinus probe's organ is at least this large
+SINUS_KINDS = ("sinus", "wide-sinus")  # the target is the whole organ around the clicked sinus
 MAX_INNER_FRACTION = 0.4  # a vessel or lesion probe whose target is larger than this share of the labels drew none
 
 
@@ -81,9 +82,9 @@ def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
             continue
         if not s.clicks or target.sum() < 6:
             continue
-        if kind in ("sinus", "wide-sinus") and target.sum() < MIN_SINUS_ORGAN_PX:
+        if kind in SINUS_KINDS and target.sum() < MIN_SINUS_ORGAN_PX:
             continue
-        if kind not in ("sinus", "wide-sinus") and target.sum() > MAX_INNER_FRACTION * (sl.labels > 0).sum():
+        if kind not in SINUS_KINDS and target.sum() > MAX_INNER_FRACTION * (sl.labels > 0).sum():
             continue  # no vessel or lesion could be drawn: the target is the organ
         out.append((s.hu, s.clicks[0], None, target))
     return out
