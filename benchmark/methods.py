@@ -7,7 +7,7 @@
   needs a model trained with zoomed samples (``--zoom-p``).
 - ``iunet-zoomout``: ``iunet-dynamic`` with ZoomOut (:class:`iunet.inference.ZoomOut`): a first
   click on a slice whose mask covers more than 4.5 % of it is predicted again on the slice
-  shrunk twice (a large organ seen whole).
+  shrunk twice, with a margin of air (a large organ seen whole).
 - ``unet-auto``: the automatic U-Net (no clicks): one prediction per slice, a flat line.
 - ``random-walker`` / ``watershed``: classical click-seeded segmentation that needs no training
   (scikit-image), seeded with the same clicks drawn as disks of the click radius on the

@@ -5,6 +5,9 @@ For each device (CPU; CUDA when present) × dtype (fp32 / bf16) × memory format
 - **latency**: one click at a time on one 512² slice through a ``Session``, as a person clicks
   (the library's click loop, ``iunet.evaluation``, with the ``ritm`` robot and batch size 1; a
   fresh session every 20 clicks): the session's click-to-probability time, p50 / p95 in ms;
+- **first click, zoomed out**: a large structure's first click with ``ZoomOut`` (the app's and
+  ``iunet-zoomout``'s), which predicts the slice a second time, shrunk: a fresh ``Session`` per
+  click, the zoom-out forced (``min_area_fraction=0``), p50 / p95 in ms;
 - **throughput**: ``Predictor.predict_batch`` over B slices (B = 1, 8, 32): ms per slice;
 - **forward**: the bare network on a ready (B, C, G, G) tensor: ms per slice, the floor;
 - **benchmark**: the benchmark's own loop (``iunet.evaluation.click_step``: robot +
@@ -24,7 +27,8 @@ import torch
 from iunet.clicks import Click
 from iunet.data import choose_target, render_ct, synthetic_labels
 from iunet.evaluation import Track, click_step, run_clicks
-from iunet.inference import Predictor, Session
+from iunet.inference import Predictor, Session, ZoomOut
+from iunet.robot import deepest_point
 
 from . import plain_help
 from .runner import default_weights
@@ -61,6 +65,21 @@ def latency_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, n_clicks: i
             raise ValueError("the robot found nothing to correct on the timing slice (its target is empty?)")
         times += got
     return np.array(times[warmup : warmup + n_clicks])
+
+
+def first_click_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, n_clicks: int, warmup: int = 3) -> np.ndarray:
+    """Milliseconds of ``n_clicks`` first clicks (at the target's deepest point, each in a fresh
+    ``Session`` whose slice was prepared beforehand, as the app does on upload) with the
+    zoomed-out second prediction of ``ZoomOut`` forced: what a large structure's first click
+    costs. After ``warmup`` untimed ones. ``hu``, ``gt``: (Y, X)."""
+    y, x = deepest_point(gt)
+    zoom_out = ZoomOut(min_area_fraction=0.0)
+    times = []
+    for _ in range(warmup + n_clicks):
+        s = Session(predictor, hu, zoom_out=zoom_out)
+        s.add_click(y, x, True)
+        times.append(float(s.last_latency_ms))
+    return np.array(times[warmup:])
 
 
 def batch_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, batch: int, repeats: int) -> tuple[float, float]:
@@ -110,6 +129,9 @@ def measure(weights: str, device: str, dtype: str, channels_last: bool, clicks: 
         "device": predictor.describe_device(), "dtype": dtype, "channels_last": channels_last, "grid_px": predictor.grid_px,
         "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95)), "batches": {},
     }
+    if predictor.interactive:
+        first = first_click_ms(predictor, hu, gt, max(clicks // 2, 5))
+        rec["zoomed_first_p50_ms"], rec["zoomed_first_p95_ms"] = float(np.percentile(first, 50)), float(np.percentile(first, 95))
     for b in batch_sizes:
         pb, fw = batch_ms(predictor, hu, gt, b, repeats)
         rec["batches"][b] = {"predict_batch_ms_per_slice": pb, "forward_ms_per_slice": fw, "slices_per_s": 1000.0 / pb}
@@ -122,12 +144,13 @@ def measure(weights: str, device: str, dtype: str, channels_last: bool, clicks: 
 
 
 def markdown(records: list[dict]) -> str:
-    lines = ["| device | dtype | channels_last | click p50 / p95 (ms) | " + " | ".join(f"B={b} ms/slice (fwd)" for b in records[0]["batches"]) + " | benchmark ms/click (B) | vs forward |"]
-    lines.append("|---|---|---|---:|" + "---:|" * len(records[0]["batches"]) + "---:|---:|")
+    lines = ["| device | dtype | channels_last | click p50 / p95 (ms) | first click zoomed out p50 / p95 (ms) | " + " | ".join(f"B={b} ms/slice (fwd)" for b in records[0]["batches"]) + " | benchmark ms/click (B) | vs forward |"]
+    lines.append("|---|---|---|---:|---:|" + "---:|" * len(records[0]["batches"]) + "---:|---:|")
     for r in records:
         cells = [f"{v['predict_batch_ms_per_slice']:.1f} ({v['forward_ms_per_slice']:.1f})" for v in r["batches"].values()]
+        zoomed = f"{r['zoomed_first_p50_ms']:.1f} / {r['zoomed_first_p95_ms']:.1f}" if "zoomed_first_p50_ms" in r else "–"
         lines.append(
-            f"| {r['device']} | {r['dtype']} | {'on' if r['channels_last'] else 'off'} | {r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} | "
+            f"| {r['device']} | {r['dtype']} | {'on' if r['channels_last'] else 'off'} | {r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} | {zoomed} | "
             + " | ".join(cells) + f" | {r['benchmark_ms_per_click']:.1f} ({r['benchmark_batch']}) | {r['benchmark_vs_forward']:.2f}× |"
         )
     return "\n".join(lines)

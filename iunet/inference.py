@@ -26,6 +26,9 @@ from .model import Checkpoint, load_checkpoint
 from .robot import deepest_point
 from .windowing import apply_window
 
+Box = tuple[int, int, int, int]  # (y0, y1, x0, x1): the part of a prepared grid that a slice fills
+AIR_HU = -1000.0
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
@@ -91,10 +94,39 @@ class Predictor:
         t = F.interpolate(t[None, None], size=(g, g), mode="bilinear", align_corners=False, antialias=True)
         return t[0]
 
-    def _to_grid(self, clicks: Sequence[Click], shape_yx: tuple[int, int]) -> list[Click]:
-        """Clicks in a (Y, X) slice's pixels → the same clicks on the model's grid."""
-        g = self.grid_px
-        return [c.scaled(g / shape_yx[0], g / shape_yx[1]) for c in clicks]
+    def prepare_zoomed_out(self, image: torch.Tensor, factor: float, margin_px: int) -> tuple[torch.Tensor, Box]:
+        """A prepared slice (1, G, G) shown ``factor`` times smaller, as a field of view ``factor``
+        times wider shows it: the grid shrunk to (G / factor)² in the middle of air, at least
+        ``margin_px`` grid pixels of it on each side (more where needed so that the network's
+        poolings divide the size). Returns the view (1, H, W) and the box ``(y0, y1, x0, x1)``
+        the slice fills in it, for ``predict_prepared(..., boxes=)``. Costs about
+        ``((G / factor + 2 · margin) / G)²`` of a full-grid forward pass."""
+        if factor <= 0 or margin_px < 0:
+            raise ValueError(f"factor must be > 0 and margin_px >= 0, got {factor} and {margin_px}")
+        gh, gw = image.shape[-2:]
+        h, w = max(1, int(round(gh / factor))), max(1, int(round(gw / factor)))
+        stride = 2 ** int(self.config.depth)
+        big_h, big_w = (-(-(n + 2 * margin_px) // stride) * stride for n in (h, w))
+        y0, x0 = (big_h - h) // 2, (big_w - w) // 2
+        air = float(apply_window(np.float32(AIR_HU), self.inputs.level_hu, self.inputs.width_hu))
+        view = torch.full((image.shape[0], big_h, big_w), air, dtype=image.dtype, device=image.device)
+        view[:, y0 : y0 + h, x0 : x0 + w] = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
+        return view, (y0, y0 + h, x0, x0 + w)
+
+    @staticmethod
+    def _box(image: torch.Tensor, box: Box | None) -> Box:
+        return (0, int(image.shape[-2]), 0, int(image.shape[-1])) if box is None else tuple(int(v) for v in box)  # type: ignore[return-value]
+
+    @staticmethod
+    def _to_grid(clicks: Sequence[Click], shape_yx: tuple[int, int], box: Box) -> list[Click]:
+        """Clicks in a (Y, X) slice's pixels → the same clicks on a prepared grid, where the slice
+        fills ``box`` (y0, y1, x0, x1) of it."""
+        y0, y1, x0, x1 = box
+        out = []
+        for c in clicks:
+            k = c.scaled((y1 - y0) / shape_yx[0], (x1 - x0) / shape_yx[1])
+            out.append(Click(k.y + y0, k.x + x0, k.positive, k.radius_px))
+        return out
 
     GEO_CACHE_SLICES = 16  # prepared slices whose geodesic distances are kept (LRU): ≤ 16 × 768 KB at 256²
 
@@ -106,8 +138,7 @@ class Predictor:
         whose clicks include those only adds the new clicks' distance (the minimum over clicks
         is the distance from the nearest), so a click costs one Dijkstra run whatever the
         number of clicks before it; any other set (after an undo) is computed afresh."""
-        g = self.grid_px
-        maps = np.zeros((2, g, g), np.float32)
+        maps = np.zeros((2, *image.shape[-2:]), np.float32)
         if not grid_clicks:
             return torch.from_numpy(maps).to(self.device)
         with self._geo_lock:  # an entry holds its image, so no other tensor can have its id
@@ -137,13 +168,15 @@ class Predictor:
             maps[ch] = np.exp(-d / self.inputs.geodesic_tau_px)
         return torch.from_numpy(maps).to(self.device)
 
-    def _mask_to_grid(self, mask: np.ndarray | None, shape_yx: tuple[int, int]) -> torch.Tensor:
-        g = self.grid_px
+    def _mask_to_grid(self, mask: np.ndarray | None, grid_yx: tuple[int, int], box: Box) -> torch.Tensor:
+        out = torch.zeros((1, *grid_yx), device=self.device)
         if mask is None:
-            return torch.zeros((1, g, g), device=self.device)
+            return out
+        y0, y1, x0, x1 = box
         t = torch.from_numpy(np.asarray(mask, dtype=np.float32)).to(self.device)
         # binary on the grid, as the model saw it in training (iunet.data, iunet.train)
-        return (F.interpolate(t[None, None], size=(g, g), mode="bilinear", align_corners=False)[0] >= 0.5).float()
+        out[:, y0:y1, x0:x1] = (F.interpolate(t[None, None], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)[0] >= 0.5).float()
+        return out
 
     @torch.inference_mode()
     def build_inputs(
@@ -152,37 +185,47 @@ class Predictor:
         shapes_yx: Sequence[tuple[int, int]],
         clicks: Sequence[Sequence[Click]],
         prev_masks: Sequence[np.ndarray | None] | None = None,
+        boxes: Sequence[Box | None] | None = None,
     ) -> torch.Tensor:
         """The network's input (B, C, G, G) for prepared slices (1, G, G), each slice's own
         (Y, X), its clicks (in its own pixels) and previous mask (Y, X) or None: the image, the
-        click disks, the previous mask and the geodesic maps, as the model was trained."""
+        click disks, the previous mask and the geodesic maps, as the model was trained.
+        ``boxes``: per slice, the part (y0, y1, x0, x1) of its prepared image that the slice
+        fills (a zoomed-out view, ``prepare_zoomed_out``); None, the whole of it. All prepared
+        images of one call have one size."""
         if prev_masks is None:
             prev_masks = [None] * len(images)
+        if boxes is None:
+            boxes = [None] * len(images)
         chans = []
-        for img, shape, cl, prev in zip(images, shapes_yx, clicks, prev_masks):
+        for img, shape, cl, prev, box in zip(images, shapes_yx, clicks, prev_masks, boxes):
             parts = [img]
             if self.config.interactive:
-                grid_clicks = self._to_grid(cl, shape)
-                g = self.grid_px  # encode_clicks refuses clicks outside the grid
-                parts.append(torch.from_numpy(encode_clicks(grid_clicks, (g, g), self.inputs.click_encoding)).to(self.device))
+                box = self._box(img, box)
+                grid_clicks = self._to_grid(cl, shape, box)
+                grid_yx = tuple(img.shape[-2:])  # encode_clicks refuses clicks outside the grid
+                parts.append(torch.from_numpy(encode_clicks(grid_clicks, grid_yx, self.inputs.click_encoding)).to(self.device))
                 if self.config.use_prev_mask:
-                    parts.append(self._mask_to_grid(prev, shape))
+                    parts.append(self._mask_to_grid(prev, grid_yx, box))
                 if self.config.geodesic:
                     parts.append(self._geodesic(img, grid_clicks))
             chans.append(torch.cat(parts, 0))
         return torch.stack(chans, 0)
 
     @torch.inference_mode()
-    def forward_inputs(self, x: torch.Tensor, shapes_yx: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    def forward_inputs(self, x: torch.Tensor, shapes_yx: Sequence[tuple[int, int]],
+                       boxes: Sequence[Box | None] | None = None) -> list[np.ndarray]:
         """One forward pass over inputs from :meth:`build_inputs` (concatenated as they may be).
-        Returns float32 probabilities (Y, X) at each slice's own size."""
+        Returns float32 probabilities (Y, X) at each slice's own size, from the part ``boxes``
+        of the grid that each slice fills (None: all of it)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bf16"):
             logits = self.model(x).float()
         out = []
         for i, shape in enumerate(shapes_yx):
-            up = F.interpolate(logits[i : i + 1], size=tuple(shape), mode="bilinear", align_corners=False)
+            y0, y1, x0, x1 = self._box(logits, None if boxes is None else boxes[i])
+            up = F.interpolate(logits[i : i + 1, :, y0:y1, x0:x1], size=tuple(shape), mode="bilinear", align_corners=False)
             out.append(torch.sigmoid(up)[0, 0].cpu().numpy())
         return out
 
@@ -192,10 +235,11 @@ class Predictor:
         shapes_yx: Sequence[tuple[int, int]],
         clicks: Sequence[Sequence[Click]],
         prev_masks: Sequence[np.ndarray | None] | None = None,
+        boxes: Sequence[Box | None] | None = None,
     ) -> list[np.ndarray]:
-        """One forward pass over a batch of prepared slices. Returns float32 probabilities (Y, X)
-        at each slice's own size."""
-        return self.forward_inputs(self.build_inputs(images, shapes_yx, clicks, prev_masks), shapes_yx)
+        """One forward pass over a batch of prepared slices (of one size). Returns float32
+        probabilities (Y, X) at each slice's own size. ``boxes``: as in :meth:`build_inputs`."""
+        return self.forward_inputs(self.build_inputs(images, shapes_yx, clicks, prev_masks, boxes), shapes_yx, boxes)
 
     def predict(self, image_hu: np.ndarray, clicks: Sequence[Click] = (), prev_mask: np.ndarray | None = None) -> np.ndarray:
         """Probability map (Y, X) float32 for one HU slice and its clicks."""
@@ -251,42 +295,36 @@ class ZoomIn:
 @dataclass(frozen=True)
 class ZoomOut:
     """The first click on a slice, for large structures: when the model's mask covers more
-    than ``min_area_fraction`` of the slice, predict again on the slice shrunk ``factor`` times
-    (padded with air, as a wider field of view shows it) and keep that. The model's reach from
-    a click is limited in grid pixels (its receptive field; the geodesic maps' decay length):
-    from one click in a liver it segments about half of it, and shown the slice at half the
-    scale, nearly all of it (docs/design.md, "Zoom-out"). Small structures stay at the full
-    view, where they are seen best; later clicks (with the previous mask) are predicted as before."""
+    than ``min_area_fraction`` of the slice, predict again on the slice shown ``factor`` times
+    smaller (surrounded by air, as a wider field of view shows it) and keep that. The model's
+    reach from a click is limited in grid pixels (its receptive field; the geodesic maps' decay
+    length): from one click in a liver it segments about half of it, and shown the slice at half
+    the scale, nearly all of it (docs/design.md, "Zoom-out"). The shrunk slice is predicted on a
+    grid only ``margin_px`` of air wider than it (``Predictor.prepare_zoomed_out``: 160² for a
+    256² model at factor 2), so the second pass costs about 40 % of the first. Small structures
+    stay at the full view, where they are seen best; later clicks (with the previous mask) are
+    predicted as before."""
 
     min_area_fraction: float = 0.045
     factor: float = 2.0
-    pad_hu: float = -1000.0
-    max_view_px: int = 4096 * 4096  # a larger zoomed-out view (a slice over 2048² pixels) is not made: memory
+    margin_px: int = 16  # grid px of air around the shrunk slice
 
     def applies(self, probability: np.ndarray, clicks: Sequence[Click], threshold: float = 0.5) -> bool:
         """Whether the prediction ``probability`` (Y, X) of a slice's first clicks ``clicks`` (no
         previous mask) should be made again zoomed out."""
-        if not clicks or not all(k.positive for k in clicks) or probability.size * self.factor**2 > self.max_view_px:
+        if not clicks or not all(k.positive for k in clicks):
             return False
         return float((probability >= threshold).mean()) > self.min_area_fraction
 
-    def view(self, image_hu: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-        """The slice (Y, X) padded with air to ``factor`` × its size, and the slice's offset in it."""
-        h, w = image_hu.shape
-        big_h, big_w = int(round(h * self.factor)), int(round(w * self.factor))
-        oy, ox = (big_h - h) // 2, (big_w - w) // 2
-        big = np.full((big_h, big_w), self.pad_hu, np.float32)
-        big[oy : oy + h, ox : ox + w] = image_hu
-        return big, (oy, ox)
-
-    def predict(self, predictor: "Predictor", images_hu: Sequence[np.ndarray], clicks: Sequence[Sequence[Click]]) -> list[np.ndarray]:
-        """Probabilities (Y, X) for slices ``images_hu`` and their clicks, predicted zoomed out
-        (one batch; radii stay in slice pixels, so they shrink with the slice on the grid)."""
-        views = [self.view(np.asarray(im, np.float32)) for im in images_hu]
-        probs = predictor.predict_prepared(
-            [predictor.prepare(v) for v, _ in views], [v.shape for v, _ in views],
-            [[Click(k.y + oy, k.x + ox, k.positive, k.radius_px) for k in cl] for (_, (oy, ox)), cl in zip(views, clicks)])
-        return [p[oy : oy + im.shape[0], ox : ox + im.shape[1]] for p, (_, (oy, ox)), im in zip(probs, views, images_hu)]
+    def predict(self, predictor: "Predictor", images_hu: Sequence[np.ndarray], clicks: Sequence[Sequence[Click]],
+                grids: Sequence[torch.Tensor] | None = None) -> list[np.ndarray]:
+        """Probabilities (Y, X) for slices ``images_hu`` and their clicks (in the slices' pixels),
+        predicted zoomed out in one batch; ``grids``: the slices already prepared
+        (``predictor.prepare``), else they are prepared here."""
+        grids = [predictor.prepare(im) for im in images_hu] if grids is None else list(grids)
+        views = [predictor.prepare_zoomed_out(g, self.factor, self.margin_px) for g in grids]
+        return predictor.predict_prepared([v for v, _ in views], [np.asarray(im).shape for im in images_hu],
+                                          [list(c) for c in clicks], None, [b for _, b in views])
 
 
 def clicked_piece(prev: np.ndarray, clicks: Sequence[Click], last_only: bool = True) -> np.ndarray | None:
@@ -459,7 +497,8 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
             if s.zoom_out is not None and s.probability is None and not s.clicks and s.zoom_out.applies(probs[i], (c,), s.threshold)]
     for zo in {sessions[i].zoom_out for i in wide}:  # a large structure's first click: again, zoomed out
         idx = [i for i in wide if sessions[i].zoom_out == zo]
-        for i, p in zip(idx, zo.predict(predictor, [sessions[i].image_hu for i in idx], [(new[i],) for i in idx])):
+        for i, p in zip(idx, zo.predict(predictor, [sessions[i].image_hu for i in idx], [(new[i],) for i in idx],
+                                        [sessions[i]._grid for i in idx])):
             probs[i] = p
     ms = (time.perf_counter() - t0) * 1000.0 / len(sessions)
     for s, c, p in zip(sessions, new, probs):
@@ -752,7 +791,7 @@ class VolumeSession:
         clicks = self.slice_clicks(z) + (click,)
         prob = self._predict([z], [clicks], [prev if prev.any() else None])[0]
         if self.zoom_out is not None and not prev.any() and len(clicks) == 1 and self.zoom_out.applies(prob, clicks, self.threshold):
-            prob = self.zoom_out.predict(self.predictor, [self.volume_hu[z]], [clicks])[0]
+            prob = self.zoom_out.predict(self.predictor, [self.volume_hu[z]], [clicks], [self._grid(z)])[0]
         m = prob >= self.threshold
         piece = clicked_piece(prev, clicks)
         if piece is not None:  # a background click on a separate piece of this slice's mask: all of it goes

@@ -33,6 +33,7 @@ class _Request:
     predictor: Predictor
     inputs: torch.Tensor  # (B, C, G, G), as Predictor.build_inputs gives them
     shapes: list[tuple[int, int]]  # each slice's own (Y, X)
+    boxes: list | None = None  # each slice's part of its grid (Predictor.predict_prepared); None: all of it
     result: list[np.ndarray] | None = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -64,6 +65,7 @@ class ForwardBatcher:
         shapes_yx: Sequence[tuple[int, int]],
         clicks: Sequence[Sequence[Click]],
         prev_masks: Sequence[np.ndarray | None] | None = None,
+        boxes: Sequence | None = None,
     ) -> list[np.ndarray]:
         """Same as ``predictor.predict_prepared(...)``: float32 probabilities (Y, X) per slice;
         returns when the batch holding these slices has run. The input is built here, in the
@@ -73,7 +75,8 @@ class ForwardBatcher:
         if not (len(shapes_yx) == len(clicks) == len(prevs) == n):
             raise ValueError("images, shapes, clicks and previous masks must have the same length")
         shapes = [tuple(s) for s in shapes_yx]
-        request = _Request(predictor, predictor.build_inputs(list(images), shapes, [list(c) for c in clicks], prevs), shapes)
+        boxes = None if boxes is None else list(boxes)
+        request = _Request(predictor, predictor.build_inputs(list(images), shapes, [list(c) for c in clicks], prevs, boxes), shapes, boxes)
         self._ensure_worker()
         self._queue.put(request)
         request.done.wait()
@@ -111,14 +114,15 @@ class ForwardBatcher:
                     r.done.set()
 
     def _run(self, batch: list[_Request]) -> None:
-        groups: dict[int, list[_Request]] = {}
-        for r in batch:
-            groups.setdefault(id(r.predictor), []).append(r)
+        groups: dict[tuple, list[_Request]] = {}
+        for r in batch:  # one pass per predictor and grid size (a zoomed-out view is smaller)
+            groups.setdefault((id(r.predictor), tuple(r.inputs.shape[-2:])), []).append(r)
         for group in groups.values():
             predictor = group[0].predictor
             try:
                 probs = predictor.forward_inputs(
-                    torch.cat([r.inputs for r in group], 0), [s for r in group for s in r.shapes]
+                    torch.cat([r.inputs for r in group], 0), [s for r in group for s in r.shapes],
+                    [b for r in group for b in (r.boxes or [None] * len(r.shapes))],
                 )
                 i = 0
                 for r in group:
@@ -127,7 +131,7 @@ class ForwardBatcher:
             except Exception:  # noqa: BLE001 - isolate the failing request, the others still run
                 for r in group:
                     try:
-                        r.result = predictor.forward_inputs(r.inputs, r.shapes)
+                        r.result = predictor.forward_inputs(r.inputs, r.shapes, r.boxes)
                     except Exception as e:  # noqa: BLE001
                         r.error = e
             with self._lock:
@@ -156,13 +160,13 @@ class BatchedPredictor:
     def __getattr__(self, name: str):
         return getattr(self._predictor, name)
 
-    def predict_prepared(self, images, shapes_yx, clicks, prev_masks=None) -> list[np.ndarray]:
+    def predict_prepared(self, images, shapes_yx, clicks, prev_masks=None, boxes=None) -> list[np.ndarray]:
         from .models import infer_prepared, on_zerogpu
 
         if on_zerogpu():
             cpu = [t.detach().cpu() for t in images]
-            return infer_prepared(self.checkpoint_path, cpu, list(shapes_yx), [list(c) for c in clicks], prev_masks)
-        return (self._batcher or BATCHER).predict_prepared(self._predictor, images, shapes_yx, clicks, prev_masks)
+            return infer_prepared(self.checkpoint_path, cpu, list(shapes_yx), [list(c) for c in clicks], prev_masks, boxes)
+        return (self._batcher or BATCHER).predict_prepared(self._predictor, images, shapes_yx, clicks, prev_masks, boxes)
 
     def predict(self, image_hu: np.ndarray, clicks: Sequence[Click] = (), prev_mask: np.ndarray | None = None) -> np.ndarray:
         img = np.asarray(image_hu)

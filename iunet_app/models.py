@@ -238,8 +238,9 @@ def infer_prepared(
     shapes_yx: Sequence[tuple[int, int]],
     clicks: Sequence[Sequence[Click]],
     prev_masks: Sequence[np.ndarray | None] | None,
+    boxes: Sequence | None = None,
 ) -> list[np.ndarray]:
     """``Predictor.predict_prepared`` of the shared predictor, for the ZeroGPU worker process:
     prepared slices (1, G, G) as CPU tensors in, float32 probabilities (Y, X) out."""
     predictor = get_predictor(checkpoint)
-    return predictor.predict_prepared([t.to(predictor.device) for t in images], shapes_yx, clicks, prev_masks)
+    return predictor.predict_prepared([t.to(predictor.device) for t in images], shapes_yx, clicks, prev_masks, boxes)

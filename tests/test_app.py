@@ -635,7 +635,7 @@ def test_a_failing_request_in_a_batch_does_not_fail_the_others():
     class Stub:
         calls = 0
 
-        def forward_inputs(self, x, shapes):
+        def forward_inputs(self, x, shapes, boxes=None):
             Stub.calls += 1
             if (x < 0).any():  # the broken request's input
                 raise RuntimeError("broken request")
@@ -648,6 +648,26 @@ def test_a_failing_request_in_a_batch_does_not_fail_the_others():
     assert good.error is None and good.result[0].shape == (4, 5)
     assert isinstance(bad.error, RuntimeError) and bad.result is None
     assert Stub.calls == 3  # the shared pass, then each request alone
+
+
+def test_batched_requests_of_two_grid_sizes_run_in_a_pass_each():
+    """A zoomed-out first click (a smaller grid, with its box) queued beside full-grid requests:
+    one forward pass per grid size, each request gets its own results and boxes."""
+    seen = []
+
+    class Stub:
+        def forward_inputs(self, x, shapes, boxes=None):
+            seen.append((tuple(x.shape), list(boxes)))
+            return [np.full(sh, float(x.shape[-1]), np.float32) for sh in shapes]
+
+    stub = Stub()
+    a = batching._Request(stub, torch.zeros((2, 3, 8, 8)), [(4, 5), (6, 6)])
+    zoomed = batching._Request(stub, torch.zeros((1, 3, 6, 6)), [(4, 5)], [(1, 5, 1, 5)])
+    b = batching._Request(stub, torch.zeros((1, 3, 8, 8)), [(3, 3)])
+    batching.ForwardBatcher()._run([a, zoomed, b])
+    assert sorted(seen) == [((1, 3, 6, 6), [(1, 5, 1, 5)]), ((3, 3, 8, 8), [None, None, None])]
+    assert [r.shape for r in a.result] == [(4, 5), (6, 6)] and a.result[0][0, 0] == 8.0
+    assert zoomed.result[0].shape == (4, 5) and zoomed.result[0][0, 0] == 6.0 and b.result[0].shape == (3, 3)
 
 
 def test_batched_predictor_is_the_predictor_for_sessions(models_):
@@ -675,7 +695,10 @@ class DiskModel:
 
         return torch.from_numpy(np.asarray(image_hu, np.float32))[None]
 
-    def build_inputs(self, images, shapes, clicks, prev_masks=None):
+    def prepare_zoomed_out(self, image, factor, margin_px):
+        return image, (0, image.shape[-2], 0, image.shape[-1])  # its answer does not depend on the field of view
+
+    def build_inputs(self, images, shapes, clicks, prev_masks=None, boxes=None):
         """(B, 3, Y, X): the slice, its foreground click points, its background click points."""
         import torch
 
@@ -686,7 +709,7 @@ class DiskModel:
                 x[i, 1 if c.positive else 2, c.y, c.x] = 1.0
         return x
 
-    def forward_inputs(self, x, shapes):
+    def forward_inputs(self, x, shapes, boxes=None):
         from scipy import ndimage
 
         out = []
@@ -696,7 +719,7 @@ class DiskModel:
             out.append(np.isin(labels, sorted(keep - {0})).astype(np.float32))
         return out
 
-    def predict_prepared(self, images, shapes, clicks, prev_masks=None):
+    def predict_prepared(self, images, shapes, clicks, prev_masks=None, boxes=None):
         return self.forward_inputs(self.build_inputs(images, shapes, clicks, prev_masks), shapes)
 
 

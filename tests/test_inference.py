@@ -477,7 +477,8 @@ def test_zoom_in_predicts_on_a_crop_around_the_object():
 
 class ShortSightedPredictor(OraclePredictor):
     """A stand-in for a model with a limited field of view: it sees the slice on a 32-px grid
-    and segments the bright object only within 6 grid px of a positive click."""
+    and segments the bright object only within 6 grid px of a positive click. Zoomed out, it
+    sees the slice shrunk on a smaller grid, so the same 6 grid px reach further in the slice."""
 
     GRID, REACH = 32, 6
 
@@ -486,17 +487,27 @@ class ShortSightedPredictor(OraclePredictor):
         f = img.shape[0] // self.GRID
         return torch.from_numpy(img[::f, ::f].copy())
 
-    def predict_prepared(self, images, shapes, clicks, prev_masks=None):
+    def prepare_zoomed_out(self, image, factor, margin_px):
+        step = int(factor)
+        small = image[::step, ::step]
+        n = small.shape[0] + 2 * margin_px
+        view = torch.full((n, n), -1000.0)
+        view[margin_px : n - margin_px, margin_px : n - margin_px] = small
+        return view, (margin_px, n - margin_px, margin_px, n - margin_px)
+
+    def predict_prepared(self, images, shapes, clicks, prev_masks=None, boxes=None):
         out = []
-        for img, shape, cl in zip(images, shapes, clicks):
+        for i, (img, shape, cl) in enumerate(zip(images, shapes, clicks)):
             self.calls += 1
-            f = shape[0] // self.GRID
-            yy, xx = np.mgrid[: self.GRID, : self.GRID]
-            m = np.zeros((self.GRID, self.GRID), bool)
+            n = img.shape[0]
+            y0, y1, x0, x1 = (0, n, 0, n) if boxes is None else boxes[i]
+            f = shape[0] // (y1 - y0)  # slice pixels per grid pixel
+            yy, xx = np.mgrid[:n, :n]
+            m = np.zeros((n, n), bool)
             for c in cl:
                 if c.positive:
-                    m |= (yy - c.y // f) ** 2 + (xx - c.x // f) ** 2 <= self.REACH**2
-            out.append(np.kron(m & (img.numpy() > 0), np.ones((f, f))).astype(np.float32))
+                    m |= (yy - (y0 + c.y // f)) ** 2 + (xx - (x0 + c.x // f)) ** 2 <= self.REACH**2
+            out.append(np.kron((m & (img.numpy() > 0))[y0:y1, x0:x1], np.ones((f, f))).astype(np.float32))
         return out
 
 
@@ -526,11 +537,55 @@ def test_zoom_out_shows_a_large_structure_whole_and_leaves_small_ones():
     s.add_click(30, 24, True)
     s.add_click(10, 10, True)
     assert pred.calls == calls + 3
-    # a huge slice is not zoomed out (its view would be 4 times its size in memory)
+    # a large mask of a huge slice too (the view is made on the model's grid, not in the slice's pixels)
     huge = np.ones((3000, 3000), np.float32)
-    assert ZoomOut().applies(huge, [Click(5, 5, True, 5.0)]) is False and ZoomOut().applies(huge[:2000, :2000], [Click(5, 5, True, 5.0)])
+    assert ZoomOut().applies(huge, [Click(5, 5, True, 5.0)]) and not ZoomOut().applies(huge * 0, [Click(5, 5, True, 5.0)])
     assert ZoomOut().applies(huge[:20, :20], [Click(5, 5, False, 5.0)]) is False  # a background click: never
-    # a zoomed-out view is the slice padded with air, the slice in its middle
-    view, (oy, ox) = ZoomOut().view(img)
-    assert view.shape == (128, 128) and (oy, ox) == (32, 32) and (view[:32] == -1000).all()
-    np.testing.assert_array_equal(view[32:96, 32:96], img)
+
+
+def test_zoomed_out_view_is_the_shrunk_grid_in_air_and_boxes_map_clicks_and_output():
+    """``prepare_zoomed_out``: the prepared slice shrunk in the middle of windowed air, on a grid
+    the network's poolings divide; ``boxes`` put the clicks and previous mask into that part of
+    the grid and take the output from it; the whole grid as the box is the plain prediction."""
+    import torch.nn.functional as F
+
+    from iunet.inference import ZoomOut
+    from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet
+
+    torch.manual_seed(0)
+    mc = ModelConfig(base_channels=4, depth=2, use_prev_mask=True, geodesic=True)
+    predictor = Predictor(Checkpoint(UNet(mc), mc, InputConfig(grid_px=64)), device="cpu")
+    rng = np.random.default_rng(3)
+    hu = rng.normal(40, 30, (100, 90)).astype(np.float32)
+    grid = predictor.prepare(hu)  # (1, 64, 64)
+    view, box = predictor.prepare_zoomed_out(grid, 2.0, 5)
+    y0, y1, x0, x1 = box
+    assert view.shape == (1, 44, 44) and box == (6, 38, 6, 38)  # 32 + 2 × 5 = 42, rounded up to 4 (depth 2)
+    assert (view[:, :y0] == 0).all() and (view[:, :, x1:] == 0).all()  # air (-1000 HU) windowed is 0
+    want = F.interpolate(grid[None], size=(32, 32), mode="bilinear", align_corners=False, antialias=True)[0]
+    assert torch.equal(view[:, y0:y1, x0:x1], want)
+    with pytest.raises(ValueError):
+        predictor.prepare_zoomed_out(grid, 0.0, 5)
+    # a click and a previous mask land inside the box, scaled to it
+    click = Click(50, 45, True, 6.0)  # the slice's middle
+    prev = np.zeros(hu.shape, bool)
+    prev[:50] = True  # the slice's top half
+    x = predictor.build_inputs([view], [hu.shape], [[click]], [prev], [box])[0]  # image, 2 disks, previous mask, 2 geodesic
+    assert x.shape == (6, 44, 44)
+    ys, xs = np.nonzero(x[1].numpy())
+    assert abs(ys.mean() - 22) <= 1 and abs(xs.mean() - 22) <= 1 and ys.max() - ys.min() <= 4  # radius 6 → about 1 px
+    want_prev = np.zeros((44, 44), np.float32)
+    want_prev[6:22, 6:38] = 1.0  # the top half of the box
+    np.testing.assert_array_equal(x[3].numpy(), want_prev)
+    assert x[4].numpy().argmax() == 22 * 44 + 22 and x[4].max() == 1.0  # the geodesic map peaks at the click
+    # the output is the box's part, at the slice's size; the full box is the plain prediction
+    full = (0, 64, 0, 64)
+    np.testing.assert_array_equal(predictor.predict_prepared([grid], [hu.shape], [[click]], None, [full])[0],
+                                  predictor.predict_prepared([grid], [hu.shape], [[click]])[0])
+    zoomed = ZoomOut(margin_px=5).predict(predictor, [hu], [[click]])[0]
+    assert zoomed.shape == hu.shape
+    np.testing.assert_array_equal(zoomed, ZoomOut(margin_px=5).predict(predictor, [hu], [[click]], [grid])[0])
+    with torch.inference_mode():
+        logits = predictor.model(predictor.build_inputs([view], [hu.shape], [[click]], None, [box]))
+    want = torch.sigmoid(F.interpolate(logits[:, :, y0:y1, x0:x1], size=hu.shape, mode="bilinear", align_corners=False))[0, 0]
+    np.testing.assert_allclose(zoomed, want.numpy(), atol=1e-6)
