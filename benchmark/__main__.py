@@ -69,6 +69,8 @@ def _run_parser(sub) -> None:
     g.add_argument("--split", help="split file: JSON list / {'test': [...]} or text, one case per line")
     p.add_argument("--rw-grid-px", type=int, default=d.rw_grid_px, help="working grid of the random walker (default 128)")
     p.add_argument("--rw-volume-grid-px", type=int, default=d.rw_volume_grid_px, help="in-plane grid of the 3D random walker under volume (default 96)")
+    p.add_argument("--geodesic-lambda", type=float, default=None,
+                   help="a diagnostic: draw a geodesic IU-Net's click maps with this edge weight instead of its checkpoint's")
     p.add_argument("--device", default=d.device, help="auto (default), cpu, cuda")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the robots' random clicks (the paper protocol; the same clicks for every method) and of the synthetic data (default 0)")
@@ -89,7 +91,8 @@ def _run(a: argparse.Namespace) -> None:
         methods=tuple(a.methods), protocols=tuple(a.protocols), max_clicks=a.max_clicks,
         radius_px=a.radius_px, alpha=a.alpha,
         slices=a.slices, min_area_px=a.min_area_px, label_ids=tuple(a.label_ids), cases=tuple(a.cases),
-        split=a.split, rw_grid_px=a.rw_grid_px, rw_volume_grid_px=a.rw_volume_grid_px, seed=a.seed, device=a.device,
+        split=a.split, rw_grid_px=a.rw_grid_px, rw_volume_grid_px=a.rw_volume_grid_px, seed=a.seed,
+        geodesic_lambda=a.geodesic_lambda, device=a.device,
         batch=a.batch, threads=a.threads, out=a.out, resume=a.resume, overwrite=a.overwrite,
     )
     out = run(cfg)

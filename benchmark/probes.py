@@ -4,6 +4,9 @@ show the model failing on, and the Dice of its mask against the sample's target.
 Kinds (each drawn by the training sample code, ``iunet.data.make_sample``, with that option
 at 1 and the first click at the target's deepest point, as the ``ritm`` robot clicks):
 
+- ``organ``: a plain first click at a structure's deepest point (no sinus, vessel or lesion
+  painted in; half of the targets among the largest structures); the target is the structure.
+  The everyday case, beside which the others are read.
 - ``sinus``: an organ whose core holds a renal sinus (a small fat core with thin branches,
   ``--sinus-p``), clicked there; the target is the whole organ. On 3D-IRCADb the kidneys'
   first clicks land in such sinuses on a quarter of their slices.
@@ -22,7 +25,9 @@ at 1 and the first click at the target's deepest point, as the ``ritm`` robot cl
 These are *not* a benchmark: the samples come from the training distribution (rendered from
 the label maps given, or from the built-in generator), so they show whether a model learnt a
 kind of sample, not how it does on real CT. Every weights file sees the same samples and
-clicks (one seed). Example::
+clicks (one seed). ``--geodesic-lambda`` shows a geodesic model the same samples with its
+click maps drawn at other edge weights (a diagnostic; the model was trained at its own).
+Example::
 
     python -m benchmark probes --weights weights/iunet_agnostic3d.safetensors \\
         --labels ../shared/data/amos_label --samples 30
@@ -38,6 +43,7 @@ import numpy as np
 from . import plain_help
 
 KINDS = {
+    "organ": dict(large_target_p=0.5),
     "sinus": dict(sinus_p=1.0, large_target_p=1.0),
     "wide-sinus": dict(sinus_p=1.0, sinus_wide_p=1.0, large_target_p=1.0),
     "vessel": dict(vessel_p=1.0, vessel_target_p=1.0),
@@ -49,6 +55,7 @@ MIN_LEAK_PX = 20  # ... this many grid px beyond the target grown by this margin
 GRID_PX = 256  # the probes' rendered slices: the model's grid, standing for a 512² slice
 MIN_SINUS_ORGAN_PX = 400  # grid px: a sinus probe's organ is at least this large
 SINUS_KINDS = ("sinus", "wide-sinus")  # the target is the whole organ around the clicked sinus
+WHOLE_KINDS = ("organ",) + SINUS_KINDS  # the target is a whole labelled structure
 MAX_INNER_FRACTION = 0.4  # a vessel or lesion probe whose target is larger than this share of the labels drew none
 
 
@@ -84,14 +91,16 @@ def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
             continue
         if kind in SINUS_KINDS and target.sum() < MIN_SINUS_ORGAN_PX:
             continue
-        if kind not in SINUS_KINDS and target.sum() > MAX_INNER_FRACTION * (sl.labels > 0).sum():
+        if kind not in WHOLE_KINDS and target.sum() > MAX_INNER_FRACTION * (sl.labels > 0).sum():
             continue  # no vessel or lesion could be drawn: the target is the organ
         out.append((s.hu, s.clicks[0], None, target))
     return out
 
 
-def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int, seed: int) -> list[dict]:
-    """Mean Dice of one click (``leak``: of the propagated mask) per (weights, kind); rows for ``probes.csv``."""
+def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int, seed: int,
+          geodesic_lambdas: list[float] | None = None) -> list[dict]:
+    """Mean Dice of one click (``leak``: of the propagated mask) per (weights, kind) and, with
+    ``geodesic_lambdas``, per edge weight of the click maps; rows for ``probes.csv``."""
     from iunet.clicks import Click
     from iunet.data import label_files, load_label_volumes
     from iunet.inference import Predictor
@@ -102,18 +111,29 @@ def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int
     slices = None
     if labels:
         slices = load_label_volumes([f for p in labels for f in label_files(Path(p))], GRID_PX, exclude=HELD_OUT)
-    preds = {w: Predictor(load_checkpoint(w)) for w in weights}
+    from .runner import set_geodesic_lambda
+
+    preds = []  # (weights, λ or None = the checkpoint's, predictor)
+    for w in weights:
+        ckpt = load_checkpoint(w)
+        for lam in geodesic_lambdas or [None]:
+            p = Predictor(ckpt)
+            if lam is not None:
+                set_geodesic_lambda(p, lam, f"--geodesic-lambda ({w})")
+            preds.append((w, lam, p))
     rows = []
     for kind in kinds:
         samples = probe_samples(kind, slices, n, seed)
-        for w, p in preds.items():
+        for w, lam, p in preds:
             # the first click has the default radius of a 512² slice's first click, on that grid
             r = p.inputs.default_radius_px * GRID_PX / 512
             d = [dice(p.predict(hu, [] if c is None else [Click(c.y, c.x, True, r)], prev_mask=prev) >= 0.5, t)
                  for hu, c, prev, t in samples]
-            rows.append({"weights": w, "kind": kind, "samples": n, "seed": seed, "dice_mean": round(float(np.mean(d)), 4),
+            rows.append({"weights": w, "geodesic_lambda": p.inputs.geodesic_lambda if p.config.geodesic else "",
+                         "kind": kind, "samples": n, "seed": seed, "dice_mean": round(float(np.mean(d)), 4),
                          "dice_median": round(float(np.median(d)), 4)})
-            print(f"{kind:7s} {w}: mean Dice {np.mean(d):.3f} (median {np.median(d):.3f}, {n} samples)", flush=True)
+            at = "" if lam is None else f" at λ = {lam:g}"
+            print(f"{kind:7s} {w}{at}: mean Dice {np.mean(d):.3f} (median {np.median(d):.3f}, {n} samples)", flush=True)
     return rows
 
 
@@ -127,6 +147,8 @@ def add_parser(sub) -> None:
                    help="folder or file of label NIfTIs to render (repeatable; default: the built-in generator)")
     p.add_argument("--samples", type=int, default=30, help="samples per kind (default 30)")
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--geodesic-lambda", type=float, nargs="+", default=None,
+                   help="a diagnostic: each geodesic model also at these edge weights of its click maps (default: its own)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", help="also write probes.csv here")
     p.set_defaults(func=_main)
@@ -144,7 +166,7 @@ def _main(a: argparse.Namespace) -> None:
         a.kinds = [k for k in KINDS if a.labels or k != "leak"]
     if "leak" in a.kinds and not a.labels:
         raise SystemExit("the leak probe needs label volumes: give --labels (e.g. ../shared/data/amos_label)")
-    rows = probe(a.weights, a.kinds, a.labels, a.samples, a.seed)
+    rows = probe(a.weights, a.kinds, a.labels, a.samples, a.seed, a.geodesic_lambda)
     if a.out:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)

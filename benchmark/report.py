@@ -125,7 +125,9 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
         f"- Up to {cfg['max_clicks']} interactions; click size of iunet-dynamic and the classical methods: "
         f"{ClickSize(cfg['radius_px'], cfg['alpha']).describe()}{first}, fixed size {cfg['radius_px']:g} px; seed {cfg['seed']}",
         "- Checkpoints: " + ("; ".join(f"{name} `{Path(ck['path']).name}` ({ck.get('name')})" for name, key, prefix in (("IU-Net", "weights", "iunet"), ("U-Net", "unet_weights", "unet"))
-                                      if (ck := (meta.get("checkpoints") or {}).get(key)) and any(m.startswith(prefix) for m in methods)) or "none (classical methods only)"),
+                                      if (ck := (meta.get("checkpoints") or {}).get(key)) and any(m.startswith(prefix) for m in methods)) or "none (classical methods only)")
+        + (f"; **geodesic click maps drawn with λ = {cfg['geodesic_lambda']:g}, not the checkpoint's** (`--geodesic-lambda`, a diagnostic)"
+           if cfg.get("geodesic_lambda") is not None else ""),
         f"- Device: {meta.get('options', {}).get('device')}; commit {env.get('git_commit')}{' (uncommitted changes)' if env.get('git_dirty') else ''}; status: {meta.get('status')}",
         "- Dice in %, mean over slices; NoC = clicks to reach the Dice (max when never reached; failures in brackets);"
         " AUC = normalised area under the Dice curve; 3D Dice = per case, from the stacked scored slices, mean over cases;"

@@ -75,6 +75,9 @@ class RunConfig:
     rw_grid_px: int = 128
     rw_volume_grid_px: int = 96  # in-plane grid of the 3D random walker (volume protocol)
     seed: int = 0
+    # the geodesic click maps' edge weight λ for a geodesic IU-Net instead of its checkpoint's
+    # (a diagnostic: the model was trained at its own λ; docs/design.md, "Geodesic click maps")
+    geodesic_lambda: float | None = None
     device: str = "auto"
     batch: int = 32
     threads: int | None = None  # torch CPU threads (None = torch's default)
@@ -236,6 +239,8 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
     skip = {"device", "batch", "threads", "out", "resume", "overwrite", "split", "cases"}
     if not set(cfg.protocols) & set(VOLUME_PROTOCOLS):
         skip.add("rw_volume_grid_px")  # only the volume protocol uses it
+    if cfg.geodesic_lambda is None:
+        skip.add("geodesic_lambda")  # runs without the override keep the identity they had
     ident = {k: v for k, v in asdict(cfg).items() if k not in skip}
     ident["data"] = str(Path(cfg.data).resolve()) if cfg.data else f"synthetic:{cfg.synthetic_task}"
     ident["cases"] = cases
@@ -246,6 +251,16 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
 
 # ---------------------------------------------------------------------------------------
 # the command
+
+
+def set_geodesic_lambda(predictor: Predictor, lam: float, flag: str) -> None:
+    """Draw ``predictor``'s geodesic click maps with edge weight ``lam`` instead of its
+    checkpoint's (SystemExit for a model without geodesic maps or a negative λ)."""
+    if not predictor.config.geodesic:
+        raise SystemExit(f"{flag}: the IU-Net checkpoint has no geodesic click maps")
+    if not lam >= 0:
+        raise SystemExit(f"{flag} must be >= 0, got {lam}")
+    predictor.inputs = replace(predictor.inputs, geodesic_lambda=float(lam))
 
 
 def _load_predictor(path: str | None, device: str, interactive: bool, flag: str) -> Predictor | None:
@@ -296,6 +311,8 @@ def run(cfg: RunConfig) -> Path:
         done = prepare_out(out, ident, cfg.resume, cfg.overwrite)
         need_net = any(m.startswith("iunet") for m in methods)
         predictor = _load_predictor(cfg.weights, cfg.device, True, "--weights") if need_net else None
+        if cfg.geodesic_lambda is not None and predictor is not None:
+            set_geodesic_lambda(predictor, cfg.geodesic_lambda, "--geodesic-lambda")
         unet = _load_predictor(cfg.unet_weights, cfg.device, False, "--unet-weights") if "unet-auto" in methods else None
         click_size = ClickSize(cfg.radius_px, cfg.alpha)
         meths = build_methods(methods, predictor, unet, click_size, cfg.radius_px, cfg.rw_grid_px)

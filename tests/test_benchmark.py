@@ -32,7 +32,7 @@ from iunet.clicks import ClickSize
 from iunet.inference import Predictor
 from iunet.metrics import dice
 from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet, save_checkpoint
-from iunet.robot import next_clicks
+from iunet.robot import deepest_point, next_clicks
 
 REPO = Path(__file__).resolve().parent.parent
 SPLEEN_SAMPLE = REPO.parent / "shared" / "data" / "Task09_Spleen_sample"
@@ -459,6 +459,8 @@ def test_probe_samples_are_the_kinds_they_name_and_the_command_writes_a_table(ck
                 assert t.sum() >= probes.MIN_SINUS_ORGAN_PX and hu[c.y, c.x] < np.median(hu[t]) - 25
             if kind == "wide-sinus":  # a large organ, whose darker core is a fair share of it
                 assert t.sum() >= probes.MIN_SINUS_ORGAN_PX and (hu[t] < np.median(hu[t]) - 40).mean() > 0.05
+            if kind == "organ":  # a plain first click at the structure's deepest point
+                assert (c.y, c.x) == deepest_point(t)
     with pytest.raises(ValueError, match="label volumes"):
         probes.probe_samples("leak", None, 1, seed=0)
     main(["probes", "--weights", ckpt, "--kinds", "vessel", "lesion", "--samples", "2", "--out", str(tmp_path)])
@@ -467,6 +469,50 @@ def test_probe_samples_are_the_kinds_they_name_and_the_command_writes_a_table(ck
     assert all(0.0 <= float(r["dice_mean"]) <= 1.0 for r in rows)
     with pytest.raises(SystemExit, match="--labels"):
         main(["probes", "--weights", ckpt, "--kinds", "leak"])
+
+
+@pytest.fixture(scope="module")
+def geo_ckpt(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    mc = ModelConfig(base_channels=4, depth=2, geodesic=True)
+    path = tmp_path_factory.mktemp("ckpt") / "geo.safetensors"
+    save_checkpoint(Checkpoint(UNet(mc), mc, InputConfig(grid_px=64)), path)
+    return str(path)
+
+
+def test_geodesic_lambda_override_in_probes_and_run(geo_ckpt, ckpt, colon, tmp_path, monkeypatch):
+    """``--geodesic-lambda``: probes show the same samples at each λ (the checkpoint's own λ gives
+    the rows of a run without the flag); a run draws its maps at that λ, records it in its
+    identity and summary, and leaves the identity of runs without it as it was."""
+    own = InputConfig().geodesic_lambda
+    main(["probes", "--weights", geo_ckpt, "--kinds", "organ", "--samples", "2", "--out", str(tmp_path / "p0")])
+    main(["probes", "--weights", geo_ckpt, "--kinds", "organ", "--samples", "2", "--geodesic-lambda", str(own), "10",
+          "--out", str(tmp_path / "p1")])
+    plain = list(csv.DictReader(open(tmp_path / "p0" / "probes.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "p1" / "probes.csv")))
+    assert [float(r["geodesic_lambda"]) for r in rows] == [own, 10.0] and plain[0]["geodesic_lambda"] == str(own)
+    assert rows[0]["dice_mean"] == plain[0]["dice_mean"]
+    with pytest.raises(SystemExit, match="no geodesic click maps"):
+        main(["probes", "--weights", ckpt, "--kinds", "organ", "--samples", "1", "--geodesic-lambda", "10"])
+    import iunet.inference
+    from iunet.clicks import geodesic_cost
+
+    seen = []
+
+    def spy(image, lam, *a, **k):
+        seen.append(lam)
+        return geodesic_cost(image, lam, *a, **k)
+
+    monkeypatch.setattr(iunet.inference, "geodesic_cost", spy)
+    out = runner.run(_cfg(geo_ckpt, colon, tmp_path / "r", methods=("iunet-dynamic",), protocols=("ritm",), max_clicks=1,
+                          geodesic_lambda=25.0, cases=("colon_001",)))
+    assert seen and set(seen) == {25.0}  # every cost map drawn at the override
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["config"]["geodesic_lambda"] == 25.0 and "λ = 25" in (out / "summary.md").read_text()
+    assert "geodesic_lambda" not in runner._identity(_cfg(geo_ckpt, colon, tmp_path / "x"), ["colon_001"])
+    with pytest.raises(SystemExit, match="no geodesic click maps"):
+        runner.run(_cfg(ckpt, colon, tmp_path / "r2", methods=("iunet-dynamic",), protocols=("ritm",), max_clicks=1,
+                        geodesic_lambda=25.0, cases=("colon_001",)))
 
 
 def test_ablation_trains_nine_variants_and_prints_table1(tmp_path, monkeypatch, capsys):
