@@ -29,6 +29,9 @@ MIN_RADIUS_PX = 1.0
 MAX_RADIUS_PX = 15.0
 DEFAULT_GEODESIC_LAMBDA = 300.0  # edge cost per unit of windowed-intensity gradient
 DEFAULT_GEODESIC_TAU_PX = 64.0  # decay length of exp(-D / tau), in grid pixels
+# edge cost of the optional second ("soft") pair of maps: low enough that a click's map crosses
+# a weak edge, such as a renal sinus's, that the first pair stops at (docs/design.md)
+DEFAULT_GEODESIC_SOFT_LAMBDA = 100.0
 ENCODINGS = ("disk", "gaussian")
 
 
@@ -186,7 +189,7 @@ def geodesic_distance(cost: np.ndarray, points: Sequence[tuple[int, int]]) -> np
 def geodesic_maps(
     image: np.ndarray,
     clicks: Sequence[Click],
-    lam: float = DEFAULT_GEODESIC_LAMBDA,
+    lam: float | Sequence[float] = DEFAULT_GEODESIC_LAMBDA,
     tau_px: float = DEFAULT_GEODESIC_TAU_PX,
     sigma_px: float = 1.0,
 ) -> np.ndarray:
@@ -197,21 +200,24 @@ def geodesic_maps(
     ``exp(-D / tau_px)`` with ``D`` the least total cost of an 8-connected path from the nearest
     click, a step onto a pixel costing ``1 + lam · |∇ image|`` (gradient after a Gaussian blur of
     ``sigma_px``; :func:`geodesic_cost`, :func:`geodesic_distance`); 1 at a click, 0 everywhere
-    for a polarity without clicks. Clicks outside the image raise ``ValueError``.
+    for a polarity without clicks. ``lam`` several edge weights: one such pair per weight, in
+    that order, ``(2 · len(lam), Y, X)``. Clicks outside the image raise ``ValueError``.
     """
     img = np.asarray(image, dtype=np.float32)
     if img.ndim != 2:
         raise ValueError(f"geodesic maps need one 2D image (Y, X), got shape {img.shape}")
+    lams = [float(lam)] if np.isscalar(lam) else [float(v) for v in lam]
     h, w = img.shape
-    maps = np.zeros((2, h, w), dtype=np.float32)
+    maps = np.zeros((2 * len(lams), h, w), dtype=np.float32)
     for c in clicks:
         if not (0 <= c.y < h and 0 <= c.x < w):
             raise ValueError(f"click at (y={c.y}, x={c.x}) is outside the {h}×{w} image")
     if not clicks:
         return maps
-    cost = geodesic_cost(img, lam, sigma_px)
-    for ch, positive in ((0, True), (1, False)):
-        pts = [(c.y, c.x) for c in clicks if c.positive == positive]
-        if pts:
-            maps[ch] = np.exp(-geodesic_distance(cost, pts) / tau_px)
+    for i, lam_i in enumerate(lams):
+        cost = geodesic_cost(img, lam_i, sigma_px)
+        for ch, positive in ((0, True), (1, False)):
+            pts = [(c.y, c.x) for c in clicks if c.positive == positive]
+            if pts:
+                maps[2 * i + ch] = np.exp(-geodesic_distance(cost, pts) / tau_px)
     return maps

@@ -473,6 +473,7 @@ class SampleConfig:
     similar_p: float = 0.0  # structures touching the target rendered at nearly its HU (render_ct)
     max_gap_mm: float = 8.0  # neighbours for propagation up to this far apart (1 or 2 slices)
     geodesic: bool = False  # also compute the clicks' geodesic maps (models with ModelConfig.geodesic)
+    geodesic_soft: bool = False  # and the second pair at inputs.geodesic_soft_lambda (ModelConfig.geodesic_soft)
     interior_p: float = 0.0  # per structure: a sinus or vessels inside it, part of its label (render_interior)
     large_target_p: float = 0.0  # the target chosen by area instead of uniformly (choose_target_id)
     partial_prev_p: float = 0.0  # propagation samples whose previous mask is only a part (partial_mask)
@@ -500,7 +501,7 @@ class Sample:
     native_px: int = 512
     hu: np.ndarray | None = None  # (G, G) HU, for iterative click simulation
     prev: np.ndarray | None = None  # (1, G, G) 0/1 previous-mask channel (neighbour's mask when propagating)
-    geodesic: np.ndarray | None = None  # (2, G, G) geodesic click maps (SampleConfig.geodesic), else None
+    geodesic: np.ndarray | None = None  # (2, G, G) geodesic click maps (SampleConfig.geodesic; 4 with geodesic_soft), else None
 
 
 def choose_target(sl: LabelSlice, rng: np.random.Generator) -> np.ndarray:
@@ -918,7 +919,7 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
             r = r_first if not clicks and i == 0 else r_true
             clicks += [Click(y, x, p, r) for (y, x, p) in paper_pair(target, rng, band_px=band)]
     guidance = encode_clicks(clicks, (g, g), inputs.click_encoding)
-    geo = geodesic_maps(image[0], clicks, inputs.geodesic_lambda, inputs.geodesic_tau_px) if cfg.geodesic else None
+    geo = geodesic_maps(image[0], clicks, inputs.geodesic_lambdas(cfg.geodesic_soft), inputs.geodesic_tau_px) if cfg.geodesic else None
     weight = combined_weight_map(target, clicks, cfg.boundary_weights, cfg.click_weights)
     return Sample(
         image.astype(np.float32), guidance, target[None].astype(np.float32), weight[None], clicks, native_px, hu,

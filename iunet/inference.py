@@ -133,39 +133,48 @@ class Predictor:
     def _geodesic(self, image: torch.Tensor, grid_clicks: Sequence[Click]) -> torch.Tensor:
         """(2, G, G) geodesic click maps on the prepared (1, G, G) image for clicks on the grid
         (models with ``geodesic``; ``build_inputs`` has checked that the clicks are inside), the
-        same maps as ``iunet.clicks.geodesic_maps``. Per slice, its cost map
-        and, per polarity, the distance from the clicks of the last call are cached: a call
-        whose clicks include those only adds the new clicks' distance (the minimum over clicks
-        is the distance from the nearest), so a click costs one Dijkstra run whatever the
-        number of clicks before it; any other set (after an undo) is computed afresh."""
-        maps = np.zeros((2, *image.shape[-2:]), np.float32)
+        same maps as ``iunet.clicks.geodesic_maps``; (4, G, G) for models with ``geodesic_soft``
+        (the second pair at ``inputs.geodesic_soft_lambda``). Per slice, its cost map per edge
+        weight and, per weight and polarity, the distance from the clicks of the last call are
+        cached: a call whose clicks include those only adds the new clicks' distance (the
+        minimum over clicks is the distance from the nearest), so a click costs one Dijkstra run
+        per map pair whatever the number of clicks before it; any other set (after an undo) is
+        computed afresh."""
+        lams = self.inputs.geodesic_lambdas(bool(getattr(self.config, "geodesic_soft", False)))
+        maps = np.zeros((2 * len(lams), *image.shape[-2:]), np.float32)
         if not grid_clicks:
             return torch.from_numpy(maps).to(self.device)
         with self._geo_lock:  # an entry holds its image, so no other tensor can have its id
             entry = self._geo_cache.get(id(image))
             if entry is not None:
                 self._geo_cache.move_to_end(id(image))
-        if entry is None:
-            entry = (image, geodesic_cost(image[0].float().cpu().numpy(), self.inputs.geodesic_lambda), {})
-            with self._geo_lock:
+            else:
+                entry = (image, {}, {})  # the image, cost map per λ, (λ, polarity) → (clicks, distance)
                 self._geo_cache[id(image)] = entry
                 while len(self._geo_cache) > self.GEO_CACHE_SLICES:
                     self._geo_cache.popitem(last=False)
-        _, cost, done = entry
-        for ch, positive in ((0, True), (1, False)):
-            pts = frozenset((c.y, c.x) for c in grid_clicks if c.positive == positive)
-            if not pts:
-                continue
+        _, costs, done = entry
+        for i, lam in enumerate(lams):
             with self._geo_lock:
-                before = done.get(positive)
-            if before is not None and before[0] <= pts:
-                new = sorted(pts - before[0])
-                d = before[1] if not new else np.minimum(before[1], geodesic_distance(cost, new))
-            else:
-                d = geodesic_distance(cost, sorted(pts))
-            with self._geo_lock:
-                done[positive] = (pts, d)
-            maps[ch] = np.exp(-d / self.inputs.geodesic_tau_px)
+                cost = costs.get(lam)
+            if cost is None:
+                cost = geodesic_cost(image[0].float().cpu().numpy(), lam)
+                with self._geo_lock:
+                    costs[lam] = cost
+            for ch, positive in ((0, True), (1, False)):
+                pts = frozenset((c.y, c.x) for c in grid_clicks if c.positive == positive)
+                if not pts:
+                    continue
+                with self._geo_lock:
+                    before = done.get((lam, positive))
+                if before is not None and before[0] <= pts:
+                    new = sorted(pts - before[0])
+                    d = before[1] if not new else np.minimum(before[1], geodesic_distance(cost, new))
+                else:
+                    d = geodesic_distance(cost, sorted(pts))
+                with self._geo_lock:
+                    done[(lam, positive)] = (pts, d)
+                maps[2 * i + ch] = np.exp(-d / self.inputs.geodesic_tau_px)
         return torch.from_numpy(maps).to(self.device)
 
     def _mask_to_grid(self, mask: np.ndarray | None, grid_yx: tuple[int, int], box: Box) -> torch.Tensor:

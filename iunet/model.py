@@ -3,7 +3,8 @@
 Input (B, C, G, G) float32 with C = 1 image channel (HU windowed to [0, 1])
 + 2 guidance channels (foreground / background clicks) for IU-Net
 + 1 previous-mask channel when ``use_prev_mask``
-+ 2 geodesic click maps (foreground / background) when ``geodesic``; output (B, 1, G, G) logits.
++ 2 geodesic click maps (foreground / background) when ``geodesic``
++ 2 more at a smaller edge weight when also ``geodesic_soft``; output (B, 1, G, G) logits.
 G must be divisible by 2**depth.
 
 Checkpoints are one ``.safetensors`` file: the weights plus a JSON header (``iunet`` key of
@@ -22,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 from torch import nn
 
-from .clicks import DEFAULT_ALPHA, DEFAULT_GEODESIC_LAMBDA, DEFAULT_GEODESIC_TAU_PX, DEFAULT_RADIUS_PX
+from .clicks import DEFAULT_ALPHA, DEFAULT_GEODESIC_LAMBDA, DEFAULT_GEODESIC_SOFT_LAMBDA, DEFAULT_GEODESIC_TAU_PX, DEFAULT_RADIUS_PX
 
 FORMAT_VERSION = 1
 
@@ -38,12 +39,15 @@ class ModelConfig:
     dropout: float = 0.1
     batch_norm: bool = True
     geodesic: bool = False  # two more inputs, after the others: the clicks' geodesic maps (iunet.clicks)
+    # two more after those (with geodesic): the same maps at InputConfig.geodesic_soft_lambda,
+    # which cross weak edges that the first pair stops at (docs/design.md, "Geodesic click maps")
+    geodesic_soft: bool = False
 
     @property
     def in_channels(self) -> int:
         if not self.interactive:
             return 1
-        return 3 + (1 if self.use_prev_mask else 0) + (2 if self.geodesic else 0)
+        return 3 + (1 if self.use_prev_mask else 0) + (2 if self.geodesic else 0) + (2 if self.geodesic and self.geodesic_soft else 0)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,11 @@ class InputConfig:
     # geodesic click maps (used by models with ModelConfig.geodesic): edge cost and decay length
     geodesic_lambda: float = DEFAULT_GEODESIC_LAMBDA
     geodesic_tau_px: float = DEFAULT_GEODESIC_TAU_PX
+    geodesic_soft_lambda: float = DEFAULT_GEODESIC_SOFT_LAMBDA  # the second pair's (ModelConfig.geodesic_soft)
+
+    def geodesic_lambdas(self, soft: bool) -> tuple[float, ...]:
+        """The edge weights of a geodesic model's map pairs, in channel order."""
+        return (self.geodesic_lambda, self.geodesic_soft_lambda) if soft else (self.geodesic_lambda,)
 
 
 @dataclass

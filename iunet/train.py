@@ -54,6 +54,7 @@ class TrainConfig:
     interactive: bool = True
     use_prev_mask: bool = False
     geodesic: bool = False  # two more inputs: the clicks' geodesic maps (iunet.clicks.geodesic_maps)
+    geodesic_soft: bool = False  # two more: the same at inputs.geodesic_soft_lambda (with geodesic)
     base_channels: int = 16
     depth: int = 4
     dropout: float = 0.1
@@ -176,7 +177,7 @@ def sample_config(cfg: TrainConfig) -> SampleConfig:
         boundary_weights=cfg.boundary_weights, click_weights=cfg.click_weights,
         real_fraction=cfg.real_fraction, flip=cfg.flip, first_click_default=cfg.first_click_default,
         single_click_p=cfg.single_click_p, centre_click_p=cfg.centre_click_p, propagate_p=cfg.propagate_p if cfg.use_prev_mask else 0.0,
-        similar_p=cfg.similar_p, geodesic=cfg.geodesic and cfg.interactive,
+        similar_p=cfg.similar_p, geodesic=cfg.geodesic and cfg.interactive, geodesic_soft=cfg.geodesic and cfg.geodesic_soft,
         interior_p=cfg.interior_p, large_target_p=cfg.large_target_p, partial_prev_p=cfg.partial_prev_p,
         spill_p=cfg.spill_p if cfg.use_prev_mask else 0.0, prop_spill_p=cfg.prop_spill_p, zoom_p=cfg.zoom_p,
         wrong_prev_p=cfg.wrong_prev_p if cfg.use_prev_mask else 0.0, lesion_p=cfg.lesion_p, vessel_p=cfg.vessel_p, vessel_pieces_p=cfg.vessel_pieces_p, sinus_p=cfg.sinus_p,
@@ -228,7 +229,7 @@ def _corrective_click(gt: np.ndarray, pred: np.ndarray, clicks: list[Click], ima
                       seed: int, scfg: SampleConfig, loss: str, boundary_weights: bool, click_weights: str):
     """One simulated corrective click for one sample (the CPU part of ``add_iterative_clicks``):
     the ``ritm`` click on the largest error of ``pred`` (G, G) against ``gt`` (G, G), then the
-    new click disks (2, G, G), geodesic maps (2, G, G) when ``image`` (G, G) is given, and the
+    new click disks (2, G, G), geodesic maps (2 or 4, G, G) when ``image`` (G, G) is given, and the
     loss weight map (G, G) for ``loss == "wdice"``. Returns ``None`` when there is no error left.
     A plain function of its arguments, so that a process pool can run it."""
     pts = next_clicks("ritm", gt, pred, np.random.default_rng(seed), [(k.y, k.x) for k in clicks])
@@ -238,7 +239,7 @@ def _corrective_click(gt: np.ndarray, pred: np.ndarray, clicks: list[Click], ima
     r = grid_radius(scfg, float(pred.sum()), native_px)  # from the current prediction
     clicks = [*clicks, Click(c[0], c[1], c[2], r)]
     g = encode_clicks(clicks, gt.shape, scfg.inputs.click_encoding)
-    geo = None if image is None else geodesic_maps(image, clicks, scfg.inputs.geodesic_lambda, scfg.inputs.geodesic_tau_px)
+    geo = None if image is None else geodesic_maps(image, clicks, scfg.inputs.geodesic_lambdas(scfg.geodesic_soft), scfg.inputs.geodesic_tau_px)
     w = combined_weight_map(gt, clicks, boundary_weights, click_weights) if loss == "wdice" else None
     return clicks, g, geo, w
 
@@ -276,8 +277,8 @@ def add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg: Tra
                 x[b, 1:3] = torch.from_numpy(g).to(x.device)
                 if cfg.use_prev_mask:
                     x[b, 3] = torch.from_numpy(pred[b].astype(np.float32)).to(x.device)
-                if geo is not None:
-                    x[b, -2:] = torch.from_numpy(geo).to(x.device)
+                if geo is not None:  # the geodesic maps are the last channels (2, or 4 with the soft pair)
+                    x[b, -geo.shape[0]:] = torch.from_numpy(geo).to(x.device)
                 if w is not None:
                     weight[b, 0] = torch.from_numpy(w).to(x.device)
     model.train(was_training)
@@ -358,7 +359,8 @@ def validate(model: UNet, cfg: TrainConfig, val, device, clicks: int = 5, batch_
 
 
 def model_config(cfg: TrainConfig) -> ModelConfig:
-    return ModelConfig(cfg.interactive, cfg.use_prev_mask, cfg.base_channels, cfg.depth, cfg.dropout, geodesic=cfg.geodesic and cfg.interactive)
+    return ModelConfig(cfg.interactive, cfg.use_prev_mask, cfg.base_channels, cfg.depth, cfg.dropout, geodesic=cfg.geodesic and cfg.interactive,
+                       geodesic_soft=cfg.geodesic and cfg.interactive and cfg.geodesic_soft)
 
 
 def input_config(cfg: TrainConfig) -> InputConfig:
@@ -449,11 +451,14 @@ def train(cfg: TrainConfig) -> Path:
         state = src.model.state_dict()
         if src.model_config != model_config(cfg):
             want = model_config(cfg)
-            if replace(src.model_config, use_prev_mask=want.use_prev_mask, geodesic=want.geodesic) != want:
+            if replace(src.model_config, use_prev_mask=want.use_prev_mask, geodesic=want.geodesic, geodesic_soft=want.geodesic_soft) != want:
                 raise SystemExit(f"--init {cfg.init}: its model config {src.model_config} differs from this run's {want}")
             if src.model_config.geodesic and want.use_prev_mask != src.model_config.use_prev_mask:
                 raise SystemExit(f"--init {cfg.init}: cannot add or drop the previous-mask channel of a geodesic model")
-            # new input channels come last (previous mask, then geodesic maps) and start at zero weight
+            if src.model_config.geodesic_soft and not want.geodesic_soft:
+                raise SystemExit(f"--init {cfg.init}: cannot drop the soft geodesic maps of a model")
+            # new input channels come last (previous mask, then geodesic maps, then the soft pair)
+            # and start at zero weight
             state = adapt_input_channels(state, model)
         model.load_state_dict(state, strict=True)
     net = model
@@ -580,6 +585,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--prev-mask", action=argparse.BooleanOptionalAction, default=None, help="feed the previous mask as a 4th channel")
     p.add_argument("--geodesic", action=argparse.BooleanOptionalAction, default=None,
                    help="feed the clicks' geodesic distance maps as two more channels (iunet.clicks.geodesic_maps)")
+    p.add_argument("--geodesic-soft", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --geodesic: two more channels, the same maps at a smaller edge weight (InputConfig.geodesic_soft_lambda)")
     p.add_argument("--base-channels", type=int, default=None, help=f"channels of the first U-Net level, doubling per level (default {d.base_channels})")
     p.add_argument("--depth", type=int, default=None, help=f"down/up blocks of the U-Net (default {d.depth}, the paper's)")
     p.add_argument("--dropout", type=float, default=None, help=f"dropout in the encoder blocks (default {d.dropout})")
@@ -666,7 +673,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     a = p.parse_args(argv)
     kw: dict = dict(PRESETS[a.preset]) if a.preset else {}
     flags = {
-        "out": a.out, "name": a.name, "use_prev_mask": a.prev_mask, "geodesic": a.geodesic, "base_channels": a.base_channels, "depth": a.depth,
+        "out": a.out, "name": a.name, "use_prev_mask": a.prev_mask, "geodesic": a.geodesic, "geodesic_soft": a.geodesic_soft, "base_channels": a.base_channels, "depth": a.depth,
         "dropout": a.dropout, "loss": a.loss, "boundary_weights": a.boundary_weights, "click_weights": a.click_weights,
         "interactions": a.interactions, "max_interactions": a.max_interactions,
         "iterative_clicks": a.iterative_clicks, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p, "centre_click_p": a.centre_click_p,

@@ -78,3 +78,17 @@ def test_geodesic_map_takes_the_nearest_click_and_refuses_outside_clicks():
     assert np.all(both[0] >= one[0] - 1e-6)
     with pytest.raises(ValueError, match="outside"):
         geodesic_maps(img, [Click(40, 3, True)])
+
+
+def test_geodesic_maps_at_several_edge_weights_are_one_pair_each():
+    """``lam`` a sequence: one (foreground, background) pair per edge weight, in order; the
+    smaller weight's map reaches further across an edge (a dark core inside a bright organ)."""
+    img = np.full((64, 64), 0.2, np.float32)
+    img[12:52, 12:52] = 0.7  # an organ
+    img[28:36, 28:36] = 0.1  # a dark core, where the click is
+    clicks = [Click(32, 32, True), Click(2, 2, False)]
+    both = geodesic_maps(img, clicks, lam=(300, 100), tau_px=64)
+    assert both.shape == (4, 64, 64)
+    np.testing.assert_array_equal(both[:2], geodesic_maps(img, clicks, lam=300, tau_px=64))
+    np.testing.assert_array_equal(both[2:], geodesic_maps(img, clicks, lam=100, tau_px=64))
+    assert both[2, 20, 20] > both[0, 20, 20] + 0.1  # the organ around the core: the soft map reaches it

@@ -165,6 +165,55 @@ def test_geodesic_model_trains_from_a_previous_mask_model_and_predicts(tmp_path)
     assert s.probability.shape == (80, 80) and np.isfinite(s.probability).all()
 
 
+def test_soft_geodesic_model_starts_as_its_source_and_trains_on_four_maps(tmp_path):
+    """--geodesic-soft --init from a geodesic model: two more zero-weight channels (the maps at
+    the smaller edge weight) come last, so the widened model predicts what its source did; the
+    samples and the iterative clicks carry four maps; a Predictor computes them; a soft model
+    cannot be narrowed again."""
+    import torch
+
+    from iunet.clicks import Click, geodesic_maps
+    from iunet.inference import Predictor, Session
+
+    base = tiny(tmp_path / "geo", epochs=1, steps=2, use_prev_mask=True, geodesic=True)
+    train(base)
+    src = load_checkpoint(tmp_path / "geo" / "last.safetensors")
+    cfg = tiny(tmp_path / "soft", epochs=1, steps=2, use_prev_mask=True, geodesic=True, geodesic_soft=True, iterative_clicks=2,
+               init=str(tmp_path / "geo" / "last.safetensors"), lr=0.0)
+    train(cfg)
+    ck = load_checkpoint(tmp_path / "soft" / "last.safetensors")
+    assert ck.model_config.geodesic_soft and ck.model_config.in_channels == 8
+    assert parse_args(["--geodesic", "--geodesic-soft", "--prev-mask"]).geodesic_soft
+    w = ck.model.state_dict()["down.0.0.weight"]
+    assert w.shape[1] == 8 and not w[:, 6:].any()  # lr 0: still the zero weights it started with
+    img = np.full((80, 80), -100.0, np.float32)
+    img[20:60, 20:60] = 60.0
+    soft, plain = Predictor(ck), Predictor(src)
+    x = soft.build_inputs([soft.prepare(img)], [img.shape], [[Click(40, 40, True, 5.0)]])
+    assert x.shape[1] == 8
+    grid_img = x[0, 0].numpy()
+    click = soft._to_grid([Click(40, 40, True, 5.0)], img.shape, (0, 64, 0, 64))
+    want = geodesic_maps(grid_img, click, (ck.input_config.geodesic_lambda, ck.input_config.geodesic_soft_lambda),
+                         ck.input_config.geodesic_tau_px)
+    np.testing.assert_allclose(x[0, 4:].numpy(), want, atol=1e-6)
+    assert not np.allclose(want[0], want[2])  # the soft pair is another map
+    from iunet.model import Checkpoint, UNet, adapt_input_channels
+
+    widened = UNet(ck.model_config)  # what --init made of the source, before any step
+    widened.load_state_dict(adapt_input_channels(src.model.state_dict(), widened))
+    start = Predictor(Checkpoint(widened, ck.model_config, ck.input_config))
+    np.testing.assert_allclose(start.predict(img, [Click(40, 40, True, 5.0)]), plain.predict(img, [Click(40, 40, True, 5.0)]), atol=1e-5)
+    from iunet.data import SampleConfig, SliceBank, make_sample
+
+    bank = SliceBank(64)
+    bank.add_synthetic()
+    rng = np.random.default_rng(0)
+    s = make_sample(bank.draw(rng), rng, SampleConfig(inputs=InputConfig(grid_px=64), geodesic=True, geodesic_soft=True, single_click_p=1.0))
+    assert s.geodesic.shape == (4, 64, 64)
+    with pytest.raises(SystemExit, match="soft geodesic"):
+        train(tiny(tmp_path / "back", epochs=1, steps=2, use_prev_mask=True, geodesic=True, init=str(tmp_path / "soft" / "last.safetensors")))
+
+
 def test_sample_stream_workers_share_an_epoch_in_whole_batches():
     """With several data-loader workers each makes its own samples (no copies) and the epoch
     keeps its number of full batches."""
