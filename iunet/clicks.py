@@ -214,10 +214,10 @@ def geodesic_maps(
             raise ValueError(f"click at (y={c.y}, x={c.x}) is outside the {h}×{w} image")
     if not clicks:
         return maps
+    by_polarity = [(ch, [(c.y, c.x) for c in clicks if c.positive == positive]) for ch, positive in ((0, True), (1, False))]
     for i, lam_i in enumerate(lams):
         cost = geodesic_cost(img, lam_i, sigma_px)
-        for ch, positive in ((0, True), (1, False)):
-            pts = [(c.y, c.x) for c in clicks if c.positive == positive]
+        for ch, pts in by_polarity:
             if pts:
                 maps[2 * i + ch] = np.exp(-geodesic_distance(cost, pts) / tau_px)
     return maps

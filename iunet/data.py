@@ -27,10 +27,9 @@ from .clicks import Click, click_radius_px, encode_clicks, geodesic_maps
 from .model import InputConfig
 from .robot import deepest_point, paper_pair
 from .weight_maps import combined_weight_map
-from .windowing import apply_window
+from .windowing import HU_AIR, apply_window
 
 # HU ranges (contrast-enhanced, portal venous phase) used for domain randomisation.
-HU_AIR = -1000.0
 HU_FAT = (-120.0, -70.0)
 HU_MUSCLE = (30.0, 70.0)
 HU_ORGAN = (-20.0, 260.0)  # any organ or lesion the user might click

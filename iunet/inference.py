@@ -24,10 +24,9 @@ from .clicks import Click, ClickSize, encode_clicks, geodesic_cost, geodesic_dis
 from .metrics import dice
 from .model import Checkpoint, load_checkpoint
 from .robot import deepest_point
-from .windowing import apply_window
+from .windowing import HU_AIR, apply_window
 
 Box = tuple[int, int, int, int]  # (y0, y1, x0, x1): the part of a prepared grid that a slice fills
-AIR_HU = -1000.0
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -108,7 +107,7 @@ class Predictor:
         stride = 2 ** int(self.config.depth)
         big_h, big_w = (-(-(n + 2 * margin_px) // stride) * stride for n in (h, w))
         y0, x0 = (big_h - h) // 2, (big_w - w) // 2
-        air = float(apply_window(np.float32(AIR_HU), self.inputs.level_hu, self.inputs.width_hu))
+        air = float(apply_window(np.float32(HU_AIR), self.inputs.level_hu, self.inputs.width_hu))
         view = torch.full((image.shape[0], big_h, big_w), air, dtype=image.dtype, device=image.device)
         view[:, y0 : y0 + h, x0 : x0 + w] = F.interpolate(image[None], size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
         return view, (y0, y0 + h, x0, x0 + w)
@@ -140,7 +139,7 @@ class Predictor:
         minimum over clicks is the distance from the nearest), so a click costs one Dijkstra run
         per map pair whatever the number of clicks before it; any other set (after an undo) is
         computed afresh."""
-        lams = self.inputs.geodesic_lambdas(bool(getattr(self.config, "geodesic_soft", False)))
+        lams = self.inputs.geodesic_lambdas(self.config.geodesic_soft)
         maps = np.zeros((2 * len(lams), *image.shape[-2:]), np.float32)
         if not grid_clicks:
             return torch.from_numpy(maps).to(self.device)
@@ -154,6 +153,8 @@ class Predictor:
                 while len(self._geo_cache) > self.GEO_CACHE_SLICES:
                     self._geo_cache.popitem(last=False)
         _, costs, done = entry
+        by_polarity = [(ch, positive, frozenset((c.y, c.x) for c in grid_clicks if c.positive == positive))
+                       for ch, positive in ((0, True), (1, False))]
         for i, lam in enumerate(lams):
             with self._geo_lock:
                 cost = costs.get(lam)
@@ -161,8 +162,7 @@ class Predictor:
                 cost = geodesic_cost(image[0].float().cpu().numpy(), lam)
                 with self._geo_lock:
                     costs[lam] = cost
-            for ch, positive in ((0, True), (1, False)):
-                pts = frozenset((c.y, c.x) for c in grid_clicks if c.positive == positive)
+            for ch, positive, pts in by_polarity:
                 if not pts:
                     continue
                 with self._geo_lock:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+HU_AIR = -1000.0  # air: what lies around the body (and a zoomed-out view's margin)
+
 # (level_hu, width_hu) per preset name; common radiology defaults.
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "abdomen": (40.0, 400.0),
