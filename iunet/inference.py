@@ -29,6 +29,24 @@ from .windowing import HU_AIR, apply_window
 Box = tuple[int, int, int, int]  # (y0, y1, x0, x1): the part of a prepared grid that a slice fills
 
 
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of this (Linux) machine; empty where /proc/cpuinfo is unavailable."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
+    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16)."""
+    flags = cpu_flags() if flags is None else flags
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
     if str(device) == "auto":

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from iunet.clicks import Click
-from iunet.inference import Predictor
+from iunet.inference import Predictor, cpu_flags, cpu_has_native_bf16  # noqa: F401 (re-exported)
 from iunet.io.volume import without_paths
 from iunet.model import read_header
 
@@ -78,24 +78,6 @@ def find_checkpoints(weights_dir: str | Path) -> tuple[list[CheckpointInfo], lis
 
 
 # --------------------------------------------------------------------------- precision
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of this (Linux) machine; empty where /proc/cpuinfo is unavailable."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
-    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16)."""
-    flags = cpu_flags() if flags is None else flags
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
-
 
 def choose_precision(device_type: str, requested: str = "auto", flags: set[str] | None = None) -> tuple[str, bool, str]:
     """(dtype "fp32"/"bf16", channels_last, reason) for a device type ("cpu"/"cuda").

@@ -65,6 +65,59 @@ def test_resume_continues_from_last_epoch(tmp_path):
     assert [h["epoch"] for h in hist] == [1, 2]
 
 
+def test_ema_update_is_a_moving_average_of_weights_and_batchnorm_statistics():
+    from iunet.model import ModelConfig, UNet
+    from iunet.train import ema_copy, ema_update
+
+    torch.manual_seed(0)
+    model = UNet(ModelConfig(base_channels=4, depth=2))
+    ema = ema_copy(model, None, "cpu")
+    before = {k: v.clone() for k, v in ema.state_dict().items()}
+    with torch.no_grad():
+        for q in model.parameters():
+            q.add_(1.0)
+    model.train()
+    model(torch.randn(2, model.config.in_channels, 16, 16))  # moves BatchNorm's running statistics
+    ema_update(ema, model, 0.75)
+    now, src = ema.state_dict(), model.state_dict()
+    for k, v in now.items():
+        if v.dtype.is_floating_point:
+            assert torch.allclose(v, 0.75 * before[k] + 0.25 * src[k], atol=1e-6), k
+        else:
+            assert torch.equal(v, src[k]), k  # batches seen: copied
+    assert not any(q.requires_grad for q in ema.parameters())
+
+
+def test_ema_run_writes_a_validated_average_and_resumes_it(tmp_path):
+    train(tiny(tmp_path, epochs=1, steps=3, ema=0.5))
+    ck = load_checkpoint(tmp_path / "ema.safetensors")
+    last = load_checkpoint(tmp_path / "last.safetensors")
+    assert ck.model_config == last.model_config and ck.train_config["ema"] == 0.5
+    assert {"dice@1", "dice@5"} <= set(ck.metrics)
+    assert "ema" in ck.train_config["history"][-1]
+    diff = [not torch.equal(a, b) for a, b in zip(ck.model.state_dict().values(), last.model.state_dict().values())]
+    assert any(diff)  # an average, not the last weights
+    train(tiny(tmp_path, epochs=2, steps=3, ema=0.5, resume=True))
+    hist = load_checkpoint(tmp_path / "ema.safetensors").train_config["history"]
+    assert [h["epoch"] for h in hist] == [1, 2] and all("ema" in h for h in hist)
+    assert parse_args(["--ema", "0.999"]).ema == 0.999 and parse_args([]).ema == 0.0
+
+
+def test_bf16_defaults_to_the_hardware(tmp_path, monkeypatch):
+    """Unset, bf16 autocast is used on a CPU only where it computes bf16 natively (emulated bf16
+    is slower than fp32); a flag given wins."""
+    import iunet.train as tr
+
+    assert parse_args([]).bf16 is None and parse_args(["--bf16"]).bf16 is True and parse_args(["--no-bf16"]).bf16 is False
+    for native in (False, True):
+        monkeypatch.setattr(tr, "cpu_has_native_bf16", lambda native=native: native)
+        train(tiny(tmp_path / str(native), epochs=1, steps=1, iterative_clicks=0, device="cpu"))
+        env = load_checkpoint(tmp_path / str(native) / "last.safetensors").train_config["env"]
+        assert env["bf16"] is native
+    train(tiny(tmp_path / "forced", epochs=1, steps=1, iterative_clicks=0, device="cpu", bf16=True))
+    assert load_checkpoint(tmp_path / "forced" / "last.safetensors").train_config["env"]["bf16"] is True
+
+
 def test_seeded_runs_reproduce(tmp_path):
     a = train(tiny(tmp_path / "a", epochs=1, steps=3, bf16=False, iterative_clicks=0))
     b = train(tiny(tmp_path / "b", epochs=1, steps=3, bf16=False, iterative_clicks=0))
