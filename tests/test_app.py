@@ -147,7 +147,9 @@ def test_precision_follows_the_cpu():
     assert models.choose_precision("cpu", "auto", {"avx2", "avx512f", "avx512_bf16"})[:2] == ("bf16", True)
     assert models.choose_precision("cpu", "auto", {"avx2", "amx_bf16"})[:2] == ("bf16", True)
     dtype, channels_last, reason = models.choose_precision("cpu", "auto", {"avx2", "avx512f"})
-    assert (dtype, channels_last) == ("fp32", False) and "no native bf16" in reason
+    assert (dtype, channels_last) == ("fp32", True) and "no native bf16" in reason
+    assert models.choose_precision("cuda", "auto", set())[:2] == ("fp32", False)
+    assert models.choose_precision("cpu", "fp32", set())[:2] == ("fp32", False)  # asked for: the plain reference
     assert models.choose_precision("cuda", "auto", {"avx512_bf16"})[0] == "fp32"
     assert models.choose_precision("cpu", "bf16", set())[0] == "bf16"
     assert models.choose_precision("cpu", "fp32", {"avx512_bf16"})[0] == "fp32"
