@@ -745,6 +745,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     kw["inputs"] = replace(kw.get("inputs", d.inputs), **inputs)
     kw["resume"] = a.resume
     cfg = replace(d, **kw)
+    if not 0.0 <= cfg.ema < 1.0:
+        p.error(f"--ema {cfg.ema}: the decay must lie in [0, 1) (0 = off)")
     if cfg.inputs.grid_px % (2**cfg.depth):
         p.error(f"--grid-px {cfg.inputs.grid_px} must be divisible by 2**depth = {2**cfg.depth}")
     for src in (*cfg.labels, *cfg.msd, *cfg.totalseg):

@@ -101,6 +101,8 @@ def test_ema_run_writes_a_validated_average_and_resumes_it(tmp_path):
     hist = load_checkpoint(tmp_path / "ema.safetensors").train_config["history"]
     assert [h["epoch"] for h in hist] == [1, 2] and all("ema" in h for h in hist)
     assert parse_args(["--ema", "0.999"]).ema == 0.999 and parse_args([]).ema == 0.0
+    with pytest.raises(SystemExit):
+        parse_args(["--ema", "1.0"])
 
 
 def test_bf16_defaults_to_the_hardware(tmp_path, monkeypatch):
