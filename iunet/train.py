@@ -494,6 +494,13 @@ def train(cfg: TrainConfig) -> Path:
     budget_s = (cfg.max_minutes or 0) * 60
     if cfg.time_cosine and budget_s <= 0:
         raise SystemExit("--time-cosine needs --max-minutes")
+
+    def epoch_scores(m: UNet) -> dict[str, float]:
+        """The epoch's validation of weights ``m`` (the model's, or their moving average)."""
+        sc = validate(m, cfg, val, device) if cfg.interactive else validate_auto(m, cfg, val, device)
+        sc.update(validate_propagation(m, cfg, val_prop, device))
+        return sc
+
     t_start = time.time()
     out_of_time = False
     info = {"torch": torch.__version__, "device": str(device), "world_size": world, "host": platform.node(), "cpu": platform.processor(), "bf16": bool(use_amp)}
@@ -545,8 +552,7 @@ def train(cfg: TrainConfig) -> Path:
         train_speed = len(losses) * cfg.batch_size * world / max(time.time() - t0, 1e-9)
         del loader  # its workers end here
         if main and losses:
-            scores = validate(model, cfg, val, device) if cfg.interactive else validate_auto(model, cfg, val, device)
-            scores.update(validate_propagation(model, cfg, val_prop, device))
+            scores = epoch_scores(model)
             score = scores.get("dice@1", 0) + scores.get("dice@5", 0) + scores.get("prop_dice", 0)
             rec = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "steps": len(losses), "samples_per_s": round(train_speed, 1), **scores, "minutes": (time.time() - t_start) / 60}
             history.append(rec)
@@ -558,11 +564,9 @@ def train(cfg: TrainConfig) -> Path:
                 save_checkpoint(ck, out / "best.safetensors")
             save_checkpoint(ck, out / "last.safetensors")
             if ema is not None:
-                ema_scores = validate(ema, cfg, val, device) if cfg.interactive else validate_auto(ema, cfg, val, device)
-                ema_scores.update(validate_propagation(ema, cfg, val_prop, device))
-                rec["ema"] = ema_scores
+                ema_scores = epoch_scores(ema)
+                rec["ema"] = ema_scores  # tc holds this history, so the average's checkpoint records it
                 print(json.dumps({"epoch": epoch + 1, "ema": ema_scores}), file=sys.stderr)
-                tc = {**asdict(cfg), "history": history, "env": info}
                 save_checkpoint(Checkpoint(ema, model_config(cfg), input_config(cfg), tc, ema_scores, cfg.name), out / "ema.safetensors")
             _save_optim(opt, out / "last.optim.safetensors", {"epoch": epoch, "best_score": best_score, "history": history})
         if out_of_time or (cfg.max_minutes and (time.time() - t_start) / 60 > cfg.max_minutes):

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from iunet.clicks import Click
-from iunet.inference import Predictor, cpu_flags, cpu_has_native_bf16  # noqa: F401 (re-exported)
+from iunet.inference import Predictor, cpu_has_native_bf16
 from iunet.io.volume import without_paths
 from iunet.model import read_header
 
