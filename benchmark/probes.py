@@ -21,6 +21,11 @@ at 1 and the first click at the target's deepest point, as the ``ritm`` robot cl
   neighbouring slice) spilt into a part of a touching structure (``--prop-spill-p``); the
   target is the structure alone on this slice (on ``spleen_8`` the spleen's mask carried on
   into the left kidney). Needs label volumes (``--labels``).
+- ``undo``: a previous mask that ran from the structure into one to three structures, each
+  touching the mask so far (``--spill-p`` with ``--spill-parts 3``), a background click at the
+  leak's deepest point, after a click on the structure half the time; the target is the
+  structure alone (the 3D-IRCADb liver's mask carried into the kidney and the bowel, then
+  corrected by the ``volume`` robot's background clicks, docs/design.md "Volumes").
 
 These are *not* a benchmark: the samples come from the training distribution (rendered from
 the label maps given, or from the built-in generator), so they show whether a model learnt a
@@ -49,6 +54,7 @@ KINDS = {
     "vessel": dict(vessel_p=1.0, vessel_target_p=1.0),
     "lesion": dict(lesion_p=1.0, lesion_target_p=1.0),
     "leak": dict(propagate_p=1.0, prop_spill_p=1.0),
+    "undo": dict(spill_p=1.0, spill_parts=3),
 }
 LEAK_MARGIN_PX = 4  # a leak probe's previous mask reaches at least ...
 MIN_LEAK_PX = 20  # ... this many grid px beyond the target grown by this margin (not only a perturbed outline)
@@ -62,7 +68,8 @@ MAX_INNER_FRACTION = 0.4  # a vessel or lesion probe whose target is larger than
 def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
     """``n`` samples (``iunet.data.Sample``) of ``kind`` from the label slices ``slices`` (a list
     of ``LabelSlice``; None: the built-in generator), drawn with one seed: (HU slice (G, G),
-    first click (None for ``leak``), previous mask (G, G) bool or None, target (G, G) bool)."""
+    first click (None for ``leak``; for ``undo`` its clicks, a tuple of ``Click``), previous
+    mask (G, G) bool or None, target (G, G) bool)."""
     from scipy import ndimage
 
     from iunet.data import SampleConfig, make_sample, training_labels
@@ -87,6 +94,12 @@ def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
                 continue  # not a propagation sample (no neighbour there), or nothing spilt
             out.append((s.hu, None, prev, target))
             continue
+        if kind == "undo":
+            prev = s.prev[0] > 0.5
+            if not s.clicks or target.sum() < 6 or (prev & ~ndimage.binary_dilation(target, iterations=LEAK_MARGIN_PX)).sum() < MIN_LEAK_PX:
+                continue  # nothing touched the target, or the leak is only an outline
+            out.append((s.hu, tuple(s.clicks), prev, target))
+            continue
         if not s.clicks or target.sum() < 6:
             continue
         if kind in SINUS_KINDS and target.sum() < MIN_SINUS_ORGAN_PX:
@@ -99,8 +112,9 @@ def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
 
 def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int, seed: int,
           geodesic_lambdas: list[float] | None = None) -> list[dict]:
-    """Mean Dice of one click (``leak``: of the propagated mask) per (weights, kind) and, with
-    ``geodesic_lambdas``, per edge weight of the click maps; rows for ``probes.csv``."""
+    """Mean Dice of one click (``leak``: of the propagated mask; ``undo``: of its clicks) per
+    (weights, kind) and, with ``geodesic_lambdas``, per edge weight of the click maps; rows for
+    ``probes.csv``."""
     from iunet.clicks import Click
     from iunet.data import label_files, load_label_volumes
     from iunet.inference import Predictor
@@ -127,7 +141,10 @@ def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int
         for w, lam, p in preds:
             # the first click has the default radius of a 512² slice's first click, on that grid
             r = p.inputs.default_radius_px * GRID_PX / 512
-            d = [dice(p.predict(hu, [] if c is None else [Click(c.y, c.x, True, r)], prev_mask=prev) >= 0.5, t)
+            # (an undo sample's clicks keep their radii, drawn from the previous mask's area as
+            # the robot draws them from the current mask's)
+            d = [dice(p.predict(hu, list(c) if isinstance(c, tuple) else [] if c is None else [Click(c.y, c.x, True, r)],
+                                prev_mask=prev) >= 0.5, t)
                  for hu, c, prev, t in samples]
             rows.append({"weights": w, "geodesic_lambda": p.inputs.geodesic_lambda if p.config.geodesic else "",
                          "kind": kind, "samples": n, "seed": seed, "dice_mean": round(float(np.mean(d)), 4),

@@ -478,6 +478,7 @@ class SampleConfig:
     partial_prev_p: float = 0.0  # propagation samples whose previous mask is only a part (partial_mask)
     spill_p: float = 0.0  # click samples correcting a previous mask that spilt into a touching structure
     prop_spill_p: float = 0.0  # propagation samples whose previous mask spilt into a touching structure (no click)
+    spill_parts: int = 1  # a spill sample's leak runs into 1 to this many structures, one touching the next (spill_mask)
     zoom_p: float = 0.0  # click samples seen zoomed in around the object, as ZoomIn shows them (zoom_crop)
     wrong_prev_p: float = 0.0  # click samples whose previous mask is another structure, a background click on it
     lesion_p: float = 0.0  # click samples with a faint lesion painted into the target organ (inner_lesion)
@@ -635,11 +636,21 @@ def spill_part(labels: np.ndarray, k: int, footprint: np.ndarray, rng: np.random
 
 
 def spill_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Generator,
-               keep: tuple[float, float] = (0.3, 1.0)) -> np.ndarray | None:
-    """``target`` (G, G) bool plus a spill into a structure that touches it (``spill_part``);
-    ``None`` when there is none."""
-    spill = spill_part(labels, k, target, rng, keep)
-    return None if spill is None else target | spill
+               keep: tuple[float, float] = (0.3, 1.0), parts: int = 1) -> np.ndarray | None:
+    """``target`` (G, G) bool plus a spill into a structure that touches it (``spill_part``),
+    then, up to ``parts`` structures in all, into a structure that touches the mask so far (a
+    mask carried on over several slices runs from one organ into the next: the 3D-IRCADb liver's
+    lower tip into the kidney and the bowel, docs/design.md "Volumes"); ``None`` when nothing
+    touches the target."""
+    mask, taken = target.copy(), [k]
+    for _ in range(max(1, parts)):
+        lab = np.where(np.isin(labels, taken[1:]), 0, labels)  # a structure spilt into is not drawn again
+        spill = spill_part(lab, k, mask, rng, keep)
+        if spill is None:
+            break
+        taken += [int(v) for v in np.unique(labels[spill]) if v and v not in taken]
+        mask |= spill
+    return mask if (mask & ~target).any() else None
 
 
 def wrong_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
@@ -851,7 +862,7 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
             if spill is not None and spill.sum() <= PROP_SPILL_MAX * prev.sum():  # a leak, not another organ
                 prev, spilt = prev | spill, True
     if pair is None and cfg.spill_p > 0 and rng.random() < cfg.spill_p:  # a leak to correct
-        leak = spill_mask(sl.labels, k, target, rng)
+        leak = spill_mask(sl.labels, k, target, rng, parts=int(rng.integers(1, cfg.spill_parts + 1)))
         if leak is not None:
             prev, spilt = leak, True
     if pair is None and not spilt and cfg.wrong_prev_p > 0 and rng.random() < cfg.wrong_prev_p:

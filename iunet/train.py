@@ -84,6 +84,7 @@ class TrainConfig:
     partial_prev_p: float = 0.0  # propagation samples whose previous mask is only a part of the neighbour's
     spill_p: float = 0.0  # click samples: previous mask spilt into a touching structure, a background click on it
     prop_spill_p: float = 0.0  # propagation samples: previous mask spilt into a touching structure, no click
+    spill_parts: int = 1  # a --spill-p sample's leak runs into 1 to this many structures, one touching the next
     seam_p: float = 0.0  # renderings with a thin fat plane between touching structures
     sinus_wide_p: float = 0.0  # of the sinus samples, the share with a wide sinus (first clicked anywhere half the time)
     zoom_p: float = 0.0  # click samples seen zoomed in around the object (ZoomIn at inference)
@@ -189,7 +190,7 @@ def sample_config(cfg: TrainConfig) -> SampleConfig:
         single_click_p=cfg.single_click_p, centre_click_p=cfg.centre_click_p, propagate_p=cfg.propagate_p if cfg.use_prev_mask else 0.0,
         similar_p=cfg.similar_p, geodesic=cfg.geodesic and cfg.interactive, geodesic_soft=cfg.geodesic and cfg.geodesic_soft,
         interior_p=cfg.interior_p, large_target_p=cfg.large_target_p, partial_prev_p=cfg.partial_prev_p,
-        spill_p=cfg.spill_p if cfg.use_prev_mask else 0.0, prop_spill_p=cfg.prop_spill_p, zoom_p=cfg.zoom_p,
+        spill_p=cfg.spill_p if cfg.use_prev_mask else 0.0, prop_spill_p=cfg.prop_spill_p, spill_parts=cfg.spill_parts, zoom_p=cfg.zoom_p,
         wrong_prev_p=cfg.wrong_prev_p if cfg.use_prev_mask else 0.0, lesion_p=cfg.lesion_p, vessel_p=cfg.vessel_p, vessel_pieces_p=cfg.vessel_pieces_p, sinus_p=cfg.sinus_p,
         seam_p=cfg.seam_p, sinus_wide_p=cfg.sinus_wide_p,
     )
@@ -665,6 +666,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="probability that a propagation sample's previous mask is only a part of the neighbour's (learn to complete it)")
     p.add_argument("--spill-p", type=float, default=None,
                    help="probability of a click sample whose previous mask spilt into a touching structure, with a background click on the spill")
+    p.add_argument("--spill-parts", type=int, default=None,
+                   help="a --spill-p sample's leak runs into 1 to this many structures, each touching the mask so far (default 1)")
     p.add_argument("--prop-spill-p", type=float, default=None,
                    help="probability that a propagation sample's previous mask spilt into a touching structure (a part of it); the target is the structure alone, so a leak is not carried on")
     p.add_argument("--sinus-wide-p", type=float, default=None,
@@ -727,7 +730,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "dropout": a.dropout, "loss": a.loss, "boundary_weights": a.boundary_weights, "click_weights": a.click_weights,
         "interactions": a.interactions, "max_interactions": a.max_interactions,
         "iterative_clicks": a.iterative_clicks, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p, "centre_click_p": a.centre_click_p,
-        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "interior_p": a.interior_p, "large_target_p": a.large_target_p, "partial_prev_p": a.partial_prev_p, "spill_p": a.spill_p, "prop_spill_p": a.prop_spill_p, "seam_p": a.seam_p, "sinus_wide_p": a.sinus_wide_p, "zoom_p": a.zoom_p, "wrong_prev_p": a.wrong_prev_p, "lesion_p": a.lesion_p, "vessel_p": a.vessel_p, "vessel_pieces_p": a.vessel_pieces_p, "sinus_p": a.sinus_p, "synthetic_weight": a.synthetic_weight,
+        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "interior_p": a.interior_p, "large_target_p": a.large_target_p, "partial_prev_p": a.partial_prev_p, "spill_p": a.spill_p, "prop_spill_p": a.prop_spill_p, "spill_parts": a.spill_parts, "seam_p": a.seam_p, "sinus_wide_p": a.sinus_wide_p, "zoom_p": a.zoom_p, "wrong_prev_p": a.wrong_prev_p, "lesion_p": a.lesion_p, "vessel_p": a.vessel_p, "vessel_pieces_p": a.vessel_pieces_p, "sinus_p": a.sinus_p, "synthetic_weight": a.synthetic_weight,
         "real_fraction": a.real_fraction, "flip": a.flip, "epochs": a.epochs, "steps": a.steps,
         "batch_size": a.batch_size, "seed": a.seed, "val_slices": a.val_slices, "workers": a.workers, "lr": a.lr,
         "device": a.device, "bf16": a.bf16, "channels_last": a.channels_last, "max_minutes": a.max_minutes, "init": a.init, "threads": a.threads,
@@ -751,6 +754,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     cfg = replace(d, **kw)
     if not 0.0 <= cfg.ema < 1.0:
         p.error(f"--ema {cfg.ema}: the decay must lie in [0, 1) (0 = off)")
+    if cfg.spill_parts < 1:
+        p.error(f"--spill-parts {cfg.spill_parts}: a leak runs into at least 1 structure")
     if cfg.inputs.grid_px % (2**cfg.depth):
         p.error(f"--grid-px {cfg.inputs.grid_px} must be divisible by 2**depth = {2**cfg.depth}")
     for src in (*cfg.labels, *cfg.msd, *cfg.totalseg):

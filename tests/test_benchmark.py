@@ -445,7 +445,7 @@ def test_probe_samples_are_the_kinds_they_name_and_the_command_writes_a_table(ck
     vol[1:9, 30:90, 60:100] = 2  # touches 1: the leak probe's previous masks spill into it
     volume_slices = slices_from_volume(vol, 128, spacing_z_mm=3.0)
     for kind in probes.KINDS:
-        src = volume_slices if kind == "leak" else None
+        src = volume_slices if kind in ("leak", "undo") else None
         a, b = probes.probe_samples(kind, src, 3, seed=2, grid_px=128), probes.probe_samples(kind, src, 3, seed=2, grid_px=128)
         for (hu, c, prev, t), (hu2, c2, prev2, t2) in zip(a, b):  # one seed: the same samples for every weights file
             np.testing.assert_array_equal(hu, hu2)
@@ -453,6 +453,11 @@ def test_probe_samples_are_the_kinds_they_name_and_the_command_writes_a_table(ck
             if kind == "leak":  # no click; the previous mask reaches well beyond the target
                 assert c is None and (prev == prev2).all()
                 assert (prev & ~ndimage.binary_dilation(t, iterations=probes.LEAK_MARGIN_PX)).sum() >= probes.MIN_LEAK_PX
+                continue
+            if kind == "undo":  # the previous mask holds the target and a leak; the last click is on the leak
+                assert isinstance(c, tuple) and not (t & ~prev).any()
+                assert (prev & ~ndimage.binary_dilation(t, iterations=probes.LEAK_MARGIN_PX)).sum() >= probes.MIN_LEAK_PX
+                assert not c[-1].positive and (prev & ~t)[c[-1].y, c[-1].x] and all(k.positive and t[k.y, k.x] for k in c[:-1])
                 continue
             assert prev is None and t[c.y, c.x]  # the first click lies on the target
             if kind == "sinus":  # in the organ's darker core, the target the whole organ

@@ -212,6 +212,29 @@ def test_spill_samples_correct_a_mask_that_spilt_into_a_touching_structure():
     assert SampleConfig().spill_p == 0.0
 
 
+def test_a_spill_runs_on_into_the_structures_that_touch_it_up_to_spill_parts():
+    """--spill-parts: a leak that ran from the target into one structure and on into the next
+    (the 3D-IRCADb liver's carried mask in the kidney and the bowel); never a structure that
+    touches neither the target nor the leak, and with one part never past the first."""
+    from iunet.data import spill_mask
+
+    lab = np.zeros((64, 64), np.int16)
+    lab[10:40, 4:20] = 1
+    lab[10:40, 20:36] = 2  # touches 1
+    lab[10:40, 36:52] = 3  # touches 2, not 1
+    lab[50:60, 54:62] = 4  # touches nothing
+    reached1, reached3 = set(), set()
+    for seed in range(40):
+        one = spill_mask(lab, 1, lab == 1, np.random.default_rng(seed), keep=(1.0, 1.0))
+        three = spill_mask(lab, 1, lab == 1, np.random.default_rng(seed), keep=(1.0, 1.0), parts=3)
+        for m, got in ((one, reached1), (three, reached3)):
+            assert m is not None and m[lab == 1].all() and not m[lab == 4].any()
+            got.update(int(v) for v in np.unique(lab[m & (lab != 1)]))
+    assert reached1 == {2} and reached3 == {2, 3}
+    cfg = SampleConfig(inputs=InputConfig(grid_px=64), spill_p=1.0, spill_parts=3, geometry=False)
+    assert SampleConfig().spill_parts == 1 and cfg.spill_parts == 3
+
+
 def test_propagation_spill_samples_carry_a_leak_the_target_leaves_out():
     """--prop-spill-p: a propagation sample whose previous mask took in a part of a touching
     structure (as a carried mask leaks from the spleen into the kidney) has no click, and its

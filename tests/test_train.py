@@ -105,6 +105,16 @@ def test_ema_run_writes_a_validated_average_and_resumes_it(tmp_path):
         parse_args(["--ema", "1.0"])
 
 
+def test_spill_parts_reach_the_samples():
+    """--spill-parts is passed on to the samples' config, and a leak into no structure is refused."""
+    from iunet.train import sample_config
+
+    assert sample_config(parse_args(["--spill-p", "0.3", "--spill-parts", "3"])).spill_parts == 3
+    assert sample_config(parse_args([])).spill_parts == 1
+    with pytest.raises(SystemExit):
+        parse_args(["--spill-parts", "0"])
+
+
 def test_bf16_defaults_to_the_hardware(tmp_path, monkeypatch):
     """Unset, bf16 autocast is used on a CPU only where it computes bf16 natively (emulated bf16
     is slower than fp32); a flag given wins."""
