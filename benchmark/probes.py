@@ -62,6 +62,7 @@ GRID_PX = 256  # the probes' rendered slices: the model's grid, standing for a 5
 MIN_SINUS_ORGAN_PX = 400  # grid px: a sinus probe's organ is at least this large
 SINUS_KINDS = ("sinus", "wide-sinus")  # the target is the whole organ around the clicked sinus
 WHOLE_KINDS = ("organ",) + SINUS_KINDS  # the target is a whole labelled structure
+LEAK_KINDS = ("leak", "undo")  # the previous mask holds the target and a leak beyond it
 MAX_INNER_FRACTION = 0.4  # a vessel or lesion probe whose target is larger than this share of the labels drew none
 
 
@@ -88,17 +89,13 @@ def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
         sl = training_labels(grid_px, rng) if slices is None else slices[int(rng.integers(len(slices)))]
         s = make_sample(sl, rng, cfg)
         target = s.target[0] > 0.5
-        if kind == "leak":
+        if kind in LEAK_KINDS:  # a previous mask that reaches well beyond the target
             prev = s.prev[0] > 0.5
-            if s.clicks or target.sum() < 6 or (prev & ~ndimage.binary_dilation(target, iterations=LEAK_MARGIN_PX)).sum() < MIN_LEAK_PX:
-                continue  # not a propagation sample (no neighbour there), or nothing spilt
-            out.append((s.hu, None, prev, target))
-            continue
-        if kind == "undo":
-            prev = s.prev[0] > 0.5
-            if not s.clicks or target.sum() < 6 or (prev & ~ndimage.binary_dilation(target, iterations=LEAK_MARGIN_PX)).sum() < MIN_LEAK_PX:
-                continue  # nothing touched the target, or the leak is only an outline
-            out.append((s.hu, tuple(s.clicks), prev, target))
+            clicked = kind == "undo"  # a leak is carried without a click, undone with clicks
+            beyond_px = (prev & ~ndimage.binary_dilation(target, iterations=LEAK_MARGIN_PX)).sum()
+            if bool(s.clicks) != clicked or target.sum() < 6 or beyond_px < MIN_LEAK_PX:
+                continue  # not that kind of sample (no neighbour, nothing touching), or the leak is only an outline
+            out.append((s.hu, tuple(s.clicks) if clicked else None, prev, target))
             continue
         if not s.clicks or target.sum() < 6:
             continue
@@ -110,12 +107,24 @@ def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
     return out
 
 
+def _probe_clicks(c, first_radius_px: float) -> list:
+    """The clicks a probe sample is predicted with: none (``leak``), an ``undo`` sample's own
+    (their radii drawn from the previous mask's area, as the robot draws them from the current
+    mask's), or the first click, positive, at ``first_radius_px``."""
+    from iunet.clicks import Click
+
+    if c is None:
+        return []
+    if isinstance(c, tuple):
+        return list(c)
+    return [Click(c.y, c.x, True, first_radius_px)]
+
+
 def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int, seed: int,
           geodesic_lambdas: list[float] | None = None) -> list[dict]:
     """Mean Dice of one click (``leak``: of the propagated mask; ``undo``: of its clicks) per
     (weights, kind) and, with ``geodesic_lambdas``, per edge weight of the click maps; rows for
     ``probes.csv``."""
-    from iunet.clicks import Click
     from iunet.data import label_files, load_label_volumes
     from iunet.inference import Predictor
     from iunet.metrics import dice
@@ -141,11 +150,7 @@ def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int
         for w, lam, p in preds:
             # the first click has the default radius of a 512² slice's first click, on that grid
             r = p.inputs.default_radius_px * GRID_PX / 512
-            # (an undo sample's clicks keep their radii, drawn from the previous mask's area as
-            # the robot draws them from the current mask's)
-            d = [dice(p.predict(hu, list(c) if isinstance(c, tuple) else [] if c is None else [Click(c.y, c.x, True, r)],
-                                prev_mask=prev) >= 0.5, t)
-                 for hu, c, prev, t in samples]
+            d = [dice(p.predict(hu, _probe_clicks(c, r), prev_mask=prev) >= 0.5, t) for hu, c, prev, t in samples]
             rows.append({"weights": w, "geodesic_lambda": p.inputs.geodesic_lambda if p.config.geodesic else "",
                          "kind": kind, "samples": n, "seed": seed, "dice_mean": round(float(np.mean(d)), 4),
                          "dice_median": round(float(np.median(d)), 4)})

@@ -642,13 +642,13 @@ def spill_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Ge
     mask carried on over several slices runs from one organ into the next: the 3D-IRCADb liver's
     lower tip into the kidney and the bowel, docs/design.md "Volumes"); ``None`` when nothing
     touches the target."""
-    mask, taken = target.copy(), [k]
+    mask, taken = target.copy(), []  # the labels spilt into so far
     for _ in range(max(1, parts)):
-        lab = np.where(np.isin(labels, taken[1:]), 0, labels)  # a structure spilt into is not drawn again
+        lab = np.where(np.isin(labels, taken), 0, labels)  # a structure spilt into is not drawn again
         spill = spill_part(lab, k, mask, rng, keep)
         if spill is None:
             break
-        taken += [int(v) for v in np.unique(labels[spill]) if v and v not in taken]
+        taken += [int(v) for v in np.unique(labels[spill]) if v]
         mask |= spill
     return mask if (mask & ~target).any() else None
 
