@@ -1,6 +1,7 @@
 """Speed: click-to-mask latency and batched throughput, ``python -m benchmark speed``.
 
-For each device (CPU; CUDA when present) × dtype (fp32 / bf16) × memory format:
+For each device (CPU; CUDA when present) × dtype (fp32 / bf16) × memory format × runtime
+(``torch``, or ``onnx``: the forward pass in ONNX Runtime, fp32 on the CPU only):
 
 - **latency**: one click at a time on one 512² slice through a ``Session``, as a person clicks
   (the library's click loop, ``iunet.evaluation``, with the ``ritm`` robot and batch size 1; a
@@ -27,7 +28,7 @@ import torch
 from iunet.clicks import Click
 from iunet.data import choose_target, render_ct, synthetic_labels
 from iunet.evaluation import Track, click_step, run_clicks
-from iunet.inference import Predictor, Session, ZoomOut
+from iunet.inference import RUNTIMES, Predictor, Session, ZoomOut
 from iunet.robot import deepest_point
 
 from . import plain_help
@@ -89,18 +90,15 @@ def batch_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, batch: int, r
     best_pb, best_fw = np.inf, np.inf
     g, c = predictor.grid_px, predictor.config.in_channels
     x = torch.rand(batch, c, g, g, device=predictor.device)
-    if predictor.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     for r in range(repeats + 1):  # the first round warms up
         t0 = time.perf_counter()
         predictor.predict_batch([hu] * batch, clicks)
         pb = time.perf_counter() - t0
-        with torch.inference_mode(), torch.autocast(predictor.device.type, dtype=torch.bfloat16, enabled=predictor.dtype == "bf16"):
-            _sync(predictor.device)
-            t0 = time.perf_counter()
-            predictor.model(x)
-            _sync(predictor.device)
-            fw = time.perf_counter() - t0
+        _sync(predictor.device)
+        t0 = time.perf_counter()
+        predictor.forward_logits(x)
+        _sync(predictor.device)
+        fw = time.perf_counter() - t0
         if r:
             best_pb, best_fw = min(best_pb, pb), min(best_fw, fw)
     return 1000.0 * best_pb / batch, 1000.0 * best_fw / batch
@@ -121,12 +119,13 @@ def benchmark_click_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, bat
     return 1000.0 * best
 
 
-def measure(weights: str, device: str, dtype: str, channels_last: bool, clicks: int, batch_sizes: list[int], repeats: int) -> dict:
-    predictor = Predictor(weights, device=device, dtype=dtype, channels_last=channels_last)
+def measure(weights: str, device: str, dtype: str, channels_last: bool, clicks: int, batch_sizes: list[int], repeats: int,
+            runtime: str = "torch") -> dict:
+    predictor = Predictor(weights, device=device, dtype=dtype, channels_last=channels_last, runtime=runtime)
     hu, gt = timing_slice()
     lat = latency_ms(predictor, hu, gt, clicks)
     rec = {
-        "device": predictor.describe_device(), "dtype": dtype, "channels_last": channels_last, "grid_px": predictor.grid_px,
+        "device": predictor.describe_device(), "dtype": dtype, "channels_last": channels_last, "runtime": runtime, "grid_px": predictor.grid_px,
         "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95)), "batches": {},
     }
     if predictor.interactive:
@@ -144,13 +143,13 @@ def measure(weights: str, device: str, dtype: str, channels_last: bool, clicks: 
 
 
 def markdown(records: list[dict]) -> str:
-    lines = ["| device | dtype | channels_last | click p50 / p95 (ms) | first click zoomed out p50 / p95 (ms) | " + " | ".join(f"B={b} ms/slice (fwd)" for b in records[0]["batches"]) + " | benchmark ms/click (B) | vs forward |"]
-    lines.append("|---|---|---|---:|---:|" + "---:|" * len(records[0]["batches"]) + "---:|---:|")
+    lines = ["| device | runtime | dtype | channels_last | click p50 / p95 (ms) | first click zoomed out p50 / p95 (ms) | " + " | ".join(f"B={b} ms/slice (fwd)" for b in records[0]["batches"]) + " | benchmark ms/click (B) | vs forward |"]
+    lines.append("|---|---|---|---|---:|---:|" + "---:|" * len(records[0]["batches"]) + "---:|---:|")
     for r in records:
         cells = [f"{v['predict_batch_ms_per_slice']:.1f} ({v['forward_ms_per_slice']:.1f})" for v in r["batches"].values()]
         zoomed = f"{r['zoomed_first_p50_ms']:.1f} / {r['zoomed_first_p95_ms']:.1f}" if "zoomed_first_p50_ms" in r else "–"
         lines.append(
-            f"| {r['device']} | {r['dtype']} | {'on' if r['channels_last'] else 'off'} | {r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} | {zoomed} | "
+            f"| {r['device']} | {r.get('runtime', 'torch')} | {r['dtype']} | {'on' if r['channels_last'] else 'off'} | {r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} | {zoomed} | "
             + " | ".join(cells) + f" | {r['benchmark_ms_per_click']:.1f} ({r['benchmark_batch']}) | {r['benchmark_vs_forward']:.2f}× |"
         )
     return "\n".join(lines)
@@ -161,7 +160,9 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", default=default_weights("iunet_spleen.safetensors", "iunet_agnostic.safetensors"))
     p.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
     p.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32"])
-    p.add_argument("--channels-last", nargs="+", choices=["off", "on"], default=["off"])
+    p.add_argument("--channels-last", nargs="+", choices=["off", "on"], default=["off"], help="torch's memory format (ONNX Runtime picks its own)")
+    p.add_argument("--runtimes", nargs="+", choices=list(RUNTIMES), default=["torch"],
+                   help="what runs the forward pass: torch, onnx (ONNX Runtime; fp32 on the CPU only, other combinations are skipped)")
     p.add_argument("--clicks", type=int, default=50, help="clicks timed for the latency percentiles (default 50)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--repeats", type=int, default=3)
@@ -179,10 +180,15 @@ def _main(a: argparse.Namespace) -> None:
     records = []
     for dev in devices:
         for dt in a.dtypes:
-            for cl in a.channels_last:
-                rec = measure(a.weights, dev, dt, cl == "on", a.clicks, a.batch_sizes, a.repeats)
-                records.append(rec)
-                print(json.dumps(rec), flush=True)
+            for rt in a.runtimes:
+                if rt == "onnx" and (dev != "cpu" or dt != "fp32"):
+                    continue  # ONNX Runtime here runs fp32 on the CPU only
+                for cl in a.channels_last if rt == "torch" else ["off"]:
+                    rec = measure(a.weights, dev, dt, cl == "on", a.clicks, a.batch_sizes, a.repeats, rt)
+                    records.append(rec)
+                    print(json.dumps(rec), flush=True)
+    if not records:
+        raise SystemExit("nothing to measure: the onnx runtime runs fp32 on the CPU only")
     md = markdown(records)
     print(md)
     if a.out:

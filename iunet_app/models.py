@@ -6,8 +6,9 @@ read-only :class:`iunet.inference.Predictor` of a checkpoint (many users, one mo
 
 Precision: with ``precision="auto"`` the model runs in bfloat16 with channels-last memory only on
 a CPU with native bf16 arithmetic (AVX512-BF16 or AMX, read from ``/proc/cpuinfo``), where it is
-about twice as fast as fp32 for the same Dice (see docs/app.md); on other CPUs in fp32 with
-channels-last memory, on GPUs in fp32.
+about twice as fast as fp32 for the same Dice (see docs/app.md); on other CPUs in fp32 in ONNX
+Runtime (the same probabilities up to float rounding, faster than torch there; fp32 with
+channels-last memory in torch where onnxruntime is not installed), on GPUs in fp32.
 
 On a Hugging Face ZeroGPU Space every forward pass runs in :func:`infer_prepared`, wrapped in
 ``spaces.GPU``, which runs it in a GPU worker process: it takes and returns arrays only
@@ -24,7 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from iunet.clicks import Click
-from iunet.inference import Predictor, cpu_has_native_bf16
+from iunet.inference import Predictor, cpu_has_native_bf16, onnx_available
 from iunet.io.volume import without_paths
 from iunet.model import read_header
 
@@ -80,25 +81,29 @@ def find_checkpoints(weights_dir: str | Path) -> tuple[list[CheckpointInfo], lis
 
 # --------------------------------------------------------------------------- precision
 
-def choose_precision(device_type: str, requested: str = "auto", flags: set[str] | None = None) -> tuple[str, bool, str]:
-    """(dtype "fp32"/"bf16", channels_last, reason) for a device type ("cpu"/"cuda").
+def choose_precision(device_type: str, requested: str = "auto", flags: set[str] | None = None,
+                     onnx: bool | None = None) -> tuple[str, bool, str, str]:
+    """(dtype "fp32"/"bf16", channels_last, reason, runtime "torch"/"onnx") for a device type
+    ("cpu"/"cuda").
 
-    ``requested`` "fp32" or "bf16" is obeyed; "auto" picks bf16 + channels-last on a CPU with
-    native bf16, fp32 + channels-last on other CPUs (channels-last alone makes an fp32 click
-    10-30 % faster: 81 against 91 ms on the development CPU, 69 against 101 ms on an AVX-512
-    CPU without bf16; README "Speed"), and plain fp32 on GPUs (fast enough for one slice).
+    ``requested`` "fp32" or "bf16" is obeyed (in torch); "auto" picks bf16 + channels-last on a
+    CPU with native bf16, on other CPUs fp32 in ONNX Runtime where it is installed (``onnx``;
+    None: look) and else fp32 + channels-last (channels-last alone makes an fp32 click 10-30 %
+    faster; ONNX Runtime more; README "Speed"), and plain fp32 on GPUs (fast enough for one slice).
     """
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     if requested == "fp32":
-        return "fp32", False, "fp32 (asked for)"
+        return "fp32", False, "fp32 (asked for)", "torch"
     if requested == "bf16":
-        return "bf16", True, "bf16 + channels-last (asked for)"
+        return "bf16", True, "bf16 + channels-last (asked for)", "torch"
     if device_type == "cpu" and cpu_has_native_bf16(flags):
-        return "bf16", True, "bf16 + channels-last: this CPU has native bf16"
+        return "bf16", True, "bf16 + channels-last: this CPU has native bf16", "torch"
+    if device_type == "cpu" and (onnx_available() if onnx is None else onnx):
+        return "fp32", False, "fp32 in ONNX Runtime: this CPU has no native bf16", "onnx"
     if device_type == "cpu":
-        return "fp32", True, "fp32 + channels-last: this CPU has no native bf16"
-    return "fp32", False, "fp32"
+        return "fp32", True, "fp32 + channels-last: this CPU has no native bf16 (and onnxruntime is not installed)", "torch"
+    return "fp32", False, "fp32", "torch"
 
 
 # --------------------------------------------------------------------------- shared predictors
@@ -130,11 +135,17 @@ class PredictorCache:
         with self._lock:
             if path not in self._predictors:
                 probe = Predictor(path, device=self._device)
-                dtype, channels_last, reason = choose_precision(probe.device.type, self._precision)
-                self._predictors[path] = (
-                    probe if dtype == "fp32" and not channels_last
-                    else Predictor(probe.checkpoint, device=probe.device, dtype=dtype, channels_last=channels_last)
-                )
+                dtype, channels_last, reason, runtime = choose_precision(probe.device.type, self._precision)
+                try:
+                    self._predictors[path] = (
+                        probe if dtype == "fp32" and not channels_last and runtime == "torch"
+                        else Predictor(probe.checkpoint, device=probe.device, dtype=dtype, channels_last=channels_last, runtime=runtime)
+                    )
+                except Exception as e:  # noqa: BLE001 - an export ONNX Runtime cannot load: torch serves
+                    if runtime != "onnx":
+                        raise
+                    self._predictors[path] = Predictor(probe.checkpoint, device=probe.device, channels_last=True)
+                    reason = f"fp32 + channels-last: ONNX Runtime failed ({type(e).__name__}: {e})"
                 self._reasons[path] = reason
             return self._predictors[path]
 

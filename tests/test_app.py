@@ -146,8 +146,12 @@ def test_checkpoints_listed_by_header_name_and_junk_skipped(weights, models_):
 def test_precision_follows_the_cpu():
     assert models.choose_precision("cpu", "auto", {"avx2", "avx512f", "avx512_bf16"})[:2] == ("bf16", True)
     assert models.choose_precision("cpu", "auto", {"avx2", "amx_bf16"})[:2] == ("bf16", True)
-    dtype, channels_last, reason = models.choose_precision("cpu", "auto", {"avx2", "avx512f"})
-    assert (dtype, channels_last) == ("fp32", True) and "no native bf16" in reason
+    dtype, channels_last, reason, runtime = models.choose_precision("cpu", "auto", {"avx2", "avx512f"}, onnx=True)
+    assert (dtype, runtime) == ("fp32", "onnx") and "no native bf16" in reason
+    dtype, channels_last, reason, runtime = models.choose_precision("cpu", "auto", {"avx2", "avx512f"}, onnx=False)
+    assert (dtype, channels_last, runtime) == ("fp32", True, "torch") and "onnxruntime is not installed" in reason
+    assert models.choose_precision("cpu", "fp32", {"avx2"}, onnx=True)[3] == "torch"  # asked for: the plain reference
+    assert models.choose_precision("cuda", "auto", set(), onnx=True)[3] == "torch"
     assert models.choose_precision("cuda", "auto", set())[:2] == ("fp32", False)
     assert models.choose_precision("cpu", "fp32", set())[:2] == ("fp32", False)  # asked for: the plain reference
     assert models.choose_precision("cuda", "auto", {"avx512_bf16"})[0] == "fp32"
@@ -155,6 +159,21 @@ def test_precision_follows_the_cpu():
     assert models.choose_precision("cpu", "fp32", {"avx512_bf16"})[0] == "fp32"
     with pytest.raises(ValueError, match="precision"):
         models.choose_precision("cpu", "fp8")
+
+
+def test_a_failing_onnx_export_falls_back_to_torch(weights, models_, monkeypatch):
+    import iunet.inference as inference
+
+    def broken(*_a, **_k):
+        raise RuntimeError("no kernels for this CPU")
+
+    monkeypatch.setattr(inference, "onnx_session", broken)
+    monkeypatch.setattr(models, "choose_precision", lambda *_a, **_k: ("fp32", False, "fp32 in ONNX Runtime", "onnx"))
+    cache = models.PredictorCache()
+    path = app._checkpoint(models_[0]).path
+    p = cache.get(path)
+    assert p.runtime == "torch" and p.dtype == "fp32" and p.channels_last
+    assert "ONNX Runtime failed" in cache.reason(path) and "no kernels" in cache.reason(path)
 
 
 def test_configured_precision_reaches_the_shared_predictors(weights, models_):
@@ -997,7 +1016,8 @@ def test_release_removes_exports(models_, ct_small):
 
 
 def test_fast_path_gives_the_same_dice(shared_data):
-    """bf16 + channels-last (the default on CPUs with native bf16) against fp32 on real CT."""
+    """bf16 + channels-last (the default on CPUs with native bf16) and ONNX Runtime (the default
+    on other CPUs) against fp32 on real CT."""
     from iunet_app.precision_check import compare
 
     data = shared_data / "Task09_Spleen_sample"
@@ -1007,6 +1027,10 @@ def test_fast_path_gives_the_same_dice(shared_data):
     r = compare(data / "imagesTr" / "spleen_8.nii.gz", data / "labelsTr" / "spleen_8.nii.gz", weights, n_clicks=2, max_slices=3)
     assert r["slices"] == 3 and r["fp32"][0] > 50
     assert r["max_gap_points"] <= 1.0, r
+    from iunet.inference import onnx_available
+
+    if onnx_available():
+        assert r["onnx_max_gap_points"] <= 0.1, r  # the same network in fp32: at most a boundary pixel
 
 
 def test_closed_pages_give_their_memory_back(models_, tmp_path):

@@ -589,3 +589,50 @@ def test_zoomed_out_view_is_the_shrunk_grid_in_air_and_boxes_map_clicks_and_outp
         logits = predictor.model(predictor.build_inputs([view], [hu.shape], [[click]], None, [box]))
     want = torch.sigmoid(F.interpolate(logits[:, :, y0:y1, x0:x1], size=hu.shape, mode="bilinear", align_corners=False))[0, 0]
     np.testing.assert_allclose(zoomed, want.numpy(), atol=1e-6)
+
+
+def test_onnx_runtime_gives_the_torch_probabilities():
+    """``runtime="onnx"`` runs the same network: the same probabilities (to float rounding) for a
+    batch with clicks, a previous mask and geodesic maps, on the full grid and on a zoomed-out
+    view of another size; its Session masks are the torch Session's."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import torch
+
+    from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet
+
+    torch.manual_seed(3)
+    mc = ModelConfig(base_channels=4, depth=2, use_prev_mask=True, geodesic=True)
+    model = UNet(mc)
+    for m in model.modules():  # non-trivial batch-norm statistics, so that folding them is tested
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    ck = Checkpoint(model.eval(), mc, InputConfig(grid_px=64))
+    pt, ox = Predictor(ck, device="cpu"), Predictor(ck, device="cpu", runtime="onnx")
+    assert ox.runtime == "onnx" and "ONNX Runtime" in ox.describe_device()
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 100, (90, 70)).astype(np.float32), rng.normal(40, 60, (64, 64)).astype(np.float32)
+    prev = np.zeros((64, 64), bool)
+    prev[20:40, 15:35] = True
+    clicks = [[Click(45, 30, True)], [Click(30, 25, True), Click(10, 50, False)]]
+    want = pt.predict_batch([a, b], clicks, [None, prev])
+    got = ox.predict_batch([a, b], clicks, [None, prev])
+    for w, g in zip(want, got):
+        assert g.shape == w.shape and g.dtype == np.float32
+        np.testing.assert_allclose(g, w, atol=1e-4)
+    view, box = ox.prepare_zoomed_out(ox.prepare(a), 2.0, 4)  # another grid size through the same export
+    assert view.shape[-1] != ox.grid_px
+    np.testing.assert_allclose(ox.predict_prepared([view], [a.shape], [clicks[0]], None, [box])[0],
+                               pt.predict_prepared([view], [a.shape], [clicks[0]], None, [box])[0], atol=1e-4)
+    s_pt, s_ox = Session(pt, a), Session(ox, a)
+    for y, x, pos in [(45, 30, True), (20, 20, False), (70, 50, True)]:
+        np.testing.assert_array_equal(s_ox.add_click(y, x, pos), s_pt.add_click(y, x, pos))
+
+
+def test_onnx_runtime_refuses_what_it_does_not_run(predictor):
+    ck = predictor.checkpoint
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        Predictor(ck, device="cpu", runtime="tensorrt")
+    with pytest.raises(ValueError, match="fp32 on the CPU"):
+        Predictor(ck, device="cpu", dtype="bf16", runtime="onnx")
