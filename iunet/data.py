@@ -130,12 +130,46 @@ def _smooth_noise_in(mask: np.ndarray, rng: np.random.Generator, sigma_px: float
     sample one: inside the mask, the whole-grid field's values up to that scale, for the cost
     of the box (most labelled structures are small)."""
     white = rng.standard_normal(mask.shape)
-    ys, xs = np.nonzero(mask)
+    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     reach = _gaussian_radius(sigma_px) + 1
-    y0, y1 = max(ys.min() - reach, 0), min(ys.max() + reach + 1, mask.shape[0])
-    x0, x1 = max(xs.min() - reach, 0), min(xs.max() + reach + 1, mask.shape[1])
+    y0, y1 = max(ys[0] - reach, 0), min(ys[-1] + reach + 1, mask.shape[0])
+    x0, x1 = max(xs[0] - reach, 0), min(xs[-1] + reach + 1, mask.shape[1])
     n = ndimage.gaussian_filter(white[y0:y1, x0:x1].astype(np.float32), sigma_px)
     return n[mask[y0:y1, x0:x1]] / _noise_std(sigma_px)
+
+
+def _edt(m: np.ndarray) -> np.ndarray:
+    """``ndimage.distance_transform_edt(m)`` for a (G, G) bool mask, the same values, computed on
+    the mask's box grown by one pixel where the grid allows (that ring is background, and no
+    background beyond it is nearer to a pixel inside), so a small structure costs its box."""
+    ys = np.flatnonzero(m.any(axis=1))
+    if not len(ys):
+        return np.zeros(m.shape, np.float64)
+    xs = np.flatnonzero(m.any(axis=0))
+    y0, y1 = max(ys[0] - 1, 0), min(ys[-1] + 2, m.shape[0])
+    x0, x1 = max(xs[0] - 1, 0), min(xs[-1] + 2, m.shape[1])
+    out = np.zeros(m.shape, np.float64)
+    out[y0:y1, x0:x1] = ndimage.distance_transform_edt(m[y0:y1, x0:x1])
+    return out
+
+
+def _dilate(m: np.ndarray, iterations: int = 1) -> np.ndarray:
+    """``ndimage.binary_dilation(m, iterations=iterations)`` (the default cross) for a (G, G)
+    bool mask, the same pixels, computed on the mask's box grown by ``iterations`` (nothing
+    beyond it can be reached), so a small structure costs its box. ``iterations`` < 1 (scipy:
+    until nothing changes) runs on the whole grid."""
+    if int(iterations) < 1:
+        return ndimage.binary_dilation(m, iterations=int(iterations))
+    ys = np.flatnonzero(m.any(axis=1))
+    if not len(ys):
+        return np.zeros(m.shape, bool)
+    xs = np.flatnonzero(m.any(axis=0))
+    n = int(iterations)
+    y0, y1 = max(ys[0] - n, 0), min(ys[-1] + n + 1, m.shape[0])
+    x0, x1 = max(xs[0] - n, 0), min(xs[-1] + n + 1, m.shape[1])
+    out = np.zeros(m.shape, bool)
+    out[y0:y1, x0:x1] = ndimage.binary_dilation(m[y0:y1, x0:x1], iterations=n)
+    return out
 
 
 def _ellipse(shape, cy, cx, ry, rx, angle=0.0) -> np.ndarray:
@@ -195,7 +229,7 @@ def random_tube(shape: tuple[int, int], rng: np.random.Generator, width_px: floa
                 break
             canvas[iy, ix] = True
         y, x = yy, xx
-    return ndimage.binary_dilation(canvas, iterations=max(1, int(round(width_px / 2))))
+    return _dilate(canvas, max(1, int(round(width_px / 2))))
 
 
 def training_labels(grid_px: int, rng: np.random.Generator) -> LabelSlice:
@@ -235,7 +269,7 @@ def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.rando
     the changed pixels (empty when ``m`` is thinner than ``INTERIOR_MIN_DEPTH_PX``).
     ``fat_sinus``: always a sinus, of fat (a renal sinus; ``--sinus-p`` samples); ``wide``: a
     wide one, as a kidney's middle slices show it (``_renal_sinus``)."""
-    d = ndimage.distance_transform_edt(m)
+    d = _edt(m)
     depth = float(d.max())
     if depth < INTERIOR_MIN_DEPTH_PX:
         return np.zeros_like(m)
@@ -274,7 +308,7 @@ def _hilum(shape: tuple[int, int], core_yx: tuple[int, int], depth: float, width
     xs = np.clip(np.round(cx + t * np.cos(ang)).astype(int), 0, shape[1] - 1)
     line = np.zeros(shape, bool)
     line[ys, xs] = True
-    return ndimage.binary_dilation(line, iterations=max(1, int(rng.uniform(*width) * depth)))
+    return _dilate(line, max(1, int(rng.uniform(*width) * depth)))
 
 
 def _renal_sinus(hu: np.ndarray, m: np.ndarray, d: np.ndarray, core_yx: tuple[int, int], depth: float,
@@ -304,7 +338,7 @@ def _renal_sinus(hu: np.ndarray, m: np.ndarray, d: np.ndarray, core_yx: tuple[in
                 break
             branches[iy, ix] = True
     if rng.random() < 0.5:
-        branches = ndimage.binary_dilation(branches) & inner
+        branches = _dilate(branches) & inner
     region |= branches
     if wide:  # the hilum, wide open
         region |= _hilum(shape, (cy, cx), depth, (0.15, 0.35), rng)
@@ -408,7 +442,7 @@ def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, simil
     # labelled structures, each with its own HU and texture
     similar: set[int] = set()
     if focus_id and similar_p > 0 and rng.random() < similar_p and (lab == focus_id).any():
-        touching = ndimage.binary_dilation(lab == focus_id, iterations=max(2, g // 64))
+        touching = _dilate(lab == focus_id, max(2, g // 64))
         similar = {int(k) for k in np.unique(lab[touching]) if k and k != focus_id}
         focus_hu = rng.uniform(*HU_ORGAN)
     for k in np.unique(lab):
@@ -536,7 +570,7 @@ def _near(labels: np.ndarray, k: int, footprint: np.ndarray, reach_px: int) -> n
     m = labels == k
     if not m.any() or not footprint.any():
         return np.zeros_like(m)
-    near = ndimage.binary_dilation(footprint, iterations=reach_px)
+    near = _dilate(footprint, reach_px)
     cc, _ = ndimage.label(m)
     keep = np.unique(cc[near & m])
     return np.isin(cc, keep[keep > 0])
@@ -584,7 +618,7 @@ def perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return m
     r = int(rng.integers(-2, 3))
     if r > 0:
-        m = ndimage.binary_dilation(m, iterations=r)
+        m = _dilate(m, r)
     elif r < 0:
         eroded = ndimage.binary_erosion(m, iterations=-r)
         m = eroded if eroded.any() else m
@@ -608,7 +642,7 @@ def partial_mask(mask: np.ndarray, rng: np.random.Generator, keep: tuple[float, 
 
 def _touching_labels(labels: np.ndarray, k: int, target: np.ndarray) -> list[int]:
     """The label ids other than ``k`` within 3 px of ``target`` (G, G) bool."""
-    ring = ndimage.binary_dilation(target, iterations=3) & ~target
+    ring = _dilate(target, 3) & ~target
     return [int(v) for v in np.unique(labels[ring]) if v and v != k]
 
 
@@ -745,7 +779,7 @@ def inner_lesion(organ: np.ndarray, rng: np.random.Generator) -> np.ndarray | No
     """A lesion-shaped region (G, G) bool inside ``organ`` (G, G) bool, away from its border,
     from a few pixels to most of its depth; None when the organ is too thin or it came out
     under 6 px."""
-    d = ndimage.distance_transform_edt(organ)
+    d = _edt(organ)
     depth = float(d.max())
     if depth < LESION_MIN_DEPTH_PX:
         return None
@@ -780,7 +814,7 @@ def inner_vessel(organ: np.ndarray, rng: np.random.Generator, pieces_p: float = 
     cross-section comes with 1-3 more of the same tree elsewhere in the organ (a branching vein
     crosses a slice several times: one target of several pieces, each needing its own click).
     None when the organ is too thin or the vessel came out under 6 px or over 40 % of the organ."""
-    d = ndimage.distance_transform_edt(organ)
+    d = _edt(organ)
     depth = float(d.max())
     if depth < LESION_MIN_DEPTH_PX:
         return None
@@ -878,7 +912,7 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     if free and lesion is None and cfg.vessel_p > 0 and target.any() and rng.random() < cfg.vessel_p:
         target, vessel = _inner_target(target, inner_vessel(target, rng, cfg.vessel_pieces_p), cfg.vessel_target_p, rng)  # an enhanced vessel
     sinus = free and lesion is None and vessel is None and cfg.sinus_p > 0 and rng.random() < cfg.sinus_p
-    sinus = sinus and float(ndimage.distance_transform_edt(target).max()) >= INTERIOR_MIN_DEPTH_PX
+    sinus = sinus and float(_edt(target).max()) >= INTERIOR_MIN_DEPTH_PX
     wide_sinus = sinus and cfg.sinus_wide_p > 0 and rng.random() < cfg.sinus_wide_p
     use_real = pair is None and sl.hu is not None and not sinus and rng.random() < cfg.real_fraction
     # a spill (or a mask carried onto another organ) is hardest, and most common, into a touching

@@ -544,3 +544,30 @@ def test_seam_p_draws_a_fat_plane_between_touching_structures_of_one_hu():
     assert np.median(gaps[1.0]) > 50  # fat (-120..-70 HU) mixed half or more into the plane
     assert abs(np.median(gaps[0.0])) < 25
     assert SampleConfig().seam_p == 0.0
+
+
+def test_edt_on_the_box_is_the_whole_grid_edt():
+    """``_edt`` (the distance transform on a mask's box) gives exactly scipy's on the whole grid,
+    for structures inside the grid, touching its borders, filling it, and for an empty mask."""
+    from scipy import ndimage
+
+    from iunet.data import _edt, random_blob
+
+    rng = np.random.default_rng(4)
+    masks = [random_blob((64, 64), rng, rng.uniform(0, 64), rng.uniform(0, 64), rng.uniform(3, 25)) for _ in range(40)]
+    masks += [np.ones((64, 64), bool), np.zeros((64, 64), bool), np.pad(np.ones((60, 62), bool), ((0, 4), (2, 0)))]
+    for m in masks:
+        np.testing.assert_array_equal(_edt(m), ndimage.distance_transform_edt(m))
+
+
+def test_dilation_on_the_box_is_the_whole_grid_dilation():
+    from scipy import ndimage
+
+    from iunet.data import _dilate, random_blob
+
+    rng = np.random.default_rng(6)
+    masks = [random_blob((64, 64), rng, rng.uniform(0, 64), rng.uniform(0, 64), rng.uniform(1, 20)) for _ in range(30)]
+    masks += [np.zeros((64, 64), bool), np.ones((64, 64), bool)]
+    for m in masks:
+        for n in (1, 2, 5):
+            np.testing.assert_array_equal(_dilate(m, n), ndimage.binary_dilation(m, iterations=n))
