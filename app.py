@@ -909,7 +909,7 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     p.add_argument("--device", default=env.get("IUNET_DEVICE", "auto"), help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--precision", choices=models.PRECISIONS, default=env.get("IUNET_PRECISION", AppConfig.precision),
-                   help="model arithmetic (env IUNET_PRECISION): auto = bf16 + channels-last on CPUs with native bf16, fp32 + channels-last on other CPUs, fp32 on GPUs")
+                   help="model arithmetic (env IUNET_PRECISION): auto = bf16 + channels-last on CPUs with native bf16, fp32 in ONNX Runtime on other CPUs (fp32 + channels-last without onnxruntime), fp32 on GPUs")
     p.add_argument("--concurrency", type=int, default=int(env.get("IUNET_CONCURRENCY", AppConfig.concurrency)),
                    help="events other than clicks processed at once over all users")
     p.add_argument("--memory-mb", type=int, default=int(env.get("IUNET_MEMORY_MB", AppConfig.memory_mb)),
