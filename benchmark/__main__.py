@@ -72,6 +72,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--geodesic-lambda", type=float, default=None,
                    help="a diagnostic: draw a geodesic IU-Net's click maps with this edge weight instead of its checkpoint's")
     p.add_argument("--device", default=d.device, help="auto (default), cpu, cuda")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default=d.runtime,
+                   help="the networks' forward pass: torch (default), or onnx = ONNX Runtime (fp32 on the CPU; the same "
+                        "probabilities up to float rounding, faster on CPUs without native bf16)")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the robots' random clicks (the paper protocol; the same clicks for every method) and of the synthetic data (default 0)")
     p.add_argument("--batch", type=int, default=d.batch, help="slices per forward pass (default 32)")
@@ -92,7 +95,7 @@ def _run(a: argparse.Namespace) -> None:
         radius_px=a.radius_px, alpha=a.alpha,
         slices=a.slices, min_area_px=a.min_area_px, label_ids=tuple(a.label_ids), cases=tuple(a.cases),
         split=a.split, rw_grid_px=a.rw_grid_px, rw_volume_grid_px=a.rw_volume_grid_px, seed=a.seed,
-        geodesic_lambda=a.geodesic_lambda, device=a.device,
+        geodesic_lambda=a.geodesic_lambda, device=a.device, runtime=a.runtime,
         batch=a.batch, threads=a.threads, out=a.out, resume=a.resume, overwrite=a.overwrite,
     )
     out = run(cfg)

@@ -79,6 +79,7 @@ class RunConfig:
     # (a diagnostic: the model was trained at its own λ; docs/design.md, "Geodesic click maps")
     geodesic_lambda: float | None = None
     device: str = "auto"
+    runtime: str = "torch"  # the networks' forward pass: torch, or onnx (ONNX Runtime, fp32 on the CPU)
     batch: int = 32
     threads: int | None = None  # torch CPU threads (None = torch's default)
     out: str = "results/benchmark"
@@ -236,7 +237,7 @@ def evaluate_volume(
 
 def _identity(cfg: RunConfig, cases: list[str]) -> dict:
     """What decides the numbers (not the device, batch or folder): a resumed run must match it."""
-    skip = {"device", "batch", "threads", "out", "resume", "overwrite", "split", "cases"}
+    skip = {"device", "runtime", "batch", "threads", "out", "resume", "overwrite", "split", "cases"}
     if not set(cfg.protocols) & set(VOLUME_PROTOCOLS):
         skip.add("rw_volume_grid_px")  # only the volume protocol uses it
     if cfg.geodesic_lambda is None:
@@ -263,12 +264,15 @@ def set_geodesic_lambda(predictor: Predictor, lam: float, flag: str) -> None:
     predictor.inputs = replace(predictor.inputs, geodesic_lambda=float(lam))
 
 
-def _load_predictor(path: str | None, device: str, interactive: bool, flag: str) -> Predictor | None:
+def _load_predictor(path: str | None, device: str, interactive: bool, flag: str, runtime: str = "torch") -> Predictor | None:
     if path is None:
         return None
     if not Path(path).is_file():
         raise SystemExit(f"{flag} {path}: file not found")
-    p = Predictor(path, device=device)
+    try:
+        p = Predictor(path, device=device, runtime=runtime)
+    except (ValueError, ImportError) as e:
+        raise SystemExit(f"{flag} {path}: {e}") from e
     if p.interactive != interactive:
         kind = "an interactive IU-Net" if interactive else "an automatic U-Net (trained with --model unet)"
         raise SystemExit(f"{flag} {path}: expected {kind} checkpoint")
@@ -310,10 +314,10 @@ def run(cfg: RunConfig) -> Path:
         ident = _identity(cfg, [c.name for c in cases])
         done = prepare_out(out, ident, cfg.resume, cfg.overwrite)
         need_net = any(m.startswith("iunet") for m in methods)
-        predictor = _load_predictor(cfg.weights, cfg.device, True, "--weights") if need_net else None
+        predictor = _load_predictor(cfg.weights, cfg.device, True, "--weights", cfg.runtime) if need_net else None
         if cfg.geodesic_lambda is not None and predictor is not None:
             set_geodesic_lambda(predictor, cfg.geodesic_lambda, "--geodesic-lambda")
-        unet = _load_predictor(cfg.unet_weights, cfg.device, False, "--unet-weights") if "unet-auto" in methods else None
+        unet = _load_predictor(cfg.unet_weights, cfg.device, False, "--unet-weights", cfg.runtime) if "unet-auto" in methods else None
         click_size = ClickSize(cfg.radius_px, cfg.alpha)
         meths = build_methods(methods, predictor, unet, click_size, cfg.radius_px, cfg.rw_grid_px)
         if volume:
@@ -323,7 +327,7 @@ def run(cfg: RunConfig) -> Path:
         device = (predictor or unet).describe_device() if (predictor or unet) else "CPU"
         meta = {
             "config": ident, "synthetic": cfg.data is None, "task": datasets.task_name(data),
-            "methods": {m.name: m.label for m in meths}, "options": {"device": device, "batch": cfg.batch, "out": str(out)},
+            "methods": {m.name: m.label for m in meths}, "options": {"device": device, "runtime": cfg.runtime, "batch": cfg.batch, "out": str(out)},
             "volume_methods": {m.name: m.volume_label(cfg.rw_volume_grid_px) for m in meths if volume and m.volumetric},
             "environment": environment(), "checkpoints": {k: _header_summary(v) for k, v in (("weights", cfg.weights), ("unet_weights", cfg.unet_weights)) if v},
             "resumed_cases": len(done), "status": "running", "started": time.strftime("%Y-%m-%d %H:%M:%S"),

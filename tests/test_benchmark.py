@@ -780,3 +780,26 @@ def test_download_into_a_new_folder_from_a_local_server(server, tmp_path):
     dest = tmp_path / "fresh" / "data"
     made = download.fetch_task(dest, url=server["url"], md5=server["md5"])
     assert made == [dest / "Task99_Tiny"] and (dest / "Task99_Tiny" / "dataset.json").exists()
+
+
+def test_onnx_runtime_run_gives_the_torch_rows(ckpt, colon, tmp_path, monkeypatch):
+    """``--runtime onnx`` runs the same clicks to the same Dice (to float rounding) as torch and
+    says so in run.json; a runtime that cannot run here is refused with its reason."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    want = runner.read_rows(runner.run(_cfg(ckpt, colon, tmp_path / "torch", methods=("iunet-dynamic",))) / "results.csv")
+    got = runner.read_rows(runner.run(_cfg(ckpt, colon, tmp_path / "onnx", methods=("iunet-dynamic",), runtime="onnx")) / "results.csv")
+    assert len(got) == len(want) > 0
+    for w, g in zip(want, got):
+        assert (g["case"], g["slice"], g["protocol"], g["click"]) == (w["case"], w["slice"], w["protocol"], w["click"])
+        assert abs(float(g["dice"]) - float(w["dice"])) < 1e-3
+    meta = json.loads((tmp_path / "onnx" / "run.json").read_text())
+    assert meta["options"]["runtime"] == "onnx" and "ONNX Runtime" in meta["options"]["device"]
+    import iunet.inference as inference
+
+    def missing(*_a, **_k):
+        raise ImportError("runtime='onnx' needs onnxruntime and onnx: pip install onnxruntime onnx")
+
+    monkeypatch.setattr(inference, "onnx_session", missing)
+    with pytest.raises(SystemExit, match="pip install onnxruntime"):
+        runner.run(_cfg(ckpt, colon, tmp_path / "missing", methods=("iunet-dynamic",), runtime="onnx"))
