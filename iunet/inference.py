@@ -49,8 +49,9 @@ def onnx_available() -> bool:
 def onnx_session(model: torch.nn.Module, in_channels: int, threads: int | None = None):
     """The network exported to ONNX (in memory, fp32, any batch size and grid size) and loaded
     into an ONNX Runtime CPU session with ``threads`` intra-op threads (default: torch's
-    number). Same logits as the torch forward pass up to float rounding (about 1e-5); on CPUs
-    without native bf16 about 1.3–1.6 × faster than torch's fp32 (README, "Speed")."""
+    number). Same logits as the torch forward pass up to float rounding (about 1e-5); on an
+    AVX-512 CPU without native bf16, 1.0–1.25 × faster per click and 1.2–1.5 × per slice in
+    batches than torch's fp32 with channels-last (README, "Speed")."""
     try:
         import onnxruntime as ort
     except ImportError as e:
