@@ -121,10 +121,10 @@ def _probe_clicks(c, first_radius_px: float) -> list:
 
 
 def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int, seed: int,
-          geodesic_lambdas: list[float] | None = None) -> list[dict]:
+          geodesic_lambdas: list[float] | None = None, runtime: str = "torch") -> list[dict]:
     """Mean Dice of one click (``leak``: of the propagated mask; ``undo``: of its clicks) per
     (weights, kind) and, with ``geodesic_lambdas``, per edge weight of the click maps; rows for
-    ``probes.csv``."""
+    ``probes.csv``. ``runtime``: the forward pass in torch or ONNX Runtime ("onnx", CPU)."""
     from iunet.data import label_files, load_label_volumes
     from iunet.inference import Predictor
     from iunet.metrics import dice
@@ -140,7 +140,10 @@ def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int
     for w in weights:
         ckpt = load_checkpoint(w)
         for lam in geodesic_lambdas or [None]:
-            p = Predictor(ckpt)
+            try:
+                p = Predictor(ckpt, device="cpu" if runtime == "onnx" else "auto", runtime=runtime)
+            except (ValueError, ImportError) as e:
+                raise SystemExit(f"--runtime {runtime}: {e}") from e
             if lam is not None:
                 set_geodesic_lambda(p, lam, f"--geodesic-lambda ({w})")
             preds.append((w, lam, p))
@@ -172,6 +175,8 @@ def add_parser(sub) -> None:
     p.add_argument("--geodesic-lambda", type=float, nargs="+", default=None,
                    help="a diagnostic: each geodesic model also at these edge weights of its click maps (default: its own)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+                   help="the forward pass: torch (default) or onnx = ONNX Runtime (fp32, CPU; the same Dice up to float rounding)")
     p.add_argument("--out", help="also write probes.csv here")
     p.set_defaults(func=_main)
 
@@ -188,7 +193,7 @@ def _main(a: argparse.Namespace) -> None:
         a.kinds = [k for k in KINDS if a.labels or k != "leak"]
     if "leak" in a.kinds and not a.labels:
         raise SystemExit("the leak probe needs label volumes: give --labels (e.g. ../shared/data/amos_label)")
-    rows = probe(a.weights, a.kinds, a.labels, a.samples, a.seed, a.geodesic_lambda)
+    rows = probe(a.weights, a.kinds, a.labels, a.samples, a.seed, a.geodesic_lambda, a.runtime)
     if a.out:
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)

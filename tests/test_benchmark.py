@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -474,6 +475,12 @@ def test_probe_samples_are_the_kinds_they_name_and_the_command_writes_a_table(ck
     assert all(0.0 <= float(r["dice_mean"]) <= 1.0 for r in rows)
     with pytest.raises(SystemExit, match="--labels"):
         main(["probes", "--weights", ckpt, "--kinds", "leak"])
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):  # the same Dice in ONNX Runtime
+        main(["probes", "--weights", ckpt, "--kinds", "vessel", "lesion", "--samples", "2", "--runtime", "onnx", "--out", str(tmp_path / "onnx")])
+        onnx_rows = list(csv.DictReader(open(tmp_path / "onnx" / "probes.csv")))
+        assert [r["kind"] for r in onnx_rows] == ["vessel", "lesion"]
+        for r, o in zip(rows, onnx_rows):
+            assert abs(float(r["dice_mean"]) - float(o["dice_mean"])) < 1e-3
 
 
 @pytest.fixture(scope="module")
