@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from .clicks import Click, click_radius_px, encode_clicks, geodesic_maps
 from .model import InputConfig
-from .robot import deepest_point, paper_pair
+from .robot import bounding_box, deepest_point, paper_pair
 from .weight_maps import combined_weight_map
 from .windowing import HU_AIR, apply_window
 
@@ -130,26 +130,19 @@ def _smooth_noise_in(mask: np.ndarray, rng: np.random.Generator, sigma_px: float
     sample one: inside the mask, the whole-grid field's values up to that scale, for the cost
     of the box (most labelled structures are small)."""
     white = rng.standard_normal(mask.shape)
-    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    reach = _gaussian_radius(sigma_px) + 1
-    y0, y1 = max(ys[0] - reach, 0), min(ys[-1] + reach + 1, mask.shape[0])
-    x0, x1 = max(xs[0] - reach, 0), min(xs[-1] + reach + 1, mask.shape[1])
-    n = ndimage.gaussian_filter(white[y0:y1, x0:x1].astype(np.float32), sigma_px)
-    return n[mask[y0:y1, x0:x1]] / _noise_std(sigma_px)
+    box = bounding_box(mask, _gaussian_radius(sigma_px) + 1)
+    n = ndimage.gaussian_filter(white[box].astype(np.float32), sigma_px)
+    return n[mask[box]] / _noise_std(sigma_px)
 
 
 def _edt(m: np.ndarray) -> np.ndarray:
     """``ndimage.distance_transform_edt(m)`` for a (G, G) bool mask, the same values, computed on
     the mask's box grown by one pixel where the grid allows (that ring is background, and no
     background beyond it is nearer to a pixel inside), so a small structure costs its box."""
-    ys = np.flatnonzero(m.any(axis=1))
-    if not len(ys):
-        return np.zeros(m.shape, np.float64)
-    xs = np.flatnonzero(m.any(axis=0))
-    y0, y1 = max(ys[0] - 1, 0), min(ys[-1] + 2, m.shape[0])
-    x0, x1 = max(xs[0] - 1, 0), min(xs[-1] + 2, m.shape[1])
     out = np.zeros(m.shape, np.float64)
-    out[y0:y1, x0:x1] = ndimage.distance_transform_edt(m[y0:y1, x0:x1])
+    if m.any():
+        box = bounding_box(m, 1)
+        out[box] = ndimage.distance_transform_edt(m[box])
     return out
 
 
@@ -160,15 +153,10 @@ def _dilate(m: np.ndarray, iterations: int = 1) -> np.ndarray:
     until nothing changes) runs on the whole grid."""
     if int(iterations) < 1:
         return ndimage.binary_dilation(m, iterations=int(iterations))
-    ys = np.flatnonzero(m.any(axis=1))
-    if not len(ys):
-        return np.zeros(m.shape, bool)
-    xs = np.flatnonzero(m.any(axis=0))
-    n = int(iterations)
-    y0, y1 = max(ys[0] - n, 0), min(ys[-1] + n + 1, m.shape[0])
-    x0, x1 = max(xs[0] - n, 0), min(xs[-1] + n + 1, m.shape[1])
     out = np.zeros(m.shape, bool)
-    out[y0:y1, x0:x1] = ndimage.binary_dilation(m[y0:y1, x0:x1], iterations=n)
+    if m.any():
+        box = bounding_box(m, int(iterations))
+        out[box] = ndimage.binary_dilation(m[box], iterations=int(iterations))
     return out
 
 

@@ -121,7 +121,7 @@ def _next_full(protocol: str, gt, pred, rng, clicked) -> list[Point]:
     return [] if c is None else [c]
 
 
-def _box(region: np.ndarray, margin: int) -> tuple[slice, ...]:
+def bounding_box(region: np.ndarray, margin: int) -> tuple[slice, ...]:
     """The bounding box of ``region``'s True values, grown by ``margin`` and cut at the array's edges."""
     box = []
     for axis in range(region.ndim):
@@ -161,7 +161,7 @@ def volume_click(
         raise ValueError(f"spacing_mm must be three sizes > 0 (dz, dy, dx), got {spacing_mm}")
     if not (g ^ p).any():
         return None
-    box = _box(g ^ p, 1)
+    box = bounding_box(g ^ p, 1)
     off = [b.start for b in box]
     g, p = g[box], p[box]
     done = {tuple(int(v) - o for v, o in zip(c, off)) for c in clicked}
@@ -174,7 +174,7 @@ def volume_click(
     components.sort(key=lambda c: (-c[0], c[1], c[3]))
     for _, _, labels, lab, positive in components:
         region = labels == lab
-        cbox = _box(region, 1)
+        cbox = bounding_box(region, 1)
         sub = np.pad(region[cbox], 1, constant_values=False)
         depth = ndimage.distance_transform_edt(sub, sampling=spacing)[1:-1, 1:-1, 1:-1]
         c0 = [b.start for b in cbox]
