@@ -37,6 +37,8 @@ def _radius_or_checkpoint(text: str):
 
 
 def _run_parser(sub) -> None:
+    from iunet.inference import RUNTIMES
+
     from .runner import RunConfig, default_weights
 
     d = RunConfig()
@@ -72,7 +74,7 @@ def _run_parser(sub) -> None:
     p.add_argument("--geodesic-lambda", type=float, default=None,
                    help="a diagnostic: draw a geodesic IU-Net's click maps with this edge weight instead of its checkpoint's")
     p.add_argument("--device", default=d.device, help="auto (default), cpu, cuda")
-    p.add_argument("--runtime", choices=["torch", "onnx"], default=d.runtime,
+    p.add_argument("--runtime", choices=list(RUNTIMES), default=d.runtime,
                    help="the networks' forward pass: torch (default), or onnx = ONNX Runtime (fp32 on the CPU; the same "
                         "probabilities up to float rounding, faster on CPUs without native bf16)")
     p.add_argument("--seed", type=int, default=d.seed,

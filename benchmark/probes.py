@@ -163,6 +163,8 @@ def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int
 
 
 def add_parser(sub) -> None:
+    from iunet.inference import RUNTIMES
+
     p = sub.add_parser("probes", help="diagnostic one-click probes on rendered samples (not a benchmark)",
                        description=plain_help(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", nargs="+", required=True, help="weights files, all shown the same samples")
@@ -175,7 +177,7 @@ def add_parser(sub) -> None:
     p.add_argument("--geodesic-lambda", type=float, nargs="+", default=None,
                    help="a diagnostic: each geodesic model also at these edge weights of its click maps (default: its own)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
+    p.add_argument("--runtime", choices=list(RUNTIMES), default="torch",
                    help="the forward pass: torch (default) or onnx = ONNX Runtime (fp32, CPU; the same Dice up to float rounding)")
     p.add_argument("--out", help="also write probes.csv here")
     p.set_defaults(func=_main)

@@ -144,8 +144,9 @@ class PredictorCache:
                 except Exception as e:  # noqa: BLE001 - an export ONNX Runtime cannot load: torch serves
                     if runtime != "onnx":
                         raise
-                    self._predictors[path] = Predictor(probe.checkpoint, device=probe.device, channels_last=True)
-                    reason = f"fp32 + channels-last: ONNX Runtime failed ({type(e).__name__}: {e})"
+                    dtype, channels_last, _, _ = choose_precision(probe.device.type, self._precision, onnx=False)
+                    self._predictors[path] = Predictor(probe.checkpoint, device=probe.device, dtype=dtype, channels_last=channels_last)
+                    reason = f"{dtype}{' + channels-last' if channels_last else ''}: ONNX Runtime failed ({type(e).__name__}: {e})"
                 self._reasons[path] = reason
             return self._predictors[path]
 

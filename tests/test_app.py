@@ -168,8 +168,10 @@ def test_a_failing_onnx_export_falls_back_to_torch(weights, models_, monkeypatch
         raise RuntimeError("no kernels for this CPU")
 
     monkeypatch.setattr(inference, "onnx_session", broken)
-    monkeypatch.setattr(models, "choose_precision", lambda *_a, **_k: ("fp32", False, "fp32 in ONNX Runtime", "onnx"))
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda _flags=None: False)  # a CPU where "auto" picks ONNX Runtime
+    monkeypatch.setattr(models, "onnx_available", lambda: True)
     cache = models.PredictorCache()
+    cache.configure(device="cpu")
     path = app._checkpoint(models_[0]).path
     p = cache.get(path)
     assert p.runtime == "torch" and p.dtype == "fp32" and p.channels_last
