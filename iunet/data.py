@@ -511,6 +511,7 @@ class SampleConfig:
     sinus_p: float = 0.0  # click samples whose target has a fat sinus at its core, first clicked there
     sinus_wide_p: float = 0.0  # of those, the share with a wide sinus and hilum (a kidney's middle slices)
     seam_p: float = 0.0  # renderings with a thin fat plane wherever two labelled structures touch (fat_seam)
+    prev_image: bool = False  # also the image the previous mask was drawn on (models with ModelConfig.prev_image)
 
 
 @dataclass
@@ -524,6 +525,10 @@ class Sample:
     hu: np.ndarray | None = None  # (G, G) HU, for iterative click simulation
     prev: np.ndarray | None = None  # (1, G, G) 0/1 previous-mask channel (neighbour's mask when propagating)
     geodesic: np.ndarray | None = None  # (2, G, G) geodesic click maps (SampleConfig.geodesic; 4 with geodesic_soft), else None
+    # (1, G, G) windowed: the slice the previous mask was drawn on (the neighbour when
+    # propagating, else the image itself), with SampleConfig.prev_image; else None
+    prev_image: np.ndarray | None = None
+    prev_hu: np.ndarray | None = None  # (G, G) HU of that slice, with prev_image (for validation)
 
 
 def choose_target(sl: LabelSlice, rng: np.random.Generator) -> np.ndarray:
@@ -566,9 +571,9 @@ def _near(labels: np.ndarray, k: int, footprint: np.ndarray, reach_px: int) -> n
 
 def neighbour_target(
     sl: LabelSlice, k: int, target: np.ndarray, rng: np.random.Generator, max_gap_mm: float, end_p: float = 0.4
-) -> tuple[LabelSlice, np.ndarray, np.ndarray] | None:
+) -> tuple[LabelSlice, np.ndarray, np.ndarray, np.ndarray] | None:
     """A propagation pair from the label volume of ``sl``: ``(slice to render, its target,
-    previous mask)``. The previous mask is the structure (label ``k``, the components near
+    previous mask, the labels (G, G) of the slice that mask lies on)``. The previous mask is the structure (label ``k``, the components near
     ``target``) on one slice, the target the same structure 1 or 2 slices away (at most
     ``max_gap_mm``). With probability ``end_p`` the pair is taken where the structure ends, so
     the target is empty: that is the right answer there, and the signal that stops propagation.
@@ -589,14 +594,40 @@ def neighbour_target(
     z2 = z1 + gap * step
     if not 0 <= z2 < nz:
         return None
-    lab2 = vol[z2].astype(np.int32)
+    lab1, lab2 = vol[z1].astype(np.int32), vol[z2].astype(np.int32)
     if sl.labels.max() >= 1000:  # rendered into a context: keep the context, swap the structures
-        lab2 = np.where(lab2 > 0, lab2, np.where(sl.labels >= 1000, sl.labels, 0))
+        ctx = np.where(sl.labels >= 1000, sl.labels, 0)
+        lab1, lab2 = np.where(lab1 > 0, lab1, ctx), np.where(lab2 > 0, lab2, ctx)
     body = sl.body
     if body is not None:
         body = body | ndimage.binary_dilation(lab2 > 0, iterations=3)
     out = LabelSlice(lab2, sl.native_px, None, body, sl.target_ids, sl.source)
-    return out, _near(lab2, k, prev, reach), prev
+    return out, _near(lab2, k, prev, reach), prev, lab1
+
+
+def neighbour_hu(hu: np.ndarray, labels: np.ndarray, prev_labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The neighbouring slice of a rendering, on the same scan: ``hu`` (G, G) rendered from
+    ``labels``, returned as the slice of ``prev_labels`` would look. Every pixel whose label
+    differs takes the HU of the nearest pixel that has its new label in ``hu`` (so a structure
+    keeps its intensity and texture from slice to slice, and where one has ended the tissue
+    around it shows); a label absent from ``hu`` gets an organ HU of its own. The changed
+    pixels' edges get the scanner's blur, and the whole slice fresh noise, so that unchanged
+    pixels are not copies (a cue real neighbours never give). float32 (G, G)."""
+    out = hu.astype(np.float32, copy=True)
+    changed = labels != prev_labels
+    if changed.any():
+        for j in np.unique(prev_labels[changed]):
+            dst = changed & (prev_labels == j)
+            src = (labels == j) & ~changed
+            if src.any():
+                _, (iy, ix) = ndimage.distance_transform_edt(~src, return_indices=True)
+                out[dst] = hu[iy[dst], ix[dst]]
+            else:
+                out[dst] = rng.uniform(*HU_ORGAN) + rng.uniform(3, 20) * _smooth_noise_in(dst, rng, rng.uniform(1, 4))
+        edge = _dilate(changed, 2) & ~ndimage.binary_erosion(changed, iterations=2)
+        out[edge] = ndimage.gaussian_filter(out, rng.uniform(0.5, 1.2))[edge]
+    out += rng.uniform(2, 10) * rng.standard_normal(out.shape).astype(np.float32)
+    return out
 
 
 def perturb_mask(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -690,10 +721,14 @@ def wrong_mask(labels: np.ndarray, k: int, target: np.ndarray, rng: np.random.Ge
     return m if m.sum() >= 16 else None
 
 
-def _augment(hu: np.ndarray, masks: list[np.ndarray], rng: np.random.Generator, cfg: SampleConfig) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The same random flip / scale / rotation / shift for the HU slice and every (G, G) mask."""
+def _augment(hu: np.ndarray, masks: list[np.ndarray], rng: np.random.Generator, cfg: SampleConfig,
+             others: Sequence[np.ndarray] = ()) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """The same random flip / scale / rotation / shift for the HU slice, every (G, G) mask and
+    every HU slice of ``others`` (drawn once, so a sample's draws do not depend on ``others``).
+    Returns the slice, the masks and the others."""
+    hus = [hu, *others]
     if cfg.flip and rng.random() < 0.5:
-        hu, masks = hu[:, ::-1], [m[:, ::-1] for m in masks]
+        hus, masks = [h[:, ::-1] for h in hus], [m[:, ::-1] for m in masks]
     if cfg.geometry and rng.random() < 0.7:
         g = hu.shape[0]
         s = rng.uniform(0.8, 1.25)
@@ -701,9 +736,10 @@ def _augment(hu: np.ndarray, masks: list[np.ndarray], rng: np.random.Generator, 
         rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) / s
         c = np.array([g / 2, g / 2])
         off = c - rot @ c + rng.uniform(-0.06, 0.06, 2) * g
-        hu = ndimage.affine_transform(hu, rot, off, order=1, mode="constant", cval=HU_AIR)
+        hus = [ndimage.affine_transform(h, rot, off, order=1, mode="constant", cval=HU_AIR) for h in hus]
         masks = [ndimage.affine_transform(m.astype(np.float32), rot, off, order=1) > 0.5 for m in masks]
-    return np.ascontiguousarray(hu), [np.ascontiguousarray(m) for m in masks]
+    hus = [np.ascontiguousarray(h) for h in hus]
+    return hus[0], [np.ascontiguousarray(m) for m in masks], hus[1:]
 
 
 ZOOM_MAX = 3.0  # the closest zoom-in: a crop of a third of the full view's side (also iunet.inference.ZoomIn)
@@ -875,7 +911,7 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     spilt = wrong = False
     pair = neighbour_target(sl, k, target, rng, cfg.max_gap_mm) if cfg.propagate_p > 0 and rng.random() < cfg.propagate_p else None
     if pair is not None:
-        sl, target, prev = pair
+        sl, target, prev, prev_labels = pair
         prev = perturb_mask(prev, rng)
         if cfg.partial_prev_p > 0 and rng.random() < cfg.partial_prev_p:  # learn to complete it
             prev = partial_mask(prev, rng)
@@ -911,7 +947,9 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
         hu = paint_lesion(hu, lesion, rng)
     if vessel is not None:
         hu = paint_vessel(hu, vessel, rng)
-    hu, (target, prev) = _augment(hu, [target, prev], rng, cfg)
+    # 2.5D: the slice the carried mask was drawn on, as the same scan shows it
+    prev_hu = neighbour_hu(hu, sl.labels, prev_labels, rng) if cfg.prev_image and pair is not None else None
+    hu, (target, prev), others = _augment(hu, [target, prev], rng, cfg, [prev_hu] if prev_hu is not None else [])
     native_px = sl.native_px
     if pair is None and cfg.zoom_p > 0 and rng.random() < cfg.zoom_p:
         hu, (target, prev), native_px = zoom_crop(hu, [target, prev], native_px, rng)
@@ -921,6 +959,10 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     level = inputs.level_hu + rng.uniform(-jitter, jitter)
     width = inputs.width_hu + rng.uniform(-jitter, jitter)
     image = apply_window(hu, level, width)[None]
+    prev_image = prev_hu = None
+    if cfg.prev_image:  # a click sample's previous mask (if any) is its own slice's
+        prev_hu = others[0] if others else hu
+        prev_image = apply_window(prev_hu, level, width)[None]
     clicks: list[Click] = []
     if wrong and prev.any():
         # a background click on the wrong structure, after a click on the target when it is there
@@ -955,7 +997,7 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     weight = combined_weight_map(target, clicks, cfg.boundary_weights, cfg.click_weights)
     return Sample(
         image.astype(np.float32), guidance, target[None].astype(np.float32), weight[None], clicks, native_px, hu,
-        prev[None].astype(np.float32), geo,
+        prev[None].astype(np.float32), geo, None if prev_image is None else prev_image.astype(np.float32), prev_hu,
     )
 
 

@@ -267,19 +267,25 @@ class Predictor:
         clicks: Sequence[Sequence[Click]],
         prev_masks: Sequence[np.ndarray | None] | None = None,
         boxes: Sequence[Box | None] | None = None,
+        prev_images: Sequence[torch.Tensor | None] | None = None,
     ) -> torch.Tensor:
         """The network's input (B, C, G, G) for prepared slices (1, G, G), each slice's own
         (Y, X), its clicks (in its own pixels) and previous mask (Y, X) or None: the image, the
         click disks, the previous mask and the geodesic maps, as the model was trained.
         ``boxes``: per slice, the part (y0, y1, x0, x1) of its prepared image that the slice
         fills (a zoomed-out view, ``prepare_zoomed_out``); None, the whole of it. All prepared
-        images of one call have one size."""
+        images of one call have one size. ``prev_images`` (models with ``prev_image``): per
+        slice, the prepared slice (same size and view) that its previous mask was drawn on, a
+        neighbour when propagating; None (the default), the slice itself, whose own mask it is.
+        Models without that channel ignore them."""
         if prev_masks is None:
             prev_masks = [None] * len(images)
         if boxes is None:
             boxes = [None] * len(images)
+        if prev_images is None:
+            prev_images = [None] * len(images)
         chans = []
-        for img, shape, cl, prev, box in zip(images, shapes_yx, clicks, prev_masks, boxes):
+        for img, shape, cl, prev, box, prev_img in zip(images, shapes_yx, clicks, prev_masks, boxes, prev_images):
             parts = [img]
             if self.config.interactive:
                 box = self._box(img, box)
@@ -290,6 +296,10 @@ class Predictor:
                     parts.append(self._mask_to_grid(prev, grid_yx, box))
                 if self.config.geodesic:
                     parts.append(self._geodesic(img, grid_clicks))
+                if self.config.prev_image:
+                    if prev_img is not None and tuple(prev_img.shape) != tuple(img.shape):
+                        raise ValueError(f"the previous mask's slice {tuple(prev_img.shape)} must be prepared as the slice {tuple(img.shape)}")
+                    parts.append(img if prev_img is None else prev_img.to(img.device))
             chans.append(torch.cat(parts, 0))
         return torch.stack(chans, 0)
 
@@ -325,26 +335,39 @@ class Predictor:
         clicks: Sequence[Sequence[Click]],
         prev_masks: Sequence[np.ndarray | None] | None = None,
         boxes: Sequence[Box | None] | None = None,
+        prev_images: Sequence[torch.Tensor | None] | None = None,
     ) -> list[np.ndarray]:
         """One forward pass over a batch of prepared slices (of one size). Returns float32
-        probabilities (Y, X) at each slice's own size. ``boxes``: as in :meth:`build_inputs`."""
-        return self.forward_inputs(self.build_inputs(images, shapes_yx, clicks, prev_masks, boxes), shapes_yx, boxes)
+        probabilities (Y, X) at each slice's own size. ``boxes``, ``prev_images``: as in
+        :meth:`build_inputs`."""
+        return self.forward_inputs(self.build_inputs(images, shapes_yx, clicks, prev_masks, boxes, prev_images), shapes_yx, boxes)
 
-    def predict(self, image_hu: np.ndarray, clicks: Sequence[Click] = (), prev_mask: np.ndarray | None = None) -> np.ndarray:
-        """Probability map (Y, X) float32 for one HU slice and its clicks."""
+    def predict(self, image_hu: np.ndarray, clicks: Sequence[Click] = (), prev_mask: np.ndarray | None = None,
+                prev_image_hu: np.ndarray | None = None) -> np.ndarray:
+        """Probability map (Y, X) float32 for one HU slice and its clicks; ``prev_image_hu``: the
+        HU slice (same size) the previous mask was drawn on, for models with ``prev_image``."""
         img = np.asarray(image_hu)
-        return self.predict_prepared([self.prepare(img)], [img.shape], [list(clicks)], [prev_mask])[0]
+        pi = None if prev_image_hu is None else [self._prepare_like(prev_image_hu, img.shape)]
+        return self.predict_prepared([self.prepare(img)], [img.shape], [list(clicks)], [prev_mask], None, pi)[0]
 
     def predict_batch(
         self,
         images_hu: Sequence[np.ndarray],
         clicks: Sequence[Sequence[Click]],
         prev_masks: Sequence[np.ndarray | None] | None = None,
+        prev_images_hu: Sequence[np.ndarray | None] | None = None,
     ) -> list[np.ndarray]:
-        """Probability maps for several slices (any sizes) in one forward pass."""
-        return self.predict_prepared(
-            [self.prepare(im) for im in images_hu], [np.asarray(im).shape for im in images_hu], clicks, prev_masks
-        )
+        """Probability maps for several slices (any sizes) in one forward pass; ``prev_images_hu``
+        as ``predict``'s ``prev_image_hu``, per slice."""
+        shapes = [np.asarray(im).shape for im in images_hu]
+        pis = None if prev_images_hu is None else [
+            None if p is None else self._prepare_like(p, sh) for p, sh in zip(prev_images_hu, shapes)]
+        return self.predict_prepared([self.prepare(im) for im in images_hu], shapes, clicks, prev_masks, None, pis)
+
+    def _prepare_like(self, image_hu: np.ndarray, shape_yx: tuple[int, ...]) -> torch.Tensor:
+        if np.shape(image_hu) != tuple(shape_yx):
+            raise ValueError(f"the previous mask's slice {np.shape(image_hu)} must have the slice's shape {tuple(shape_yx)}")
+        return self.prepare(image_hu)
 
 
 @dataclass(frozen=True)
@@ -754,16 +777,22 @@ class VolumeSession:
             self._grids[z] = self.predictor.prepare(self.volume_hu[z])
         return self._grids[z]
 
-    def _predict(self, zs: Sequence[int], clicks: Sequence[Sequence[Click]], prevs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+    def _predict(self, zs: Sequence[int], clicks: Sequence[Sequence[Click]], prevs: Sequence[np.ndarray | None],
+                 prev_zs: Sequence[int] | None = None) -> list[np.ndarray]:
+        """``prev_zs``: per slice, the slice its previous mask lies on (None: its own)."""
         shape = self.shape[1:]
-        return self.predictor.predict_prepared([self._grid(z) for z in zs], [shape] * len(zs), clicks, prevs)
+        grids = [self._grid(z) for z in zs]
+        if prev_zs is None or not self.predictor.config.prev_image:
+            return self.predictor.predict_prepared(grids, [shape] * len(zs), clicks, prevs)
+        pis = [None if pz == z else self._grid(pz) for z, pz in zip(zs, prev_zs)]
+        return self.predictor.predict_prepared(grids, [shape] * len(zs), clicks, prevs, None, pis)
 
     def _propagation_step(self, zs: Sequence[int], prevs: Sequence[np.ndarray], prev_zs: Sequence[int],
                           ref_hu: np.ndarray | None = None) -> list[np.ndarray]:
         """Masks for slices ``zs`` carried from the masks ``prevs`` of slices ``prev_zs`` (one batch);
         ``ref_hu``: the HU values inside the mask the propagation started from."""
         if self.predictor.config.use_prev_mask:
-            probs = self._predict(zs, [[] for _ in zs], prevs)
+            probs = self._predict(zs, [[] for _ in zs], prevs, prev_zs)
         else:
             probs = self._predict(zs, [[_seed_click(p, self.click_size)] for p in prevs], [None] * len(zs))
         return [
@@ -790,7 +819,7 @@ class VolumeSession:
                     del fronts[step]
                     continue
                 if nz in anchored:
-                    if self._refresh_anchor(nz, self._mask[z], changed):
+                    if self._refresh_anchor(nz, self._mask[z], changed, z):
                         done[step] += 1
                         fronts[step] = nz  # carry on from the refreshed slice
                     else:
@@ -833,9 +862,9 @@ class VolumeSession:
         pos = sorted({zz for zz, c in self._clicks if c.positive and self._mask[zz].any()}, key=lambda zz: (abs(zz - z0), zz))
         return z0 if not pos or z0 in pos else pos[0]
 
-    def _refresh_anchor(self, z: int, carried: np.ndarray, changed: dict[int, np.ndarray]) -> bool:
+    def _refresh_anchor(self, z: int, carried: np.ndarray, changed: dict[int, np.ndarray], from_z: int) -> bool:
         """Propagation reached slice ``z``, which the user clicked on: predict it again from its
-        own clicks with the ``carried`` neighbour's mask as the previous mask (instead of its
+        own clicks with the ``carried`` mask of neighbour ``from_z`` as the previous mask (instead of its
         own, which an earlier, worse neighbour gave it). True when its mask changed (then the
         propagation goes on beyond it). An anchor is never emptied, nor refreshed from an empty
         neighbour, nor when its own mask is empty (the user's clicks there said: not here), nor
@@ -843,7 +872,7 @@ class VolumeSession:
         if not self.refresh_anchors or not carried.any() or not self._mask[z].any():
             return False
         clicks = self.slice_clicks(z)
-        m = self._predict([z], [clicks], [carried])[0] >= self.threshold
+        m = self._predict([z], [clicks], [carried], [from_z])[0] >= self.threshold
         piece = clicked_piece(carried, clicks, last_only=False)
         if piece is not None:  # pieces of the carried mask the user's background clicks here ruled out
             m &= ~piece

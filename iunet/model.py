@@ -4,7 +4,9 @@ Input (B, C, G, G) float32 with C = 1 image channel (HU windowed to [0, 1])
 + 2 guidance channels (foreground / background clicks) for IU-Net
 + 1 previous-mask channel when ``use_prev_mask``
 + 2 geodesic click maps (foreground / background) when ``geodesic``
-+ 2 more at a smaller edge weight when also ``geodesic_soft``; output (B, 1, G, G) logits.
++ 2 more at a smaller edge weight when also ``geodesic_soft``
++ 1 previous-image channel when ``prev_image`` (2.5D: the slice the previous mask was drawn on,
+  windowed as the image; the image itself when that mask is the slice's own); output (B, 1, G, G) logits.
 G must be divisible by 2**depth.
 
 Checkpoints are one ``.safetensors`` file: the weights plus a JSON header (``iunet`` key of
@@ -42,12 +44,27 @@ class ModelConfig:
     # two more after those (with geodesic): the same maps at InputConfig.geodesic_soft_lambda,
     # which cross weak edges that the first pair stops at (docs/design.md, "Geodesic click maps")
     geodesic_soft: bool = False
+    # one more, the last (with use_prev_mask): the image of the slice the previous mask was drawn
+    # on, so a carried mask comes with what it outlined (docs/design.md, "2.5D")
+    prev_image: bool = False
+
+    def __post_init__(self) -> None:
+        if self.prev_image and not (self.interactive and self.use_prev_mask):
+            raise ValueError("prev_image needs an interactive model with use_prev_mask (it is that mask's slice)")
 
     @property
     def in_channels(self) -> int:
         if not self.interactive:
             return 1
-        return 3 + (1 if self.use_prev_mask else 0) + (2 if self.geodesic else 0) + (2 if self.geodesic and self.geodesic_soft else 0)
+        return (3 + (1 if self.use_prev_mask else 0) + (2 if self.geodesic else 0) + (2 if self.geodesic and self.geodesic_soft else 0)
+                + (1 if self.use_prev_mask and self.prev_image else 0))
+
+    @property
+    def geodesic_channels(self) -> slice:
+        """Where the geodesic maps sit in the input (an empty slice without them)."""
+        start = 3 + (1 if self.use_prev_mask else 0)
+        n = (2 if self.geodesic else 0) + (2 if self.geodesic and self.geodesic_soft else 0)
+        return slice(start, start + n) if self.interactive else slice(1, 1)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ class TrainConfig:
     use_prev_mask: bool = False
     geodesic: bool = False  # two more inputs: the clicks' geodesic maps (iunet.clicks.geodesic_maps)
     geodesic_soft: bool = False  # two more: the same at inputs.geodesic_soft_lambda (with geodesic)
+    prev_image: bool = False  # one more, last (with use_prev_mask): the slice the previous mask was drawn on (2.5D)
     base_channels: int = 16
     depth: int = 4
     dropout: float = 0.1
@@ -192,7 +193,7 @@ def sample_config(cfg: TrainConfig) -> SampleConfig:
         interior_p=cfg.interior_p, large_target_p=cfg.large_target_p, partial_prev_p=cfg.partial_prev_p,
         spill_p=cfg.spill_p if cfg.use_prev_mask else 0.0, prop_spill_p=cfg.prop_spill_p, spill_parts=cfg.spill_parts, zoom_p=cfg.zoom_p,
         wrong_prev_p=cfg.wrong_prev_p if cfg.use_prev_mask else 0.0, lesion_p=cfg.lesion_p, vessel_p=cfg.vessel_p, vessel_pieces_p=cfg.vessel_pieces_p, sinus_p=cfg.sinus_p,
-        seam_p=cfg.seam_p, sinus_wide_p=cfg.sinus_wide_p,
+        seam_p=cfg.seam_p, sinus_wide_p=cfg.sinus_wide_p, prev_image=cfg.prev_image and cfg.use_prev_mask and cfg.interactive,
     )
 
 
@@ -216,11 +217,12 @@ class SampleStream(torch.utils.data.IterableDataset):
         for _ in range(n):
             sl = self.bank.draw(rng)
             s = make_sample(sl, rng, self.scfg)
-            geo = torch.from_numpy(s.geodesic) if s.geodesic is not None else torch.zeros((0, *s.image.shape[1:]))
+            empty = torch.zeros((0, *s.image.shape[1:]))
+            geo = torch.from_numpy(s.geodesic) if s.geodesic is not None else empty
             yield (
                 torch.from_numpy(s.image), torch.from_numpy(s.guidance), torch.from_numpy(s.target),
                 torch.from_numpy(s.weight), torch.tensor(s.native_px), _clicks_tensor(s.clicks), torch.from_numpy(s.prev),
-                geo,
+                geo, torch.from_numpy(s.prev_image) if s.prev_image is not None else empty,
             )
 
 
@@ -266,6 +268,7 @@ def add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg: Tra
     if n_iter == 0:
         return
     scfg = sample_config(cfg)
+    geo_ch = model_config(cfg).geodesic_channels
     was_training = model.training
     model.eval()
     clicks = [_unpack_clicks(c) for c in clicks_t]
@@ -286,10 +289,12 @@ def add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg: Tra
                     continue
                 clicks[b], g, geo, w = res
                 x[b, 1:3] = torch.from_numpy(g).to(x.device)
-                if cfg.use_prev_mask:
+                if cfg.use_prev_mask:  # the mask is now this slice's own: so is its image
                     x[b, 3] = torch.from_numpy(pred[b].astype(np.float32)).to(x.device)
-                if geo is not None:  # the geodesic maps are the last channels (2, or 4 with the soft pair)
-                    x[b, -geo.shape[0]:] = torch.from_numpy(geo).to(x.device)
+                    if cfg.prev_image:
+                        x[b, -1] = x[b, 0]
+                if geo is not None:  # 2 maps, or 4 with the soft pair
+                    x[b, geo_ch] = torch.from_numpy(geo).to(x.device)
                 if w is not None:
                     weight[b, 0] = torch.from_numpy(w).to(x.device)
     model.train(was_training)
@@ -310,9 +315,10 @@ def validation_set(cfg: TrainConfig, bank: SliceBank, n: int) -> list[tuple[np.n
     return out
 
 
-def propagation_set(cfg: TrainConfig, bank: SliceBank, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Fixed held-out (hu, gt, previous mask) neighbour pairs, every (G, G), for models with the
-    previous-mask channel; about one in five or more has an empty ``gt`` where the structure ends."""
+def propagation_set(cfg: TrainConfig, bank: SliceBank, n: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """Fixed held-out (hu, gt, previous mask, HU of the previous mask's slice or None) neighbour
+    pairs, every (G, G), for models with the previous-mask channel; about one in five or more
+    has an empty ``gt`` where the structure ends. The fourth is given with ``--prev-image``."""
     rng = np.random.default_rng([cfg.seed, 10**6 + 1])
     scfg = replace(sample_config(cfg), geometry=False, real_fraction=0.0, propagate_p=1.0)
     out = []
@@ -321,7 +327,7 @@ def propagation_set(cfg: TrainConfig, bank: SliceBank, n: int) -> list[tuple[np.
             break
         s = make_sample(bank.draw(rng), rng, scfg)
         if s.prev[0].any() and not s.clicks:  # a real pair (not a fallback click sample)
-            out.append((s.hu, s.target[0] > 0.5, s.prev[0] > 0.5))
+            out.append((s.hu, s.target[0] > 0.5, s.prev[0] > 0.5, s.prev_hu))
     return out
 
 
@@ -335,10 +341,11 @@ def validate_propagation(model: UNet, cfg: TrainConfig, pairs, device) -> dict[s
         return {}
     pred = Predictor(Checkpoint(model, model_config(cfg), input_config(cfg)), device=device)
     model.eval()
-    probs = pred.predict_batch([hu for hu, _, _ in pairs], [[] for _ in pairs], [prev for _, _, prev in pairs])
+    probs = pred.predict_batch([p[0] for p in pairs], [[] for _ in pairs], [p[2] for p in pairs],
+                               [p[3] for p in pairs] if cfg.prev_image else None)
     model.train()
     ds, stops = [], []
-    for (_, gt, _), p in zip(pairs, probs):
+    for (_, gt, *_), p in zip(pairs, probs):
         m = p >= 0.5
         ds.append(1.0 if not gt.any() and not m.any() else dice(m, gt))
         if not gt.any():
@@ -371,7 +378,8 @@ def validate(model: UNet, cfg: TrainConfig, val, device, clicks: int = 5, batch_
 
 def model_config(cfg: TrainConfig) -> ModelConfig:
     return ModelConfig(cfg.interactive, cfg.use_prev_mask, cfg.base_channels, cfg.depth, cfg.dropout, geodesic=cfg.geodesic and cfg.interactive,
-                       geodesic_soft=cfg.geodesic and cfg.interactive and cfg.geodesic_soft)
+                       geodesic_soft=cfg.geodesic and cfg.interactive and cfg.geodesic_soft,
+                       prev_image=cfg.prev_image and cfg.interactive and cfg.use_prev_mask)
 
 
 def input_config(cfg: TrainConfig) -> InputConfig:
@@ -462,14 +470,17 @@ def train(cfg: TrainConfig) -> Path:
         state = src.model.state_dict()
         if src.model_config != model_config(cfg):
             want = model_config(cfg)
-            if replace(src.model_config, use_prev_mask=want.use_prev_mask, geodesic=want.geodesic, geodesic_soft=want.geodesic_soft) != want:
+            if src.model_config.prev_image:
+                raise SystemExit(f"--init {cfg.init}: a model with the previous-image channel cannot change its inputs ({src.model_config} → {want})")
+            if replace(src.model_config, use_prev_mask=want.use_prev_mask, geodesic=want.geodesic, geodesic_soft=want.geodesic_soft,
+                       prev_image=False) != replace(want, prev_image=False):
                 raise SystemExit(f"--init {cfg.init}: its model config {src.model_config} differs from this run's {want}")
             if src.model_config.geodesic and want.use_prev_mask != src.model_config.use_prev_mask:
                 raise SystemExit(f"--init {cfg.init}: cannot add or drop the previous-mask channel of a geodesic model")
             if src.model_config.geodesic_soft and not want.geodesic_soft:
                 raise SystemExit(f"--init {cfg.init}: cannot drop the soft geodesic maps of a model")
-            # new input channels come last (previous mask, then geodesic maps, then the soft pair)
-            # and start at zero weight
+            # new input channels come last (previous mask, then geodesic maps, then the soft pair,
+            # then the previous image) and start at zero weight
             state = adapt_input_channels(state, model)
         model.load_state_dict(state, strict=True)
     ema = ema_copy(model, out / "ema.safetensors" if start_epoch > 0 else None, device) if cfg.ema > 0 else None
@@ -513,7 +524,7 @@ def train(cfg: TrainConfig) -> Path:
         rng = np.random.default_rng([cfg.seed, epoch, rank, 7])
         bar = tqdm(loader, total=cfg.steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not main, dynamic_ncols=True)
         t0, losses = time.time(), []
-        for step, (img, guide, target, weight, native_px, clicks_t, prev, geo) in enumerate(bar):
+        for step, (img, guide, target, weight, native_px, clicks_t, prev, geo, prev_img) in enumerate(bar):
             if cfg.time_cosine:
                 frac = (time.time() - t_start) / budget_s
                 if frac >= 1:
@@ -530,6 +541,8 @@ def train(cfg: TrainConfig) -> Path:
                     parts.append(prev.to(device))
                 if cfg.geodesic:
                     parts.append(geo.to(device))
+                if cfg.prev_image and cfg.use_prev_mask:
+                    parts.append(prev_img.to(device))
             x = torch.cat(parts, 1)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -634,6 +647,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--prev-mask", action=argparse.BooleanOptionalAction, default=None, help="feed the previous mask as a 4th channel")
     p.add_argument("--geodesic", action=argparse.BooleanOptionalAction, default=None,
                    help="feed the clicks' geodesic distance maps as two more channels (iunet.clicks.geodesic_maps)")
+    p.add_argument("--prev-image", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --prev-mask: one more channel, the slice the previous mask was drawn on (2.5D: a propagation sample's neighbour)")
     p.add_argument("--geodesic-soft", action=argparse.BooleanOptionalAction, default=None,
                    help="with --geodesic: two more channels, the same maps at a smaller edge weight (InputConfig.geodesic_soft_lambda)")
     p.add_argument("--base-channels", type=int, default=None, help=f"channels of the first U-Net level, doubling per level (default {d.base_channels})")
@@ -726,7 +741,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     a = p.parse_args(argv)
     kw: dict = dict(PRESETS[a.preset]) if a.preset else {}
     flags = {
-        "out": a.out, "name": a.name, "use_prev_mask": a.prev_mask, "geodesic": a.geodesic, "geodesic_soft": a.geodesic_soft, "base_channels": a.base_channels, "depth": a.depth,
+        "out": a.out, "name": a.name, "use_prev_mask": a.prev_mask, "geodesic": a.geodesic, "geodesic_soft": a.geodesic_soft, "prev_image": a.prev_image, "base_channels": a.base_channels, "depth": a.depth,
         "dropout": a.dropout, "loss": a.loss, "boundary_weights": a.boundary_weights, "click_weights": a.click_weights,
         "interactions": a.interactions, "max_interactions": a.max_interactions,
         "iterative_clicks": a.iterative_clicks, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p, "centre_click_p": a.centre_click_p,
@@ -754,6 +769,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     cfg = replace(d, **kw)
     if not 0.0 <= cfg.ema < 1.0:
         p.error(f"--ema {cfg.ema}: the decay must lie in [0, 1) (0 = off)")
+    if cfg.prev_image and not (cfg.use_prev_mask and cfg.interactive):
+        p.error("--prev-image needs --prev-mask (it is the image of that mask's slice)")
     if cfg.spill_parts < 1:
         p.error(f"--spill-parts {cfg.spill_parts}: a leak runs into at least 1 structure")
     if cfg.inputs.grid_px % (2**cfg.depth):

@@ -66,6 +66,7 @@ class ForwardBatcher:
         clicks: Sequence[Sequence[Click]],
         prev_masks: Sequence[np.ndarray | None] | None = None,
         boxes: Sequence | None = None,
+        prev_images: Sequence[torch.Tensor | None] | None = None,
     ) -> list[np.ndarray]:
         """Same as ``predictor.predict_prepared(...)``: float32 probabilities (Y, X) per slice;
         returns when the batch holding these slices has run. The input is built here, in the
@@ -76,7 +77,7 @@ class ForwardBatcher:
             raise ValueError("images, shapes, clicks and previous masks must have the same length")
         shapes = [tuple(s) for s in shapes_yx]
         boxes = None if boxes is None else list(boxes)
-        request = _Request(predictor, predictor.build_inputs(list(images), shapes, [list(c) for c in clicks], prevs, boxes), shapes, boxes)
+        request = _Request(predictor, predictor.build_inputs(list(images), shapes, [list(c) for c in clicks], prevs, boxes, prev_images), shapes, boxes)
         self._ensure_worker()
         self._queue.put(request)
         request.done.wait()
@@ -160,13 +161,14 @@ class BatchedPredictor:
     def __getattr__(self, name: str):
         return getattr(self._predictor, name)
 
-    def predict_prepared(self, images, shapes_yx, clicks, prev_masks=None, boxes=None) -> list[np.ndarray]:
+    def predict_prepared(self, images, shapes_yx, clicks, prev_masks=None, boxes=None, prev_images=None) -> list[np.ndarray]:
         from .models import infer_prepared, on_zerogpu
 
         if on_zerogpu():
             cpu = [t.detach().cpu() for t in images]
-            return infer_prepared(self.checkpoint_path, cpu, list(shapes_yx), [list(c) for c in clicks], prev_masks, boxes)
-        return (self._batcher or BATCHER).predict_prepared(self._predictor, images, shapes_yx, clicks, prev_masks, boxes)
+            pis = None if prev_images is None else [None if t is None else t.detach().cpu() for t in prev_images]
+            return infer_prepared(self.checkpoint_path, cpu, list(shapes_yx), [list(c) for c in clicks], prev_masks, boxes, pis)
+        return (self._batcher or BATCHER).predict_prepared(self._predictor, images, shapes_yx, clicks, prev_masks, boxes, prev_images)
 
     def predict(self, image_hu: np.ndarray, clicks: Sequence[Click] = (), prev_mask: np.ndarray | None = None) -> np.ndarray:
         img = np.asarray(image_hu)

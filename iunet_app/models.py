@@ -236,8 +236,10 @@ def infer_prepared(
     clicks: Sequence[Sequence[Click]],
     prev_masks: Sequence[np.ndarray | None] | None,
     boxes: Sequence | None = None,
+    prev_images: Sequence | None = None,
 ) -> list[np.ndarray]:
     """``Predictor.predict_prepared`` of the shared predictor, for the ZeroGPU worker process:
     prepared slices (1, G, G) as CPU tensors in, float32 probabilities (Y, X) out."""
     predictor = get_predictor(checkpoint)
-    return predictor.predict_prepared([t.to(predictor.device) for t in images], shapes_yx, clicks, prev_masks, boxes)
+    pis = None if prev_images is None else [None if t is None else t.to(predictor.device) for t in prev_images]
+    return predictor.predict_prepared([t.to(predictor.device) for t in images], shapes_yx, clicks, prev_masks, boxes, pis)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -70,6 +72,58 @@ def test_propagation_samples_carry_the_neighbour_and_end_with_empty_targets():
         if s.target.any():  # the same structure (the disk), never the far blob
             assert s.target[0, 30, 30] == 1 and s.target[0, 54, 9] == 0
     assert 5 <= n_empty <= 35  # structure ends are part of the training mix
+
+
+def test_prev_image_shows_the_slice_the_carried_mask_was_drawn_on():
+    """2.5D samples: a propagation sample's previous image is its neighbour (the structure there
+    where the carried mask is, gone where the structure has ended), the same scan elsewhere;
+    a click sample's is its own image. Without prev_image the samples are as before, draw for draw."""
+    sls = slices_from_volume(_tube_volume(), 64, target_ids=(1,), spacing_z_mm=5.0)
+    cfg = SampleConfig(inputs=InputConfig(grid_px=64), propagate_p=1.0, geometry=False, flip=False, prev_image=True, window_jitter=0.0)
+    rng = np.random.default_rng(1)
+    ended = carried = 0
+    for i in range(30):
+        s = make_sample(sls[i % len(sls)], rng, cfg)
+        assert s.prev_image.shape == (1, 64, 64) and s.prev_hu.shape == (64, 64)
+        prev, target = s.prev[0] > 0.5, s.target[0] > 0.5
+        inside = ndimage.binary_erosion(prev, iterations=2)
+        far = np.zeros_like(prev)
+        far[50:58, 5:13] = True  # the blob on every slice: unchanged, up to fresh noise
+        assert abs(float(np.median(s.prev_hu[far])) - float(np.median(s.hu[far]))) < 15
+        if not target.any():  # ended: the disk is on the previous image only
+            ended += 1
+            assert np.abs(s.prev_hu[inside] - s.hu[inside]).mean() > 20
+        else:  # carried: the disk on both, at one HU
+            carried += 1
+            both = inside & ndimage.binary_erosion(target, iterations=2)
+            assert abs(float(np.median(s.prev_hu[both])) - float(np.median(s.hu[both]))) < 15
+    assert ended and carried
+    click = make_sample(sls[0], np.random.default_rng(2), SampleConfig(inputs=InputConfig(grid_px=64), prev_image=True, single_click_p=1.0))
+    np.testing.assert_array_equal(click.prev_image, click.image)
+    a = make_sample(sls[0], np.random.default_rng(3), replace(cfg, prev_image=False))
+    b = make_sample(sls[0], np.random.default_rng(3), replace(cfg, prev_image=False))
+    assert a.prev_image is None and np.array_equal(a.image, b.image)
+
+
+def test_neighbour_hu_gives_changed_pixels_their_new_structures_intensity():
+    from iunet.data import neighbour_hu
+
+    lab = np.zeros((64, 64), np.int32)
+    lab[10:30, 10:30] = 1  # structure 1 ends on the neighbour
+    lab[35:55, 35:55] = 2  # structure 2 grows on the neighbour
+    hu = np.full((64, 64), -80.0, np.float32)
+    hu[lab == 1], hu[lab == 2] = 150.0, 60.0
+    prev = lab.copy()
+    prev[lab == 1] = 0
+    prev[30:58, 30:58] = 2
+    prev[2:8, 50:60] = 3  # a structure only the neighbour has
+    out = neighbour_hu(hu, lab, prev, np.random.default_rng(0))
+    core = lambda m: ndimage.binary_erosion(m, iterations=3)  # noqa: E731 (away from the blurred edges)
+    assert abs(np.median(out[core(lab == 1)]) - (-80)) < 15  # background where structure 1 was
+    assert abs(np.median(out[core(prev == 2) & (lab != 2)]) - 60) < 15  # structure 2's HU where it grew
+    assert abs(np.median(out[core(lab == 2)]) - 60) < 15
+    assert np.median(out[prev == 3]) > 0  # an organ's HU of its own
+    assert np.abs(out - hu)[core(lab == 0) & (prev == 0)].std() > 0  # fresh noise: not a copy
 
 
 def test_first_click_has_the_default_radius_as_at_test_time():

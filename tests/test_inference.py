@@ -90,7 +90,7 @@ class OraclePredictor:
     the tests check the propagation engine itself, independent of any weights."""
 
     def __init__(self):
-        self.config = SimpleNamespace(use_prev_mask=True, interactive=True)
+        self.config = SimpleNamespace(use_prev_mask=True, interactive=True, prev_image=False)
         self.inputs = SimpleNamespace(default_radius_px=2.0, alpha=None)
         self.calls = 0
 
@@ -636,3 +636,62 @@ def test_onnx_runtime_refuses_what_it_does_not_run(predictor):
         Predictor(ck, device="cpu", runtime="tensorrt")
     with pytest.raises(ValueError, match="fp32 on the CPU"):
         Predictor(ck, device="cpu", dtype="bf16", runtime="onnx")
+
+
+def _prev_image_predictor(tmp_path):
+    import torch
+
+    from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet
+
+    torch.manual_seed(0)
+    mc = ModelConfig(base_channels=4, depth=2, use_prev_mask=True, prev_image=True)
+    return Predictor(Checkpoint(UNet(mc).eval(), mc, InputConfig(grid_px=32)), device="cpu")
+
+
+def test_prev_image_channel_is_the_slice_itself_unless_a_neighbour_is_given(tmp_path):
+    p = _prev_image_predictor(tmp_path)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 200, (40, 40)).astype(np.float32), rng.normal(0, 200, (40, 40)).astype(np.float32)
+    ga, gb = p.prepare(a), p.prepare(b)
+    x = p.build_inputs([ga, ga], [a.shape] * 2, [[], []], [None, None], None, [None, gb])
+    assert x.shape[1] == 5
+    np.testing.assert_array_equal(x[0, -1].numpy(), ga[0].numpy())
+    np.testing.assert_array_equal(x[1, -1].numpy(), gb[0].numpy())
+    assert not np.allclose(p.predict(a, [], prev_image_hu=b), p.predict(a))  # the channel is used
+    np.testing.assert_allclose(p.predict_batch([a], [[]], None, [b])[0], p.predict(a, [], prev_image_hu=b), atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        p.predict(a, [], prev_image_hu=b[:30])
+
+
+def test_volume_propagation_feeds_the_neighbours_image(tmp_path):
+    """Each propagated slice gets, beside the carried mask, the image of the slice it was carried
+    from; a click on a slice gets its own image with its own mask."""
+    import torch
+
+    from iunet.inference import VolumeSession
+
+    p = _prev_image_predictor(tmp_path)
+    seen = []
+    build = p.build_inputs
+
+    def recording(images, shapes, clicks, prev_masks=None, boxes=None, prev_images=None):
+        x = build(images, shapes, clicks, prev_masks, boxes, prev_images)
+        seen.extend((img[0].clone(), x[i, -1].clone(), bool(clicks[i])) for i, img in enumerate(images))
+        return x
+
+    p.build_inputs = recording
+    vol = np.stack([np.full((40, 40), 10.0 * z, np.float32) for z in range(6)])  # each slice its own HU
+    vol[:, 10:30, 10:30] += 100.0
+    vs = VolumeSession(p, vol)
+    start = np.zeros((40, 40), bool)
+    start[12:28, 12:28] = True
+    vs.set_slice_mask(3, start, propagate=False)
+    vs.propagate_from(3)
+    grids = {z: p.prepare(vol[z])[0] for z in range(6)}
+    which = lambda t: next(z for z, g in grids.items() if torch.equal(g, t))  # noqa: E731
+    steps = [(which(img), which(pi)) for img, pi, _ in seen]
+    assert (2, 3) in steps and (4, 3) in steps  # the first step both ways, from slice 3's image
+    assert all(abs(z - pz) == 1 for z, pz in steps)
+    seen.clear()
+    vs.add_click(3, 20, 20, True, propagate=False)
+    assert [(which(img), which(pi)) for img, pi, _ in seen] == [(3, 3)]

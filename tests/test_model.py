@@ -84,3 +84,24 @@ def test_adapt_input_channels_adds_geodesic_channels_last():
     x = torch.randn(2, 4, 32, 32)
     geo = torch.rand(2, 2, 32, 32)
     torch.testing.assert_close(dst(torch.cat([x, geo], 1)), src(x))
+
+
+def test_prev_image_channel_comes_last_and_needs_the_previous_mask():
+    """The 2.5D channel is the last input; a model widened with it computes what it computed
+    while its weights are zero; without the previous-mask channel it is refused."""
+    import pytest
+    import torch
+
+    from iunet.model import ModelConfig, UNet, adapt_input_channels
+
+    with pytest.raises(ValueError, match="use_prev_mask"):
+        ModelConfig(prev_image=True)
+    mc = ModelConfig(base_channels=4, depth=2, use_prev_mask=True, geodesic=True, geodesic_soft=True, prev_image=True)
+    assert mc.in_channels == 9 and mc.geodesic_channels == slice(4, 8)
+    assert ModelConfig(use_prev_mask=True, geodesic=True).geodesic_channels == slice(4, 6)
+    torch.manual_seed(0)
+    src = UNet(ModelConfig(base_channels=4, depth=2, use_prev_mask=True, geodesic=True)).eval()
+    dst = UNet(ModelConfig(base_channels=4, depth=2, use_prev_mask=True, geodesic=True, prev_image=True)).eval()
+    dst.load_state_dict(adapt_input_channels(src.state_dict(), dst), strict=True)
+    x = torch.randn(2, 6, 32, 32)
+    torch.testing.assert_close(dst(torch.cat([x, torch.rand(2, 1, 32, 32)], 1)), src(x))

@@ -311,7 +311,7 @@ def test_pooled_corrective_clicks_match_the_main_process(tmp_path):
     bank = SliceBank(64)
     bank.add_synthetic()
     stream = SampleStream(bank, sample_config(cfg), [1, 2, 3], 4, 4)
-    img, guide, target, weight, native_px, clicks_t, prev, geo = next(iter(torch.utils.data.DataLoader(stream, batch_size=4)))
+    img, guide, target, weight, native_px, clicks_t, prev, geo, _ = next(iter(torch.utils.data.DataLoader(stream, batch_size=4)))
     x = torch.cat([img, guide, prev, geo], 1)
     outs = []
     with ProcessPoolExecutor(2, mp_context=mp.get_context("fork")) as pool:
@@ -334,3 +334,45 @@ def test_time_cosine_ends_the_run_when_the_budget_is_spent(tmp_path):
     assert (tmp_path / "last.optim.safetensors").exists()
     with pytest.raises(SystemExit):
         train(tiny(tmp_path / "x", time_cosine=True))  # needs a budget
+
+
+def test_prev_image_training_widens_a_previous_mask_model_and_feeds_the_neighbour(tmp_path):
+    """--prev-image: a geodesic previous-mask model gains the 2.5D channel last at zero weight
+    (so it starts as the source), trains with it (the iterative clicks set it to the sample's
+    own image with its own mask), validates propagation with the neighbour's image; it needs
+    --prev-mask and cannot be widened or narrowed again."""
+    from iunet.inference import Predictor
+
+    base = tiny(tmp_path / "geo", epochs=1, steps=2, use_prev_mask=True, geodesic=True, propagate_p=0.5)
+    train(base)
+    cfg = tiny(tmp_path / "pi", epochs=1, steps=2, use_prev_mask=True, geodesic=True, prev_image=True, propagate_p=0.5,
+               iterative_clicks=2, init=str(tmp_path / "geo" / "last.safetensors"), lr=0.0)
+    train(cfg)
+    ck = load_checkpoint(tmp_path / "pi" / "last.safetensors")
+    assert ck.model_config.prev_image and ck.model_config.in_channels == 7
+    w = ck.model.state_dict()["down.0.0.weight"]
+    assert not w[:, 6:].any()  # lr 0: still the zero weight it started with
+    from iunet.data import SliceBank, slices_from_volume
+    from iunet.train import propagation_set, validate_propagation
+
+    vol = np.zeros((8, 64, 64), np.int16)
+    vol[2:6, 20:44, 20:44] = 1
+    bank = SliceBank(64)
+    bank.add("box", slices_from_volume(vol, 64, spacing_z_mm=5.0))
+    pairs = propagation_set(cfg, bank, 4)
+    assert len(pairs) == 4 and all(p[3] is not None and p[3].shape == (64, 64) for p in pairs)  # the neighbour's HU
+    assert set(validate_propagation(ck.model, cfg, pairs, "cpu")) == {"prop_dice", "stop_rate"}
+    src = load_checkpoint(tmp_path / "geo" / "last.safetensors")
+    img = np.full((80, 80), -100.0, np.float32)
+    img[20:60, 20:60] = 60.0
+    prev = np.zeros((80, 80), bool)
+    prev[25:55, 25:55] = True
+    other = np.full((80, 80), 300.0, np.float32)  # what the previous image holds cannot matter yet
+    widened = Predictor(ck)
+    np.testing.assert_allclose(widened.predict(img, [], prev, prev_image_hu=other), widened.predict(img, [], prev), atol=1e-6)
+    assert src.model_config.in_channels == 6
+    with pytest.raises(SystemExit):
+        parse_args(["--prev-image", "--no-prev-mask"])
+    assert parse_args(["--prev-image", "--prev-mask"]).prev_image
+    with pytest.raises(SystemExit, match="previous-image"):
+        train(tiny(tmp_path / "back", epochs=1, steps=2, use_prev_mask=True, geodesic=True, init=str(tmp_path / "pi" / "last.safetensors")))
