@@ -20,7 +20,9 @@ at 1 and the first click at the target's deepest point, as the ``ritm`` robot cl
 - ``leak``: no click; a propagation sample whose previous mask (the structure on the
   neighbouring slice) spilt into a part of a touching structure (``--prop-spill-p``); the
   target is the structure alone on this slice (on ``spleen_8`` the spleen's mask carried on
-  into the left kidney). Needs label volumes (``--labels``).
+  into the left kidney). Needs label volumes (``--labels``). A 2.5D model
+  (``ModelConfig.prev_image``) also gets the neighbour's image (``iunet.data.neighbour_hu``);
+  the samples are the same for every model.
 - ``undo``: a previous mask that ran from the structure into one to three structures, each
   touching the mask so far (``--spill-p`` with ``--spill-parts 3``), a background click at the
   leak's deepest point, after a click on the structure half the time; the target is the
@@ -70,14 +72,15 @@ def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
     """``n`` samples (``iunet.data.Sample``) of ``kind`` from the label slices ``slices`` (a list
     of ``LabelSlice``; None: the built-in generator), drawn with one seed: (HU slice (G, G),
     first click (None for ``leak``; for ``undo`` its clicks, a tuple of ``Click``), previous
-    mask (G, G) bool or None, target (G, G) bool)."""
+    mask (G, G) bool or None, target (G, G) bool, HU slice (G, G) the previous mask lies on
+    for ``leak`` (its neighbour), else None)."""
     from scipy import ndimage
 
     from iunet.data import SampleConfig, make_sample, training_labels
     from iunet.model import InputConfig
 
     cfg = SampleConfig(inputs=InputConfig(grid_px=grid_px), single_click_p=1.0, centre_click_p=1.0, geometry=False,
-                       real_fraction=0.0, **{"propagate_p": 0.0, **KINDS[kind]})
+                       real_fraction=0.0, prev_image=kind == "leak", **{"propagate_p": 0.0, **KINDS[kind]})
     if kind == "leak" and (slices is None or all(sl.volume is None for sl in slices)):
         raise ValueError("the leak probe needs label volumes (--labels): a neighbouring slice to carry a mask from")
     rng = np.random.default_rng(seed)
@@ -95,7 +98,7 @@ def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
             beyond_px = (prev & ~ndimage.binary_dilation(target, iterations=LEAK_MARGIN_PX)).sum()
             if bool(s.clicks) != clicked or target.sum() < 6 or beyond_px < MIN_LEAK_PX:
                 continue  # not that kind of sample (no neighbour, nothing touching), or the leak is only an outline
-            out.append((s.hu, tuple(s.clicks) if clicked else None, prev, target))
+            out.append((s.hu, tuple(s.clicks) if clicked else None, prev, target, None if clicked else s.prev_hu))
             continue
         if not s.clicks or target.sum() < 6:
             continue
@@ -103,7 +106,7 @@ def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
             continue
         if kind not in WHOLE_KINDS and target.sum() > MAX_INNER_FRACTION * (sl.labels > 0).sum():
             continue  # no vessel or lesion could be drawn: the target is the organ
-        out.append((s.hu, s.clicks[0], None, target))
+        out.append((s.hu, s.clicks[0], None, target, None))
     return out
 
 
@@ -153,7 +156,7 @@ def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int
         for w, lam, p in preds:
             # the first click has the default radius of a 512² slice's first click, on that grid
             r = p.inputs.default_radius_px * GRID_PX / 512
-            d = [dice(p.predict(hu, _probe_clicks(c, r), prev_mask=prev) >= 0.5, t) for hu, c, prev, t in samples]
+            d = [dice(p.predict(hu, _probe_clicks(c, r), prev_mask=prev, prev_image_hu=ph) >= 0.5, t) for hu, c, prev, t, ph in samples]
             rows.append({"weights": w, "geodesic_lambda": p.inputs.geodesic_lambda if p.config.geodesic else "",
                          "kind": kind, "samples": n, "seed": seed, "dice_mean": round(float(np.mean(d)), 4),
                          "dice_median": round(float(np.median(d)), 4)})

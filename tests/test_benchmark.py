@@ -448,11 +448,12 @@ def test_probe_samples_are_the_kinds_they_name_and_the_command_writes_a_table(ck
     for kind in probes.KINDS:
         src = volume_slices if kind in ("leak", "undo") else None
         a, b = probes.probe_samples(kind, src, 3, seed=2, grid_px=128), probes.probe_samples(kind, src, 3, seed=2, grid_px=128)
-        for (hu, c, prev, t), (hu2, c2, prev2, t2) in zip(a, b):  # one seed: the same samples for every weights file
+        for (hu, c, prev, t, ph), (hu2, c2, prev2, t2, ph2) in zip(a, b):  # one seed: the same samples for every weights file
             np.testing.assert_array_equal(hu, hu2)
             assert c == c2 and (t == t2).all()
+            assert (ph is None) == (kind != "leak")  # the neighbour's image, for 2.5D models
             if kind == "leak":  # no click; the previous mask reaches well beyond the target
-                assert c is None and (prev == prev2).all()
+                assert c is None and (prev == prev2).all() and ph.shape == hu.shape and (ph == ph2).all()
                 assert (prev & ~ndimage.binary_dilation(t, iterations=probes.LEAK_MARGIN_PX)).sum() >= probes.MIN_LEAK_PX
                 continue
             if kind == "undo":  # the previous mask holds the target and a leak; the last click is on the leak
