@@ -20,9 +20,16 @@ at 1 and the first click at the target's deepest point, as the ``ritm`` robot cl
 - ``leak``: no click; a propagation sample whose previous mask (the structure on the
   neighbouring slice) spilt into a part of a touching structure (``--prop-spill-p``); the
   target is the structure alone on this slice (on ``spleen_8`` the spleen's mask carried on
-  into the left kidney). Needs label volumes (``--labels``). A 2.5D model
-  (``ModelConfig.prev_image``) also gets the neighbour's image (``iunet.data.neighbour_hu``);
-  the samples are the same for every model.
+  into the left kidney). Needs label volumes (``--labels``).
+
+In ``leak``, ``carry`` and ``end`` a 2.5D model (``ModelConfig.prev_image``) also gets the
+neighbour's image (``iunet.data.neighbour_hu``); the samples are the same for every model.
+- ``carry``: no click; a propagation sample whose previous mask is the structure on the
+  neighbouring slice (as drawn in training: slightly grown, shrunk or shifted), the structure
+  still there; the target is the structure on this slice. Needs label volumes.
+- ``end``: the same where the structure has just ended: the target is empty, and the Dice is 1
+  only when the model predicts nothing (the share of such samples where propagation stops by
+  itself). Needs label volumes.
 - ``undo``: a previous mask that ran from the structure into one to three structures, each
   touching the mask so far (``--spill-p`` with ``--spill-parts 3``), a background click at the
   leak's deepest point, after a click on the structure half the time; the target is the
@@ -57,6 +64,8 @@ KINDS = {
     "lesion": dict(lesion_p=1.0, lesion_target_p=1.0),
     "leak": dict(propagate_p=1.0, prop_spill_p=1.0),
     "undo": dict(spill_p=1.0, spill_parts=3),
+    "carry": dict(propagate_p=1.0),
+    "end": dict(propagate_p=1.0),
 }
 LEAK_MARGIN_PX = 4  # a leak probe's previous mask reaches at least ...
 MIN_LEAK_PX = 20  # ... this many grid px beyond the target grown by this margin (not only a perturbed outline)
@@ -65,6 +74,8 @@ MIN_SINUS_ORGAN_PX = 400  # grid px: a sinus probe's organ is at least this larg
 SINUS_KINDS = ("sinus", "wide-sinus")  # the target is the whole organ around the clicked sinus
 WHOLE_KINDS = ("organ",) + SINUS_KINDS  # the target is a whole labelled structure
 LEAK_KINDS = ("leak", "undo")  # the previous mask holds the target and a leak beyond it
+CARRIED_KINDS = ("leak", "carry", "end")  # no click: a neighbour's mask carried onto the slice
+VOLUME_KINDS = CARRIED_KINDS  # those need label volumes
 MAX_INNER_FRACTION = 0.4  # a vessel or lesion probe whose target is larger than this share of the labels drew none
 
 
@@ -73,16 +84,16 @@ def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
     of ``LabelSlice``; None: the built-in generator), drawn with one seed: (HU slice (G, G),
     first click (None for ``leak``; for ``undo`` its clicks, a tuple of ``Click``), previous
     mask (G, G) bool or None, target (G, G) bool, HU slice (G, G) the previous mask lies on
-    for ``leak`` (its neighbour), else None)."""
+    for the carried kinds (its neighbour), else None)."""
     from scipy import ndimage
 
     from iunet.data import SampleConfig, make_sample, training_labels
     from iunet.model import InputConfig
 
     cfg = SampleConfig(inputs=InputConfig(grid_px=grid_px), single_click_p=1.0, centre_click_p=1.0, geometry=False,
-                       real_fraction=0.0, prev_image=kind == "leak", **{"propagate_p": 0.0, **KINDS[kind]})
-    if kind == "leak" and (slices is None or all(sl.volume is None for sl in slices)):
-        raise ValueError("the leak probe needs label volumes (--labels): a neighbouring slice to carry a mask from")
+                       real_fraction=0.0, prev_image=kind in CARRIED_KINDS, **{"propagate_p": 0.0, **KINDS[kind]})
+    if kind in VOLUME_KINDS and (slices is None or all(sl.volume is None for sl in slices)):
+        raise ValueError(f"the {kind} probe needs label volumes (--labels): a neighbouring slice to carry a mask from")
     rng = np.random.default_rng(seed)
     out, tries = [], 0
     while len(out) < n:
@@ -92,6 +103,11 @@ def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
         sl = training_labels(grid_px, rng) if slices is None else slices[int(rng.integers(len(slices)))]
         s = make_sample(sl, rng, cfg)
         target = s.target[0] > 0.5
+        if kind in ("carry", "end"):
+            if s.clicks or not s.prev.any() or (kind == "end") == bool(target.any()) or 0 < target.sum() < 6:
+                continue  # not a carried mask (no neighbour), or the other kind
+            out.append((s.hu, None, s.prev[0] > 0.5, target, s.prev_hu))
+            continue
         if kind in LEAK_KINDS:  # a previous mask that reaches well beyond the target
             prev = s.prev[0] > 0.5
             clicked = kind == "undo"  # a leak is carried without a click, undone with clicks
@@ -125,7 +141,7 @@ def _probe_clicks(c, first_radius_px: float) -> list:
 
 def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int, seed: int,
           geodesic_lambdas: list[float] | None = None, runtime: str = "torch") -> list[dict]:
-    """Mean Dice of one click (``leak``: of the propagated mask; ``undo``: of its clicks) per
+    """Mean Dice of one click (``leak``, ``carry``, ``end``: of the propagated mask; ``undo``: of its clicks) per
     (weights, kind) and, with ``geodesic_lambdas``, per edge weight of the click maps; rows for
     ``probes.csv``. ``runtime``: the forward pass in torch or ONNX Runtime ("onnx", CPU)."""
     from iunet.data import label_files, load_label_volumes
@@ -172,7 +188,7 @@ def add_parser(sub) -> None:
                        description=plain_help(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", nargs="+", required=True, help="weights files, all shown the same samples")
     p.add_argument("--kinds", nargs="+", choices=sorted(KINDS), default=None,
-                   help="default: all; without --labels all but leak")
+                   help="default: all; without --labels all but leak, carry and end")
     p.add_argument("--labels", action="append", default=None,
                    help="folder or file of label NIfTIs to render (repeatable; default: the built-in generator)")
     p.add_argument("--samples", type=int, default=30, help="samples per kind (default 30)")
@@ -195,9 +211,10 @@ def _main(a: argparse.Namespace) -> None:
         if not Path(w).is_file():
             raise SystemExit(f"no weights file {w}")
     if a.kinds is None:
-        a.kinds = [k for k in KINDS if a.labels or k != "leak"]
-    if "leak" in a.kinds and not a.labels:
-        raise SystemExit("the leak probe needs label volumes: give --labels (e.g. ../shared/data/amos_label)")
+        a.kinds = [k for k in KINDS if a.labels or k not in VOLUME_KINDS]
+    need = [k for k in a.kinds if k in VOLUME_KINDS]
+    if need and not a.labels:
+        raise SystemExit(f"the {' and '.join(need)} probe{'s need' if len(need) > 1 else ' needs'} label volumes: give --labels (e.g. ../shared/data/amos_label)")
     rows = probe(a.weights, a.kinds, a.labels, a.samples, a.seed, a.geodesic_lambda, a.runtime)
     if a.out:
         out = Path(a.out)

@@ -446,12 +446,16 @@ def test_probe_samples_are_the_kinds_they_name_and_the_command_writes_a_table(ck
     vol[1:9, 30:90, 60:100] = 2  # touches 1: the leak probe's previous masks spill into it
     volume_slices = slices_from_volume(vol, 128, spacing_z_mm=3.0)
     for kind in probes.KINDS:
-        src = volume_slices if kind in ("leak", "undo") else None
+        src = volume_slices if kind in ("leak", "undo", "carry", "end") else None
         a, b = probes.probe_samples(kind, src, 3, seed=2, grid_px=128), probes.probe_samples(kind, src, 3, seed=2, grid_px=128)
         for (hu, c, prev, t, ph), (hu2, c2, prev2, t2, ph2) in zip(a, b):  # one seed: the same samples for every weights file
             np.testing.assert_array_equal(hu, hu2)
             assert c == c2 and (t == t2).all()
-            assert (ph is None) == (kind != "leak")  # the neighbour's image, for 2.5D models
+            assert (ph is None) == (kind not in probes.CARRIED_KINDS)  # the neighbour's image, for 2.5D models
+            if kind in ("carry", "end"):  # no click; a neighbour's mask, the structure there or ended
+                assert c is None and prev.any() and ph.shape == hu.shape and (prev == prev2).all()
+                assert t.any() == (kind == "carry")
+                continue
             if kind == "leak":  # no click; the previous mask reaches well beyond the target
                 assert c is None and (prev == prev2).all() and ph.shape == hu.shape and (ph == ph2).all()
                 assert (prev & ~ndimage.binary_dilation(t, iterations=probes.LEAK_MARGIN_PX)).sum() >= probes.MIN_LEAK_PX
@@ -468,8 +472,9 @@ def test_probe_samples_are_the_kinds_they_name_and_the_command_writes_a_table(ck
                 assert t.sum() >= probes.MIN_SINUS_ORGAN_PX and (hu[t] < np.median(hu[t]) - 40).mean() > 0.05
             if kind == "organ":  # a plain first click at the structure's deepest point
                 assert (c.y, c.x) == deepest_point(t)
-    with pytest.raises(ValueError, match="label volumes"):
-        probes.probe_samples("leak", None, 1, seed=0)
+    for kind in probes.VOLUME_KINDS:
+        with pytest.raises(ValueError, match="label volumes"):
+            probes.probe_samples(kind, None, 1, seed=0)
     main(["probes", "--weights", ckpt, "--kinds", "vessel", "lesion", "--samples", "2", "--out", str(tmp_path)])
     rows = list(csv.DictReader(open(tmp_path / "probes.csv")))
     assert [(r["kind"], r["weights"], r["samples"]) for r in rows] == [("vessel", ckpt, "2"), ("lesion", ckpt, "2")]
