@@ -573,9 +573,9 @@ def neighbour_target(
     sl: LabelSlice, k: int, target: np.ndarray, rng: np.random.Generator, max_gap_mm: float, end_p: float = 0.4
 ) -> tuple[LabelSlice, np.ndarray, np.ndarray, np.ndarray] | None:
     """A propagation pair from the label volume of ``sl``: ``(slice to render, its target,
-    previous mask, the labels (G, G) of the slice that mask lies on)``. The previous mask is the structure (label ``k``, the components near
-    ``target``) on one slice, the target the same structure 1 or 2 slices away (at most
-    ``max_gap_mm``). With probability ``end_p`` the pair is taken where the structure ends, so
+    previous mask, the labels (G, G) of the slice that mask lies on)``. The previous mask is
+    the structure (label ``k``, the components near ``target``) on one slice, the target the
+    same structure 1 or 2 slices away (at most ``max_gap_mm``). With probability ``end_p`` the pair is taken where the structure ends, so
     the target is empty: that is the right answer there, and the signal that stops propagation.
     ``None`` when ``sl`` has no volume or the neighbour is outside it."""
     if sl.volume is None or sl.z < 0 or k == 0:
