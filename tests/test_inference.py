@@ -593,8 +593,9 @@ def test_zoomed_out_view_is_the_shrunk_grid_in_air_and_boxes_map_clicks_and_outp
 
 def test_onnx_runtime_gives_the_torch_probabilities():
     """``runtime="onnx"`` runs the same network: the same probabilities (to float rounding) for a
-    batch with clicks, a previous mask and geodesic maps, on the full grid and on a zoomed-out
-    view of another size; its Session masks are the torch Session's."""
+    batch with clicks, a previous mask, geodesic maps and a previous mask's own image (2.5D), on
+    the full grid and on a zoomed-out view of another size; its Session masks are the torch
+    Session's."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     import torch
@@ -602,7 +603,7 @@ def test_onnx_runtime_gives_the_torch_probabilities():
     from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet
 
     torch.manual_seed(3)
-    mc = ModelConfig(base_channels=4, depth=2, use_prev_mask=True, geodesic=True)
+    mc = ModelConfig(base_channels=4, depth=2, use_prev_mask=True, geodesic=True, prev_image=True)
     model = UNet(mc)
     for m in model.modules():  # non-trivial batch-norm statistics, so that folding them is tested
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -616,8 +617,8 @@ def test_onnx_runtime_gives_the_torch_probabilities():
     prev = np.zeros((64, 64), bool)
     prev[20:40, 15:35] = True
     clicks = [[Click(45, 30, True)], [Click(30, 25, True), Click(10, 50, False)]]
-    want = pt.predict_batch([a, b], clicks, [None, prev])
-    got = ox.predict_batch([a, b], clicks, [None, prev])
+    want = pt.predict_batch([a, b], clicks, [None, prev], [None, b[::-1].copy()])
+    got = ox.predict_batch([a, b], clicks, [None, prev], [None, b[::-1].copy()])
     for w, g in zip(want, got):
         assert g.shape == w.shape and g.dtype == np.float32
         np.testing.assert_allclose(g, w, atol=1e-4)
