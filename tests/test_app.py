@@ -721,7 +721,7 @@ class DiskModel:
     def prepare_zoomed_out(self, image, factor, margin_px):
         return image, (0, image.shape[-2], 0, image.shape[-1])  # its answer does not depend on the field of view
 
-    def build_inputs(self, images, shapes, clicks, prev_masks=None, boxes=None):
+    def build_inputs(self, images, shapes, clicks, prev_masks=None, boxes=None, prev_images=None):
         """(B, 3, Y, X): the slice, its foreground click points, its background click points."""
         import torch
 
@@ -742,7 +742,7 @@ class DiskModel:
             out.append(np.isin(labels, sorted(keep - {0})).astype(np.float32))
         return out
 
-    def predict_prepared(self, images, shapes, clicks, prev_masks=None, boxes=None):
+    def predict_prepared(self, images, shapes, clicks, prev_masks=None, boxes=None, prev_images=None):
         return self.forward_inputs(self.build_inputs(images, shapes, clicks, prev_masks), shapes)
 
 
