@@ -21,9 +21,6 @@ at 1 and the first click at the target's deepest point, as the ``ritm`` robot cl
   neighbouring slice) spilt into a part of a touching structure (``--prop-spill-p``); the
   target is the structure alone on this slice (on ``spleen_8`` the spleen's mask carried on
   into the left kidney). Needs label volumes (``--labels``).
-
-In ``leak``, ``carry`` and ``end`` a 2.5D model (``ModelConfig.prev_image``) also gets the
-neighbour's image (``iunet.data.neighbour_hu``); the samples are the same for every model.
 - ``carry``: no click; a propagation sample whose previous mask is the structure on the
   neighbouring slice (as drawn in training: slightly grown, shrunk or shifted), the structure
   still there; the target is the structure on this slice. Needs label volumes.
@@ -35,6 +32,9 @@ neighbour's image (``iunet.data.neighbour_hu``); the samples are the same for ev
   leak's deepest point, after a click on the structure half the time; the target is the
   structure alone (the 3D-IRCADb liver's mask carried into the kidney and the bowel, then
   corrected by the ``volume`` robot's background clicks, docs/design.md "Volumes").
+
+In ``leak``, ``carry`` and ``end`` a 2.5D model (``ModelConfig.prev_image``) also gets the
+neighbour's image (``iunet.data.neighbour_hu``); the samples are the same for every model.
 
 These are *not* a benchmark: the samples come from the training distribution (rendered from
 the label maps given, or from the built-in generator), so they show whether a model learnt a
