@@ -696,3 +696,28 @@ def test_volume_propagation_feeds_the_neighbours_image(tmp_path):
     seen.clear()
     vs.add_click(3, 20, 20, True, propagate=False)
     assert [(which(img), which(pi)) for img, pi, _ in seen] == [(3, 3)]
+
+
+def test_a_clicked_slice_predicted_again_from_a_carried_mask_gets_that_neighbours_image():
+    """``_refresh_anchor``: the carried mask comes with the image of the slice it was carried from."""
+
+    class Recorder(OraclePredictor):
+        def __init__(self):
+            super().__init__()
+            self.config = SimpleNamespace(use_prev_mask=True, interactive=True, prev_image=True)
+            self.seen = []
+
+        def predict_prepared(self, images, shapes, clicks, prev_masks, boxes=None, prev_images=None):
+            self.seen.append([None if p is None else float(p[0, 0]) for p in (prev_images or [None] * len(images))])
+            return super().predict_prepared(images, shapes, clicks, prev_masks)
+
+    vol, _ = _cylinder_volume()
+    vol -= np.arange(vol.shape[0], dtype=np.float32)[:, None, None]  # each slice's corner tells which it is
+    pred = Recorder()
+    vs = VolumeSession(pred, vol)
+    vs.add_click(9, 20, 20, True, propagate=False)
+    pred.seen.clear()
+    carried = vs.mask[9].copy()
+    carried[14:18, 14:18] = False  # a different mask, so that the slice changes
+    vs._refresh_anchor(9, carried, {}, 10)
+    assert pred.seen == [[float(vol[10, 0, 0])]]
