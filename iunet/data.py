@@ -512,6 +512,7 @@ class SampleConfig:
     sinus_wide_p: float = 0.0  # of those, the share with a wide sinus and hilum (a kidney's middle slices)
     seam_p: float = 0.0  # renderings with a thin fat plane wherever two labelled structures touch (fat_seam)
     prev_image: bool = False  # also the image the previous mask was drawn on (models with ModelConfig.prev_image)
+    near_end_p: float = 0.0  # of the propagation pairs at a structure's end, the share taken onto its last slice (neighbour_target)
 
 
 @dataclass
@@ -570,14 +571,19 @@ def _near(labels: np.ndarray, k: int, footprint: np.ndarray, reach_px: int) -> n
 
 
 def neighbour_target(
-    sl: LabelSlice, k: int, target: np.ndarray, rng: np.random.Generator, max_gap_mm: float, end_p: float = 0.4
+    sl: LabelSlice, k: int, target: np.ndarray, rng: np.random.Generator, max_gap_mm: float, end_p: float = 0.4,
+    near_end_p: float = 0.0,
 ) -> tuple[LabelSlice, np.ndarray, np.ndarray, np.ndarray] | None:
     """A propagation pair from the label volume of ``sl``: ``(slice to render, its target,
     previous mask, the labels (G, G) of the slice that mask lies on)``. The previous mask is
     the structure (label ``k``, the components near ``target``) on one slice, the target the
-    same structure 1 or 2 slices away (at most ``max_gap_mm``). With probability ``end_p`` the pair is taken where the structure ends, so
-    the target is empty: that is the right answer there, and the signal that stops propagation.
-    ``None`` when ``sl`` has no volume or the neighbour is outside it."""
+    same structure 1 or 2 slices away (at most ``max_gap_mm``). With probability ``end_p`` the
+    pair is taken where the structure ends, so the target is empty: that is the right answer
+    there, and the signal that stops propagation. Of those, with probability ``near_end_p`` the
+    pair is taken one step earlier, onto the last slice that has the structure: a small carried
+    mask then goes on as often as it ends, so that a small structure is not taken for an ending
+    one (0, the default: as before, draw for draw). ``None`` when ``sl`` has no volume or the
+    neighbour is outside it."""
     if sl.volume is None or sl.z < 0 or k == 0:
         return None
     vol, nz = sl.volume, sl.volume.shape[0]
@@ -586,11 +592,15 @@ def neighbour_target(
     gap, step = int(rng.choice(gaps)), int(rng.choice((-1, 1)))
     z1, prev = sl.z, target
     if rng.random() < end_p:  # walk to the last slice that still has the structure
+        walked = [(z1, prev)]
         while 0 <= z1 + step < nz:
             nxt = _near(vol[z1 + step], k, prev, reach)
             if not nxt.any():
                 break
             z1, prev = z1 + step, nxt
+            walked.append((z1, prev))
+        if near_end_p > 0 and rng.random() < near_end_p and len(walked) > gap:  # onto the last slice instead
+            z1, prev = walked[-1 - gap]
     z2 = z1 + gap * step
     if not 0 <= z2 < nz:
         return None
@@ -909,7 +919,8 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     target, k = choose_target_id(sl, rng, cfg.large_target_p)
     prev = np.zeros_like(target)
     spilt = wrong = False
-    pair = neighbour_target(sl, k, target, rng, cfg.max_gap_mm) if cfg.propagate_p > 0 and rng.random() < cfg.propagate_p else None
+    pair = (neighbour_target(sl, k, target, rng, cfg.max_gap_mm, near_end_p=cfg.near_end_p)
+            if cfg.propagate_p > 0 and rng.random() < cfg.propagate_p else None)
     if pair is not None:
         sl, target, prev, prev_labels = pair
         prev = perturb_mask(prev, rng)

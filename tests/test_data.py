@@ -74,6 +74,30 @@ def test_propagation_samples_carry_the_neighbour_and_end_with_empty_targets():
     assert 5 <= n_empty <= 35  # structure ends are part of the training mix
 
 
+def test_near_end_pairs_carry_a_small_mask_onto_the_last_slice():
+    """--near-end-p: pairs taken at a structure's end go, that share of the time, onto its last
+    slice instead of past it, so that the model does not learn "a small carried mask has ended"."""
+    lab = np.zeros((12, 64, 64), np.int16)
+    yy, xx = np.mgrid[:64, :64]
+    for z, r in zip(range(3, 9), (3, 6, 10, 10, 6, 3)):  # tapering at both ends
+        lab[z][(yy - 30) ** 2 + (xx - 30) ** 2 <= r * r] = 1
+    sls = slices_from_volume(lab, 64, target_ids=(1,), spacing_z_mm=5.0)
+    counts = {}
+    for near in (0.0, 1.0):
+        cfg = SampleConfig(inputs=InputConfig(grid_px=64), propagate_p=1.0, geometry=False, flip=False, near_end_p=near)
+        rng = np.random.default_rng(0)
+        samples = [make_sample(sls[i % len(sls)], rng, cfg) for i in range(60)]
+        counts[near] = (sum(not s.target.any() for s in samples),
+                        sum(s.target.any() and s.target.sum() <= 40 for s in samples))  # empty; onto a last slice (r = 3)
+    # the walked-to ends become pairs onto the last slice (a pair that starts on a last slice and
+    # steps outward still ends: a sixth of the pairs here) ...
+    assert counts[0.0][0] >= 20 and counts[1.0][0] <= counts[0.0][0] // 2
+    assert counts[1.0][1] > counts[0.0][1] + 5  # ... whose small target goes on
+    plain = make_sample(sls[0], np.random.default_rng(5), SampleConfig(inputs=InputConfig(grid_px=64), propagate_p=1.0))
+    again = make_sample(sls[0], np.random.default_rng(5), SampleConfig(inputs=InputConfig(grid_px=64), propagate_p=1.0, near_end_p=0.0))
+    np.testing.assert_array_equal(plain.image, again.image)
+
+
 def test_prev_image_shows_the_slice_the_carried_mask_was_drawn_on():
     """2.5D samples: a propagation sample's previous image is its neighbour (the structure there
     where the carried mask is, gone where the structure has ended), the same scan elsewhere;
