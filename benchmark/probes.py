@@ -74,8 +74,7 @@ MIN_SINUS_ORGAN_PX = 400  # grid px: a sinus probe's organ is at least this larg
 SINUS_KINDS = ("sinus", "wide-sinus")  # the target is the whole organ around the clicked sinus
 WHOLE_KINDS = ("organ",) + SINUS_KINDS  # the target is a whole labelled structure
 LEAK_KINDS = ("leak", "undo")  # the previous mask holds the target and a leak beyond it
-CARRIED_KINDS = ("leak", "carry", "end")  # no click: a neighbour's mask carried onto the slice
-VOLUME_KINDS = CARRIED_KINDS  # those need label volumes
+CARRIED_KINDS = ("leak", "carry", "end")  # no click: a neighbour's mask carried onto the slice (needs label volumes)
 MAX_INNER_FRACTION = 0.4  # a vessel or lesion probe whose target is larger than this share of the labels drew none
 
 
@@ -92,7 +91,7 @@ def probe_samples(kind: str, slices, n: int, seed: int, grid_px: int = GRID_PX):
 
     cfg = SampleConfig(inputs=InputConfig(grid_px=grid_px), single_click_p=1.0, centre_click_p=1.0, geometry=False,
                        real_fraction=0.0, prev_image=kind in CARRIED_KINDS, **{"propagate_p": 0.0, **KINDS[kind]})
-    if kind in VOLUME_KINDS and (slices is None or all(sl.volume is None for sl in slices)):
+    if kind in CARRIED_KINDS and (slices is None or all(sl.volume is None for sl in slices)):
         raise ValueError(f"the {kind} probe needs label volumes (--labels): a neighbouring slice to carry a mask from")
     rng = np.random.default_rng(seed)
     out, tries = [], 0
@@ -211,8 +210,8 @@ def _main(a: argparse.Namespace) -> None:
         if not Path(w).is_file():
             raise SystemExit(f"no weights file {w}")
     if a.kinds is None:
-        a.kinds = [k for k in KINDS if a.labels or k not in VOLUME_KINDS]
-    need = [k for k in a.kinds if k in VOLUME_KINDS]
+        a.kinds = [k for k in KINDS if a.labels or k not in CARRIED_KINDS]
+    need = [k for k in a.kinds if k in CARRIED_KINDS]
     if need and not a.labels:
         raise SystemExit(f"the {' and '.join(need)} probe{'s need' if len(need) > 1 else ' needs'} label volumes: give --labels (e.g. ../shared/data/amos_label)")
     rows = probe(a.weights, a.kinds, a.labels, a.samples, a.seed, a.geodesic_lambda, a.runtime)

@@ -960,8 +960,8 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
         hu = paint_vessel(hu, vessel, rng)
     # 2.5D: the slice the carried mask was drawn on, as the same scan shows it; drawn from a
     # child generator, so the sample is otherwise the one drawn without it, draw for draw
-    prev_hu = neighbour_hu(hu, sl.labels, prev_labels, rng.spawn(1)[0]) if cfg.prev_image and pair is not None else None
-    hu, (target, prev), others = _augment(hu, [target, prev], rng, cfg, [prev_hu] if prev_hu is not None else [])
+    neighbour = neighbour_hu(hu, sl.labels, prev_labels, rng.spawn(1)[0]) if cfg.prev_image and pair is not None else None
+    hu, (target, prev), others = _augment(hu, [target, prev], rng, cfg, [neighbour] if neighbour is not None else [])
     native_px = sl.native_px
     if pair is None and cfg.zoom_p > 0 and rng.random() < cfg.zoom_p:
         hu, (target, prev), native_px = zoom_crop(hu, [target, prev], native_px, rng)

@@ -54,17 +54,15 @@ class ModelConfig:
 
     @property
     def in_channels(self) -> int:
-        if not self.interactive:
-            return 1
-        return (3 + (1 if self.use_prev_mask else 0) + (2 if self.geodesic else 0) + (2 if self.geodesic and self.geodesic_soft else 0)
-                + (1 if self.use_prev_mask and self.prev_image else 0))
+        return self.geodesic_channels.stop + (1 if self.prev_image else 0)  # every input but the 2.5D one ends there
 
     @property
     def geodesic_channels(self) -> slice:
         """Where the geodesic maps sit in the input (an empty slice without them)."""
+        if not self.interactive:
+            return slice(1, 1)
         start = 3 + (1 if self.use_prev_mask else 0)
-        n = (2 if self.geodesic else 0) + (2 if self.geodesic and self.geodesic_soft else 0)
-        return slice(start, start + n) if self.interactive else slice(1, 1)
+        return slice(start, start + (2 if self.geodesic else 0) + (2 if self.geodesic and self.geodesic_soft else 0))
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ def sample_config(cfg: TrainConfig) -> SampleConfig:
         interior_p=cfg.interior_p, large_target_p=cfg.large_target_p, partial_prev_p=cfg.partial_prev_p,
         spill_p=cfg.spill_p if cfg.use_prev_mask else 0.0, prop_spill_p=cfg.prop_spill_p, spill_parts=cfg.spill_parts, zoom_p=cfg.zoom_p,
         wrong_prev_p=cfg.wrong_prev_p if cfg.use_prev_mask else 0.0, lesion_p=cfg.lesion_p, vessel_p=cfg.vessel_p, vessel_pieces_p=cfg.vessel_pieces_p, sinus_p=cfg.sinus_p,
-        seam_p=cfg.seam_p, sinus_wide_p=cfg.sinus_wide_p, prev_image=cfg.prev_image and cfg.use_prev_mask and cfg.interactive,
+        seam_p=cfg.seam_p, sinus_wide_p=cfg.sinus_wide_p, prev_image=model_config(cfg).prev_image,
         near_end_p=cfg.near_end_p,
     )
 

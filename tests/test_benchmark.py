@@ -472,7 +472,7 @@ def test_probe_samples_are_the_kinds_they_name_and_the_command_writes_a_table(ck
                 assert t.sum() >= probes.MIN_SINUS_ORGAN_PX and (hu[t] < np.median(hu[t]) - 40).mean() > 0.05
             if kind == "organ":  # a plain first click at the structure's deepest point
                 assert (c.y, c.x) == deepest_point(t)
-    for kind in probes.VOLUME_KINDS:
+    for kind in probes.CARRIED_KINDS:
         with pytest.raises(ValueError, match="label volumes"):
             probes.probe_samples(kind, None, 1, seed=0)
     main(["probes", "--weights", ckpt, "--kinds", "vessel", "lesion", "--samples", "2", "--out", str(tmp_path)])
