@@ -513,6 +513,7 @@ class SampleConfig:
     seam_p: float = 0.0  # renderings with a thin fat plane wherever two labelled structures touch (fat_seam)
     prev_image: bool = False  # also the image the previous mask was drawn on (models with ModelConfig.prev_image)
     near_end_p: float = 0.0  # of the propagation pairs at a structure's end, the share taken onto its last slice (neighbour_target)
+    near_end_max_px: int = 0  # ... only for structures no larger than this (grid px) to their end; 0: any
 
 
 @dataclass
@@ -572,7 +573,7 @@ def _near(labels: np.ndarray, k: int, footprint: np.ndarray, reach_px: int) -> n
 
 def neighbour_target(
     sl: LabelSlice, k: int, target: np.ndarray, rng: np.random.Generator, max_gap_mm: float, end_p: float = 0.4,
-    near_end_p: float = 0.0,
+    near_end_p: float = 0.0, near_end_max_px: int = 0,
 ) -> tuple[LabelSlice, np.ndarray, np.ndarray, np.ndarray] | None:
     """A propagation pair from the label volume of ``sl``: ``(slice to render, its target,
     previous mask, the labels (G, G) of the slice that mask lies on)``. The previous mask is
@@ -582,8 +583,10 @@ def neighbour_target(
     there, and the signal that stops propagation. Of those, with probability ``near_end_p`` the
     pair is taken one step earlier, onto the last slice that has the structure: a small carried
     mask then goes on as often as it ends, so that a small structure is not taken for an ending
-    one (0, the default: as before, draw for draw). ``None`` when ``sl`` has no volume or the
-    neighbour is outside it."""
+    one (0, the default: as before, draw for draw). With ``near_end_max_px`` > 0 only structures
+    small all the way to their end (no walked cross-section over that many grid pixels: lesions,
+    nodes, vessels) are taken so, and a large organ's tapering tip still ends. ``None`` when
+    ``sl`` has no volume or the neighbour is outside it."""
     if sl.volume is None or sl.z < 0 or k == 0:
         return None
     vol, nz = sl.volume, sl.volume.shape[0]
@@ -600,7 +603,8 @@ def neighbour_target(
             z1, prev = z1 + step, nxt
             walked.append((z1, prev))
         if near_end_p > 0 and rng.random() < near_end_p and len(walked) > gap:  # onto the last slice instead
-            z1, prev = walked[-1 - gap]
+            if near_end_max_px <= 0 or max(int(m.sum()) for _, m in walked) <= near_end_max_px:
+                z1, prev = walked[-1 - gap]
     z2 = z1 + gap * step
     if not 0 <= z2 < nz:
         return None
@@ -919,7 +923,8 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     target, k = choose_target_id(sl, rng, cfg.large_target_p)
     prev = np.zeros_like(target)
     spilt = wrong = False
-    pair = (neighbour_target(sl, k, target, rng, cfg.max_gap_mm, near_end_p=cfg.near_end_p)
+    pair = (neighbour_target(sl, k, target, rng, cfg.max_gap_mm, near_end_p=cfg.near_end_p,
+                             near_end_max_px=cfg.near_end_max_px)
             if cfg.propagate_p > 0 and rng.random() < cfg.propagate_p else None)
     if pair is not None:
         sl, target, prev, prev_labels = pair

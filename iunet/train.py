@@ -61,6 +61,7 @@ class TrainConfig:
     geodesic_soft: bool = False  # two more: the same at inputs.geodesic_soft_lambda (with geodesic)
     prev_image: bool = False  # one more, last (with use_prev_mask): the slice the previous mask was drawn on (2.5D)
     near_end_p: float = 0.0  # of the propagation pairs at a structure's end, the share onto its last slice (small masks go on too)
+    near_end_max_px: int = 0  # ... only for structures at most this large (grid px) to their end; 0: any structure
     base_channels: int = 16
     depth: int = 4
     dropout: float = 0.1
@@ -195,7 +196,7 @@ def sample_config(cfg: TrainConfig) -> SampleConfig:
         spill_p=cfg.spill_p if cfg.use_prev_mask else 0.0, prop_spill_p=cfg.prop_spill_p, spill_parts=cfg.spill_parts, zoom_p=cfg.zoom_p,
         wrong_prev_p=cfg.wrong_prev_p if cfg.use_prev_mask else 0.0, lesion_p=cfg.lesion_p, vessel_p=cfg.vessel_p, vessel_pieces_p=cfg.vessel_pieces_p, sinus_p=cfg.sinus_p,
         seam_p=cfg.seam_p, sinus_wide_p=cfg.sinus_wide_p, prev_image=model_config(cfg).prev_image,
-        near_end_p=cfg.near_end_p,
+        near_end_p=cfg.near_end_p, near_end_max_px=cfg.near_end_max_px,
     )
 
 
@@ -681,6 +682,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="probability that the target is chosen by area (large organs more often) instead of uniformly")
     p.add_argument("--near-end-p", type=float, default=None,
                    help="of the propagation pairs taken at a structure's end (empty target), the share taken one step earlier, onto its last slice: a small carried mask goes on as often as it ends")
+    p.add_argument("--near-end-max-px", type=int, default=None,
+                   help="--near-end-p only for structures whose cross-sections up to their end are at most this many grid pixels (lesions, vessels); a large organ's tapering tip still ends (default 0: any structure)")
     p.add_argument("--partial-prev-p", type=float, default=None,
                    help="probability that a propagation sample's previous mask is only a part of the neighbour's (learn to complete it)")
     p.add_argument("--spill-p", type=float, default=None,
@@ -749,7 +752,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "dropout": a.dropout, "loss": a.loss, "boundary_weights": a.boundary_weights, "click_weights": a.click_weights,
         "interactions": a.interactions, "max_interactions": a.max_interactions,
         "iterative_clicks": a.iterative_clicks, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p, "centre_click_p": a.centre_click_p,
-        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "interior_p": a.interior_p, "large_target_p": a.large_target_p, "partial_prev_p": a.partial_prev_p, "near_end_p": a.near_end_p, "spill_p": a.spill_p, "prop_spill_p": a.prop_spill_p, "spill_parts": a.spill_parts, "seam_p": a.seam_p, "sinus_wide_p": a.sinus_wide_p, "zoom_p": a.zoom_p, "wrong_prev_p": a.wrong_prev_p, "lesion_p": a.lesion_p, "vessel_p": a.vessel_p, "vessel_pieces_p": a.vessel_pieces_p, "sinus_p": a.sinus_p, "synthetic_weight": a.synthetic_weight,
+        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "interior_p": a.interior_p, "large_target_p": a.large_target_p, "partial_prev_p": a.partial_prev_p, "near_end_p": a.near_end_p, "near_end_max_px": a.near_end_max_px, "spill_p": a.spill_p, "prop_spill_p": a.prop_spill_p, "spill_parts": a.spill_parts, "seam_p": a.seam_p, "sinus_wide_p": a.sinus_wide_p, "zoom_p": a.zoom_p, "wrong_prev_p": a.wrong_prev_p, "lesion_p": a.lesion_p, "vessel_p": a.vessel_p, "vessel_pieces_p": a.vessel_pieces_p, "sinus_p": a.sinus_p, "synthetic_weight": a.synthetic_weight,
         "real_fraction": a.real_fraction, "flip": a.flip, "epochs": a.epochs, "steps": a.steps,
         "batch_size": a.batch_size, "seed": a.seed, "val_slices": a.val_slices, "workers": a.workers, "lr": a.lr,
         "device": a.device, "bf16": a.bf16, "channels_last": a.channels_last, "max_minutes": a.max_minutes, "init": a.init, "threads": a.threads,

@@ -83,16 +83,20 @@ def test_near_end_pairs_carry_a_small_mask_onto_the_last_slice():
         lab[z][(yy - 30) ** 2 + (xx - 30) ** 2 <= r * r] = 1
     sls = slices_from_volume(lab, 64, target_ids=(1,), spacing_z_mm=5.0)
     counts = {}
-    for near in (0.0, 1.0):
-        cfg = SampleConfig(inputs=InputConfig(grid_px=64), propagate_p=1.0, geometry=False, flip=False, near_end_p=near)
+    for near, max_px in ((0.0, 0), (1.0, 0), (1.0, 10), (1.0, 400)):
+        cfg = SampleConfig(inputs=InputConfig(grid_px=64), propagate_p=1.0, geometry=False, flip=False, near_end_p=near,
+                           near_end_max_px=max_px)
         rng = np.random.default_rng(0)
         samples = [make_sample(sls[i % len(sls)], rng, cfg) for i in range(60)]
-        counts[near] = (sum(not s.target.any() for s in samples),
+        counts[near if max_px == 0 else max_px] = (sum(not s.target.any() for s in samples),
                         sum(s.target.any() and s.target.sum() <= 40 for s in samples))  # empty; onto a last slice (r = 3)
     # the walked-to ends become pairs onto the last slice (a pair that starts on a last slice and
     # steps outward still ends: a sixth of the pairs here) ...
     assert counts[0.0][0] >= 20 and counts[1.0][0] <= counts[0.0][0] // 2
     assert counts[1.0][1] > counts[0.0][1] + 5  # ... whose small target goes on
+    # --near-end-max-px: only structures no larger than that (every cross-section here is over
+    # 10 px and under 400) are taken onto their last slice; larger ones still end
+    assert counts[10][0] >= 20 and counts[400][0] <= counts[0.0][0] // 2
     plain = make_sample(sls[0], np.random.default_rng(5), SampleConfig(inputs=InputConfig(grid_px=64), propagate_p=1.0))
     again = make_sample(sls[0], np.random.default_rng(5), SampleConfig(inputs=InputConfig(grid_px=64), propagate_p=1.0, near_end_p=0.0))
     np.testing.assert_array_equal(plain.image, again.image)
