@@ -73,6 +73,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--rw-volume-grid-px", type=int, default=d.rw_volume_grid_px, help="in-plane grid of the 3D random walker under volume (default 96)")
     p.add_argument("--geodesic-lambda", type=float, default=None,
                    help="a diagnostic: draw a geodesic IU-Net's click maps with this edge weight instead of its checkpoint's")
+    p.add_argument("--no-small-carry", dest="small_carry", action="store_false",
+                   help="a diagnostic for --protocols volume: propagation does not look for a small carried mask again "
+                        "when the model predicts it empty (iunet.inference.VolumeSession(small_carry=False))")
     p.add_argument("--device", default=d.device, help="auto (default), cpu, cuda")
     p.add_argument("--runtime", choices=list(RUNTIMES), default=d.runtime,
                    help="the networks' forward pass: torch (default), or onnx = ONNX Runtime (fp32 on the CPU; the same "
@@ -97,7 +100,7 @@ def _run(a: argparse.Namespace) -> None:
         radius_px=a.radius_px, alpha=a.alpha,
         slices=a.slices, min_area_px=a.min_area_px, label_ids=tuple(a.label_ids), cases=tuple(a.cases),
         split=a.split, rw_grid_px=a.rw_grid_px, rw_volume_grid_px=a.rw_volume_grid_px, seed=a.seed,
-        geodesic_lambda=a.geodesic_lambda, device=a.device, runtime=a.runtime,
+        geodesic_lambda=a.geodesic_lambda, small_carry=a.small_carry, device=a.device, runtime=a.runtime,
         batch=a.batch, threads=a.threads, out=a.out, resume=a.resume, overwrite=a.overwrite,
     )
     out = run(cfg)

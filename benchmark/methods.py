@@ -188,6 +188,7 @@ class Method:
     rw_grid_px: int = 128
     zoom: ZoomIn | None = None
     zoom_out: ZoomOut | None = None
+    small_carry: bool = True  # VolumeSession looks for small carried masks again (False: --no-small-carry)
 
     @property
     def interactive(self) -> bool:
@@ -228,7 +229,9 @@ class Method:
         if self.uses_session:
             from iunet import inference  # looked up at call time (the tests put a stand-in there)
 
-            return inference.VolumeSession(self.predictor, volume_hu, self.click_size, spacing_mm=tuple(spacing_mm), zoom_out=self.zoom_out)
+            kw = {} if self.small_carry else {"small_carry": False}  # (a stand-in in the tests takes the defaults)
+            return inference.VolumeSession(self.predictor, volume_hu, self.click_size, spacing_mm=tuple(spacing_mm),
+                                           zoom_out=self.zoom_out, **kw)
         if self.name == "random-walker":
             image01 = apply_window(np.asarray(volume_hu, np.float32), ABDOMEN_LEVEL_HU, ABDOMEN_WIDTH_HU)
             return SeededVolume(image01, self.click_size, tuple(float(s) for s in spacing_mm), rw_grid_px)

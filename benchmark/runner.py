@@ -74,6 +74,7 @@ class RunConfig:
     split: str | None = None
     rw_grid_px: int = 128
     rw_volume_grid_px: int = 96  # in-plane grid of the 3D random walker (volume protocol)
+    small_carry: bool = True  # VolumeSession looks for small carried masks again (volume protocol; --no-small-carry)
     seed: int = 0
     # the geodesic click maps' edge weight λ for a geodesic IU-Net instead of its checkpoint's
     # (a diagnostic: the model was trained at its own λ; docs/design.md, "Geodesic click maps")
@@ -242,6 +243,8 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
         skip.add("rw_volume_grid_px")  # only the volume protocol uses it
     if cfg.geodesic_lambda is None:
         skip.add("geodesic_lambda")  # runs without the override keep the identity they had
+    if cfg.small_carry:
+        skip.add("small_carry")  # likewise: the default
     ident = {k: v for k, v in asdict(cfg).items() if k not in skip}
     ident["data"] = str(Path(cfg.data).resolve()) if cfg.data else f"synthetic:{cfg.synthetic_task}"
     ident["cases"] = cases
@@ -320,6 +323,8 @@ def run(cfg: RunConfig) -> Path:
         unet = _load_predictor(cfg.unet_weights, cfg.device, False, "--unet-weights", cfg.runtime) if "unet-auto" in methods else None
         click_size = ClickSize(cfg.radius_px, cfg.alpha)
         meths = build_methods(methods, predictor, unet, click_size, cfg.radius_px, cfg.rw_grid_px)
+        if not cfg.small_carry:
+            meths = [replace(m, small_carry=False) for m in meths]
         if volume:
             flat = [m.name for m in meths if not m.volumetric]
             if flat:

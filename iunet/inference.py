@@ -673,6 +673,8 @@ def accept_propagated(prob: np.ndarray, prev: np.ndarray, threshold: float = 0.5
     return m
 
 
+SMALL_CARRY_GRID_PX = 300  # a carried mask at most this large on the model's grid counts as small
+SMALL_CARRY_DICE = 0.6  # a small structure found again by a click must overlap its carried mask this much (Dice)
 HU_SHIFT_MIN = 30.0  # HU: the smallest median shift that counts as another tissue
 REF_HU_SAMPLES = 20000  # HU values kept from the start slice's mask for the drift check
 
@@ -719,6 +721,7 @@ class VolumeSession:
         same_dice: float = 0.99,
         refresh_anchors: bool = True,
         zoom_out: ZoomOut | None = None,
+        small_carry: bool = True,
     ):
         vol = np.asarray(volume_hu, dtype=np.float32)
         if vol.ndim != 3 or min(vol.shape[1:]) < 2:
@@ -732,6 +735,7 @@ class VolumeSession:
         self.same_dice = same_dice  # a re-propagated slice this close to its old mask: stop there
         self.refresh_anchors = refresh_anchors  # propagation re-predicts clicked slices it reaches
         self.zoom_out = zoom_out  # a first click on an empty slice that gives a large mask: again, zoomed out
+        self.small_carry = small_carry  # a small carried mask predicted empty: looked for again with a click (_find_small)
         self._mask = np.zeros(vol.shape, bool)
         self._clicks: tuple[tuple[int, Click], ...] = ()
         self._undo: list[_Edit] = []
@@ -795,10 +799,41 @@ class VolumeSession:
             probs = self._predict(zs, [[] for _ in zs], prevs, prev_zs)
         else:
             probs = self._predict(zs, [[_seed_click(p, self.click_size)] for p in prevs], [None] * len(zs))
-        return [
+        out = [
             accept_propagated(pr, pv, self.threshold, image_hu=self.volume_hu[z], prev_hu=self.volume_hu[pz], ref_hu=ref_hu)
             for pr, pv, z, pz in zip(probs, prevs, zs, prev_zs)
         ]
+        if self.small_carry and self.predictor.config.use_prev_mask:
+            self._find_small(out, zs, prevs, prev_zs, ref_hu)
+        return out
+
+    def _grid_area_px(self, mask: np.ndarray) -> float:
+        """Area of a slice mask as the model sees it, on its grid (px)."""
+        grid = getattr(self.predictor.inputs, "grid_px", max(self.shape[1:]))
+        return float(mask.sum()) * (grid / max(self.shape[1:])) ** 2
+
+    def _find_small(self, out: list[np.ndarray], zs: Sequence[int], prevs: Sequence[np.ndarray], prev_zs: Sequence[int],
+                    ref_hu: np.ndarray | None) -> None:
+        """Where a *small* carried mask (at most SMALL_CARRY_GRID_PX on the model's grid) came out
+        empty, look for the structure again as a user would: a positive first click at the
+        carried mask's deepest point, with the carried mask in the previous-mask channel. The
+        answer is kept (in ``out``, in place) only if it passes ``accept_propagated`` (its
+        intensity, its confidence) and overlaps the carried mask (Dice at least
+        SMALL_CARRY_DICE); else the structure has ended there. The model, trained on pairs where
+        structures end by tapering to small cross-sections, takes most small carried masks for
+        ending ones (docs/design.md, "Volumes"): a lesion or a vessel would stop on the next slice."""
+        redo = [i for i, (m, pv) in enumerate(zip(out, prevs))
+                if not m.any() and pv.any() and self._grid_area_px(pv) <= SMALL_CARRY_GRID_PX]
+        if not redo:
+            return
+        radius = self.click_size.radius_for(0)
+        clicks = [[Click(*deepest_point(prevs[i]), True, radius)] for i in redo]
+        probs = self._predict([zs[i] for i in redo], clicks, [prevs[i] for i in redo], [prev_zs[i] for i in redo])
+        for i, pr in zip(redo, probs):
+            z, pz, pv = zs[i], prev_zs[i], prevs[i]
+            m = accept_propagated(pr, pv, self.threshold, image_hu=self.volume_hu[z], prev_hu=self.volume_hu[pz], ref_hu=ref_hu)
+            if m.any() and dice(m, pv) >= SMALL_CARRY_DICE:
+                out[i] = m
 
     def _propagate(self, z0: int, changed: dict[int, np.ndarray], stop_when_same: bool = True, max_slices: int | None = None) -> None:
         """Re-propagate outward from slice ``z0`` both ways (both directions in one batch).

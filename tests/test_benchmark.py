@@ -692,6 +692,15 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     assert wide.name == "iunet-zoomout" and wide.volumetric and "iunet-zoomout" not in runner.DEFAULT_METHODS
     assert isinstance(wide.start(np.zeros((16, 16), np.float32)).zoom_out, ZoomOut) and plain.start(np.zeros((16, 16), np.float32)).zoom_out is None
     assert isinstance(wide.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).zoom_out, ZoomOut)
+    # --no-small-carry (a diagnostic): the sessions do not look for small carried masks again,
+    # and the run says so; by default they do
+    assert m.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).small_carry
+    off = tmp_path / "vol_nosc"
+    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-dynamic", "--protocols", "volume",
+          "--max-clicks", "1", "--cases", "pat:slab", "--no-small-carry", "--out", str(off)])
+    assert json.loads((off / "run.json").read_text())["config"]["small_carry"] is False
+    assert "--no-small-carry" in (off / "summary.md").read_text()
+    assert not replace(m, small_carry=False).start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).small_carry
 
 
 def test_volume_only_summary_counts_volumes_not_slices(ckpt, patient, tmp_path):

@@ -180,7 +180,7 @@ class LosingOraclePredictor(OraclePredictor):
 def test_propagation_that_loses_the_structure_keeps_masks_that_lead_to_a_clicked_slice():
     vol, gt = _cylinder_volume()
     vol[10, 0, 0] = 999.0  # the model loses the cylinder on slice 10
-    vs = VolumeSession(LosingOraclePredictor(), vol)
+    vs = VolumeSession(LosingOraclePredictor(), vol, small_carry=False)  # (not looked for again: below)
     vs.add_click(6, 20, 20, True)
     assert vs.slices_with_mask() == [5, 6, 7, 8, 9]  # lost at slice 10
     vs.add_click(13, 20, 20, True)
@@ -188,6 +188,27 @@ def test_propagation_that_loses_the_structure_keeps_masks_that_lead_to_a_clicked
     # slice 6 (the structure is there), so they stay instead of being cleared as "beyond the end"
     assert vs.slices_with_mask() == [5, 6, 7, 8, 9, 11, 12, 13, 14]
     assert vs.last_changed == [11, 12, 13, 14]
+
+
+def test_a_small_structure_the_model_loses_is_looked_for_again_with_a_click():
+    """small_carry: a small carried mask that comes out empty gets a positive click at its
+    deepest point; what that finds is kept only if it overlaps the carried mask, and a large
+    structure's empty answer is taken as its end."""
+    vol, gt = _cylinder_volume()
+    vol[10, 0, 0] = 999.0  # the model loses the cylinder on slice 10 when it carries a mask there
+    vs = VolumeSession(LosingOraclePredictor(), vol)
+    vs.add_click(6, 20, 20, True)
+    np.testing.assert_array_equal(vs.mask, gt)  # found again on slice 10, and stopped where it ends
+    large = LosingOraclePredictor()
+    large.inputs.grid_px = 400  # the same disc seen 10 × larger on the model's grid: not small
+    vs = VolumeSession(large, vol)
+    vs.add_click(6, 20, 20, True)
+    assert vs.slices_with_mask() == [5, 6, 7, 8, 9]
+    yy, xx = np.mgrid[:40, :40]
+    vol[10][(yy - 20) ** 2 + (xx - 20) ** 2 <= 16 ** 2] = 60.0  # on slice 10 a much larger object
+    vs = VolumeSession(LosingOraclePredictor(), vol)
+    vs.add_click(6, 20, 20, True)
+    assert vs.slices_with_mask() == [5, 6, 7, 8, 9]  # the click finds it, but it is not the carried disc
 
 
 def test_propagation_refreshes_a_clicked_slice_it_reaches_and_goes_on():
