@@ -75,6 +75,7 @@ class RunConfig:
     rw_grid_px: int = 128
     rw_volume_grid_px: int = 96  # in-plane grid of the 3D random walker (volume protocol)
     small_carry: bool = True  # VolumeSession looks for small carried masks again (volume protocol; --no-small-carry)
+    zoom_in: bool = True  # iunet-zoomout's first click may also zoom in (ZoomOut.zoom_in; --no-zoom-in)
     seed: int = 0
     # the geodesic click maps' edge weight λ for a geodesic IU-Net instead of its checkpoint's
     # (a diagnostic: the model was trained at its own λ; docs/design.md, "Geodesic click maps")
@@ -245,6 +246,8 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
         skip.add("geodesic_lambda")  # runs without the override keep the identity they had
     if cfg.small_carry:
         skip.add("small_carry")  # likewise: the default
+    if cfg.zoom_in:
+        skip.add("zoom_in")
     ident = {k: v for k, v in asdict(cfg).items() if k not in skip}
     ident["data"] = str(Path(cfg.data).resolve()) if cfg.data else f"synthetic:{cfg.synthetic_task}"
     ident["cases"] = cases
@@ -325,6 +328,8 @@ def run(cfg: RunConfig) -> Path:
         meths = build_methods(methods, predictor, unet, click_size, cfg.radius_px, cfg.rw_grid_px)
         if not cfg.small_carry:
             meths = [replace(m, small_carry=False) for m in meths]
+        if not cfg.zoom_in:
+            meths = [replace(m, zoom_out=replace(m.zoom_out, zoom_in_fraction=0.0)) if m.zoom_out is not None else m for m in meths]
         if volume:
             flat = [m.name for m in meths if not m.volumetric]
             if flat:

@@ -415,11 +415,24 @@ class ZoomOut:
     grid only ``margin_px`` of air wider than it (``Predictor.prepare_zoomed_out``: 160² for a
     256² model at factor 2), so the second pass costs about 40 % of the first. Small structures
     stay at the full view, where they are seen best; later clicks (with the previous mask) are
-    predicted as before."""
+    predicted as before.
+
+    The other way (``zoom_in_fraction`` > 0): when a first click's mask clearly does not have
+    the clicked spot's intensity (its median HU ``zoom_in_margin_hu`` beyond the stop rule's
+    tolerance of the click disk's, ``intensity_jump_hu``: a faint lesion whose click took in the
+    organ around it, not a bright vessel at an organ's hilum), the
+    slice is predicted again on a square ``zoom_in_fraction`` of its longer side centred on the
+    click, where the lesion is seen larger, and that mask is kept if its median HU is nearer the
+    click's (docs/design.md, "Zoom-out"). Not for clicks on fat or air (``zoom_in_min_hu``): a
+    click in a renal sinus's fat means the kidney around it, as the model was trained."""
 
     min_area_fraction: float = 0.045
     factor: float = 2.0
     margin_px: int = 16  # grid px of air around the shrunk slice
+    follow_up: ZoomIn = ZoomIn()  # later clicks on a slice whose first click was zoomed in: on a crop (ZoomIn)
+    zoom_in_min_hu: float = -30.0  # clicks on fat or air (a renal sinus: the organ is meant) are not zoomed in
+    zoom_in_margin_hu: float = 15.0  # how far (HU) beyond the stop rule's tolerance the mask's median must lie
+    zoom_in_fraction: float = 1 / 3  # side of the zoomed-in view, a share of the slice's longer side (0: never); 1/3: ZoomIn.max_zoom
 
     def applies(self, probability: np.ndarray, clicks: Sequence[Click], threshold: float = 0.5) -> bool:
         """Whether the prediction ``probability`` (Y, X) of a slice's first clicks ``clicks`` (no
@@ -427,6 +440,45 @@ class ZoomOut:
         if not clicks or not all(k.positive for k in clicks):
             return False
         return float((probability >= threshold).mean()) > self.min_area_fraction
+
+    @staticmethod
+    def _click_hu(image_hu: np.ndarray, click: Click) -> np.ndarray:
+        """HU values of the click's disk (at least 3 px), 1D."""
+        r = max(3.0, float(click.radius_px))
+        y0, y1 = max(int(click.y - r), 0), min(int(click.y + r) + 1, image_hu.shape[0])
+        x0, x1 = max(int(click.x - r), 0), min(int(click.x + r) + 1, image_hu.shape[1])
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        return np.asarray(image_hu[y0:y1, x0:x1])[(yy - click.y) ** 2 + (xx - click.x) ** 2 <= r * r]
+
+    def zoom_in(self, predictor: "Predictor", image_hu: np.ndarray, probability: np.ndarray, clicks: Sequence[Click],
+                threshold: float = 0.5) -> np.ndarray | None:
+        """For a slice's first click (one positive click, no previous mask) whose mask
+        ``probability >= threshold`` is not of the clicked spot's intensity: the probability
+        (Y, X) predicted again on the zoomed-in view (zero outside it), if its mask is nearer the
+        click's median HU; else None (keep the full view)."""
+        if self.zoom_in_fraction <= 0 or len(clicks) != 1 or not clicks[0].positive:
+            return None
+        m = probability >= threshold
+        if not m.any():
+            return None
+        click = clicks[0]
+        disk = self._click_hu(image_hu, click)
+        if float(np.median(disk)) < self.zoom_in_min_hu or intensity_jump_hu(image_hu[m], disk) <= self.zoom_in_margin_hu:
+            return None
+        h, w = image_hu.shape
+        side = min(h, w, max(16, int(round(self.zoom_in_fraction * max(h, w)))))
+        y0 = int(np.clip(click.y - side // 2, 0, h - side))
+        x0 = int(np.clip(click.x - side // 2, 0, w - side))
+        crop = np.asarray(image_hu[y0 : y0 + side, x0 : x0 + side])
+        p = predictor.predict_prepared([predictor.prepare(crop)], [crop.shape],
+                                       [[Click(click.y - y0, click.x - x0, True, click.radius_px)]], [None])[0]
+        mc = p >= threshold
+        med = float(np.median(disk))
+        if not mc.any() or abs(float(np.median(crop[mc])) - med) >= abs(float(np.median(image_hu[m])) - med):
+            return None
+        out = np.zeros((h, w), np.float32)
+        out[y0 : y0 + side, x0 : x0 + side] = p
+        return out
 
     def predict(self, predictor: "Predictor", images_hu: Sequence[np.ndarray], clicks: Sequence[Sequence[Click]],
                 grids: Sequence[torch.Tensor] | None = None) -> list[np.ndarray]:
@@ -470,6 +522,7 @@ def clicked_piece(prev: np.ndarray, clicks: Sequence[Click], last_only: bool = T
 class _State:
     clicks: tuple[Click, ...]
     probability: np.ndarray | None
+    zoomed_in: bool = False  # this prediction was made on ZoomOut's zoomed-in view (a first click)
 
 
 class Session:
@@ -545,13 +598,20 @@ class Session:
             raise ValueError(f"click at (y={y}, x={x}) is outside the image ({h}×{w} pixels)")
         return Click(int(y), int(x), bool(positive), self.next_radius_px)
 
-    def add_prediction(self, click: Click, probability: np.ndarray, latency_ms: float) -> None:
+    @property
+    def zoomed_in(self) -> bool:
+        """Whether the slice's first click was predicted zoomed in (``ZoomOut.zoom_in``): its
+        later clicks are then predicted on a crop around the object (``ZoomOut.follow_up``)."""
+        return len(self._history) > 1 and self._history[1].zoomed_in
+
+    def add_prediction(self, click: Click, probability: np.ndarray, latency_ms: float, zoomed_in: bool = False) -> None:
         """Record a click whose prediction was computed elsewhere (e.g. in a ZeroGPU worker
-        process, from ``make_click`` and ``Predictor.predict``). ``probability``: (Y, X) float."""
+        process, from ``make_click`` and ``Predictor.predict``). ``probability``: (Y, X) float;
+        ``zoomed_in``: it was predicted on ZoomOut's zoomed-in view."""
         probability = np.asarray(probability, dtype=np.float32)
         if probability.shape != self.shape:
             raise ValueError(f"prediction {probability.shape} does not match the slice {self.shape}")
-        self._history.append(_State(self.clicks + (click,), probability))
+        self._history.append(_State(self.clicks + (click,), probability, zoomed_in))
         self.last_latency_ms = latency_ms
 
     def add_click(self, y: int, x: int, positive: bool = True) -> np.ndarray:
@@ -586,7 +646,8 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
     for s, c in zip(sessions, new):
         cl = s.clicks + (c,)
         prev = None if s.probability is None else s.mask
-        crop = None if s.zoom is None or prev is None else s.zoom.crop(prev, cl, s.shape)
+        zoom = s.zoom if s.zoom is not None else (s.zoom_out.follow_up if s.zoom_out is not None and s.zoomed_in else None)
+        crop = None if zoom is None or prev is None else zoom.crop(prev, cl, s.shape)
         if crop is None:
             images.append(s._grid), shapes.append(s.shape), clicks.append(cl), prevs.append(prev)
         else:  # the same inputs on the crop, in its pixels (radii stay in slice pixels)
@@ -612,12 +673,19 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
         for i, p in zip(idx, zo.predict(predictor, [sessions[i].image_hu for i in idx], [(new[i],) for i in idx],
                                         [sessions[i]._grid for i in idx])):
             probs[i] = p
+    zoomed = set()
+    for i, (s, c) in enumerate(zip(sessions, new)):  # a first click whose mask is not the clicked tissue: zoomed in
+        if s.zoom_out is not None and s.probability is None and not s.clicks and i not in wide:
+            p = s.zoom_out.zoom_in(predictor, s.image_hu, probs[i], (c,), s.threshold)
+            if p is not None:
+                probs[i] = p
+                zoomed.add(i)
     ms = (time.perf_counter() - t0) * 1000.0 / len(sessions)
-    for s, c, p in zip(sessions, new, probs):
+    for i, (s, c, p) in enumerate(zip(sessions, new, probs)):
         piece = None if s.probability is None else clicked_piece(s.mask, s.clicks + (c,))
         if piece is not None:  # a background click on a separate piece: all of it goes
             p = np.where(piece, 0.0, p).astype(np.float32)
-        s.add_prediction(c, p, ms)
+        s.add_prediction(c, p, ms, i in zoomed)
 
 
 # ---------------------------------------------------------------------------------------
@@ -693,6 +761,7 @@ class _Edit:
 
     clicks: tuple[tuple[int, Click], ...]
     slices: dict[int, np.ndarray]  # z → packed (np.packbits) previous mask of that slice
+    zoomed: frozenset[int] = frozenset()  # the slices whose first click was zoomed in, before it
 
 
 class VolumeSession:
@@ -739,6 +808,7 @@ class VolumeSession:
         self._mask = np.zeros(vol.shape, bool)
         self._clicks: tuple[tuple[int, Click], ...] = ()
         self._undo: list[_Edit] = []
+        self._zoomed: frozenset[int] = frozenset()  # slices whose first click was zoomed in (ZoomOut.zoom_in)
         self._grids: dict[int, torch.Tensor] = {}
         self.last_latency_ms: float | None = None
         self.last_changed: list[int] = []  # slices the last action changed
@@ -939,12 +1009,31 @@ class VolumeSession:
         z = int(z)
         t0 = time.perf_counter()
         click = Click(int(y), int(x), bool(positive), self.next_radius_px(z))
-        edit = _Edit(self._clicks, {})
+        edit = _Edit(self._clicks, {}, self._zoomed)
         prev = self._mask[z].copy()
         clicks = self.slice_clicks(z) + (click,)
-        prob = self._predict([z], [clicks], [prev if prev.any() else None])[0]
-        if self.zoom_out is not None and not prev.any() and len(clicks) == 1 and self.zoom_out.applies(prob, clicks, self.threshold):
-            prob = self.zoom_out.predict(self.predictor, [self.volume_hu[z]], [clicks], [self._grid(z)])[0]
+        crop = None
+        if self.zoom_out is not None and z in self._zoomed and prev.any():  # as Session: ZoomOut.follow_up
+            crop = self.zoom_out.follow_up.crop(prev, clicks, self.shape[1:])
+        if crop is None:
+            prob = self._predict([z], [clicks], [prev if prev.any() else None])[0]
+        else:
+            y0, x0, side = crop
+            sub = self.volume_hu[z, y0 : y0 + side, x0 : x0 + side]
+            inside = [Click(k.y - y0, k.x - x0, k.positive, k.radius_px) for k in clicks
+                      if 0 <= k.y - y0 < side and 0 <= k.x - x0 < side]
+            p = self.predictor.predict_prepared([self.predictor.prepare(sub)], [sub.shape], [inside],
+                                                [prev[y0 : y0 + side, x0 : x0 + side]])[0]
+            prob = np.zeros(self.shape[1:], np.float32)
+            prob[y0 : y0 + side, x0 : x0 + side] = p
+        if self.zoom_out is not None and not prev.any() and len(clicks) == 1:
+            if self.zoom_out.applies(prob, clicks, self.threshold):
+                prob = self.zoom_out.predict(self.predictor, [self.volume_hu[z]], [clicks], [self._grid(z)])[0]
+            else:
+                zoomed = self.zoom_out.zoom_in(self.predictor, self.volume_hu[z], prob, clicks, self.threshold)
+                if zoomed is not None:
+                    prob = zoomed
+                    self._zoomed = self._zoomed | {z}
         m = prob >= self.threshold
         piece = clicked_piece(prev, clicks)
         if piece is not None:  # a background click on a separate piece of this slice's mask: all of it goes
@@ -958,7 +1047,7 @@ class VolumeSession:
         m = np.asarray(mask, bool)
         if m.shape != self.shape[1:]:
             raise ValueError(f"mask {m.shape} does not match the slices {self.shape[1:]}")
-        return self._commit(_Edit(self._clicks, {}), int(z), m, time.perf_counter(), propagate, stop_when_same, max_slices)
+        return self._commit(_Edit(self._clicks, {}, self._zoomed), int(z), m, time.perf_counter(), propagate, stop_when_same, max_slices)
 
     def _commit(self, edit: _Edit, z: int, m: np.ndarray, t0: float, propagate: bool,
                 stop_when_same: bool = True, max_slices: int | None = None) -> np.ndarray:
@@ -991,9 +1080,10 @@ class VolumeSession:
         """Empty the whole volume and forget the clicks (undoable). False when already empty."""
         if not self._clicks and not self._mask.any():
             return False
-        edit = _Edit(self._clicks, {int(z): np.packbits(self._mask[z]) for z in self.slices_with_mask()})
+        edit = _Edit(self._clicks, {int(z): np.packbits(self._mask[z]) for z in self.slices_with_mask()}, self._zoomed)
         self._mask[:] = False
         self._clicks = ()
+        self._zoomed = frozenset()
         self._undo.append(edit)
         self.last_changed = sorted(edit.slices)
         return True
@@ -1007,6 +1097,7 @@ class VolumeSession:
         for z, packed in edit.slices.items():
             self._mask[z] = np.unpackbits(packed, count=size).reshape(self.shape[1:]).astype(bool)
         self._clicks = edit.clicks
+        self._zoomed = edit.zoomed
         self.last_changed = sorted(edit.slices)
         return True
 

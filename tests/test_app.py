@@ -22,7 +22,7 @@ import app  # noqa: E402
 from conftest import ct_dataset  # noqa: E402
 from iunet.io import read_nifti_mask  # noqa: E402
 from iunet_app import batching, models, rendering  # noqa: E402
-from iunet_app.annotation import Annotation  # noqa: E402
+from iunet_app.annotation import ZOOM_OUT, Annotation  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a server warns
 W = (40.0, 400.0)  # display window used by most calls
@@ -636,12 +636,27 @@ def test_concurrent_clicks_share_forward_passes(models_):
     for t in threads:
         t.join()
     n_passes = batching.BATCHER.n_passes - before[0]
-    assert batching.BATCHER.n_requests - before[1] == 8 and n_passes < 8, n_passes
+    n_requests = batching.BATCHER.n_requests - before[1]
     predictor = models.get_predictor(app._checkpoint(models_[0]).path)
+    class Counting:  # counts the slices the first-click rule predicts (a zoomed-in look, kept or not)
+        n = 0
+
+        def __getattr__(self, name):
+            return getattr(predictor, name)
+
+        def predict_prepared(self, images, *a, **k):
+            self.n += len(images)
+            return predictor.predict_prepared(images, *a, **k)
+
+    counting = Counting()
     for i, (y, x) in enumerate(points):
         assert not is_problem(results[i][4]) and (users[i].clicks[0].y, users[i].clicks[0].x) == (y, x)
-        alone = predictor.predict(users[i].image_hu, users[i].clicks) >= 0.5
+        prob = predictor.predict(users[i].image_hu, users[i].clicks)
+        zoomed = ZOOM_OUT.zoom_in(counting, users[i].image_hu, prob, users[i].clicks)  # the app's first-click rule
+        alone = (prob if zoomed is None else zoomed) >= 0.5
         assert np.count_nonzero(users[i].mask() != alone) <= 2  # batch neighbours change nothing but rounding
+    # one request per click (two where the first click is looked at again zoomed in), in fewer passes
+    assert n_requests == 8 + counting.n and n_passes < n_requests, (n_requests, n_passes)
 
 
 def test_unexpected_errors_become_messages(models_, ct_small, monkeypatch):

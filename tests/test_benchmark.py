@@ -701,6 +701,13 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     assert json.loads((off / "run.json").read_text())["config"]["small_carry"] is False
     assert "--no-small-carry" in (off / "summary.md").read_text()
     assert not replace(m, small_carry=False).start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).small_carry
+    # --no-zoom-in (a diagnostic): iunet-zoomout's ZoomOut never zooms in; recorded and said
+    assert wide.zoom_out.zoom_in_fraction > 0
+    nz = tmp_path / "no_zoom_in"
+    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-zoomout", "--protocols", "ritm",
+          "--max-clicks", "1", "--cases", "pat:slab", "--no-zoom-in", "--out", str(nz)])
+    assert json.loads((nz / "run.json").read_text())["config"]["zoom_in"] is False
+    assert "--no-zoom-in" in (nz / "summary.md").read_text()
 
 
 def test_volume_only_summary_counts_volumes_not_slices(ckpt, patient, tmp_path):

@@ -564,6 +564,76 @@ def test_zoom_out_shows_a_large_structure_whole_and_leaves_small_ones():
     assert ZoomOut().applies(huge[:20, :20], [Click(5, 5, False, 5.0)]) is False  # a background click: never
 
 
+class NearSightedPredictor(OraclePredictor):
+    """Sees a faint lesion only when zoomed in: on the whole slice a click takes the organ
+    around it (every pixel over 0 HU connected to the click), on any smaller view the lesion
+    (0-90 HU). Records the shape of every view it is shown."""
+
+    def __init__(self, slice_shape):
+        super().__init__()
+        self.slice_shape, self.views = tuple(slice_shape), []
+
+    def predict_prepared(self, images, shapes, clicks, prev_masks, boxes=None, prev_images=None):
+        from scipy import ndimage
+
+        out = []
+        for img, cl in zip(images, clicks):
+            a = img.numpy()
+            self.views.append(a.shape)
+            tissue = a > 0 if a.shape == self.slice_shape else (a > 0) & (a < 90)
+            cc, _ = ndimage.label(tissue)
+            seeds = [cc[c.y, c.x] for c in cl if c.positive and cc[c.y, c.x]]
+            out.append(np.isin(cc, seeds).astype(np.float32))
+        return out
+
+
+def test_zoom_in_when_a_first_click_takes_in_tissue_of_another_intensity():
+    """ZoomOut.zoom_in: a first click in a faint lesion whose mask is the organ around it (its
+    median HU beyond the stop rule's tolerance of the click's) is predicted again zoomed in, and
+    that mask kept; the slice's later clicks go on on a crop (ZoomIn); undo forgets it. A click
+    in the organ itself, or a zoomed view that is no nearer the click's HU, changes nothing."""
+    from iunet.inference import ZoomOut
+
+    yy, xx = np.mgrid[:256, :256]
+    img = np.full((256, 256), -100.0, np.float32)
+    img[(yy - 128) ** 2 + (xx - 128) ** 2 <= 25**2] = 120.0  # an organ (3 % of the slice: not zoomed out)
+    lesion = (yy - 128) ** 2 + (xx - 128) ** 2 <= 6**2
+    img[lesion] = 60.0  # a faint lesion in it, 60 HU darker
+    organ = img > 0
+    pred = NearSightedPredictor(img.shape)
+    np.testing.assert_array_equal(Session(pred, img).add_click(128, 128, True), organ)  # without: the organ
+    s = Session(pred, img, zoom_out=ZoomOut())
+    np.testing.assert_array_equal(s.add_click(128, 128, True), lesion)
+    assert s.zoomed_in and pred.views[-1] == (85, 85)  # a third of the slice
+    s.add_click(124, 128, True)
+    assert pred.views[-1] != img.shape and s.mask[lesion].all() and not (s.mask & ~lesion).any()  # on a crop
+    s.undo(), s.undo()
+    assert not s.zoomed_in
+    # a click in the organ: its mask has the clicked intensity, nothing is zoomed
+    s = Session(pred, img, zoom_out=ZoomOut())
+    np.testing.assert_array_equal(s.add_click(128, 110, True), organ)
+    assert not s.zoomed_in
+    # off: zoom_in_fraction 0
+    np.testing.assert_array_equal(Session(pred, img, zoom_out=ZoomOut(zoom_in_fraction=0)).add_click(128, 128, True), organ)
+    # not zoomed in: a click on fat (a renal sinus means the kidney around it), or a mask within
+    # zoom_in_margin_hu of the stop rule's tolerance (45 HU here) of the click's intensity
+    click = [Click(128, 128, True, 2.0)]
+    assert ZoomOut().zoom_in(pred, img, organ.astype(np.float32), click) is not None
+    for lesion_hu in (-100.0, 80.0):
+        other = img.copy()
+        other[lesion] = lesion_hu
+        assert ZoomOut().zoom_in(pred, other, (other != -100).astype(np.float32), click) is None
+    # the volume's first click on a slice likewise; its undo forgets the zoom
+    vs = VolumeSession(pred, np.stack([img] * 3), zoom_out=ZoomOut())
+    np.testing.assert_array_equal(vs.add_click(1, 128, 128, True, propagate=False)[1], lesion)
+    vs.add_click(1, 124, 128, True, propagate=False)
+    assert pred.views[-1] != img.shape and not (vs.mask[1] & ~lesion).any()
+    assert vs._zoomed == {1}
+    vs.undo(), vs.undo()
+    assert not vs.mask.any() and not vs._zoomed
+    np.testing.assert_array_equal(vs.add_click(1, 128, 110, True, propagate=False)[1], organ)
+
+
 def test_zoomed_out_view_is_the_shrunk_grid_in_air_and_boxes_map_clicks_and_output():
     """``prepare_zoomed_out``: the prepared slice shrunk in the middle of windowed air, on a grid
     the network's poolings divide; ``boxes`` put the clicks and previous mask into that part of
