@@ -13,7 +13,7 @@ import threading
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -977,7 +977,7 @@ class VolumeSession:
         if not self.refresh_anchors or not carried.any() or not self._mask[z].any():
             return False
         clicks = self.slice_clicks(z)
-        m = self._predict([z], [clicks], [carried], [from_z])[0] >= self.threshold
+        m = self._predict_clicked(z, clicks, carried, from_z) >= self.threshold
         piece = clicked_piece(carried, clicks, last_only=False)
         if piece is not None:  # pieces of the carried mask the user's background clicks here ruled out
             m &= ~piece
@@ -987,6 +987,25 @@ class VolumeSession:
         changed.setdefault(z, np.packbits(old))
         self._mask[z] = m
         return True
+
+    def _predict_clicked(self, z: int, clicks: Sequence[Click], prev: np.ndarray | None, prev_z: int) -> np.ndarray:
+        """Probability (Y, X) of slice ``z`` from its ``clicks`` and previous mask ``prev`` (lying on
+        slice ``prev_z``): on the whole slice, or, on a slice whose first click was zoomed in
+        (``ZoomOut.zoom_in``), on a crop around the object (``ZoomOut.follow_up``, as ``Session``)."""
+        crop = None
+        if self.zoom_out is not None and z in self._zoomed and prev is not None and prev.any() and clicks:
+            crop = replace(self.zoom_out.follow_up, skip_clicks=0).crop(prev, clicks, self.shape[1:])
+        if crop is None:
+            return self._predict([z], [clicks], [prev], [prev_z])[0]
+        y0, x0, side = crop
+        sub = self.volume_hu[z, y0 : y0 + side, x0 : x0 + side]
+        inside = [Click(k.y - y0, k.x - x0, k.positive, k.radius_px) for k in clicks
+                  if 0 <= k.y - y0 < side and 0 <= k.x - x0 < side]
+        p = self.predictor.predict_prepared([self.predictor.prepare(sub)], [sub.shape], [inside],
+                                            [prev[y0 : y0 + side, x0 : x0 + side]])[0]
+        prob = np.zeros(self.shape[1:], np.float32)
+        prob[y0 : y0 + side, x0 : x0 + side] = p
+        return prob
 
     def _run_reaches_anchor(self, z0: int, step: int, anchored: set[int]) -> bool:
         """Whether the run of masked slices next to ``z0`` in direction ``step`` leads to a slice
@@ -1012,20 +1031,7 @@ class VolumeSession:
         edit = _Edit(self._clicks, {}, self._zoomed)
         prev = self._mask[z].copy()
         clicks = self.slice_clicks(z) + (click,)
-        crop = None
-        if self.zoom_out is not None and z in self._zoomed and prev.any():  # as Session: ZoomOut.follow_up
-            crop = self.zoom_out.follow_up.crop(prev, clicks, self.shape[1:])
-        if crop is None:
-            prob = self._predict([z], [clicks], [prev if prev.any() else None])[0]
-        else:
-            y0, x0, side = crop
-            sub = self.volume_hu[z, y0 : y0 + side, x0 : x0 + side]
-            inside = [Click(k.y - y0, k.x - x0, k.positive, k.radius_px) for k in clicks
-                      if 0 <= k.y - y0 < side and 0 <= k.x - x0 < side]
-            p = self.predictor.predict_prepared([self.predictor.prepare(sub)], [sub.shape], [inside],
-                                                [prev[y0 : y0 + side, x0 : x0 + side]])[0]
-            prob = np.zeros(self.shape[1:], np.float32)
-            prob[y0 : y0 + side, x0 : x0 + side] = p
+        prob = self._predict_clicked(z, clicks, prev if prev.any() else None, z)
         if self.zoom_out is not None and not prev.any() and len(clicks) == 1:
             if self.zoom_out.applies(prob, clicks, self.threshold):
                 prob = self.zoom_out.predict(self.predictor, [self.volume_hu[z]], [clicks], [self._grid(z)])[0]

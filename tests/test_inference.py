@@ -632,6 +632,14 @@ def test_zoom_in_when_a_first_click_takes_in_tissue_of_another_intensity():
     vs.undo(), vs.undo()
     assert not vs.mask.any() and not vs._zoomed
     np.testing.assert_array_equal(vs.add_click(1, 128, 110, True, propagate=False)[1], organ)
+    # a zoomed slice that a propagation reaches is predicted again on a crop too (at the full
+    # view its click would take the organ)
+    vs = VolumeSession(pred, np.stack([img] * 3), zoom_out=ZoomOut())
+    vs.add_click(1, 128, 128, True, propagate=False)
+    n = len(pred.views)
+    vs.add_click(0, 128, 128, True)  # slice 0's lesion, carried onto the clicked slice 1
+    assert len(pred.views) > n and pred.views[-1] != img.shape and vs._zoomed == {0, 1}
+    np.testing.assert_array_equal(vs.mask[1], lesion)
 
 
 def test_zoomed_out_view_is_the_shrunk_grid_in_air_and_boxes_map_clicks_and_output():
