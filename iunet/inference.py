@@ -404,6 +404,28 @@ class ZoomIn:
         return y0, x0, side
 
 
+Crop = tuple[int, int, int]  # (y0, x0, side): a square part of a slice
+
+
+def crop_inputs(image_hu: np.ndarray, crop: Crop, clicks: Sequence[Click], prev: np.ndarray | None
+                ) -> tuple[np.ndarray, tuple[Click, ...], np.ndarray | None]:
+    """A slice's inputs on the square ``crop``: the HU (side, side), the clicks in its pixels
+    (radii stay in slice pixels; clicks outside it, background clicks far away, are dropped:
+    there the mask is empty anyway) and the previous mask's part (None stays None)."""
+    y0, x0, side = crop
+    inside = tuple(Click(k.y - y0, k.x - x0, k.positive, k.radius_px) for k in clicks
+                   if 0 <= k.y - y0 < side and 0 <= k.x - x0 < side)
+    return image_hu[y0 : y0 + side, x0 : x0 + side], inside, None if prev is None else prev[y0 : y0 + side, x0 : x0 + side]
+
+
+def paste_crop(probability: np.ndarray, crop: Crop, shape_yx: tuple[int, int]) -> np.ndarray:
+    """A crop's probability (side, side) back into a slice of ``shape_yx``; outside it, nothing."""
+    y0, x0, side = crop
+    out = np.zeros(shape_yx, np.float32)
+    out[y0 : y0 + side, x0 : x0 + side] = probability
+    return out
+
+
 @dataclass(frozen=True)
 class ZoomOut:
     """The first click on a slice, for large structures: when the model's mask covers more
@@ -463,22 +485,18 @@ class ZoomOut:
             return None
         click = clicks[0]
         disk = self._click_hu(image_hu, click)
-        if float(np.median(disk)) < self.zoom_in_min_hu or intensity_jump_hu(image_hu[m], disk) <= self.zoom_in_margin_hu:
+        med = float(np.median(disk))
+        if med < self.zoom_in_min_hu or intensity_jump_hu(image_hu[m], disk) <= self.zoom_in_margin_hu:
             return None
         h, w = image_hu.shape
         side = min(h, w, max(16, int(round(self.zoom_in_fraction * max(h, w)))))
-        y0 = int(np.clip(click.y - side // 2, 0, h - side))
-        x0 = int(np.clip(click.x - side // 2, 0, w - side))
-        crop = np.asarray(image_hu[y0 : y0 + side, x0 : x0 + side])
-        p = predictor.predict_prepared([predictor.prepare(crop)], [crop.shape],
-                                       [[Click(click.y - y0, click.x - x0, True, click.radius_px)]], [None])[0]
+        crop = (int(np.clip(click.y - side // 2, 0, h - side)), int(np.clip(click.x - side // 2, 0, w - side)), side)
+        sub, inside, _ = crop_inputs(np.asarray(image_hu), crop, clicks, None)
+        p = predictor.predict_prepared([predictor.prepare(sub)], [sub.shape], [inside], [None])[0]
         mc = p >= threshold
-        med = float(np.median(disk))
-        if not mc.any() or abs(float(np.median(crop[mc])) - med) >= abs(float(np.median(image_hu[m])) - med):
+        if not mc.any() or abs(float(np.median(sub[mc])) - med) >= abs(float(np.median(image_hu[m])) - med):
             return None
-        out = np.zeros((h, w), np.float32)
-        out[y0 : y0 + side, x0 : x0 + side] = p
-        return out
+        return paste_crop(p, crop, (h, w))
 
     def predict(self, predictor: "Predictor", images_hu: Sequence[np.ndarray], clicks: Sequence[Sequence[Click]],
                 grids: Sequence[torch.Tensor] | None = None) -> list[np.ndarray]:
@@ -650,22 +668,14 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
         crop = None if zoom is None or prev is None else zoom.crop(prev, cl, s.shape)
         if crop is None:
             images.append(s._grid), shapes.append(s.shape), clicks.append(cl), prevs.append(prev)
-        else:  # the same inputs on the crop, in its pixels (radii stay in slice pixels)
-            y0, x0, side = crop
-            images.append(predictor.prepare(s.image_hu[y0 : y0 + side, x0 : x0 + side]))
-            shapes.append((side, side))
-            # clicks outside the crop (background clicks far away) are dropped: there the mask is empty anyway
-            clicks.append(tuple(Click(k.y - y0, k.x - x0, k.positive, k.radius_px) for k in cl
-                                if 0 <= k.y - y0 < side and 0 <= k.x - x0 < side))
-            prevs.append(prev[y0 : y0 + side, x0 : x0 + side])
+        else:  # the same inputs on the crop, in its pixels
+            sub, inside, sub_prev = crop_inputs(s.image_hu, crop, cl, prev)
+            images.append(predictor.prepare(sub)), shapes.append(sub.shape), clicks.append(inside), prevs.append(sub_prev)
         crops.append(crop)
     probs = predictor.predict_prepared(images, shapes, clicks, prevs)
     for i, (s, crop) in enumerate(zip(sessions, crops)):
-        if crop is not None:  # back into the slice; outside the crop, nothing
-            y0, x0, side = crop
-            full = np.zeros(s.shape, np.float32)
-            full[y0 : y0 + side, x0 : x0 + side] = probs[i]
-            probs[i] = full
+        if crop is not None:  # back into the slice
+            probs[i] = paste_crop(probs[i], crop, s.shape)
     wide = [i for i, (s, c) in enumerate(zip(sessions, new))
             if s.zoom_out is not None and s.probability is None and not s.clicks and s.zoom_out.applies(probs[i], (c,), s.threshold)]
     for zo in {sessions[i].zoom_out for i in wide}:  # a large structure's first click: again, zoomed out
@@ -997,15 +1007,9 @@ class VolumeSession:
             crop = replace(self.zoom_out.follow_up, skip_clicks=0).crop(prev, clicks, self.shape[1:])
         if crop is None:
             return self._predict([z], [clicks], [prev], [prev_z])[0]
-        y0, x0, side = crop
-        sub = self.volume_hu[z, y0 : y0 + side, x0 : x0 + side]
-        inside = [Click(k.y - y0, k.x - x0, k.positive, k.radius_px) for k in clicks
-                  if 0 <= k.y - y0 < side and 0 <= k.x - x0 < side]
-        p = self.predictor.predict_prepared([self.predictor.prepare(sub)], [sub.shape], [inside],
-                                            [prev[y0 : y0 + side, x0 : x0 + side]])[0]
-        prob = np.zeros(self.shape[1:], np.float32)
-        prob[y0 : y0 + side, x0 : x0 + side] = p
-        return prob
+        sub, inside, sub_prev = crop_inputs(self.volume_hu[z], crop, clicks, prev)
+        p = self.predictor.predict_prepared([self.predictor.prepare(sub)], [sub.shape], [inside], [sub_prev])[0]
+        return paste_crop(p, crop, self.shape[1:])
 
     def _run_reaches_anchor(self, z0: int, step: int, anchored: set[int]) -> bool:
         """Whether the run of masked slices next to ``z0`` in direction ``step`` leads to a slice
