@@ -277,6 +277,44 @@ def pick_slices(gt: np.ndarray, mode: str = "all", min_area_px: int = 1) -> list
     return zs
 
 
+def _repeat_factor(a: np.ndarray) -> float:
+    """How many times, on average, each row of ``a`` (2D) is repeated by the next ones: 1 for a
+    natural image; k for one enlarged k-fold by nearest-neighbour interpolation. Rows that are
+    constant (air, padding) do not count."""
+    rows = a[np.ptp(a, axis=1) > 0]
+    if len(rows) < 2:
+        return 1.0
+    same = float(np.all(rows[1:] == rows[:-1], axis=1).mean())
+    return 1.0 / max(1.0 - same, 1e-6)
+
+
+def upsampling_note(hu: np.ndarray, spacing_mm: Sequence[float] | None = None) -> str | None:
+    """A warning when a volume was enlarged by repeating voxels (nearest-neighbour upsampling),
+    else None. ``hu``: (Z, Y, X). Such a volume has fewer distinct slices than it shows (runs of
+    identical slices) and/or blocks of identical pixels in-plane: its finer grid carries no
+    detail, and its 3D figures in slices (z-extent) count repeated slices."""
+    zs = [k for k in range(hu.shape[0]) if np.ptp(hu[k]) > 0]  # constant slices (padding) do not count
+    if not zs:
+        return None
+    z = len(zs)
+    distinct = 1 + int(sum(not np.array_equal(hu[a], hu[b]) for a, b in zip(zs, zs[1:])))
+    mid = hu[zs[z // 2]]
+    block = min(_repeat_factor(mid), _repeat_factor(mid.T))
+    parts = []
+    if distinct < z:
+        parts.append(f"{distinct} distinct slices among {z} (each shown {z / distinct:.1f} times on average)")
+    if block >= 1.5:
+        parts.append(f"blocks of about {block:.0f} × {block:.0f} identical pixels in-plane")
+    if not parts:
+        return None
+    src = ""
+    if spacing_mm is not None:
+        dz, dy, dx = (float(s) for s in spacing_mm)
+        src = (f"; its real resolution is about {dy * max(block, 1):.2g} × {dx * max(block, 1):.2g} × "
+               f"{dz * z / distinct:.2g} mm, not the {dy:.2g} × {dx:.2g} × {dz:.2g} mm of its header")
+    return " and ".join(parts) + ": upsampled by repeating voxels" + src
+
+
 def make_synthetic_msd(
     dest: str | Path, task: str = "colon", n_cases: int = 3, n_slices: int = 4, size_px: int = 192, seed: int = 0
 ) -> Path:

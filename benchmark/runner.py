@@ -342,6 +342,10 @@ def run(cfg: RunConfig) -> Path:
             "environment": environment(), "checkpoints": {k: _header_summary(v) for k, v in (("weights", cfg.weights), ("unet_weights", cfg.unet_weights)) if v},
             "resumed_cases": len(done), "status": "running", "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
+        if done:  # the notes on the cases already done (see datasets.upsampling_note)
+            old = json.loads((out / "run.json").read_text()).get("data_notes") if (out / "run.json").is_file() else None
+            if old:
+                meta["data_notes"] = {k: v for k, v in old.items() if k in done}
         (out / "run.json").write_text(json.dumps(meta, indent=2))
         (out / "split.json").write_text(json.dumps({"test": [c.name for c in cases], "source": cfg.split or ("--cases" if cfg.cases else "all labelled cases"), "data": ident["data"]}, indent=2))
         if done:
@@ -360,6 +364,11 @@ def run(cfg: RunConfig) -> Path:
                     hu, gt, spacing_mm = datasets.load_volume(c, cfg.label_ids)
                 except (ValueError, OSError) as e:
                     raise SystemExit(f"case {c.name}: {e}") from e
+                note = datasets.upsampling_note(hu, spacing_mm)
+                if note:
+                    meta.setdefault("data_notes", {})[c.name] = note
+                    (out / "run.json").write_text(json.dumps(meta, indent=2))
+                    print(f"note: {c.name}: {note}", flush=True)
                 if slice_protocols:
                     slices[c.name] = datasets.slices_of(hu, gt, cfg.slices, cfg.min_area_px)
                 if volume:

@@ -832,3 +832,29 @@ def test_onnx_runtime_run_gives_the_torch_rows(ckpt, colon, tmp_path, monkeypatc
     monkeypatch.setattr(inference, "onnx_session", missing)
     with pytest.raises(SystemExit, match="pip install onnxruntime"):
         runner.run(_cfg(ckpt, colon, tmp_path / "missing", methods=("iunet-dynamic",), runtime="onnx"))
+
+
+def test_upsampling_note_finds_volumes_enlarged_by_repeating_voxels(tmp_path):
+    """A volume upsampled by repeating voxels (as the spleen_8 sample: 8 slices of 128² shown as
+    32 of 512²) is named in run.json and summary.md; a natural one is not."""
+    rng = np.random.default_rng(0)
+    hu = rng.normal(40.0, 20.0, (6, 24, 24)).astype(np.float32)
+    assert datasets.upsampling_note(hu, (2.0, 1.0, 1.0)) is None
+    assert datasets.upsampling_note(np.concatenate([np.full((2, 24, 24), -1000.0, np.float32), hu])) is None  # air padding
+    big = np.repeat(np.repeat(np.repeat(hu, 4, 0), 2, 1), 2, 2)  # 24 slices of 48², from 6 of 24²
+    note = datasets.upsampling_note(big, (2.5, 0.5, 0.5))
+    assert note.startswith("6 distinct slices among 24") and "2 × 2 identical pixels" in note
+    assert "about 1 × 1 × 10 mm" in note
+    assert datasets.upsampling_note(np.repeat(hu, 3, 0)).startswith("6 distinct slices among 18")
+    root = tmp_path / "Task09_Spleen"
+    for sub in ("imagesTr", "labelsTr"):
+        (root / sub).mkdir(parents=True)
+    gt = np.zeros(big.shape, np.uint8)
+    gt[8:16, 16:32, 16:32] = 1
+    big[gt > 0] += 100.0
+    _write_nifti(root / "imagesTr" / "spleen_1.nii.gz", big)
+    _write_nifti(root / "labelsTr" / "spleen_1.nii.gz", gt, dtype=np.uint8)
+    out = tmp_path / "out"
+    runner.run(runner.RunConfig(data=str(root), methods=("random-walker",), protocols=("ritm",), max_clicks=1, slices="largest", out=str(out), rw_grid_px=32))
+    assert "6 distinct slices among 24" in json.loads((out / "run.json").read_text())["data_notes"]["spleen_1"]
+    assert "**Data check**: `spleen_1`: 6 distinct slices among 24" in (out / "summary.md").read_text()
