@@ -189,6 +189,7 @@ class Method:
     zoom: ZoomIn | None = None
     zoom_out: ZoomOut | None = None
     small_carry: bool = True  # VolumeSession looks for small carried masks again (False: --no-small-carry)
+    carry_negative_mm: float | None = None  # VolumeSession's reach of background clicks (None: its default)
 
     @property
     def interactive(self) -> bool:
@@ -230,6 +231,8 @@ class Method:
             from iunet import inference  # looked up at call time (the tests put a stand-in there)
 
             kw = {} if self.small_carry else {"small_carry": False}  # (a stand-in in the tests takes the defaults)
+            if self.carry_negative_mm is not None:
+                kw["carry_negative_mm"] = self.carry_negative_mm
             return inference.VolumeSession(self.predictor, volume_hu, self.click_size, spacing_mm=tuple(spacing_mm),
                                            zoom_out=self.zoom_out, **kw)
         if self.name == "random-walker":

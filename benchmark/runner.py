@@ -75,6 +75,7 @@ class RunConfig:
     rw_grid_px: int = 128
     rw_volume_grid_px: int = 96  # in-plane grid of the 3D random walker (volume protocol)
     small_carry: bool = True  # VolumeSession looks for small carried masks again (volume protocol; --no-small-carry)
+    carry_negative_mm: float | None = None  # VolumeSession's reach of background clicks (None: its default; --carry-negative-mm)
     zoom_in: bool = True  # iunet-zoomout's first click may also zoom in (ZoomOut.zoom_in; --no-zoom-in)
     seed: int = 0
     # the geodesic click maps' edge weight λ for a geodesic IU-Net instead of its checkpoint's
@@ -248,6 +249,8 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
         skip.add("small_carry")  # likewise: the default
     if cfg.zoom_in:
         skip.add("zoom_in")
+    if cfg.carry_negative_mm is None:
+        skip.add("carry_negative_mm")
     ident = {k: v for k, v in asdict(cfg).items() if k not in skip}
     ident["data"] = str(Path(cfg.data).resolve()) if cfg.data else f"synthetic:{cfg.synthetic_task}"
     ident["cases"] = cases
@@ -328,6 +331,8 @@ def run(cfg: RunConfig) -> Path:
         meths = build_methods(methods, predictor, unet, click_size, cfg.radius_px, cfg.rw_grid_px)
         if not cfg.small_carry:
             meths = [replace(m, small_carry=False) for m in meths]
+        if cfg.carry_negative_mm is not None:
+            meths = [replace(m, carry_negative_mm=cfg.carry_negative_mm) for m in meths]
         if not cfg.zoom_in:
             meths = [replace(m, zoom_out=replace(m.zoom_out, zoom_in_fraction=0.0)) if m.zoom_out is not None else m for m in meths]
         if volume:

@@ -754,6 +754,7 @@ def accept_propagated(prob: np.ndarray, prev: np.ndarray, threshold: float = 0.5
 SMALL_CARRY_GRID_PX = 300  # a carried mask at most this large on the model's grid counts as small
 SMALL_CARRY_DICE = 0.6  # a small structure found again by a click must overlap its carried mask this much (Dice)
 HU_SHIFT_MIN = 30.0  # HU: the smallest median shift that counts as another tissue
+CARRY_NEGATIVE_MM = 20.0  # a propagation carries background clicks this far from their slice (VolumeSession)
 REF_HU_SAMPLES = 20000  # HU values kept from the start slice's mask for the drift check
 
 
@@ -801,6 +802,7 @@ class VolumeSession:
         refresh_anchors: bool = True,
         zoom_out: ZoomOut | None = None,
         small_carry: bool = True,
+        carry_negative_mm: float = CARRY_NEGATIVE_MM,
     ):
         vol = np.asarray(volume_hu, dtype=np.float32)
         if vol.ndim != 3 or min(vol.shape[1:]) < 2:
@@ -815,6 +817,8 @@ class VolumeSession:
         self.refresh_anchors = refresh_anchors  # propagation re-predicts clicked slices it reaches
         self.zoom_out = zoom_out  # a first click on an empty slice that gives a large mask: again, zoomed out
         self.small_carry = small_carry  # a small carried mask predicted empty: looked for again with a click (_find_small)
+        # background clicks go on with the propagation this far (mm; none without a spacing): _carried_negatives
+        self.carry_negative_mm = float(carry_negative_mm)
         self._mask = np.zeros(vol.shape, bool)
         self._clicks: tuple[tuple[int, Click], ...] = ()
         self._undo: list[_Edit] = []
@@ -872,11 +876,12 @@ class VolumeSession:
         return self.predictor.predict_prepared(grids, [shape] * len(zs), clicks, prevs, None, pis)
 
     def _propagation_step(self, zs: Sequence[int], prevs: Sequence[np.ndarray], prev_zs: Sequence[int],
-                          ref_hu: np.ndarray | None = None) -> list[np.ndarray]:
+                          ref_hu: np.ndarray | None = None, clicks: Sequence[Sequence[Click]] | None = None) -> list[np.ndarray]:
         """Masks for slices ``zs`` carried from the masks ``prevs`` of slices ``prev_zs`` (one batch);
-        ``ref_hu``: the HU values inside the mask the propagation started from."""
+        ``ref_hu``: the HU values inside the mask the propagation started from; ``clicks``: per
+        slice, background clicks carried along (``_carried_negatives``; none by default)."""
         if self.predictor.config.use_prev_mask:
-            probs = self._predict(zs, [[] for _ in zs], prevs, prev_zs)
+            probs = self._predict(zs, [list(c) for c in clicks] if clicks is not None else [[] for _ in zs], prevs, prev_zs)
         else:
             probs = self._predict(zs, [[_seed_click(p, self.click_size)] for p in prevs], [None] * len(zs))
         out = [
@@ -924,6 +929,7 @@ class VolumeSession:
         fronts = {step: z0 for step in (1, -1) if self._mask[z0].any() or not self._run_reaches_anchor(z0, step, anchored)}
         done = {step: 0 for step in (1, -1)}
         zr = self._reference_slice(z0)
+        guides = {step: self._negatives_on(z0) for step in fronts}  # background clicks each run carries along
         ref_hu = self.volume_hu[zr][self._mask[zr]]
         ref_hu = ref_hu[:: max(1, len(ref_hu) // REF_HU_SAMPLES)]  # enough for a median and a MAD
         while fronts:
@@ -937,6 +943,7 @@ class VolumeSession:
                     if self._refresh_anchor(nz, self._mask[z], changed, z):
                         done[step] += 1
                         fronts[step] = nz  # carry on from the refreshed slice
+                        guides[step] = guides[step] + self._negatives_on(nz)
                     else:
                         del fronts[step]
                     continue
@@ -950,7 +957,8 @@ class VolumeSession:
             if not zs:
                 break
             todo = [(z, p, z - st) for z, p, st in zip(zs, prevs, steps) if p.any()]
-            new = dict(zip([t[0] for t in todo], self._propagation_step(*zip(*todo), ref_hu=ref_hu))) if todo else {}
+            guide = [self._carried_negatives(z, p, guides[st]) for z, p, st in zip(zs, prevs, steps) if p.any()]
+            new = dict(zip([t[0] for t in todo], self._propagation_step(*zip(*todo), ref_hu=ref_hu, clicks=guide))) if todo else {}
             for z, step in zip(zs, steps):
                 m = new.get(z, np.zeros(self.shape[1:], bool))
                 old = self._mask[z]
@@ -968,6 +976,24 @@ class VolumeSession:
                     del fronts[step]
                 else:
                     fronts[step] = z
+
+    def _negatives_on(self, z: int) -> list[tuple[int, Click]]:
+        """The background clicks of slice ``z`` as (z, click), for a propagation run to carry along
+        (none when ``carry_negative_mm`` is 0)."""
+        if self.carry_negative_mm <= 0 or self.spacing_mm is None:
+            return []
+        return [(z, c) for c in self.slice_clicks(z) if not c.positive]
+
+    def _carried_negatives(self, z: int, prev: np.ndarray, guides: Sequence[tuple[int, Click]]) -> list[Click]:
+        """The background clicks a run brings to slice ``z``: those of the clicked slices it came
+        through, at most ``carry_negative_mm`` away (none without a spacing), whose point the
+        carried mask ``prev`` leaves out. What the user ruled out on one slice usually goes on
+        in its neighbours (a touching organ, a bowel loop); without the click the model, shown
+        only the carried mask, grows into it again one slice further."""
+        if not guides or self.spacing_mm is None:
+            return []
+        dz = self.spacing_mm[0]
+        return [c for zc, c in guides if abs(z - zc) * dz <= self.carry_negative_mm and not prev[c.y, c.x]]
 
     def _reference_slice(self, z0: int) -> int:
         """The slice whose mask gives the structure's intensity for a propagation from ``z0``:

@@ -701,6 +701,16 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     assert json.loads((off / "run.json").read_text())["config"]["small_carry"] is False
     assert "--no-small-carry" in (off / "summary.md").read_text()
     assert not replace(m, small_carry=False).start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).small_carry
+    # --carry-negative-mm (a diagnostic): how far the sessions carry background clicks; recorded and said
+    from iunet.inference import CARRY_NEGATIVE_MM
+
+    assert m.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).carry_negative_mm == CARRY_NEGATIVE_MM > 0
+    assert replace(m, carry_negative_mm=0.0).start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).carry_negative_mm == 0.0
+    cn = tmp_path / "vol_cn0"
+    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-dynamic", "--protocols", "volume",
+          "--max-clicks", "1", "--cases", "pat:slab", "--carry-negative-mm", "0", "--out", str(cn)])
+    assert json.loads((cn / "run.json").read_text())["config"]["carry_negative_mm"] == 0.0
+    assert "carries background clicks 0 mm** (`--carry-negative-mm`" in (cn / "summary.md").read_text()
     # --no-zoom-in (a diagnostic): iunet-zoomout's ZoomOut never zooms in; recorded and said
     assert wide.zoom_out.zoom_in_fraction > 0
     nz = tmp_path / "no_zoom_in"

@@ -250,6 +250,46 @@ def test_propagation_stops_when_the_mask_drifts_away_from_the_clicked_structures
     assert not accept_propagated(prob, gt[6], image_hu=vol[7], prev_hu=vol[6], ref_hu=vol[5][gt[5]]).any()
 
 
+class TissueOraclePredictor(OraclePredictor):
+    """The oracle, except that a negative click rules out the whole tissue under it (every pixel
+    of the clicked HU): a model that learnt "not this organ" from a background click."""
+
+    def predict_prepared(self, images, shapes, clicks, prev_masks):
+        out = super().predict_prepared(images, shapes, clicks, prev_masks)
+        for o, img, cl in zip(out, images, clicks):
+            for c in cl:
+                if not c.positive:
+                    o[img.numpy() == float(img[c.y, c.x])] = 0.0
+        return out
+
+
+def test_background_clicks_go_on_with_the_propagation_as_far_as_asked():
+    """carry_negative_mm: a touching organ of another HU joins the propagated mask on every
+    slice; a background click on it on slice 9 corrects that slice, and the re-propagation
+    carries the click to the slices within reach (where the carried mask leaves its point out)."""
+    vol, gt = _cylinder_volume()
+    yy, xx = np.mgrid[:40, :40]
+    organ = (yy - 20) ** 2 + (xx - 31) ** 2 <= 16  # touches the disc (centre 20, 20; radius 8)
+    for z in range(5, 15):
+        vol[z][organ & ~gt[z]] = 80.0
+    wrong = gt.copy()
+    wrong[5:15] |= organ[None]
+    runs = {}
+    for mm in (0.0, 4.0, 100.0):
+        vs = VolumeSession(TissueOraclePredictor(), vol, spacing_mm=(2.0, 1.0, 1.0), carry_negative_mm=mm)
+        vs.add_click(9, 20, 20, True)
+        np.testing.assert_array_equal(vs.mask, wrong)  # the organ joins the disc wherever they touch
+        vs.add_click(9, 20, 33, False)
+        runs[mm] = vs.mask.copy()
+        assert vs.undo()
+        np.testing.assert_array_equal(vs.mask, wrong)
+    right = [z for z in range(24) if np.array_equal(runs[0.0][z], gt[z])]
+    assert right == sorted([z for z in range(24) if z < 5 or z >= 15] + [9])  # off: only the clicked slice
+    right = [z for z in range(5, 15) if np.array_equal(runs[4.0][z], gt[z])]
+    assert right == [7, 8, 9, 10, 11]  # within 4 mm (2 slices) of the click
+    np.testing.assert_array_equal(runs[100.0], gt)
+
+
 def test_volume_propagation_does_not_overwrite_clicked_slices():
     vol, gt = _cylinder_volume()
     vs = VolumeSession(OraclePredictor(), vol)
