@@ -426,6 +426,15 @@ def paste_crop(probability: np.ndarray, crop: Crop, shape_yx: tuple[int, int]) -
     return out
 
 
+def click_disk_hu(image_hu: np.ndarray, click: Click) -> np.ndarray:
+    """HU values of the click's disk (at least 3 px radius) on ``image_hu`` (Y, X), 1D."""
+    r = max(3.0, float(click.radius_px))
+    y0, y1 = max(int(click.y - r), 0), min(int(click.y + r) + 1, image_hu.shape[0])
+    x0, x1 = max(int(click.x - r), 0), min(int(click.x + r) + 1, image_hu.shape[1])
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    return np.asarray(image_hu[y0:y1, x0:x1])[(yy - click.y) ** 2 + (xx - click.x) ** 2 <= r * r]
+
+
 @dataclass(frozen=True)
 class ZoomOut:
     """The first click on a slice, for large structures: when the model's mask covers more
@@ -463,14 +472,6 @@ class ZoomOut:
             return False
         return float((probability >= threshold).mean()) > self.min_area_fraction
 
-    @staticmethod
-    def _click_hu(image_hu: np.ndarray, click: Click) -> np.ndarray:
-        """HU values of the click's disk (at least 3 px), 1D."""
-        r = max(3.0, float(click.radius_px))
-        y0, y1 = max(int(click.y - r), 0), min(int(click.y + r) + 1, image_hu.shape[0])
-        x0, x1 = max(int(click.x - r), 0), min(int(click.x + r) + 1, image_hu.shape[1])
-        yy, xx = np.mgrid[y0:y1, x0:x1]
-        return np.asarray(image_hu[y0:y1, x0:x1])[(yy - click.y) ** 2 + (xx - click.x) ** 2 <= r * r]
 
     def zoom_in(self, predictor: "Predictor", image_hu: np.ndarray, probability: np.ndarray, clicks: Sequence[Click],
                 threshold: float = 0.5) -> np.ndarray | None:
@@ -484,7 +485,7 @@ class ZoomOut:
         if not m.any():
             return None
         click = clicks[0]
-        disk = self._click_hu(image_hu, click)
+        disk = click_disk_hu(image_hu, click)
         med = float(np.median(disk))
         if med < self.zoom_in_min_hu or intensity_jump_hu(image_hu[m], disk) <= self.zoom_in_margin_hu:
             return None
@@ -977,23 +978,27 @@ class VolumeSession:
                 else:
                     fronts[step] = z
 
-    def _negatives_on(self, z: int) -> list[tuple[int, Click]]:
-        """The background clicks of slice ``z`` as (z, click), for a propagation run to carry along
-        (none when ``carry_negative_mm`` is 0)."""
+    def _negatives_on(self, z: int) -> list[tuple[int, Click, np.ndarray]]:
+        """The background clicks of slice ``z`` as (z, click, HU of its disk there), for a
+        propagation run to carry along (none when ``carry_negative_mm`` is 0)."""
         if self.carry_negative_mm <= 0 or self.spacing_mm is None:
             return []
-        return [(z, c) for c in self.slice_clicks(z) if not c.positive]
+        return [(z, c, click_disk_hu(self.volume_hu[z], c)) for c in self.slice_clicks(z) if not c.positive]
 
-    def _carried_negatives(self, z: int, prev: np.ndarray, guides: Sequence[tuple[int, Click]]) -> list[Click]:
+    def _carried_negatives(self, z: int, prev: np.ndarray, guides: Sequence[tuple[int, Click, np.ndarray]]) -> list[Click]:
         """The background clicks a run brings to slice ``z``: those of the clicked slices it came
         through, at most ``carry_negative_mm`` away (none without a spacing), whose point the
-        carried mask ``prev`` leaves out. What the user ruled out on one slice usually goes on
-        in its neighbours (a touching organ, a bowel loop); without the click the model, shown
-        only the carried mask, grows into it again one slice further."""
+        carried mask ``prev`` leaves out and still lies on the tissue it was made on (the disk's
+        median HU within ``intensity_jump_hu``'s tolerance of the click's own slice). What the
+        user ruled out on one slice usually goes on in its neighbours (a touching organ, a bowel
+        loop); without the click the model, shown only the carried mask, grows into it again one
+        slice further. Where the point has moved onto other tissue (the target itself, widening
+        over the spot where a touching organ ended), the click no longer applies."""
         if not guides or self.spacing_mm is None:
             return []
         dz = self.spacing_mm[0]
-        return [c for zc, c in guides if abs(z - zc) * dz <= self.carry_negative_mm and not prev[c.y, c.x]]
+        return [c for zc, c, hu in guides if abs(z - zc) * dz <= self.carry_negative_mm and not prev[c.y, c.x]
+                and intensity_jump_hu(click_disk_hu(self.volume_hu[z], c), hu) == 0]
 
     def _reference_slice(self, z0: int) -> int:
         """The slice whose mask gives the structure's intensity for a propagation from ``z0``:

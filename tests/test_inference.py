@@ -271,7 +271,7 @@ def test_background_clicks_go_on_with_the_propagation_as_far_as_asked():
     yy, xx = np.mgrid[:40, :40]
     organ = (yy - 20) ** 2 + (xx - 31) ** 2 <= 16  # touches the disc (centre 20, 20; radius 8)
     for z in range(5, 15):
-        vol[z][organ & ~gt[z]] = 80.0
+        vol[z][organ & ~gt[z]] = 130.0
     wrong = gt.copy()
     wrong[5:15] |= organ[None]
     runs = {}
@@ -288,6 +288,28 @@ def test_background_clicks_go_on_with_the_propagation_as_far_as_asked():
     right = [z for z in range(5, 15) if np.array_equal(runs[4.0][z], gt[z])]
     assert right == [7, 8, 9, 10, 11]  # within 4 mm (2 slices) of the click
     np.testing.assert_array_equal(runs[100.0], gt)
+
+
+def test_a_carried_background_click_stops_where_its_point_is_on_other_tissue():
+    """The touching organ (130 HU) is on slices 5-10 only; from slice 11 on the disc itself
+    (60 HU) widens over the background click's point. There the click is not carried: its
+    tissue is no longer the one it was made on, and the (tissue-removing) model would else
+    take away the disc itself."""
+    vol, gt = _cylinder_volume()
+    yy, xx = np.mgrid[:40, :40]
+    organ = (yy - 20) ** 2 + (xx - 31) ** 2 <= 16
+    wide = (yy - 20) ** 2 + (xx - 24) ** 2 <= 144  # the disc widened, over the click's point (20, 33)
+    for z in range(5, 11):
+        vol[z][organ & ~gt[z]] = 130.0
+    for z in range(11, 15):
+        vol[z][wide] = 60.0
+        gt[z] = wide
+    # (small_carry off: it would find the disc again with a foreground click of its own)
+    vs = VolumeSession(TissueOraclePredictor(), vol, spacing_mm=(2.0, 1.0, 1.0), carry_negative_mm=100.0, small_carry=False)
+    vs.add_click(9, 20, 20, True)
+    assert vs.mask[9, 20, 33] and vs.mask[12, 20, 33]
+    vs.add_click(9, 20, 33, False)
+    np.testing.assert_array_equal(vs.mask, gt)  # the organ gone everywhere, the wide disc kept
 
 
 def test_volume_propagation_does_not_overwrite_clicked_slices():
