@@ -472,7 +472,6 @@ class ZoomOut:
             return False
         return float((probability >= threshold).mean()) > self.min_area_fraction
 
-
     def zoom_in(self, predictor: "Predictor", image_hu: np.ndarray, probability: np.ndarray, clicks: Sequence[Click],
                 threshold: float = 0.5) -> np.ndarray | None:
         """For a slice's first click (one positive click, no previous mask) whose mask

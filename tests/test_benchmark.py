@@ -865,6 +865,9 @@ def test_upsampling_note_finds_volumes_enlarged_by_repeating_voxels(tmp_path):
     _write_nifti(root / "imagesTr" / "spleen_1.nii.gz", big)
     _write_nifti(root / "labelsTr" / "spleen_1.nii.gz", gt, dtype=np.uint8)
     out = tmp_path / "out"
-    runner.run(runner.RunConfig(data=str(root), methods=("random-walker",), protocols=("ritm",), max_clicks=1, slices="largest", out=str(out), rw_grid_px=32))
+    cfg = runner.RunConfig(data=str(root), methods=("random-walker",), protocols=("ritm",), max_clicks=1, slices="largest", out=str(out), rw_grid_px=32)
+    runner.run(cfg)
     assert "6 distinct slices among 24" in json.loads((out / "run.json").read_text())["data_notes"]["spleen_1"]
+    assert "**Data check**: `spleen_1`: 6 distinct slices among 24" in (out / "summary.md").read_text()
+    runner.run(replace(cfg, resume=True))  # nothing left to run: the note of the case done is kept
     assert "**Data check**: `spleen_1`: 6 distinct slices among 24" in (out / "summary.md").read_text()
