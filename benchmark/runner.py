@@ -77,6 +77,7 @@ class RunConfig:
     small_carry: bool = True  # VolumeSession looks for small carried masks again (volume protocol; --no-small-carry)
     carry_negative_mm: float | None = None  # VolumeSession's reach of background clicks (None: its default; --carry-negative-mm)
     zoom_in: bool = True  # iunet-zoomout's first click may also zoom in (ZoomOut.zoom_in; --no-zoom-in)
+    focus: bool = True  # iunet-zoomout's later clicks that take in other tissue go to a focus view (ZoomOut.focus; --no-focus)
     seed: int = 0
     # the geodesic click maps' edge weight λ for a geodesic IU-Net instead of its checkpoint's
     # (a diagnostic: the model was trained at its own λ; docs/design.md, "Geodesic click maps")
@@ -249,6 +250,8 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
         skip.add("small_carry")  # likewise: the default
     if cfg.zoom_in:
         skip.add("zoom_in")
+    if cfg.focus:
+        skip.add("focus")
     if cfg.carry_negative_mm is None:
         skip.add("carry_negative_mm")
     ident = {k: v for k, v in asdict(cfg).items() if k not in skip}
@@ -335,6 +338,8 @@ def run(cfg: RunConfig) -> Path:
             meths = [replace(m, carry_negative_mm=cfg.carry_negative_mm) for m in meths]
         if not cfg.zoom_in:
             meths = [replace(m, zoom_out=replace(m.zoom_out, zoom_in_fraction=0.0)) if m.zoom_out is not None else m for m in meths]
+        if not cfg.focus:
+            meths = [replace(m, zoom_out=replace(m.zoom_out, focus_growth=0.0)) if m.zoom_out is not None else m for m in meths]
         if volume:
             flat = [m.name for m in meths if not m.volumetric]
             if flat:

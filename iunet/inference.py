@@ -464,6 +464,7 @@ class ZoomOut:
     zoom_in_min_hu: float = -30.0  # clicks on fat or air (a renal sinus: the organ is meant) are not zoomed in
     zoom_in_margin_hu: float = 15.0  # how far (HU) beyond the stop rule's tolerance the mask's median must lie
     zoom_in_fraction: float = 1 / 3  # side of the zoomed-in view, a share of the slice's longer side (0: never); 1/3: ZoomIn.max_zoom
+    focus_growth: float = 4.0  # a later foreground click that grows the mask more than this many times into other tissue: focus (0: never)
 
     def applies(self, probability: np.ndarray, clicks: Sequence[Click], threshold: float = 0.5) -> bool:
         """Whether the prediction ``probability`` (Y, X) of a slice's first clicks ``clicks`` (no
@@ -497,6 +498,43 @@ class ZoomOut:
         if not mc.any() or abs(float(np.median(sub[mc])) - med) >= abs(float(np.median(image_hu[m])) - med):
             return None
         return paste_crop(p, crop, (h, w))
+
+    def focus(self, predictor: "Predictor", image_hu: np.ndarray, prev: np.ndarray, probability: np.ndarray,
+              clicks: Sequence[Click], threshold: float = 0.5) -> np.ndarray | None:
+        """For a later foreground click (the last of ``clicks``; ``prev`` (Y, X) bool, the mask
+        before it, not empty) whose mask ``probability >= threshold`` grew more than
+        ``focus_growth`` times into tissue that is not the mask's (the added part's median HU
+        more than HU_SHIFT_MIN from ``prev``'s, ``prev`` not on fat: a click on a vessel branch
+        that took in the liver around it): the slice predicted again on a focus view, a square ``zoom_in_fraction`` of
+        the slice's longer side centred on the click, with the previous mask and the clicks
+        inside it (FocalClick's local refinement); outside the view the previous mask stays.
+        Returned (Y, X) only if the focus view's mask did not grow that much itself and what it
+        adds is nearer the mask's median HU than what the full view added (a kidney whose sinus
+        was the first mask, or a liver after a click on its tumour, is then kept whole as
+        predicted); else None (keep the prediction)."""
+        click = clicks[-1]
+        if self.focus_growth <= 0 or self.zoom_in_fraction <= 0 or not click.positive or not prev.any():
+            return None
+        m = probability >= threshold
+        added = m & ~prev
+        limit = self.focus_growth * prev.sum()
+        med = float(np.median(image_hu[prev]))
+        if m.sum() <= limit or med < self.zoom_in_min_hu or abs(float(np.median(image_hu[added])) - med) <= HU_SHIFT_MIN:
+            return None  # not grown much, a mask on fat (a renal sinus: the organ is meant), or the same tissue
+        h, w = image_hu.shape
+        side = min(h, w, max(16, int(round(self.zoom_in_fraction * max(h, w)))))
+        crop = (int(np.clip(click.y - side // 2, 0, h - side)), int(np.clip(click.x - side // 2, 0, w - side)), side)
+        sub, inside, sub_prev = crop_inputs(np.asarray(image_hu), crop, clicks, prev)
+        p = predictor.predict_prepared([predictor.prepare(sub)], [sub.shape], [inside], [sub_prev])[0]
+        out = prev.astype(np.float32)
+        y0, x0, _ = crop
+        out[y0 : y0 + side, x0 : x0 + side] = p
+        mf = out >= threshold
+        if not (mf & ~prev).any() or mf.sum() > limit:
+            return None
+        if abs(float(np.median(image_hu[mf & ~prev])) - med) >= abs(float(np.median(image_hu[added])) - med):
+            return None  # what the focus view adds is no nearer the mask's tissue
+        return out
 
     def predict(self, predictor: "Predictor", images_hu: Sequence[np.ndarray], clicks: Sequence[Sequence[Click]],
                 grids: Sequence[torch.Tensor] | None = None) -> list[np.ndarray]:
@@ -690,6 +728,11 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
             if p is not None:
                 probs[i] = p
                 zoomed.add(i)
+    for i, (s, c) in enumerate(zip(sessions, new)):  # a later click that took in other tissue: on a focus view
+        if s.zoom_out is not None and s.probability is not None and c.positive and crops[i] is None:
+            p = s.zoom_out.focus(predictor, s.image_hu, s.mask, probs[i], s.clicks + (c,), s.threshold)
+            if p is not None:
+                probs[i] = p
     ms = (time.perf_counter() - t0) * 1000.0 / len(sessions)
     for i, (s, c, p) in enumerate(zip(sessions, new, probs)):
         piece = None if s.probability is None else clicked_piece(s.mask, s.clicks + (c,))
@@ -1066,6 +1109,9 @@ class VolumeSession:
         prev = self._mask[z].copy()
         clicks = self.slice_clicks(z) + (click,)
         prob = self._predict_clicked(z, clicks, prev if prev.any() else None, z)
+        if self.zoom_out is not None and prev.any() and z not in self._zoomed:
+            focused = self.zoom_out.focus(self.predictor, self.volume_hu[z], prev, prob, clicks, self.threshold)
+            prob = prob if focused is None else focused
         if self.zoom_out is not None and not prev.any() and len(clicks) == 1:
             if self.zoom_out.applies(prob, clicks, self.threshold):
                 prob = self.zoom_out.predict(self.predictor, [self.volume_hu[z]], [clicks], [self._grid(z)])[0]

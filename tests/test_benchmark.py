@@ -717,6 +717,13 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-zoomout", "--protocols", "ritm",
           "--max-clicks", "1", "--cases", "pat:slab", "--no-zoom-in", "--out", str(nz)])
     assert json.loads((nz / "run.json").read_text())["config"]["zoom_in"] is False
+    # --no-focus (a diagnostic): no focus view for later clicks; recorded and said
+    assert wide.zoom_out.focus_growth > 0
+    nf = tmp_path / "no_focus"
+    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-zoomout", "--protocols", "ritm",
+          "--max-clicks", "2", "--cases", "pat:slab", "--no-focus", "--out", str(nf)])
+    assert json.loads((nf / "run.json").read_text())["config"]["focus"] is False
+    assert "--no-focus" in (nf / "summary.md").read_text()
     assert "--no-zoom-in" in (nz / "summary.md").read_text()
 
 

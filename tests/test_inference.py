@@ -704,6 +704,67 @@ def test_zoom_in_when_a_first_click_takes_in_tissue_of_another_intensity():
     np.testing.assert_array_equal(vs.mask[1], lesion)
 
 
+class FocusPredictor(OraclePredictor):
+    """On the whole slice a foreground click takes every pixel over 0 HU connected to it (a
+    click on a vessel branch takes the organ around it); on any smaller view only the tissue
+    within 30 HU of the clicked pixel, connected to it. The previous mask is kept either way."""
+
+    def __init__(self, slice_shape):
+        super().__init__()
+        self.slice_shape, self.views = tuple(slice_shape), []
+
+    def predict_prepared(self, images, shapes, clicks, prev_masks, boxes=None, prev_images=None):
+        from scipy import ndimage
+
+        out = []
+        for img, cl, prev in zip(images, clicks, prev_masks):
+            a = img.numpy()
+            self.views.append(a.shape)
+            m = np.zeros(a.shape, bool) if prev is None else np.asarray(prev, bool).copy()
+            for c in cl:
+                if c.positive:
+                    tissue = a > 0 if a.shape == self.slice_shape else np.abs(a - a[c.y, c.x]) <= 30
+                    cc, _ = ndimage.label(tissue)
+                    if cc[c.y, c.x]:
+                        m |= cc == cc[c.y, c.x]
+            out.append(m.astype(np.float32))
+        return out
+
+
+def test_focus_view_when_a_later_click_takes_in_other_tissue():
+    """ZoomOut.focus: a click on a second vessel branch inside an organ takes the whole organ at
+    the full view (over 4 × the mask, 100 HU from the vessel's); predicted again on a focus view
+    around the click (a third of the slice) it adds the branch only, which is kept. A click
+    whose focus view grows as much (a click on the organ itself after a mask on a small dark
+    lesion) keeps the full prediction; focus_growth 0 turns it off; the volume's clicks too."""
+    from iunet.inference import ZoomOut
+
+    yy, xx = np.mgrid[:256, :256]
+    img = np.full((256, 256), -100.0, np.float32)
+    img[(yy - 128) ** 2 + (xx - 128) ** 2 <= 70**2] = 100.0  # an organ
+    branch_a = (yy - 100) ** 2 + (xx - 100) ** 2 <= 5**2
+    branch_b = (yy - 160) ** 2 + (xx - 150) ** 2 <= 5**2
+    img[branch_a | branch_b] = 200.0  # two vessel branches in it
+    organ = img > 0
+    pred = FocusPredictor(img.shape)
+    s = Session(pred, img, zoom_out=ZoomOut(), initial_mask=branch_a)
+    np.testing.assert_array_equal(s.add_click(160, 150, True), branch_a | branch_b)
+    assert pred.views[-1] == (85, 85)  # the focus view
+    s = Session(pred, img, zoom_out=ZoomOut(focus_growth=0), initial_mask=branch_a)
+    np.testing.assert_array_equal(s.add_click(160, 150, True), organ)  # off: the organ
+    # a small dark lesion first, then a click on the organ: the focus view takes much of the
+    # organ as well, so the whole organ stays
+    lesion_img = img.copy()
+    lesion = (yy - 128) ** 2 + (xx - 128) ** 2 <= 6**2
+    lesion_img[lesion] = 30.0
+    s = Session(pred, lesion_img, zoom_out=ZoomOut(), initial_mask=lesion)
+    np.testing.assert_array_equal(s.add_click(128, 150, True), lesion_img > 0)
+    # a volume's click on a slice with a mask: the same
+    vs = VolumeSession(pred, np.stack([img] * 3), zoom_out=ZoomOut())
+    vs.set_slice_mask(1, branch_a, propagate=False)
+    np.testing.assert_array_equal(vs.add_click(1, 160, 150, True, propagate=False)[1], branch_a | branch_b)
+
+
 def test_zoomed_out_view_is_the_shrunk_grid_in_air_and_boxes_map_clicks_and_output():
     """``prepare_zoomed_out``: the prepared slice shrunk in the middle of windowed air, on a grid
     the network's poolings divide; ``boxes`` put the clicks and previous mask into that part of
