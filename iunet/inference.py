@@ -473,6 +473,13 @@ class ZoomOut:
             return False
         return float((probability >= threshold).mean()) > self.min_area_fraction
 
+    def _view(self, click: Click, shape_yx: tuple[int, int]) -> Crop:
+        """The square ``zoom_in_fraction`` of the slice's longer side centred on ``click`` (moved
+        inside the slice): the view of ``zoom_in`` and ``focus``."""
+        h, w = shape_yx
+        side = min(h, w, max(16, int(round(self.zoom_in_fraction * max(h, w)))))
+        return int(np.clip(click.y - side // 2, 0, h - side)), int(np.clip(click.x - side // 2, 0, w - side)), side
+
     def zoom_in(self, predictor: "Predictor", image_hu: np.ndarray, probability: np.ndarray, clicks: Sequence[Click],
                 threshold: float = 0.5) -> np.ndarray | None:
         """For a slice's first click (one positive click, no previous mask) whose mask
@@ -490,8 +497,7 @@ class ZoomOut:
         if med < self.zoom_in_min_hu or intensity_jump_hu(image_hu[m], disk) <= self.zoom_in_margin_hu:
             return None
         h, w = image_hu.shape
-        side = min(h, w, max(16, int(round(self.zoom_in_fraction * max(h, w)))))
-        crop = (int(np.clip(click.y - side // 2, 0, h - side)), int(np.clip(click.x - side // 2, 0, w - side)), side)
+        crop = self._view(click, (h, w))
         sub, inside, _ = crop_inputs(np.asarray(image_hu), crop, clicks, None)
         p = predictor.predict_prepared([predictor.prepare(sub)], [sub.shape], [inside], [None])[0]
         mc = p >= threshold
@@ -505,9 +511,10 @@ class ZoomOut:
         before it, not empty) whose mask ``probability >= threshold`` grew more than
         ``focus_growth`` times into tissue that is not the mask's (the added part's median HU
         more than HU_SHIFT_MIN from ``prev``'s, ``prev`` not on fat: a click on a vessel branch
-        that took in the liver around it): the slice predicted again on a focus view, a square ``zoom_in_fraction`` of
-        the slice's longer side centred on the click, with the previous mask and the clicks
-        inside it (FocalClick's local refinement); outside the view the previous mask stays.
+        that took in the liver around it): the slice predicted again on a focus view, a square
+        ``zoom_in_fraction`` of the slice's longer side centred on the click, with the previous
+        mask and the clicks inside it (FocalClick's local refinement); outside the view the
+        previous mask stays.
         Returned (Y, X) only if the focus view's mask did not grow that much itself and what it
         adds is nearer the mask's median HU than what the full view added (a kidney whose sinus
         was the first mask, or a liver after a click on its tumour, is then kept whole as
@@ -522,12 +529,11 @@ class ZoomOut:
         if m.sum() <= limit or med < self.zoom_in_min_hu or abs(float(np.median(image_hu[added])) - med) <= HU_SHIFT_MIN:
             return None  # not grown much, a mask on fat (a renal sinus: the organ is meant), or the same tissue
         h, w = image_hu.shape
-        side = min(h, w, max(16, int(round(self.zoom_in_fraction * max(h, w)))))
-        crop = (int(np.clip(click.y - side // 2, 0, h - side)), int(np.clip(click.x - side // 2, 0, w - side)), side)
+        crop = self._view(click, (h, w))
         sub, inside, sub_prev = crop_inputs(np.asarray(image_hu), crop, clicks, prev)
         p = predictor.predict_prepared([predictor.prepare(sub)], [sub.shape], [inside], [sub_prev])[0]
+        y0, x0, side = crop
         out = prev.astype(np.float32)
-        y0, x0, _ = crop
         out[y0 : y0 + side, x0 : x0 + side] = p
         mf = out >= threshold
         if not (mf & ~prev).any() or mf.sum() > limit:
@@ -729,7 +735,7 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
                 probs[i] = p
                 zoomed.add(i)
     for i, (s, c) in enumerate(zip(sessions, new)):  # a later click that took in other tissue: on a focus view
-        if s.zoom_out is not None and s.probability is not None and c.positive and crops[i] is None:
+        if s.zoom_out is not None and s.probability is not None and crops[i] is None:
             p = s.zoom_out.focus(predictor, s.image_hu, s.mask, probs[i], s.clicks + (c,), s.threshold)
             if p is not None:
                 probs[i] = p
@@ -1036,7 +1042,7 @@ class VolumeSession:
         loop); without the click the model, shown only the carried mask, grows into it again one
         slice further. Where the point has moved onto other tissue (the target itself, widening
         over the spot where a touching organ ended), the click no longer applies."""
-        if not guides or self.spacing_mm is None:
+        if not guides:  # (none without a spacing: _negatives_on)
             return []
         dz = self.spacing_mm[0]
         return [c for zc, c, hu in guides if abs(z - zc) * dz <= self.carry_negative_mm and not prev[c.y, c.x]
