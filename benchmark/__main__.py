@@ -79,6 +79,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--carry-negative-mm", type=float, default=None, metavar="MM",
                    help="a diagnostic for --protocols volume: how far (mm) a propagation carries background clicks to the "
                         "slices it reaches (default: iunet.inference.CARRY_NEGATIVE_MM; 0 = not at all)")
+    p.add_argument("--regrow-limit", type=float, default=None, metavar="X",
+                   help="a diagnostic for --protocols volume: a re-propagation keeps a slice's mask (and stops there) where "
+                        "its new mask is over X times larger with other tissue added (default: iunet.inference.REGROW_LIMIT; 0 = off)")
     p.add_argument("--no-zoom-in", dest="zoom_in", action="store_false",
                    help="a diagnostic for iunet-zoomout: its first click is never predicted again zoomed in "
                         "(iunet.inference.ZoomOut(zoom_in_fraction=0))")
@@ -109,7 +112,7 @@ def _run(a: argparse.Namespace) -> None:
         radius_px=a.radius_px, alpha=a.alpha,
         slices=a.slices, min_area_px=a.min_area_px, label_ids=tuple(a.label_ids), cases=tuple(a.cases),
         split=a.split, rw_grid_px=a.rw_grid_px, rw_volume_grid_px=a.rw_volume_grid_px, seed=a.seed,
-        geodesic_lambda=a.geodesic_lambda, small_carry=a.small_carry, carry_negative_mm=a.carry_negative_mm, zoom_in=a.zoom_in, focus=a.focus, device=a.device, runtime=a.runtime,
+        geodesic_lambda=a.geodesic_lambda, small_carry=a.small_carry, carry_negative_mm=a.carry_negative_mm, regrow_limit=a.regrow_limit, zoom_in=a.zoom_in, focus=a.focus, device=a.device, runtime=a.runtime,
         batch=a.batch, threads=a.threads, out=a.out, resume=a.resume, overwrite=a.overwrite,
     )
     out = run(cfg)

@@ -190,6 +190,7 @@ class Method:
     zoom_out: ZoomOut | None = None
     small_carry: bool = True  # VolumeSession looks for small carried masks again (False: --no-small-carry)
     carry_negative_mm: float | None = None  # VolumeSession's reach of background clicks (None: its default)
+    regrow_limit: float | None = None  # VolumeSession's limit on a re-propagated mask's growth into other tissue (None: its default)
 
     @property
     def interactive(self) -> bool:
@@ -233,6 +234,8 @@ class Method:
             kw = {} if self.small_carry else {"small_carry": False}  # (a stand-in in the tests takes the defaults)
             if self.carry_negative_mm is not None:
                 kw["carry_negative_mm"] = self.carry_negative_mm
+            if self.regrow_limit is not None:
+                kw["regrow_limit"] = self.regrow_limit
             return inference.VolumeSession(self.predictor, volume_hu, self.click_size, spacing_mm=tuple(spacing_mm),
                                            zoom_out=self.zoom_out, **kw)
         if self.name == "random-walker":

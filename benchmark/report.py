@@ -133,6 +133,9 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
            if cfg.get("small_carry") is False else "")
         + (f"; **propagation carries background clicks {cfg['carry_negative_mm']:g} mm** (`--carry-negative-mm`, a diagnostic)"
            if cfg.get("carry_negative_mm") is not None else "")
+        + ((f"; **re-propagation keeps a slice's mask where it grows over {cfg['regrow_limit']:g}× into other tissue**" if cfg["regrow_limit"] > 0
+            else "; **re-propagation may grow a slice's mask into any tissue**") + " (`--regrow-limit`, a diagnostic)"
+           if cfg.get("regrow_limit") is not None else "")
         + ("; **ZoomOut without zooming in** (`--no-zoom-in`, a diagnostic)" if cfg.get("zoom_in") is False else "")
         + ("; **ZoomOut without the focus view** (`--no-focus`, a diagnostic)" if cfg.get("focus") is False else ""),
         f"- Device: {meta.get('options', {}).get('device')}; commit {env.get('git_commit')}{' (uncommitted changes)' if env.get('git_dirty') else ''}; status: {meta.get('status')}",

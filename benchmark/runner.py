@@ -76,6 +76,7 @@ class RunConfig:
     rw_volume_grid_px: int = 96  # in-plane grid of the 3D random walker (volume protocol)
     small_carry: bool = True  # VolumeSession looks for small carried masks again (volume protocol; --no-small-carry)
     carry_negative_mm: float | None = None  # VolumeSession's reach of background clicks (None: its default; --carry-negative-mm)
+    regrow_limit: float | None = None  # VolumeSession's limit on a re-propagated mask's growth into other tissue (None: its default; --regrow-limit)
     zoom_in: bool = True  # iunet-zoomout's first click may also zoom in (ZoomOut.zoom_in; --no-zoom-in)
     focus: bool = True  # iunet-zoomout's later clicks that take in other tissue go to a focus view (ZoomOut.focus; --no-focus)
     seed: int = 0
@@ -254,6 +255,8 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
         skip.add("focus")
     if cfg.carry_negative_mm is None:
         skip.add("carry_negative_mm")
+    if cfg.regrow_limit is None:
+        skip.add("regrow_limit")
     ident = {k: v for k, v in asdict(cfg).items() if k not in skip}
     ident["data"] = str(Path(cfg.data).resolve()) if cfg.data else f"synthetic:{cfg.synthetic_task}"
     ident["cases"] = cases
@@ -336,6 +339,8 @@ def run(cfg: RunConfig) -> Path:
             meths = [replace(m, small_carry=False) for m in meths]
         if cfg.carry_negative_mm is not None:
             meths = [replace(m, carry_negative_mm=cfg.carry_negative_mm) for m in meths]
+        if cfg.regrow_limit is not None:
+            meths = [replace(m, regrow_limit=cfg.regrow_limit) for m in meths]
         if not cfg.zoom_in:
             meths = [replace(m, zoom_out=replace(m.zoom_out, zoom_in_fraction=0.0)) if m.zoom_out is not None else m for m in meths]
         if not cfg.focus:

@@ -435,6 +435,9 @@ def click_disk_hu(image_hu: np.ndarray, click: Click) -> np.ndarray:
     return np.asarray(image_hu[y0:y1, x0:x1])[(yy - click.y) ** 2 + (xx - click.x) ** 2 <= r * r]
 
 
+FAT_MAX_HU = -30.0  # HU: a median at or below this is fat or air (a renal sinus), not an organ's tissue
+
+
 @dataclass(frozen=True)
 class ZoomOut:
     """The first click on a slice, for large structures: when the model's mask covers more
@@ -461,7 +464,7 @@ class ZoomOut:
     factor: float = 2.0
     margin_px: int = 16  # grid px of air around the shrunk slice
     follow_up: ZoomIn = ZoomIn()  # later clicks on a slice whose first click was zoomed in: on a crop (ZoomIn)
-    zoom_in_min_hu: float = -30.0  # clicks on fat or air (a renal sinus: the organ is meant) are not zoomed in
+    zoom_in_min_hu: float = FAT_MAX_HU  # clicks on fat or air (a renal sinus: the organ is meant) are not zoomed in
     zoom_in_margin_hu: float = 15.0  # how far (HU) beyond the stop rule's tolerance the mask's median must lie
     zoom_in_fraction: float = 1 / 3  # side of the zoomed-in view, a share of the slice's longer side (0: never); 1/3: ZoomIn.max_zoom
     focus_growth: float = 4.0  # a later foreground click that grows the mask more than this many times into other tissue: focus (0: never)
@@ -803,6 +806,7 @@ def accept_propagated(prob: np.ndarray, prev: np.ndarray, threshold: float = 0.5
 SMALL_CARRY_GRID_PX = 300  # a carried mask at most this large on the model's grid counts as small
 SMALL_CARRY_DICE = 0.6  # a small structure found again by a click must overlap its carried mask this much (Dice)
 HU_SHIFT_MIN = 30.0  # HU: the smallest median shift that counts as another tissue
+REGROW_LIMIT = 2.0  # a re-propagated slice's mask may not grow more than this many times into other tissue (VolumeSession)
 CARRY_NEGATIVE_MM = 20.0  # a propagation carries background clicks this far from their slice (VolumeSession)
 REF_HU_SAMPLES = 20000  # HU values kept from the start slice's mask for the drift check
 
@@ -852,6 +856,7 @@ class VolumeSession:
         zoom_out: ZoomOut | None = None,
         small_carry: bool = True,
         carry_negative_mm: float = CARRY_NEGATIVE_MM,
+        regrow_limit: float = REGROW_LIMIT,
     ):
         vol = np.asarray(volume_hu, dtype=np.float32)
         if vol.ndim != 3 or min(vol.shape[1:]) < 2:
@@ -868,6 +873,8 @@ class VolumeSession:
         self.small_carry = small_carry  # a small carried mask predicted empty: looked for again with a click (_find_small)
         # background clicks go on with the propagation this far (mm; none without a spacing): _carried_negatives
         self.carry_negative_mm = float(carry_negative_mm)
+        # a re-propagation does not grow a slice's mask more than this many times into other tissue (0: off): _regrown
+        self.regrow_limit = float(regrow_limit)
         self._mask = np.zeros(vol.shape, bool)
         self._clicks: tuple[tuple[int, Click], ...] = ()
         self._undo: list[_Edit] = []
@@ -969,10 +976,13 @@ class VolumeSession:
             if m.any() and dice(m, pv) >= SMALL_CARRY_DICE:
                 out[i] = m
 
-    def _propagate(self, z0: int, changed: dict[int, np.ndarray], stop_when_same: bool = True, max_slices: int | None = None) -> None:
+    def _propagate(self, z0: int, changed: dict[int, np.ndarray], stop_when_same: bool = True, max_slices: int | None = None,
+                   grow_hu: np.ndarray | None = None) -> None:
         """Re-propagate outward from slice ``z0`` both ways (both directions in one batch).
         ``stop_when_same``: a slice that comes out as it was ends the run in that direction
-        (what follows would come out the same); off, every slice within reach is recomputed."""
+        (what follows would come out the same); off, every slice within reach is recomputed.
+        ``grow_hu``: HU under the foreground click that started the run (masks may grow into it:
+        ``_regrown``)."""
         max_slices = self.max_slices if max_slices is None else max_slices
         anchored = {zz for zz, _ in self._clicks}
         fronts = {step: z0 for step in (1, -1) if self._mask[z0].any() or not self._run_reaches_anchor(z0, step, anchored)}
@@ -1011,6 +1021,9 @@ class VolumeSession:
             for z, step in zip(zs, steps):
                 m = new.get(z, np.zeros(self.shape[1:], bool))
                 old = self._mask[z]
+                if self._regrown(z, m, old, grow_hu):
+                    del fronts[step]  # the mask ran into other tissue here: keep this slice's and stop
+                    continue
                 if not m.any() and old.any() and self._run_reaches_anchor(z - step, step, anchored):
                     # the carried mask ended, but the masks from here on come from a slice the
                     # user clicked on (the structure is there): keep them, end this direction
@@ -1025,6 +1038,20 @@ class VolumeSession:
                     del fronts[step]
                 else:
                     fronts[step] = z
+
+    def _regrown(self, z: int, new: np.ndarray, old: np.ndarray, grow_hu: np.ndarray | None = None) -> bool:
+        """Whether a re-propagation's mask ``new`` for slice ``z`` took in other tissue around the
+        slice's mask ``old``: over ``regrow_limit`` times its area, with an added part whose median
+        HU is neither ``old``'s (within HU_SHIFT_MIN) nor that of the foreground click that started
+        the run (``grow_hu``, within ``intensity_jump_hu``'s tolerance: a kidney whose first mask
+        was its sinus, clicked on its cortex, grows into the cortex)."""
+        if self.regrow_limit <= 0 or not old.any() or new.sum() <= self.regrow_limit * old.sum():
+            return False
+        hu = self.volume_hu[z]
+        added = hu[new & ~old]
+        if abs(float(np.median(added)) - float(np.median(hu[old]))) <= HU_SHIFT_MIN:
+            return False
+        return grow_hu is None or intensity_jump_hu(added, grow_hu) > 0
 
     def _negatives_on(self, z: int) -> list[tuple[int, Click, np.ndarray]]:
         """The background clicks of slice ``z`` as (z, click, HU of its disk there), for a
@@ -1131,7 +1158,8 @@ class VolumeSession:
         if piece is not None:  # a background click on a separate piece of this slice's mask: all of it goes
             m &= ~piece
         self._clicks = self._clicks + ((z, click),)
-        return self._commit(edit, z, m, t0, propagate)
+        grow_hu = click_disk_hu(self.volume_hu[z], click) if click.positive else None
+        return self._commit(edit, z, m, t0, propagate, grow_hu=grow_hu)
 
     def set_slice_mask(self, z: int, mask: np.ndarray, propagate: bool = True, stop_when_same: bool = True,
                        max_slices: int | None = None) -> np.ndarray:
@@ -1142,13 +1170,14 @@ class VolumeSession:
         return self._commit(_Edit(self._clicks, {}, self._zoomed), int(z), m, time.perf_counter(), propagate, stop_when_same, max_slices)
 
     def _commit(self, edit: _Edit, z: int, m: np.ndarray, t0: float, propagate: bool,
-                stop_when_same: bool = True, max_slices: int | None = None) -> np.ndarray:
-        """Put mask ``m`` on slice ``z``, propagate from it, and record ``edit`` for undo."""
+                stop_when_same: bool = True, max_slices: int | None = None, grow_hu: np.ndarray | None = None) -> np.ndarray:
+        """Put mask ``m`` on slice ``z``, propagate from it, and record ``edit`` for undo
+        (``grow_hu``: the HU under the foreground click that made ``m``, for ``_regrown``)."""
         if not np.array_equal(m, self._mask[z]):
             edit.slices[z] = np.packbits(self._mask[z])
             self._mask[z] = m
         if propagate:
-            self._propagate(z, edit.slices, stop_when_same, max_slices)
+            self._propagate(z, edit.slices, stop_when_same, max_slices, grow_hu)
         self._undo.append(edit)
         self.last_changed = sorted(edit.slices)
         self.last_latency_ms = (time.perf_counter() - t0) * 1000.0

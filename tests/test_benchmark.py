@@ -711,6 +711,16 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
           "--max-clicks", "1", "--cases", "pat:slab", "--carry-negative-mm", "0", "--out", str(cn)])
     assert json.loads((cn / "run.json").read_text())["config"]["carry_negative_mm"] == 0.0
     assert "carries background clicks 0 mm** (`--carry-negative-mm`" in (cn / "summary.md").read_text()
+    # --regrow-limit (a diagnostic): the sessions' limit on a re-propagation's growth into other tissue
+    from iunet.inference import REGROW_LIMIT
+
+    assert m.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).regrow_limit == REGROW_LIMIT > 0
+    rg = tmp_path / "vol_rg0"
+    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-dynamic", "--protocols", "volume",
+          "--max-clicks", "1", "--cases", "pat:slab", "--regrow-limit", "0", "--out", str(rg)])
+    assert json.loads((rg / "run.json").read_text())["config"]["regrow_limit"] == 0.0
+    assert "may grow a slice's mask into any tissue** (`--regrow-limit`" in (rg / "summary.md").read_text()
+    assert "regrow_limit" not in json.loads((cn / "run.json").read_text())["config"]  # the default is not recorded
     # --no-zoom-in (a diagnostic): iunet-zoomout's ZoomOut never zooms in; recorded and said
     assert wide.zoom_out.zoom_in_fraction > 0
     nz = tmp_path / "no_zoom_in"

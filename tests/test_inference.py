@@ -312,6 +312,67 @@ def test_a_carried_background_click_stops_where_its_point_is_on_other_tissue():
     np.testing.assert_array_equal(vs.mask, gt)  # the organ gone everywhere, the wide disc kept
 
 
+def test_a_re_propagation_does_not_carry_a_spill_into_other_tissue():
+    """regrow_limit: a correction on slice 9 whose click also takes in a larger organ of another
+    HU beside the disc (a spill the user will correct there) is not carried to the other slices,
+    where the disc's masks are kept; with the guard off the organ joins every slice it lies on."""
+    vol, gt = _cylinder_volume()
+    organ = np.zeros(vol.shape[1:], bool)
+    organ[4:37, 30:40] = True  # one pixel of fat from the disc's edge (x = 28)
+    vol[5:15][:, organ] = 130.0
+    masks = {}
+    for limit in (0.0, 2.0):
+        vs = VolumeSession(OraclePredictor(), vol, spacing_mm=(2.0, 1.0, 1.0), regrow_limit=limit)
+        vs.add_click(9, 20, 20, True)
+        np.testing.assert_array_equal(vs.mask, gt)
+        vs.add_click(9, 20, 27, True)  # the model takes in the organ across the gap on slice 9
+        assert vs.mask[9][organ].all()
+        masks[limit] = vs.mask.copy()
+        assert vs.undo()
+        np.testing.assert_array_equal(vs.mask, gt)
+    assert [z for z in range(24) if masks[0.0][z][organ].any()] == list(range(5, 15))
+    assert [z for z in range(24) if masks[2.0][z][organ].any()] == [9]
+    np.testing.assert_array_equal(np.delete(masks[2.0], 9, axis=0), np.delete(gt, 9, axis=0))
+
+
+class SeedTissuePredictor(OraclePredictor):
+    """A model that segments by tissue: the pixels within 25 HU of a seed's HU (the previous
+    mask's pixels, positive clicks' centres), connected to the seeds."""
+
+    def predict_prepared(self, images, shapes, clicks, prev_masks):
+        from scipy import ndimage
+
+        out = []
+        for img, cl, prev in zip(images, clicks, prev_masks):
+            im = img.numpy()
+            seed = np.zeros(im.shape, bool) if prev is None else np.asarray(prev, bool).copy()
+            for c in cl:
+                seed[c.y, c.x] |= c.positive
+            tissue = np.zeros(im.shape, bool)
+            for v in np.unique(im[seed]):
+                tissue |= np.abs(im - v) <= 25
+            cc, _ = ndimage.label(tissue)
+            keep = np.unique(cc[seed & tissue])
+            out.append(np.isin(cc, keep[keep > 0]).astype(np.float32))
+        return out
+
+
+def test_a_re_propagation_grows_into_the_tissue_the_user_clicked():
+    """regrow_limit spares the tissue under the correcting click: a first click in a kidney's
+    sinus (40 HU) gives the sinus on every slice; a click on its cortex (150 HU) on slice 9 grows
+    every slice's mask fourfold into the cortex, which is what the user pointed at."""
+    vol, gt = _cylinder_volume()
+    yy, xx = np.mgrid[:40, :40]
+    sinus = (yy - 20) ** 2 + (xx - 20) ** 2 <= 16
+    vol[5:15] = np.where(gt[5:15], 150.0, vol[5:15])
+    vol[5:15][:, sinus] = 40.0
+    vs = VolumeSession(SeedTissuePredictor(), vol, spacing_mm=(2.0, 1.0, 1.0))
+    vs.add_click(9, 20, 20, True)
+    np.testing.assert_array_equal(vs.mask[5:15], np.broadcast_to(sinus, (10, 40, 40)))
+    vs.add_click(9, 20, 26, True)
+    np.testing.assert_array_equal(vs.mask, gt)
+
+
 def test_volume_propagation_does_not_overwrite_clicked_slices():
     vol, gt = _cylinder_volume()
     vs = VolumeSession(OraclePredictor(), vol)
