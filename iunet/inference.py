@@ -1114,7 +1114,11 @@ class VolumeSession:
         if crop is None:
             return self._predict([z], [clicks], [prev], [prev_z])[0]
         sub, inside, sub_prev = crop_inputs(self.volume_hu[z], crop, clicks, prev)
-        p = self.predictor.predict_prepared([self.predictor.prepare(sub)], [sub.shape], [inside], [sub_prev])[0]
+        pi = None  # a 2.5D model is shown the neighbour's image on the same crop, as on the whole slice (_predict)
+        if prev_z != z and self.predictor.config.prev_image:
+            y0, x0, side = crop
+            pi = [self.predictor.prepare(self.volume_hu[prev_z][y0 : y0 + side, x0 : x0 + side])]
+        p = self.predictor.predict_prepared([self.predictor.prepare(sub)], [sub.shape], [inside], [sub_prev], None, pi)[0]
         return paste_crop(p, crop, self.shape[1:])
 
     def _run_reaches_anchor(self, z0: int, step: int, anchored: set[int]) -> bool:

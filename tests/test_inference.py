@@ -694,15 +694,16 @@ class NearSightedPredictor(OraclePredictor):
 
     def __init__(self, slice_shape):
         super().__init__()
-        self.slice_shape, self.views = tuple(slice_shape), []
+        self.slice_shape, self.views, self.neighbours = tuple(slice_shape), [], []
 
     def predict_prepared(self, images, shapes, clicks, prev_masks, boxes=None, prev_images=None):
         from scipy import ndimage
 
         out = []
-        for img, cl in zip(images, clicks):
+        for i, (img, cl) in enumerate(zip(images, clicks)):
             a = img.numpy()
             self.views.append(a.shape)
+            self.neighbours.append(None if prev_images is None or prev_images[i] is None else tuple(prev_images[i].shape))
             tissue = a > 0 if a.shape == self.slice_shape else (a > 0) & (a < 90)
             cc, _ = ndimage.label(tissue)
             seeds = [cc[c.y, c.x] for c in cl if c.positive and cc[c.y, c.x]]
@@ -763,6 +764,13 @@ def test_zoom_in_when_a_first_click_takes_in_tissue_of_another_intensity():
     vs.add_click(0, 128, 128, True)  # slice 0's lesion, carried onto the clicked slice 1
     assert len(pred.views) > n and pred.views[-1] != img.shape and vs._zoomed == {0, 1}
     np.testing.assert_array_equal(vs.mask[1], lesion)
+    assert pred.neighbours[-1] is None  # (a model without the neighbour's image)
+    # a 2.5D model is shown the neighbour's image on that crop too
+    pred.config.prev_image = True
+    vs = VolumeSession(pred, np.stack([img] * 3), zoom_out=ZoomOut())
+    vs.add_click(1, 128, 128, True, propagate=False)
+    vs.add_click(0, 128, 128, True)
+    assert pred.views[-1] != img.shape and pred.neighbours[-1] == pred.views[-1]
 
 
 class FocusPredictor(OraclePredictor):
