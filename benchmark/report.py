@@ -68,17 +68,21 @@ def curves(rows: list[dict]) -> dict[tuple[str, str], dict[tuple[str, int], dict
 
 
 def stats(per_slice: dict[tuple[str, int], dict[str, np.ndarray]]) -> dict:
-    """Mean Dice per k, NoC@{80,85,90} with failures, AUC, per-case 3D Dice per k, ms per click."""
+    """Mean Dice per k, NoC@{80,85,90} with failures, AUC, per-case 3D Dice, precision and recall
+    per k (pixels pooled over the case's slices; NaN where nothing was predicted / there is
+    nothing to find), ms per click."""
     d = np.stack([c["dice"] for c in per_slice.values()])  # (slices, K)
     K = d.shape[1]
     nocs = {t: [noc(row, t) for row in d] for t in sorted(set(NOC_THRESHOLDS) | set(VOLUME_NOC_THRESHOLDS))}
     by_case: dict[str, list] = defaultdict(list)
     for (case, _), c in per_slice.items():
         by_case[case].append(c)
-    dice3d = {}
+    dice3d, precision, recall = {}, {}, {}
     for case, cs in by_case.items():
         inter, pred, gt = (sum(c[f] for c in cs) for f in ("inter", "pred", "gt"))
         dice3d[case] = np.where(pred + gt > 0, 2 * inter / np.maximum(pred + gt, 1), 1.0)
+        precision[case] = np.where(pred > 0, inter / np.maximum(pred, 1), np.nan)
+        recall[case] = np.where(gt > 0, inter / np.maximum(gt, 1), np.nan)
     ms = np.nansum([c["ms"] for c in per_slice.values()])
     n_clicks = sum(c["n_clicks"][-1] for c in per_slice.values())
     n_pred = sum(np.isfinite(c["ms"]).sum() for c in per_slice.values())
@@ -86,7 +90,7 @@ def stats(per_slice: dict[tuple[str, int], dict[str, np.ndarray]]) -> dict:
     return {
         "n_slices": d.shape[0], "n_cases": len(by_case), "K": K, "dice": d.mean(0),
         "noc": {t: (float(np.mean([n for n, _ in v])), int(sum(f for _, f in v))) for t, v in nocs.items()},
-        "auc": float(np.mean([auc(row) for row in d])), "dice3d": dice3d,
+        "auc": float(np.mean([auc(row) for row in d])), "dice3d": dice3d, "precision": precision, "recall": recall,
         "ms_per_click": float(ms / (n_clicks if n_clicks else max(n_pred, 1))),
         # volume protocol: mean z-extent error (slices) per k, and seconds per volume for all K clicks
         "z_err": z_err.mean(0) if np.isfinite(z_err).all() else None,
@@ -104,6 +108,23 @@ def _pct(x: float) -> str:
 
 def _at(dice: np.ndarray, k: int) -> str:
     return _pct(dice[k - 1]) if k <= len(dice) else "n/a"
+
+
+def precision_recall_lines(table: dict, unit: str) -> list[str]:
+    """Markdown lines: per case, each method's precision / recall (%) after the first and the
+    last interaction, pixels (``unit``) pooled over the case. ``table[method]`` = :func:`stats`."""
+    K = max(s["K"] for s in table.values())
+    pair = lambda p, r: "–" if not (np.isfinite(p) and np.isfinite(r)) else f"{_pct(p)} / {_pct(r)}"  # noqa: E731
+    lines = ["", f"Precision / recall per case (%, {unit} pooled over the case), after 1 → {K}: a precision well under "
+             "the recall means the masks take in too much (a leak), the reverse too little.", "",
+             "| Case | " + " | ".join(table) + " |", "|---|" + "---:|" * len(table)]
+    for c in sorted({c for s in table.values() for c in s["precision"]}):
+        cells = []
+        for s in table.values():
+            p, r = s["precision"].get(c), s["recall"].get(c)
+            cells.append("–" if p is None else f"{pair(p[0], r[0])} → {pair(p[-1], r[-1])}")
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) -> str:
@@ -177,6 +198,7 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
                 v = table[(m, proto)]["dice3d"].get(c)
                 cells.append("–" if v is None else f"{_pct(v[0])} / {_pct(v[-1])}")
             lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        lines += precision_recall_lines({m: table[(m, proto)] for m in rows}, "pixels of its scored slices")
         lines.append("")
     return "\n".join(lines)
 
@@ -207,6 +229,7 @@ def volume_section(proto: str, table: dict, labels: dict) -> list[str]:
             v = s["dice3d"].get(c)
             cells.append("–" if v is None else f"{_pct(v[0])} / {_pct(v[-1])}")
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    lines += precision_recall_lines(table, "voxels")
     lines.append("")
     return lines
 

@@ -206,6 +206,18 @@ def test_summary_from_hand_made_csv(tmp_path):
     assert "| iunet-dynamic | Spleen | 70.00 | 87.50 | n/a | n/a | n/a |" in text
     assert "1.50 (0/2)" in text and "2.00 (0/2)" in text and "0.8438" in text
     assert "*75.83*" in text and png.stat().st_size > 1000  # the paper's Table II rows for Spleen
+    assert "| A | 70.00 / 70.00 → 92.50 / 92.50 |" in text  # precision / recall, pixels pooled
+
+
+def test_precision_and_recall_tell_a_leak_from_a_miss():
+    arrays = lambda **kw: {k: np.array(v, float) for k, v in kw.items()}  # noqa: E731
+    s = report.stats({("leak", 0): arrays(dice=[.5, .9], ms=[1, 1], n_clicks=[1, 2], inter=[10, 9], pred=[30, 10], gt=[10, 10]),
+                      ("miss", 0): arrays(dice=[0, .5], ms=[1, 1], n_clicks=[1, 2], inter=[0, 2], pred=[0, 2], gt=[6, 6])})
+    np.testing.assert_allclose(s["precision"]["leak"], [1 / 3, 0.9])
+    np.testing.assert_allclose(s["recall"]["leak"], [1.0, 0.9])
+    assert np.isnan(s["precision"]["miss"][0]) and s["recall"]["miss"][1] == pytest.approx(1 / 3)
+    lines = report.precision_recall_lines({"m": s}, "pixels")
+    assert "| leak | 33.33 / 100.00 → 90.00 / 90.00 |" in lines and "| miss | – → 100.00 / 33.33 |" in lines
 
 
 def test_noc_counts_failures():
