@@ -435,9 +435,6 @@ def click_disk_hu(image_hu: np.ndarray, click: Click) -> np.ndarray:
     return np.asarray(image_hu[y0:y1, x0:x1])[(yy - click.y) ** 2 + (xx - click.x) ** 2 <= r * r]
 
 
-FAT_MAX_HU = -30.0  # HU: a median at or below this is fat or air (a renal sinus), not an organ's tissue
-
-
 @dataclass(frozen=True)
 class ZoomOut:
     """The first click on a slice, for large structures: when the model's mask covers more
@@ -464,7 +461,7 @@ class ZoomOut:
     factor: float = 2.0
     margin_px: int = 16  # grid px of air around the shrunk slice
     follow_up: ZoomIn = ZoomIn()  # later clicks on a slice whose first click was zoomed in: on a crop (ZoomIn)
-    zoom_in_min_hu: float = FAT_MAX_HU  # clicks on fat or air (a renal sinus: the organ is meant) are not zoomed in
+    zoom_in_min_hu: float = -30.0  # clicks on fat or air (a renal sinus: the organ is meant) are not zoomed in
     zoom_in_margin_hu: float = 15.0  # how far (HU) beyond the stop rule's tolerance the mask's median must lie
     zoom_in_fraction: float = 1 / 3  # side of the zoomed-in view, a share of the slice's longer side (0: never); 1/3: ZoomIn.max_zoom
     focus_growth: float = 4.0  # a later foreground click that grows the mask more than this many times into other tissue: focus (0: never)
@@ -981,8 +978,8 @@ class VolumeSession:
         """Re-propagate outward from slice ``z0`` both ways (both directions in one batch).
         ``stop_when_same``: a slice that comes out as it was ends the run in that direction
         (what follows would come out the same); off, every slice within reach is recomputed.
-        ``grow_hu``: HU under the foreground click that started the run (masks may grow into it:
-        ``_regrown``)."""
+        ``grow_hu``: HU of the tissue the run's masks may grow into (under the foreground click
+        that started it, or of the mask set on ``z0``: ``_regrown``)."""
         max_slices = self.max_slices if max_slices is None else max_slices
         anchored = {zz for zz, _ in self._clicks}
         fronts = {step: z0 for step in (1, -1) if self._mask[z0].any() or not self._run_reaches_anchor(z0, step, anchored)}
@@ -1042,9 +1039,10 @@ class VolumeSession:
     def _regrown(self, z: int, new: np.ndarray, old: np.ndarray, grow_hu: np.ndarray | None = None) -> bool:
         """Whether a re-propagation's mask ``new`` for slice ``z`` took in other tissue around the
         slice's mask ``old``: over ``regrow_limit`` times its area, with an added part whose median
-        HU is neither ``old``'s (within HU_SHIFT_MIN) nor that of the foreground click that started
-        the run (``grow_hu``, within ``intensity_jump_hu``'s tolerance: a kidney whose first mask
-        was its sinus, clicked on its cortex, grows into the cortex)."""
+        HU is neither ``old``'s (within HU_SHIFT_MIN) nor the tissue the run started from
+        (``grow_hu``, within ``intensity_jump_hu``'s tolerance: the disk of the foreground click
+        that started it, so that a kidney whose first mask was its sinus, clicked on its cortex,
+        grows into the cortex; or the mask set with ``set_slice_mask``)."""
         if self.regrow_limit <= 0 or not old.any() or new.sum() <= self.regrow_limit * old.sum():
             return False
         hu = self.volume_hu[z]
@@ -1167,16 +1165,20 @@ class VolumeSession:
 
     def set_slice_mask(self, z: int, mask: np.ndarray, propagate: bool = True, stop_when_same: bool = True,
                        max_slices: int | None = None) -> np.ndarray:
-        """Put a mask on slice ``z`` (e.g. one drawn elsewhere) and propagate from it; undoable."""
+        """Put a mask on slice ``z`` (e.g. one drawn elsewhere) and propagate from it; undoable.
+        The masks it carries may grow into any tissue the mask itself holds (``_regrown``)."""
         m = np.asarray(mask, bool)
         if m.shape != self.shape[1:]:
             raise ValueError(f"mask {m.shape} does not match the slices {self.shape[1:]}")
-        return self._commit(_Edit(self._clicks, {}, self._zoomed), int(z), m, time.perf_counter(), propagate, stop_when_same, max_slices)
+        hu = self.volume_hu[int(z)][m]
+        grow_hu = hu[:: max(1, len(hu) // REF_HU_SAMPLES)] if len(hu) else None
+        return self._commit(_Edit(self._clicks, {}, self._zoomed), int(z), m, time.perf_counter(), propagate, stop_when_same,
+                            max_slices, grow_hu)
 
     def _commit(self, edit: _Edit, z: int, m: np.ndarray, t0: float, propagate: bool,
                 stop_when_same: bool = True, max_slices: int | None = None, grow_hu: np.ndarray | None = None) -> np.ndarray:
         """Put mask ``m`` on slice ``z``, propagate from it, and record ``edit`` for undo
-        (``grow_hu``: the HU under the foreground click that made ``m``, for ``_regrown``)."""
+        (``grow_hu``: the HU of the tissue the propagated masks may grow into, for ``_regrown``)."""
         if not np.array_equal(m, self._mask[z]):
             edit.slices[z] = np.packbits(self._mask[z])
             self._mask[z] = m

@@ -371,6 +371,10 @@ def test_a_re_propagation_grows_into_the_tissue_the_user_clicked():
     np.testing.assert_array_equal(vs.mask[5:15], np.broadcast_to(sinus, (10, 40, 40)))
     vs.add_click(9, 20, 26, True)
     np.testing.assert_array_equal(vs.mask, gt)
+    # likewise a whole kidney set on a slice (drawn, or "Propagate through volume") is carried whole
+    vs.undo()
+    vs.set_slice_mask(9, gt[9])
+    np.testing.assert_array_equal(vs.mask, gt)
 
 
 def test_volume_propagation_does_not_overwrite_clicked_slices():
