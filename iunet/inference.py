@@ -836,7 +836,9 @@ class VolumeSession:
     reaches is predicted again from its own clicks with the carried mask as its previous mask
     (``refresh_anchors``; never emptied), and the propagation goes on beyond it only if it
     changed. Where the carried mask ends but the masks from there on lead to a clicked slice,
-    they are kept (the structure is there). Undo restores the previous 3D mask exactly;
+    they are kept (the structure is there). A re-propagation that would make a slice's mask over
+    ``regrow_limit`` times larger with tissue that is neither the mask's nor the clicked one's
+    keeps that slice's mask and stops there (``_regrown``). Undo restores the previous 3D mask exactly;
     ``clear`` empties the volume (undoable too). Many sessions can share one ``Predictor``.
     """
 
