@@ -435,6 +435,15 @@ def click_disk_hu(image_hu: np.ndarray, click: Click) -> np.ndarray:
     return np.asarray(image_hu[y0:y1, x0:x1])[(yy - click.y) ** 2 + (xx - click.x) ** 2 <= r * r]
 
 
+def grew_into_other_tissue(image_hu: np.ndarray, old: np.ndarray, new: np.ndarray, factor: float) -> bool:
+    """Whether mask ``new`` is over ``factor`` times the area of ``old`` (not empty) with an added
+    part whose median HU lies more than HU_SHIFT_MIN from ``old``'s: it took in another tissue.
+    ``image_hu`` (Y, X) HU, the masks (Y, X) bool. (``ZoomOut.focus``, ``VolumeSession._regrown``.)"""
+    if new.sum() <= factor * old.sum():
+        return False
+    return abs(float(np.median(image_hu[new & ~old])) - float(np.median(image_hu[old]))) > HU_SHIFT_MIN
+
+
 @dataclass(frozen=True)
 class ZoomOut:
     """The first click on a slice, for large structures: when the model's mask covers more
@@ -523,11 +532,11 @@ class ZoomOut:
         if self.focus_growth <= 0 or self.zoom_in_fraction <= 0 or not click.positive or not prev.any():
             return None
         m = probability >= threshold
+        med = float(np.median(image_hu[prev]))
+        if med < self.zoom_in_min_hu or not grew_into_other_tissue(image_hu, prev, m, self.focus_growth):
+            return None  # a mask on fat (a renal sinus: the organ is meant), not grown much, or the same tissue
         added = m & ~prev
         limit = self.focus_growth * prev.sum()
-        med = float(np.median(image_hu[prev]))
-        if m.sum() <= limit or med < self.zoom_in_min_hu or abs(float(np.median(image_hu[added])) - med) <= HU_SHIFT_MIN:
-            return None  # not grown much, a mask on fat (a renal sinus: the organ is meant), or the same tissue
         h, w = image_hu.shape
         crop = self._view(click, (h, w))
         sub, inside, sub_prev = crop_inputs(np.asarray(image_hu), crop, clicks, prev)
@@ -808,6 +817,11 @@ CARRY_NEGATIVE_MM = 20.0  # a propagation carries background clicks this far fro
 REF_HU_SAMPLES = 20000  # HU values kept from the start slice's mask for the drift check
 
 
+def hu_sample(values_hu: np.ndarray) -> np.ndarray:
+    """At most about REF_HU_SAMPLES of the 1D HU values, evenly strided: enough for a median and a MAD."""
+    return values_hu[:: max(1, len(values_hu) // REF_HU_SAMPLES)]
+
+
 def intensity_jump_hu(new_hu: np.ndarray, prev_hu: np.ndarray) -> float:
     """How far (HU) the median of ``new_hu`` lies beyond what ``prev_hu`` allows: its median
     ± max(HU_SHIFT_MIN, 2 × robust std (1.4826 × MAD)); 0 when within. 1D arrays of HU values."""
@@ -988,8 +1002,7 @@ class VolumeSession:
         done = {step: 0 for step in (1, -1)}
         zr = self._reference_slice(z0)
         guides = {step: self._negatives_on(z0) for step in fronts}  # background clicks each run carries along
-        ref_hu = self.volume_hu[zr][self._mask[zr]]
-        ref_hu = ref_hu[:: max(1, len(ref_hu) // REF_HU_SAMPLES)]  # enough for a median and a MAD
+        ref_hu = hu_sample(self.volume_hu[zr][self._mask[zr]])
         while fronts:
             zs, prevs, steps = [], [], []
             for step, z in list(fronts.items()):
@@ -1045,13 +1058,10 @@ class VolumeSession:
         (``grow_hu``, within ``intensity_jump_hu``'s tolerance: the disk of the foreground click
         that started it, so that a kidney whose first mask was its sinus, clicked on its cortex,
         grows into the cortex; or the mask set with ``set_slice_mask``)."""
-        if self.regrow_limit <= 0 or not old.any() or new.sum() <= self.regrow_limit * old.sum():
-            return False
         hu = self.volume_hu[z]
-        added = hu[new & ~old]
-        if abs(float(np.median(added)) - float(np.median(hu[old]))) <= HU_SHIFT_MIN:
+        if self.regrow_limit <= 0 or not old.any() or not grew_into_other_tissue(hu, old, new, self.regrow_limit):
             return False
-        return grow_hu is None or intensity_jump_hu(added, grow_hu) > 0
+        return grow_hu is None or intensity_jump_hu(hu[new & ~old], grow_hu) > 0
 
     def _negatives_on(self, z: int) -> list[tuple[int, Click, np.ndarray]]:
         """The background clicks of slice ``z`` as (z, click, HU of its disk there), for a
@@ -1172,8 +1182,7 @@ class VolumeSession:
         m = np.asarray(mask, bool)
         if m.shape != self.shape[1:]:
             raise ValueError(f"mask {m.shape} does not match the slices {self.shape[1:]}")
-        hu = self.volume_hu[int(z)][m]
-        grow_hu = hu[:: max(1, len(hu) // REF_HU_SAMPLES)] if len(hu) else None
+        grow_hu = hu_sample(self.volume_hu[int(z)][m]) if m.any() else None
         return self._commit(_Edit(self._clicks, {}, self._zoomed), int(z), m, time.perf_counter(), propagate, stop_when_same,
                             max_slices, grow_hu)
 
