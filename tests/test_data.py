@@ -562,6 +562,39 @@ def test_sinus_samples_click_a_fat_core_and_mean_the_whole_structure():
         assert region.sum() < 0.3 * organ.sum()
 
 
+def test_soft_sinus_samples_have_a_fluid_or_soft_tissue_core():
+    """--sinus-soft-p: the sinus core is darker than the organ by 30-130 HU but not fat (a renal
+    sinus with little fat, urine in the pelvis); its shape, the click and the target as before."""
+    from iunet.data import LabelSlice, render_interior
+
+    yy, xx = np.mgrid[:64, :64]
+    organ = (yy - 30) ** 2 / 16**2 + (xx - 34) ** 2 / 11**2 <= 1
+    d = ndimage.distance_transform_edt(organ)
+    core = np.unravel_index(int(np.argmax(d)), d.shape)
+    for seed in range(8):
+        hu = np.full((64, 64), 160.0, np.float32)
+        fat = render_interior(hu.copy(), organ, 160.0, np.random.default_rng(seed), fat_sinus=True)
+        region = render_interior(hu, organ, 160.0, np.random.default_rng(seed), fat_sinus=True, soft=True)
+        assert (region == fat).all()  # the same shape, another content
+        assert 160 - 130 - 30 < hu[core] < 160 - 30 + 30 and hu[core] > -20
+        low = np.full((64, 64), 20.0, np.float32)  # an organ near water: the core is fluid, never fat
+        render_interior(low, organ, 20.0, np.random.default_rng(seed), fat_sinus=True, soft=True)
+        assert low[core] > -30
+    lab = np.zeros((64, 64), np.int32)
+    lab[organ] = 1
+    sl = LabelSlice(lab, 512, target_ids=(1,))
+    cfg = SampleConfig(inputs=InputConfig(grid_px=64), sinus_p=1.0, sinus_soft_p=1.0, geometry=False, real_fraction=0.0)
+    below = []
+    for seed in range(12):
+        s = make_sample(sl, np.random.default_rng(seed), cfg)
+        c = s.clicks[0]
+        assert c.positive and (s.target[0] > 0.5).sum() == organ.sum()
+        assert s.hu[c.y, c.x] > -40  # never fat (fat sinuses: -110 to -30 HU)
+        below.append(float(np.median(s.hu[organ])) - float(s.hu[c.y, c.x]))
+    assert np.median(below) > 25  # clicked in a core darker than the organ
+    assert SampleConfig().sinus_soft_p == 0.0
+
+
 def test_wide_sinus_samples_open_the_structure_and_click_either_side():
     """--sinus-wide-p: a wide sinus with a hilum (a kidney's middle slices) takes more of the
     structure than the default one and reaches its border; the first click is at the core or,
