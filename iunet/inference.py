@@ -520,22 +520,27 @@ class ZoomOut:
         before it, not empty) whose mask ``probability >= threshold`` grew more than
         ``focus_growth`` times into tissue that is not the mask's (the added part's median HU
         more than HU_SHIFT_MIN from ``prev``'s, ``prev`` not on fat: a click on a vessel branch
-        that took in the liver around it): the slice predicted again on a focus view, a square
+        that took in the liver around it) or not the clicked spot's (beyond ``intensity_jump_hu``'s
+        tolerance of the click's disk: a mask that already held some of the liver, or a click on a
+        vessel that took in the pancreas beside it): the slice predicted again on a focus view, a square
         ``zoom_in_fraction`` of the slice's longer side centred on the click, with the previous
         mask and the clicks inside it (FocalClick's local refinement); outside the view the
         previous mask stays.
-        Returned (Y, X) only if the focus view's mask did not grow that much itself and what it
-        adds is nearer the mask's median HU than what the full view added (a kidney whose sinus
-        was the first mask, or a liver after a click on its tumour, is then kept whole as
-        predicted); else None (keep the prediction)."""
+        Returned (Y, X) only if the focus view's mask did not grow that much itself and, unless
+        the full view's addition is not the clicked tissue, what it adds is nearer the mask's
+        median HU than what the full view added (a kidney whose sinus was the first mask, or a
+        liver after a click on its tumour, clicked on the liver, is then kept whole as predicted);
+        else None (keep the prediction)."""
         click = clicks[-1]
         if self.focus_growth <= 0 or self.zoom_in_fraction <= 0 or not click.positive or not prev.any():
             return None
         m = probability >= threshold
         med = float(np.median(image_hu[prev]))
-        if med < self.zoom_in_min_hu or not grew_into_other_tissue(image_hu, prev, m, self.focus_growth):
-            return None  # a mask on fat (a renal sinus: the organ is meant), not grown much, or the same tissue
         added = m & ~prev
+        # grown much, and what it took in is not the tissue the user clicked on
+        foreign = m.sum() > self.focus_growth * prev.sum() and intensity_jump_hu(image_hu[added], click_disk_hu(image_hu, click)) > 0
+        if med < self.zoom_in_min_hu or not (foreign or grew_into_other_tissue(image_hu, prev, m, self.focus_growth)):
+            return None  # a mask on fat (a renal sinus: the organ is meant), not grown much, or the same tissue
         limit = self.focus_growth * prev.sum()
         h, w = image_hu.shape
         crop = self._view(click, (h, w))
@@ -547,8 +552,8 @@ class ZoomOut:
         mf = out >= threshold
         if not (mf & ~prev).any() or mf.sum() > limit:
             return None
-        if abs(float(np.median(image_hu[mf & ~prev])) - med) >= abs(float(np.median(image_hu[added])) - med):
-            return None  # what the focus view adds is no nearer the mask's tissue
+        if not foreign and abs(float(np.median(image_hu[mf & ~prev])) - med) >= abs(float(np.median(image_hu[added])) - med):
+            return None  # what the focus view adds is no nearer the mask's tissue (and the full view's is the clicked one)
         return out
 
     def predict(self, predictor: "Predictor", images_hu: Sequence[np.ndarray], clicks: Sequence[Sequence[Click]],

@@ -809,7 +809,9 @@ def test_focus_view_when_a_later_click_takes_in_other_tissue():
     the full view (over 4 × the mask, 100 HU from the vessel's); predicted again on a focus view
     around the click (a third of the slice) it adds the branch only, which is kept. A click
     whose focus view grows as much (a click on the organ itself after a mask on a small dark
-    lesion) keeps the full prediction; focus_growth 0 turns it off; the volume's clicks too."""
+    lesion) keeps the full prediction; focus_growth 0 turns it off; the volume's clicks too. A
+    mask that already holds some of the organ is focused too: the organ is not the clicked
+    branch's tissue."""
     from iunet.inference import ZoomOut
 
     yy, xx = np.mgrid[:256, :256]
@@ -825,6 +827,11 @@ def test_focus_view_when_a_later_click_takes_in_other_tissue():
     assert pred.views[-1] == (85, 85)  # the focus view
     s = Session(pred, img, zoom_out=ZoomOut(focus_growth=0), initial_mask=branch_a)
     np.testing.assert_array_equal(s.add_click(160, 150, True), organ)  # off: the organ
+    # a mask that already holds some of the organ around branch a (its median HU the organ's):
+    # what the click took in is not the clicked branch's tissue, so the focus view again
+    held = (yy - 100) ** 2 + (xx - 100) ** 2 <= 10**2
+    s = Session(pred, img, zoom_out=ZoomOut(), initial_mask=held)
+    np.testing.assert_array_equal(s.add_click(160, 150, True), held | branch_b)
     # a small dark lesion first, then a click on the organ: the focus view takes much of the
     # organ as well, so the whole organ stays
     lesion_img = img.copy()
