@@ -537,11 +537,12 @@ class ZoomOut:
         m = probability >= threshold
         med = float(np.median(image_hu[prev]))
         added = m & ~prev
-        # grown much, and what it took in is not the tissue the user clicked on
-        foreign = m.sum() > self.focus_growth * prev.sum() and intensity_jump_hu(image_hu[added], click_disk_hu(image_hu, click)) > 0
-        if med < self.zoom_in_min_hu or not (foreign or grew_into_other_tissue(image_hu, prev, m, self.focus_growth)):
-            return None  # a mask on fat (a renal sinus: the organ is meant), not grown much, or the same tissue
         limit = self.focus_growth * prev.sum()
+        if m.sum() <= limit or med < self.zoom_in_min_hu:
+            return None  # not grown much, or a mask on fat (a renal sinus: the organ is meant)
+        foreign = intensity_jump_hu(image_hu[added], click_disk_hu(image_hu, click)) > 0  # not the tissue clicked on
+        if not foreign and not grew_into_other_tissue(image_hu, prev, m, self.focus_growth):
+            return None  # the mask's own tissue, and the clicked one
         h, w = image_hu.shape
         crop = self._view(click, (h, w))
         sub, inside, sub_prev = crop_inputs(np.asarray(image_hu), crop, clicks, prev)
