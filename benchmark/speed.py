@@ -74,7 +74,7 @@ def first_click_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, n_click
     zoomed-out second prediction of ``ZoomOut`` forced: what a large structure's first click
     costs. After ``warmup`` untimed ones. ``hu``, ``gt``: (Y, X)."""
     y, x = deepest_point(gt)
-    zoom_out = ZoomOut(min_area_fraction=0.0)
+    zoom_out = ZoomOut(min_area_fraction=0.0, centre_radius_px=0.0)  # always the zoom-out, never the centre zoom-in
     times = []
     for _ in range(warmup + n_clicks):
         s = Session(predictor, hu, zoom_out=zoom_out)

@@ -426,9 +426,9 @@ def paste_crop(probability: np.ndarray, crop: Crop, shape_yx: tuple[int, int]) -
     return out
 
 
-def click_disk_hu(image_hu: np.ndarray, click: Click) -> np.ndarray:
-    """HU values of the click's disk (at least 3 px radius) on ``image_hu`` (Y, X), 1D."""
-    r = max(3.0, float(click.radius_px))
+def click_disk_hu(image_hu: np.ndarray, click: Click, min_radius_px: float = 3.0) -> np.ndarray:
+    """HU values of the click's disk (at least ``min_radius_px`` radius) on ``image_hu`` (Y, X), 1D."""
+    r = max(min_radius_px, float(click.radius_px))
     y0, y1 = max(int(click.y - r), 0), min(int(click.y + r) + 1, image_hu.shape[0])
     x0, x1 = max(int(click.x - r), 0), min(int(click.x + r) + 1, image_hu.shape[1])
     yy, xx = np.mgrid[y0:y1, x0:x1]
@@ -474,6 +474,7 @@ class ZoomOut:
     zoom_in_margin_hu: float = 15.0  # how far (HU) beyond the stop rule's tolerance the mask's median must lie
     zoom_in_fraction: float = 1 / 3  # side of the zoomed-in view, a share of the slice's longer side (0: never); 1/3: ZoomIn.max_zoom
     focus_growth: float = 4.0  # a later foreground click that grows the mask more than this many times into other tissue: focus (0: never)
+    centre_radius_px: float = 1.5  # a large first mask not of the clicked centre's intensity (this disk's): zoomed in, not out (0: never)
 
     def applies(self, probability: np.ndarray, clicks: Sequence[Click], threshold: float = 0.5) -> bool:
         """Whether the prediction ``probability`` (Y, X) of a slice's first clicks ``clicks`` (no
@@ -490,7 +491,7 @@ class ZoomOut:
         return int(np.clip(click.y - side // 2, 0, h - side)), int(np.clip(click.x - side // 2, 0, w - side)), side
 
     def zoom_in(self, predictor: "Predictor", image_hu: np.ndarray, probability: np.ndarray, clicks: Sequence[Click],
-                threshold: float = 0.5) -> np.ndarray | None:
+                threshold: float = 0.5, centre: bool = False) -> np.ndarray | None:
         """For a slice's first click (one positive click, no previous mask) whose mask
         ``probability >= threshold`` is not of the clicked spot's intensity: the probability
         (Y, X) predicted again on the zoomed-in view (zero outside it), if its mask is nearer the
@@ -501,7 +502,9 @@ class ZoomOut:
         if not m.any():
             return None
         click = clicks[0]
-        disk = click_disk_hu(image_hu, click)
+        if centre and self.centre_radius_px <= 0:
+            return None
+        disk = click_disk_hu(image_hu, replace(click, radius_px=self.centre_radius_px) if centre else click, 0.0 if centre else 3.0)
         med = float(np.median(disk))
         if med < self.zoom_in_min_hu or intensity_jump_hu(image_hu[m], disk) <= self.zoom_in_margin_hu:
             return None
@@ -737,14 +740,20 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
             probs[i] = paste_crop(probs[i], crop, s.shape)
     wide = [i for i, (s, c) in enumerate(zip(sessions, new))
             if s.zoom_out is not None and s.probability is None and not s.clicks and s.zoom_out.applies(probs[i], (c,), s.threshold)]
+    zoomed = set()
+    for i in wide:  # unless the large mask is not of the clicked centre's intensity: zoomed in
+        p = sessions[i].zoom_out.zoom_in(predictor, sessions[i].image_hu, probs[i], (new[i],), sessions[i].threshold, centre=True)
+        if p is not None:
+            probs[i] = p
+            zoomed.add(i)
+    wide = [i for i in wide if i not in zoomed]
     for zo in {sessions[i].zoom_out for i in wide}:  # a large structure's first click: again, zoomed out
         idx = [i for i in wide if sessions[i].zoom_out == zo]
         for i, p in zip(idx, zo.predict(predictor, [sessions[i].image_hu for i in idx], [(new[i],) for i in idx],
                                         [sessions[i]._grid for i in idx])):
             probs[i] = p
-    zoomed = set()
     for i, (s, c) in enumerate(zip(sessions, new)):  # a first click whose mask is not the clicked tissue: zoomed in
-        if s.zoom_out is not None and s.probability is None and not s.clicks and i not in wide:
+        if s.zoom_out is not None and s.probability is None and not s.clicks and i not in wide and i not in zoomed:
             p = s.zoom_out.zoom_in(predictor, s.image_hu, probs[i], (c,), s.threshold)
             if p is not None:
                 probs[i] = p
@@ -1166,13 +1175,13 @@ class VolumeSession:
             focused = self.zoom_out.focus(self.predictor, self.volume_hu[z], prev, prob, clicks, self.threshold)
             prob = prob if focused is None else focused
         if self.zoom_out is not None and not prev.any() and len(clicks) == 1:
-            if self.zoom_out.applies(prob, clicks, self.threshold):
+            wide = self.zoom_out.applies(prob, clicks, self.threshold)
+            zoomed = self.zoom_out.zoom_in(self.predictor, self.volume_hu[z], prob, clicks, self.threshold, centre=wide)
+            if zoomed is not None:  # a small structure, or a large mask that is not the clicked centre's tissue
+                prob = zoomed
+                self._zoomed = self._zoomed | {z}
+            elif wide:  # a large structure: again, zoomed out
                 prob = self.zoom_out.predict(self.predictor, [self.volume_hu[z]], [clicks], [self._grid(z)])[0]
-            else:
-                zoomed = self.zoom_out.zoom_in(self.predictor, self.volume_hu[z], prob, clicks, self.threshold)
-                if zoomed is not None:
-                    prob = zoomed
-                    self._zoomed = self._zoomed | {z}
         m = prob >= self.threshold
         piece = clicked_piece(prev, clicks)
         if piece is not None:  # a background click on a separate piece of this slice's mask: all of it goes

@@ -747,6 +747,14 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     assert json.loads((nf / "run.json").read_text())["config"]["focus"] is False
     assert "--no-focus" in (nf / "summary.md").read_text()
     assert "--no-zoom-in" in (nz / "summary.md").read_text()
+    # --no-centre-zoom (a diagnostic): a large first mask is always zoomed out; recorded and said
+    assert wide.zoom_out.centre_radius_px > 0
+    nc = tmp_path / "no_centre_zoom"
+    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-zoomout", "--protocols", "ritm",
+          "--max-clicks", "1", "--cases", "pat:slab", "--no-centre-zoom", "--out", str(nc)])
+    assert json.loads((nc / "run.json").read_text())["config"]["centre_zoom"] is False
+    assert "--no-centre-zoom" in (nc / "summary.md").read_text()
+    assert "centre_zoom" not in json.loads((nf / "run.json").read_text())["config"]  # the default is not recorded
 
 
 def test_volume_only_summary_counts_volumes_not_slices(ckpt, patient, tmp_path):

@@ -845,6 +845,44 @@ def test_focus_view_when_a_later_click_takes_in_other_tissue():
     np.testing.assert_array_equal(vs.add_click(1, 160, 150, True, propagate=False)[1], branch_a | branch_b)
 
 
+def test_a_large_first_mask_not_of_the_clicked_centre_is_zoomed_in_not_out():
+    """ZoomOut(centre_radius_px): a first click on a small bright vessel inside a large organ
+    takes the organ at the full view (over min_area_fraction of the slice, so it would be
+    zoomed out); the clicked centre (a 1.5 px disk: the vessel, 90 HU above the organ) is not
+    the mask's tissue, so the slice is predicted again zoomed in, on the vessel, and its later
+    clicks go on on a crop; the same in a volume. A click on the organ itself, a click on fat,
+    or centre_radius_px 0 keep the large mask for the zoom-out."""
+    from iunet.inference import ZoomOut
+
+    yy, xx = np.mgrid[:256, :256]
+    img = np.full((256, 256), -100.0, np.float32)
+    organ = (yy - 128) ** 2 + (xx - 128) ** 2 <= 40**2  # 7.7 % of the slice: a large first mask
+    vessel = (yy - 120) ** 2 + (xx - 135) ** 2 <= 3**2
+    img[organ] = 110.0
+    img[vessel] = 200.0
+    pred = FocusPredictor(img.shape)  # the full view: the organ; a smaller view: the clicked tissue
+    full = pred.predict_prepared([torch.from_numpy(img)], [img.shape], [[Click(120, 135, True, 5.0)]], [None])[0]
+    np.testing.assert_array_equal(full >= 0.5, organ)
+    assert ZoomOut().applies(full, [Click(120, 135, True, 5.0)])
+    s = Session(pred, img, zoom_out=ZoomOut())
+    np.testing.assert_array_equal(s.add_click(120, 135, True), vessel)
+    assert s.zoomed_in and pred.views[-1] == (85, 85)
+    s.add_click(121, 135, True)
+    assert pred.views[-1] != img.shape and not (s.mask & ~vessel).any()  # later clicks on a crop
+    vs = VolumeSession(pred, np.stack([img] * 3), zoom_out=ZoomOut())
+    np.testing.assert_array_equal(vs.add_click(1, 120, 135, True, propagate=False)[1], vessel)
+    assert vs._zoomed == {1}
+    # the organ's own centre, a click on fat, or the check off: not zoomed in (the zoom-out's case)
+    on_organ = [Click(150, 110, True, 5.0)]
+    assert ZoomOut().zoom_in(pred, img, full, on_organ, centre=True) is None
+    fat = img.copy()
+    fat[vessel] = -80.0
+    assert ZoomOut().zoom_in(pred, fat, full, [Click(120, 135, True, 5.0)], centre=True) is None
+    assert ZoomOut(centre_radius_px=0).zoom_in(pred, img, full, [Click(120, 135, True, 5.0)], centre=True) is None
+    # without centre, the click's disk (5 px, mostly organ) is the test, as before: the organ is the clicked tissue
+    assert ZoomOut().zoom_in(pred, img, full, [Click(120, 135, True, 5.0)]) is None
+
+
 def test_zoomed_out_view_is_the_shrunk_grid_in_air_and_boxes_map_clicks_and_output():
     """``prepare_zoomed_out``: the prepared slice shrunk in the middle of windowed air, on a grid
     the network's poolings divide; ``boxes`` put the clicks and previous mask into that part of
