@@ -464,7 +464,10 @@ class ZoomOut:
     slice is predicted again on a square ``zoom_in_fraction`` of its longer side centred on the
     click, where the lesion is seen larger, and that mask is kept if its median HU is nearer the
     click's (docs/design.md, "Zoom-out"). Not for clicks on fat or air (``zoom_in_min_hu``): a
-    click in a renal sinus's fat means the kidney around it, as the model was trained."""
+    click in a renal sinus's fat means the kidney around it, as the model was trained. A large
+    first mask is tested the same way first, against the clicked *centre* (a
+    ``centre_radius_px`` disk; 0: never): a click on a small bright vessel whose mask took the
+    liver around it is zoomed in, not out."""
 
     min_area_fraction: float = 0.045
     factor: float = 2.0
