@@ -247,7 +247,7 @@ INTERIOR_MIN_DEPTH_PX = 6.0  # grid px: structures thinner than this get no inte
 
 
 def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.random.Generator, fat_sinus: bool = False,
-                    wide: bool = False, soft: bool = False) -> np.ndarray:
+                    wide: bool = False, soft: bool = False, mottled: bool = False) -> np.ndarray:
     """Internal structure that a structure's label includes, drawn into ``hu`` (G, G) in place:
     either a fat or fluid *sinus* at its core, often opening to its border (renal sinus and
     hilum, splenic hilum, a necrotic centre), or *vessels* through it (enhanced brighter, or
@@ -257,7 +257,7 @@ def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.rando
     the changed pixels (empty when ``m`` is thinner than ``INTERIOR_MIN_DEPTH_PX``).
     ``fat_sinus``: always a sinus, of fat (a renal sinus; ``--sinus-p`` samples); ``wide``: a
     wide one, as a kidney's middle slices show it (``_renal_sinus``); ``soft``: its core of
-    fluid or soft tissue instead of fat."""
+    fluid or soft tissue instead of fat; ``mottled``: fat with soft-tissue strands."""
     d = _edt(m)
     depth = float(d.max())
     if depth < INTERIOR_MIN_DEPTH_PX:
@@ -265,7 +265,7 @@ def render_interior(hu: np.ndarray, m: np.ndarray, base_hu: float, rng: np.rando
     cy, cx = np.unravel_index(int(np.argmax(d)), d.shape)
     shape = m.shape
     if fat_sinus:
-        return _renal_sinus(hu, m, d, (int(cy), int(cx)), depth, base_hu, rng, wide, soft)
+        return _renal_sinus(hu, m, d, (int(cy), int(cx)), depth, base_hu, rng, wide, soft, mottled)
     if rng.random() < 0.5:  # sinus
         region = random_blob(shape, rng, cy, cx, rng.uniform(0.3, 0.65) * depth) & (d > 2)
         region[cy, cx] = True  # its core: the structure's deepest point
@@ -301,7 +301,8 @@ def _hilum(shape: tuple[int, int], core_yx: tuple[int, int], depth: float, width
 
 
 def _renal_sinus(hu: np.ndarray, m: np.ndarray, d: np.ndarray, core_yx: tuple[int, int], depth: float,
-                 base_hu: float, rng: np.random.Generator, wide: bool = False, soft: bool = False) -> np.ndarray:
+                 base_hu: float, rng: np.random.Generator, wide: bool = False, soft: bool = False,
+                 mottled: bool = False) -> np.ndarray:
     """A renal sinus as real CT shows it, drawn into ``hu`` (G, G) in place: a small fat core at
     the structure's deepest point ``core_yx`` (an eighth to a third of its depth ``depth`` px, 2 px at least),
     thin branches (calyces, 1-3 px) running from it towards the cortex, often a narrow hilum to
@@ -312,7 +313,9 @@ def _renal_sinus(hu: np.ndarray, m: np.ndarray, d: np.ndarray, core_yx: tuple[in
     the depth wide, so that the parenchyma on either side looks like two pieces. ``soft``: the core is not
     fat but fluid or soft tissue, 30-130 HU below the parenchyma (-5 HU at least), as a sinus with
     little fat, urine in the pelvis or a partial volume of both shows it (the 3D-IRCADb kidneys'
-    sinus is 38-125 HU). ``m`` (G, G)
+    sinus is 38-125 HU). ``mottled``: fat and soft tissue mixed on a 1-2 px scale, 30-70 % of the
+    core soft tissue (vessels, a collapsed pelvis, septa in the fat), as the 3D-IRCADb kidneys'
+    sinus looks where the robot clicks (clicks read -34 to 44 HU). ``m`` (G, G)
     bool, ``d`` its distance map; returns the changed pixels, which hold ``core_yx``."""
     shape = m.shape
     cy, cx = core_yx
@@ -342,6 +345,11 @@ def _renal_sinus(hu: np.ndarray, m: np.ndarray, d: np.ndarray, core_yx: tuple[in
     if soft:
         core_hu = max(-5.0, base_hu - rng.uniform(30, 130))
     hu[region] = core_hu + rng.uniform(4, 14) * noise[region]
+    if mottled:  # soft-tissue strands through the fat (drawn only here: the rest is as before, draw for draw)
+        soft_hu = max(-5.0, base_hu - rng.uniform(30, 130))
+        mix = _smooth_noise(shape, rng, rng.uniform(0.8, 1.8))
+        strands = region & (mix > np.quantile(mix[region], rng.uniform(0.3, 0.7)))
+        hu[strands] += soft_hu - core_hu
     if rng.random() < 0.5:  # some branches hold urine or enhanced vessels
         other = branches & region & (noise > rng.uniform(0.0, 1.0))
         other[cy, cx] = False
@@ -382,7 +390,7 @@ def fat_seam(labels: np.ndarray, width_px: int = 1) -> np.ndarray:
 
 def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, similar_p: float = 0.0,
               interior_p: float = 0.0, sinus_mask: np.ndarray | None = None, seam_p: float = 0.0,
-              wide_sinus: bool = False, soft_sinus: bool = False) -> np.ndarray:
+              wide_sinus: bool = False, soft_sinus: bool = False, mottled_sinus: bool = False) -> np.ndarray:
     """Render a synthetic CT slice (G, G) float32 HU from a label slice (domain randomised).
 
     With probability ``similar_p``, the structures that touch label ``focus_id`` (the target)
@@ -393,7 +401,7 @@ def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, simil
     ``render_interior`` adds a sinus or vessels inside it (0, the default: as before).
     ``sinus_mask`` (G, G) bool, a part of label ``focus_id`` (the target): it gets a fat sinus
     at its core, always (None, the default: as before), a wide one with ``wide_sinus``, one of
-    fluid or soft tissue with ``soft_sinus``. With
+    fluid or soft tissue with ``soft_sinus``, of fat with soft-tissue strands with ``mottled_sinus``. With
     probability ``seam_p``, every interface where two labelled structures touch gets a thin fat
     plane (``fat_seam``), as CT shows between most abutting organs (0, the default: as before,
     draw for draw)."""
@@ -459,7 +467,7 @@ def render_ct(sl: LabelSlice, rng: np.random.Generator, focus_id: int = 0, simil
             les = random_blob(shape, rng, ys_k[i], xs_k[i], rng.uniform(0.01, 0.04) * g) & m
             hu[les] = rng.uniform(*HU_ORGAN)
         if sinus_mask is not None and k == focus_id:
-            render_interior(hu, sinus_mask, base, rng, fat_sinus=True, wide=wide_sinus, soft=soft_sinus)
+            render_interior(hu, sinus_mask, base, rng, fat_sinus=True, wide=wide_sinus, soft=soft_sinus, mottled=mottled_sinus)
         elif interior_p > 0 and rng.random() < interior_p:
             render_interior(hu, m, base, rng)
     if seam_p > 0 and rng.random() < seam_p:
@@ -519,6 +527,7 @@ class SampleConfig:
     sinus_p: float = 0.0  # click samples whose target has a fat sinus at its core, first clicked there
     sinus_wide_p: float = 0.0  # of those, the share with a wide sinus and hilum (a kidney's middle slices)
     sinus_soft_p: float = 0.0  # of those, the share whose sinus core is fluid or soft tissue, not fat
+    sinus_mottled_p: float = 0.0  # of the others, the share whose fat core has soft-tissue strands
     seam_p: float = 0.0  # renderings with a thin fat plane wherever two labelled structures touch (fat_seam)
     prev_image: bool = False  # also the image the previous mask was drawn on (models with ModelConfig.prev_image)
     near_end_p: float = 0.0  # of the propagation pairs at a structure's end, the share taken onto its last slice (neighbour_target)
@@ -964,12 +973,13 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
     sinus = sinus and float(_edt(target).max()) >= INTERIOR_MIN_DEPTH_PX
     wide_sinus = sinus and cfg.sinus_wide_p > 0 and rng.random() < cfg.sinus_wide_p
     soft_sinus = sinus and cfg.sinus_soft_p > 0 and rng.random() < cfg.sinus_soft_p
+    mottled_sinus = sinus and not soft_sinus and cfg.sinus_mottled_p > 0 and rng.random() < cfg.sinus_mottled_p
     use_real = pair is None and sl.hu is not None and not sinus and rng.random() < cfg.real_fraction
     # a spill (or a mask carried onto another organ) is hardest, and most common, into a touching
     # structure of the target's HU
     hu = sl.hu.astype(np.float32) if use_real else render_ct(sl, rng, k, 0.5 if spilt or wrong else cfg.similar_p, cfg.interior_p,
                                                               sinus_mask=target if sinus else None, seam_p=cfg.seam_p, wide_sinus=wide_sinus,
-                                                              soft_sinus=soft_sinus)
+                                                              soft_sinus=soft_sinus, mottled_sinus=mottled_sinus)
     if lesion is not None:
         hu = paint_lesion(hu, lesion, rng)
     if vessel is not None:

@@ -595,6 +595,39 @@ def test_soft_sinus_samples_have_a_fluid_or_soft_tissue_core():
     assert SampleConfig().sinus_soft_p == 0.0
 
 
+def test_mottled_sinus_samples_mix_fat_and_soft_tissue_in_the_core():
+    """--sinus-mottled-p: the fat core gets soft-tissue strands, 30-70 % of it (the 3D-IRCADb
+    kidneys' sinus where the robot clicks); the shape as the fat sinus's; off, the rendering is
+    the fat sinus, draw for draw; sample clicks and targets as before."""
+    from iunet.data import LabelSlice, render_interior
+
+    yy, xx = np.mgrid[:64, :64]
+    organ = (yy - 30) ** 2 / 16**2 + (xx - 34) ** 2 / 11**2 <= 1
+    shares = []
+    for seed in range(8):
+        fat_hu = np.full((64, 64), 160.0, np.float32)
+        fat = render_interior(fat_hu, organ, 160.0, np.random.default_rng(seed), fat_sinus=True, wide=True)
+        hu = np.full((64, 64), 160.0, np.float32)
+        region = render_interior(hu, organ, 160.0, np.random.default_rng(seed), fat_sinus=True, wide=True, mottled=True)
+        assert (region == fat).all()  # the same shape, another content
+        again = np.full((64, 64), 160.0, np.float32)
+        render_interior(again, organ, 160.0, np.random.default_rng(seed), fat_sinus=True, wide=True, mottled=False)
+        np.testing.assert_array_equal(again, fat_hu)  # off: the fat sinus, draw for draw
+        core = region & (fat_hu < -20)  # the fat core (not the urine / vessel branches)
+        soft = core & (hu > -10) & (hu < 140)
+        shares.append(soft.sum() / max(core.sum(), 1))
+        assert (core & (hu < -20)).any()  # some fat stays
+    assert 0.2 < np.median(shares) < 0.8
+    lab = np.zeros((64, 64), np.int32)
+    lab[organ] = 1
+    sl = LabelSlice(lab, 512, target_ids=(1,))
+    cfg = SampleConfig(inputs=InputConfig(grid_px=64), sinus_p=1.0, sinus_mottled_p=1.0, geometry=False, real_fraction=0.0)
+    for seed in range(6):
+        s = make_sample(sl, np.random.default_rng(seed), cfg)
+        assert s.clicks[0].positive and (s.target[0] > 0.5).sum() == organ.sum()
+    assert SampleConfig().sinus_mottled_p == 0.0
+
+
 def test_wide_sinus_samples_open_the_structure_and_click_either_side():
     """--sinus-wide-p: a wide sinus with a hilum (a kidney's middle slices) takes more of the
     structure than the default one and reaches its border; the first click is at the core or,
