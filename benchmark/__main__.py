@@ -91,6 +91,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--no-centre-zoom", dest="centre_zoom", action="store_false",
                    help="a diagnostic for iunet-zoomout: a large first mask that is not the clicked centre's tissue is zoomed out "
                         "as any large first mask, never zoomed in (iunet.inference.ZoomOut(centre_radius_px=0))")
+    p.add_argument("--no-zoom-refine", dest="zoom_refine", action="store_false",
+                   help="a diagnostic for iunet-zoomout: a zoomed-out first mask is kept as it is, not predicted again at the "
+                        "full view with itself as the previous mask (iunet.inference.ZoomOut(refine=False))")
     p.add_argument("--device", default=d.device, help="auto (default), cpu, cuda")
     p.add_argument("--runtime", choices=list(RUNTIMES), default=d.runtime,
                    help="the networks' forward pass: torch (default), or onnx = ONNX Runtime (fp32 on the CPU; the same "
@@ -115,7 +118,7 @@ def _run(a: argparse.Namespace) -> None:
         radius_px=a.radius_px, alpha=a.alpha,
         slices=a.slices, min_area_px=a.min_area_px, label_ids=tuple(a.label_ids), cases=tuple(a.cases),
         split=a.split, rw_grid_px=a.rw_grid_px, rw_volume_grid_px=a.rw_volume_grid_px, seed=a.seed,
-        geodesic_lambda=a.geodesic_lambda, small_carry=a.small_carry, carry_negative_mm=a.carry_negative_mm, regrow_limit=a.regrow_limit, zoom_in=a.zoom_in, focus=a.focus, centre_zoom=a.centre_zoom, device=a.device, runtime=a.runtime,
+        geodesic_lambda=a.geodesic_lambda, small_carry=a.small_carry, carry_negative_mm=a.carry_negative_mm, regrow_limit=a.regrow_limit, zoom_in=a.zoom_in, focus=a.focus, centre_zoom=a.centre_zoom, zoom_refine=a.zoom_refine, device=a.device, runtime=a.runtime,
         batch=a.batch, threads=a.threads, out=a.out, resume=a.resume, overwrite=a.overwrite,
     )
     out = run(cfg)

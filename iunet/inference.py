@@ -477,6 +477,7 @@ class ZoomOut:
     zoom_in_margin_hu: float = 15.0  # how far (HU) beyond the stop rule's tolerance the mask's median must lie
     zoom_in_fraction: float = 1 / 3  # side of the zoomed-in view, a share of the slice's longer side (0: never); 1/3: ZoomIn.max_zoom
     focus_growth: float = 4.0  # a later foreground click that grows the mask more than this many times into other tissue: focus (0: never)
+    refine: bool = True  # the zoomed-out mask predicted again at the full view, as the previous mask (predict)
     centre_radius_px: float = 1.5  # a large first mask not of the clicked centre's intensity (this disk's): zoomed in, not out (0: never)
 
     def applies(self, probability: np.ndarray, clicks: Sequence[Click], threshold: float = 0.5) -> bool:
@@ -567,11 +568,17 @@ class ZoomOut:
                 grids: Sequence[torch.Tensor] | None = None) -> list[np.ndarray]:
         """Probabilities (Y, X) for slices ``images_hu`` and their clicks (in the slices' pixels),
         predicted zoomed out in one batch; ``grids``: the slices already prepared
-        (``predictor.prepare``), else they are prepared here."""
+        (``predictor.prepare``), else they are prepared here. With ``refine``, each zoomed-out
+        mask is then predicted again at the full view, with the same clicks and that mask as the
+        previous mask (a second batch): the model, trained to complete partial previous masks,
+        draws its border at the full resolution and adds what the coarse view missed."""
         grids = [predictor.prepare(im) for im in images_hu] if grids is None else list(grids)
         views = [predictor.prepare_zoomed_out(g, self.factor, self.margin_px) for g in grids]
-        return predictor.predict_prepared([v for v, _ in views], [np.asarray(im).shape for im in images_hu],
-                                          [list(c) for c in clicks], None, [b for _, b in views])
+        shapes = [np.asarray(im).shape for im in images_hu]
+        out = predictor.predict_prepared([v for v, _ in views], shapes, [list(c) for c in clicks], None, [b for _, b in views])
+        if not self.refine or not predictor.config.use_prev_mask:
+            return out
+        return predictor.predict_prepared(grids, shapes, [list(c) for c in clicks], [p >= 0.5 for p in out])
 
 
 def clicked_piece(prev: np.ndarray, clicks: Sequence[Click], last_only: bool = True) -> np.ndarray | None:

@@ -626,7 +626,8 @@ def test_zoom_in_predicts_on_a_crop_around_the_object():
 class ShortSightedPredictor(OraclePredictor):
     """A stand-in for a model with a limited field of view: it sees the slice on a 32-px grid
     and segments the bright object only within 6 grid px of a positive click. Zoomed out, it
-    sees the slice shrunk on a smaller grid, so the same 6 grid px reach further in the slice."""
+    sees the slice shrunk on a smaller grid, so the same 6 grid px reach further in the slice.
+    It keeps a previous mask it is given."""
 
     GRID, REACH = 32, 6
 
@@ -655,7 +656,10 @@ class ShortSightedPredictor(OraclePredictor):
             for c in cl:
                 if c.positive:
                     m |= (yy - (y0 + c.y // f)) ** 2 + (xx - (x0 + c.x // f)) ** 2 <= self.REACH**2
-            out.append(np.kron((m & (img.numpy() > 0))[y0:y1, x0:x1], np.ones((f, f))).astype(np.float32))
+            r = np.kron((m & (img.numpy() > 0))[y0:y1, x0:x1], np.ones((f, f))).astype(np.float32)
+            if prev_masks is not None and prev_masks[i] is not None:
+                r = np.maximum(r, np.asarray(prev_masks[i], np.float32))
+            out.append(r)
         return out
 
 
@@ -684,11 +688,37 @@ def test_zoom_out_shows_a_large_structure_whole_and_leaves_small_ones():
     s = Session(pred, img, zoom_out=ZoomOut())
     s.add_click(30, 24, True)
     s.add_click(10, 10, True)
-    assert pred.calls == calls + 3
+    assert pred.calls == calls + 4  # full view, zoomed out, refined at the full view; the later click
     # a large mask of a huge slice too (the view is made on the model's grid, not in the slice's pixels)
     huge = np.ones((3000, 3000), np.float32)
     assert ZoomOut().applies(huge, [Click(5, 5, True, 5.0)]) and not ZoomOut().applies(huge * 0, [Click(5, 5, True, 5.0)])
     assert ZoomOut().applies(huge[:20, :20], [Click(5, 5, False, 5.0)]) is False  # a background click: never
+
+
+def test_zoomed_out_mask_is_refined_at_the_full_view():
+    """ZoomOut.refine: the zoomed-out mask is predicted again at the full view with the click
+    and itself as the previous mask, which adds what the coarse view missed (here the organ's
+    top rows, lost to the zoomed-out view's sampling); refine=False keeps the coarse mask; a
+    model without the previous-mask channel is not refined."""
+    from iunet.inference import Session, ZoomOut
+
+    img = np.full((64, 64), -100.0, np.float32)
+    img[5:59, 5:43] = 60.0
+    organ = img > 0
+    pred = ShortSightedPredictor()
+    calls = pred.calls
+    coarse = Session(pred, img, zoom_out=ZoomOut(refine=False)).add_click(10, 24, True)
+    assert pred.calls == calls + 2
+    calls = pred.calls
+    fine = Session(pred, img, zoom_out=ZoomOut()).add_click(10, 24, True)
+    assert pred.calls == calls + 3
+    added = fine & ~coarse
+    assert (fine >= coarse).all() and (added & organ).any() and not (added & ~organ).any()  # the organ's missed rows only
+    np.testing.assert_array_equal(VolumeSession(pred, img[None], zoom_out=ZoomOut()).add_click(0, 10, 24, True)[0], fine)
+    pred.config.use_prev_mask = False
+    calls = pred.calls
+    np.testing.assert_array_equal(Session(pred, img, zoom_out=ZoomOut()).add_click(10, 24, True), coarse)
+    assert pred.calls == calls + 2
 
 
 class NearSightedPredictor(OraclePredictor):
@@ -922,13 +952,16 @@ def test_zoomed_out_view_is_the_shrunk_grid_in_air_and_boxes_map_clicks_and_outp
     full = (0, 64, 0, 64)
     np.testing.assert_array_equal(predictor.predict_prepared([grid], [hu.shape], [[click]], None, [full])[0],
                                   predictor.predict_prepared([grid], [hu.shape], [[click]])[0])
-    zoomed = ZoomOut(margin_px=5).predict(predictor, [hu], [[click]])[0]
+    zoomed = ZoomOut(margin_px=5, refine=False).predict(predictor, [hu], [[click]])[0]
     assert zoomed.shape == hu.shape
-    np.testing.assert_array_equal(zoomed, ZoomOut(margin_px=5).predict(predictor, [hu], [[click]], [grid])[0])
+    np.testing.assert_array_equal(zoomed, ZoomOut(margin_px=5, refine=False).predict(predictor, [hu], [[click]], [grid])[0])
     with torch.inference_mode():
         logits = predictor.model(predictor.build_inputs([view], [hu.shape], [[click]], None, [box]))
     want = torch.sigmoid(F.interpolate(logits[:, :, y0:y1, x0:x1], size=hu.shape, mode="bilinear", align_corners=False))[0, 0]
     np.testing.assert_allclose(zoomed, want.numpy(), atol=1e-6)
+    # refined (the default): the full view, with the zoomed-out mask as the previous mask
+    np.testing.assert_array_equal(ZoomOut(margin_px=5).predict(predictor, [hu], [[click]], [grid])[0],
+                                  predictor.predict_prepared([grid], [hu.shape], [[click]], [zoomed >= 0.5])[0])
 
 
 def test_onnx_runtime_gives_the_torch_probabilities():
