@@ -91,9 +91,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--no-centre-zoom", dest="centre_zoom", action="store_false",
                    help="a diagnostic for iunet-zoomout: a large first mask that is not the clicked centre's tissue is zoomed out "
                         "as any large first mask, never zoomed in (iunet.inference.ZoomOut(centre_radius_px=0))")
-    p.add_argument("--no-zoom-refine", dest="zoom_refine", action="store_false",
-                   help="a diagnostic for iunet-zoomout: a zoomed-out first mask is kept as it is, not predicted again at the "
-                        "full view with itself as the previous mask (iunet.inference.ZoomOut(refine=False))")
+    p.add_argument("--zoom-refine", dest="zoom_refine", action="store_true",
+                   help="an option for iunet-zoomout: a zoomed-out first mask is predicted again at the full view with itself "
+                        "as the previous mask (iunet.inference.ZoomOut(refine=True); off by default: one more forward pass)")
     p.add_argument("--device", default=d.device, help="auto (default), cpu, cuda")
     p.add_argument("--runtime", choices=list(RUNTIMES), default=d.runtime,
                    help="the networks' forward pass: torch (default), or onnx = ONNX Runtime (fp32 on the CPU; the same "

@@ -78,7 +78,7 @@ class RunConfig:
     carry_negative_mm: float | None = None  # VolumeSession's reach of background clicks (None: its default; --carry-negative-mm)
     regrow_limit: float | None = None  # VolumeSession's limit on a re-propagated mask's growth into other tissue (None: its default; --regrow-limit)
     zoom_in: bool = True  # iunet-zoomout's first click may also zoom in (ZoomOut.zoom_in; --no-zoom-in)
-    zoom_refine: bool = True  # iunet-zoomout's zoomed-out first mask predicted again at the full view (--no-zoom-refine)
+    zoom_refine: bool = False  # iunet-zoomout's zoomed-out first mask predicted again at the full view (--zoom-refine)
     centre_zoom: bool = True  # iunet-zoomout's large first mask not of the clicked centre's tissue: zoomed in (--no-centre-zoom)
     focus: bool = True  # iunet-zoomout's later clicks that take in other tissue go to a focus view (ZoomOut.focus; --no-focus)
     seed: int = 0
@@ -257,7 +257,7 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
         skip.add("focus")
     if cfg.centre_zoom:
         skip.add("centre_zoom")
-    if cfg.zoom_refine:
+    if not cfg.zoom_refine:
         skip.add("zoom_refine")
     if cfg.carry_negative_mm is None:
         skip.add("carry_negative_mm")
@@ -351,8 +351,8 @@ def run(cfg: RunConfig) -> Path:
             meths = [replace(m, zoom_out=replace(m.zoom_out, zoom_in_fraction=0.0)) if m.zoom_out is not None else m for m in meths]
         if not cfg.focus:
             meths = [replace(m, zoom_out=replace(m.zoom_out, focus_growth=0.0)) if m.zoom_out is not None else m for m in meths]
-        if not cfg.zoom_refine:
-            meths = [replace(m, zoom_out=replace(m.zoom_out, refine=False)) if m.zoom_out is not None else m for m in meths]
+        if cfg.zoom_refine:
+            meths = [replace(m, zoom_out=replace(m.zoom_out, refine=True)) if m.zoom_out is not None else m for m in meths]
         if not cfg.centre_zoom:
             meths = [replace(m, zoom_out=replace(m.zoom_out, centre_radius_px=0.0)) if m.zoom_out is not None else m for m in meths]
         if volume:

@@ -477,7 +477,9 @@ class ZoomOut:
     zoom_in_margin_hu: float = 15.0  # how far (HU) beyond the stop rule's tolerance the mask's median must lie
     zoom_in_fraction: float = 1 / 3  # side of the zoomed-in view, a share of the slice's longer side (0: never); 1/3: ZoomIn.max_zoom
     focus_growth: float = 4.0  # a later foreground click that grows the mask more than this many times into other tissue: focus (0: never)
-    refine: bool = True  # the zoomed-out mask predicted again at the full view, as the previous mask (predict)
+    # the zoomed-out mask predicted again at the full view, as the previous mask (predict): off by default,
+    # since it makes a large structure's first click cost about 2.2 clicks, over issue 9's 50 ms (docs/design.md)
+    refine: bool = False
     centre_radius_px: float = 1.5  # a large first mask not of the clicked centre's intensity (this disk's): zoomed in, not out (0: never)
 
     def applies(self, probability: np.ndarray, clicks: Sequence[Click], threshold: float = 0.5) -> bool:

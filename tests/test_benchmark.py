@@ -755,13 +755,14 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     assert json.loads((nc / "run.json").read_text())["config"]["centre_zoom"] is False
     assert "--no-centre-zoom" in (nc / "summary.md").read_text()
     assert "centre_zoom" not in json.loads((nf / "run.json").read_text())["config"]  # the default is not recorded
-    # --no-zoom-refine (a diagnostic): the zoomed-out first mask is kept as it is; recorded and said
-    assert wide.zoom_out.refine
-    nr = tmp_path / "no_zoom_refine"
+    # --zoom-refine (an option): the zoomed-out first mask is refined at the full view; recorded and said
+    assert not wide.zoom_out.refine
+    nr = tmp_path / "zoom_refine"
     main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-zoomout", "--protocols", "ritm",
-          "--max-clicks", "1", "--cases", "pat:slab", "--no-zoom-refine", "--out", str(nr)])
-    assert json.loads((nr / "run.json").read_text())["config"]["zoom_refine"] is False
-    assert "--no-zoom-refine" in (nr / "summary.md").read_text()
+          "--max-clicks", "1", "--cases", "pat:slab", "--zoom-refine", "--out", str(nr)])
+    assert json.loads((nr / "run.json").read_text())["config"]["zoom_refine"] is True
+    assert "--zoom-refine" in (nr / "summary.md").read_text()
+    assert "zoom_refine" not in json.loads((nf / "run.json").read_text())["config"]  # the default is not recorded
 
 
 def test_volume_only_summary_counts_volumes_not_slices(ckpt, patient, tmp_path):

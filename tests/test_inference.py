@@ -688,7 +688,7 @@ def test_zoom_out_shows_a_large_structure_whole_and_leaves_small_ones():
     s = Session(pred, img, zoom_out=ZoomOut())
     s.add_click(30, 24, True)
     s.add_click(10, 10, True)
-    assert pred.calls == calls + 4  # full view, zoomed out, refined at the full view; the later click
+    assert pred.calls == calls + 3  # full view, zoomed out; the later click
     # a large mask of a huge slice too (the view is made on the model's grid, not in the slice's pixels)
     huge = np.ones((3000, 3000), np.float32)
     assert ZoomOut().applies(huge, [Click(5, 5, True, 5.0)]) and not ZoomOut().applies(huge * 0, [Click(5, 5, True, 5.0)])
@@ -696,7 +696,7 @@ def test_zoom_out_shows_a_large_structure_whole_and_leaves_small_ones():
 
 
 def test_zoomed_out_mask_is_refined_at_the_full_view():
-    """ZoomOut.refine: the zoomed-out mask is predicted again at the full view with the click
+    """ZoomOut(refine=True): the zoomed-out mask is predicted again at the full view with the click
     and itself as the previous mask, which adds what the coarse view missed (here the organ's
     top rows, lost to the zoomed-out view's sampling); refine=False keeps the coarse mask; a
     model without the previous-mask channel is not refined."""
@@ -707,18 +707,19 @@ def test_zoomed_out_mask_is_refined_at_the_full_view():
     organ = img > 0
     pred = ShortSightedPredictor()
     calls = pred.calls
-    coarse = Session(pred, img, zoom_out=ZoomOut(refine=False)).add_click(10, 24, True)
+    coarse = Session(pred, img, zoom_out=ZoomOut()).add_click(10, 24, True)
     assert pred.calls == calls + 2
     calls = pred.calls
-    fine = Session(pred, img, zoom_out=ZoomOut()).add_click(10, 24, True)
+    fine = Session(pred, img, zoom_out=ZoomOut(refine=True)).add_click(10, 24, True)
     assert pred.calls == calls + 3
     added = fine & ~coarse
     assert (fine >= coarse).all() and (added & organ).any() and not (added & ~organ).any()  # the organ's missed rows only
-    np.testing.assert_array_equal(VolumeSession(pred, img[None], zoom_out=ZoomOut()).add_click(0, 10, 24, True)[0], fine)
+    np.testing.assert_array_equal(VolumeSession(pred, img[None], zoom_out=ZoomOut(refine=True)).add_click(0, 10, 24, True)[0], fine)
     pred.config.use_prev_mask = False
     calls = pred.calls
-    np.testing.assert_array_equal(Session(pred, img, zoom_out=ZoomOut()).add_click(10, 24, True), coarse)
+    np.testing.assert_array_equal(Session(pred, img, zoom_out=ZoomOut(refine=True)).add_click(10, 24, True), coarse)
     assert pred.calls == calls + 2
+    assert not ZoomOut().refine  # off by default (one more forward pass)
 
 
 class NearSightedPredictor(OraclePredictor):
@@ -959,8 +960,8 @@ def test_zoomed_out_view_is_the_shrunk_grid_in_air_and_boxes_map_clicks_and_outp
         logits = predictor.model(predictor.build_inputs([view], [hu.shape], [[click]], None, [box]))
     want = torch.sigmoid(F.interpolate(logits[:, :, y0:y1, x0:x1], size=hu.shape, mode="bilinear", align_corners=False))[0, 0]
     np.testing.assert_allclose(zoomed, want.numpy(), atol=1e-6)
-    # refined (the default): the full view, with the zoomed-out mask as the previous mask
-    np.testing.assert_array_equal(ZoomOut(margin_px=5).predict(predictor, [hu], [[click]], [grid])[0],
+    # refined (an option): the full view, with the zoomed-out mask as the previous mask
+    np.testing.assert_array_equal(ZoomOut(margin_px=5, refine=True).predict(predictor, [hu], [[click]], [grid])[0],
                                   predictor.predict_prepared([grid], [hu.shape], [[click]], [zoomed >= 0.5])[0])
 
 
