@@ -501,7 +501,9 @@ class ZoomOut:
         """For a slice's first click (one positive click, no previous mask) whose mask
         ``probability >= threshold`` is not of the clicked spot's intensity: the probability
         (Y, X) predicted again on the zoomed-in view (zero outside it), if its mask is nearer the
-        click's median HU; else None (keep the full view)."""
+        click's median HU; else None (keep the full view). ``centre``: the clicked spot is the
+        click's centre (a ``centre_radius_px`` disk), not its whole disk (at least 3 px): for a
+        large first mask, before it is zoomed out (None when ``centre_radius_px`` is 0)."""
         if self.zoom_in_fraction <= 0 or len(clicks) != 1 or not clicks[0].positive:
             return None
         m = probability >= threshold
