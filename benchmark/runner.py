@@ -300,6 +300,21 @@ def _load_predictor(path: str | None, device: str, interactive: bool, flag: str,
     return p
 
 
+def zoom_out_options(meths: list, cfg: RunConfig) -> list:
+    """The methods with ZoomOut (``iunet-zoomout``) as the run's ZoomOut flags set them
+    (``--no-zoom-in``, ``--no-focus``, ``--no-centre-zoom``, ``--zoom-refine``); the others as they are."""
+    changes = {}
+    if not cfg.zoom_in:
+        changes["zoom_in_fraction"] = 0.0
+    if not cfg.focus:
+        changes["focus_growth"] = 0.0
+    if not cfg.centre_zoom:
+        changes["centre_radius_px"] = 0.0
+    if cfg.zoom_refine:
+        changes["refine"] = True
+    return [replace(m, zoom_out=replace(m.zoom_out, **changes)) if changes and m.zoom_out is not None else m for m in meths]
+
+
 def run(cfg: RunConfig) -> Path:
     """Run the benchmark; writes results.csv, summary.md, dice_vs_clicks.png, run.json and split.json
     into ``cfg.out`` and returns that folder."""
@@ -347,14 +362,7 @@ def run(cfg: RunConfig) -> Path:
             meths = [replace(m, carry_negative_mm=cfg.carry_negative_mm) for m in meths]
         if cfg.regrow_limit is not None:
             meths = [replace(m, regrow_limit=cfg.regrow_limit) for m in meths]
-        if not cfg.zoom_in:
-            meths = [replace(m, zoom_out=replace(m.zoom_out, zoom_in_fraction=0.0)) if m.zoom_out is not None else m for m in meths]
-        if not cfg.focus:
-            meths = [replace(m, zoom_out=replace(m.zoom_out, focus_growth=0.0)) if m.zoom_out is not None else m for m in meths]
-        if cfg.zoom_refine:
-            meths = [replace(m, zoom_out=replace(m.zoom_out, refine=True)) if m.zoom_out is not None else m for m in meths]
-        if not cfg.centre_zoom:
-            meths = [replace(m, zoom_out=replace(m.zoom_out, centre_radius_px=0.0)) if m.zoom_out is not None else m for m in meths]
+        meths = zoom_out_options(meths, cfg)
         if volume:
             flat = [m.name for m in meths if not m.volumetric]
             if flat:

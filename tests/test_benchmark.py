@@ -747,22 +747,20 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     assert json.loads((nf / "run.json").read_text())["config"]["focus"] is False
     assert "--no-focus" in (nf / "summary.md").read_text()
     assert "--no-zoom-in" in (nz / "summary.md").read_text()
-    # --no-centre-zoom (a diagnostic): a large first mask is always zoomed out; recorded and said
-    assert wide.zoom_out.centre_radius_px > 0
-    nc = tmp_path / "no_centre_zoom"
-    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-zoomout", "--protocols", "ritm",
-          "--max-clicks", "1", "--cases", "pat:slab", "--no-centre-zoom", "--out", str(nc)])
-    assert json.loads((nc / "run.json").read_text())["config"]["centre_zoom"] is False
-    assert "--no-centre-zoom" in (nc / "summary.md").read_text()
-    assert "centre_zoom" not in json.loads((nf / "run.json").read_text())["config"]  # the default is not recorded
-    # --zoom-refine (an option): the zoomed-out first mask is refined at the full view; recorded and said
-    assert not wide.zoom_out.refine
-    nr = tmp_path / "zoom_refine"
-    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-zoomout", "--protocols", "ritm",
-          "--max-clicks", "1", "--cases", "pat:slab", "--zoom-refine", "--out", str(nr)])
-    assert json.loads((nr / "run.json").read_text())["config"]["zoom_refine"] is True
-    assert "--zoom-refine" in (nr / "summary.md").read_text()
-    assert "zoom_refine" not in json.loads((nf / "run.json").read_text())["config"]  # the default is not recorded
+    # --no-centre-zoom (a diagnostic: a large first mask is always zoomed out) and --zoom-refine
+    # (an option: the zoomed-out first mask refined at the full view): set on the run's ZoomOut,
+    # recorded and said; the defaults are not recorded
+    assert wide.zoom_out.centre_radius_px > 0 and not wide.zoom_out.refine
+    zo = runner.zoom_out_options([plain, wide], runner.RunConfig(centre_zoom=False, zoom_refine=True, focus=False))
+    assert zo[0] is plain and zo[1].zoom_out == replace(wide.zoom_out, centre_radius_px=0.0, refine=True, focus_growth=0.0)
+    assert runner.zoom_out_options([wide], runner.RunConfig())[0] is wide
+    for flag, key, value in (("--no-centre-zoom", "centre_zoom", False), ("--zoom-refine", "zoom_refine", True)):
+        o = tmp_path / key
+        main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-zoomout", "--protocols", "ritm",
+              "--max-clicks", "1", "--cases", "pat:slab", flag, "--out", str(o)])
+        assert json.loads((o / "run.json").read_text())["config"][key] is value
+        assert flag in (o / "summary.md").read_text()
+        assert key not in json.loads((nf / "run.json").read_text())["config"]
 
 
 def test_volume_only_summary_counts_volumes_not_slices(ckpt, patient, tmp_path):
