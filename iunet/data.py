@@ -300,6 +300,11 @@ def _hilum(shape: tuple[int, int], core_yx: tuple[int, int], depth: float, width
     return _dilate(line, max(1, int(rng.uniform(*width) * depth)))
 
 
+def _soft_sinus_hu(base_hu: float, rng: np.random.Generator) -> float:
+    """HU of a renal sinus's fluid or soft tissue: 30-130 HU below the parenchyma's ``base_hu``, -5 at least."""
+    return max(-5.0, base_hu - rng.uniform(30, 130))
+
+
 def _renal_sinus(hu: np.ndarray, m: np.ndarray, d: np.ndarray, core_yx: tuple[int, int], depth: float,
                  base_hu: float, rng: np.random.Generator, wide: bool = False, soft: bool = False,
                  mottled: bool = False) -> np.ndarray:
@@ -343,10 +348,10 @@ def _renal_sinus(hu: np.ndarray, m: np.ndarray, d: np.ndarray, core_yx: tuple[in
     noise = _smooth_noise(shape, rng, 1.0)
     core_hu = rng.uniform(-110, -30)
     if soft:
-        core_hu = max(-5.0, base_hu - rng.uniform(30, 130))
+        core_hu = _soft_sinus_hu(base_hu, rng)
     hu[region] = core_hu + rng.uniform(4, 14) * noise[region]
     if mottled:  # soft-tissue strands through the fat (drawn only here: the rest is as before, draw for draw)
-        soft_hu = max(-5.0, base_hu - rng.uniform(30, 130))
+        soft_hu = _soft_sinus_hu(base_hu, rng)
         mix = _smooth_noise(shape, rng, rng.uniform(0.8, 1.8))
         strands = region & (mix > np.quantile(mix[region], rng.uniform(0.3, 0.7)))
         hu[strands] += soft_hu - core_hu

@@ -512,7 +512,7 @@ class ZoomOut:
         click = clicks[0]
         if centre and self.centre_radius_px <= 0:
             return None
-        disk = click_disk_hu(image_hu, replace(click, radius_px=self.centre_radius_px) if centre else click, 0.0 if centre else 3.0)
+        disk = click_disk_hu(image_hu, replace(click, radius_px=self.centre_radius_px), 0.0) if centre else click_disk_hu(image_hu, click)
         med = float(np.median(disk))
         if med < self.zoom_in_min_hu or intensity_jump_hu(image_hu[m], disk) <= self.zoom_in_margin_hu:
             return None
@@ -755,23 +755,19 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
     wide = [i for i, (s, c) in enumerate(zip(sessions, new))
             if s.zoom_out is not None and s.probability is None and not s.clicks and s.zoom_out.applies(probs[i], (c,), s.threshold)]
     zoomed = set()
-    for i in wide:  # unless the large mask is not of the clicked centre's intensity: zoomed in
-        p = sessions[i].zoom_out.zoom_in(predictor, sessions[i].image_hu, probs[i], (new[i],), sessions[i].threshold, centre=True)
-        if p is not None:
-            probs[i] = p
-            zoomed.add(i)
+    # a first click whose mask is not the clicked tissue (a large mask: not its centre's): zoomed in
+    for i, (s, c) in enumerate(zip(sessions, new)):
+        if s.zoom_out is not None and s.probability is None and not s.clicks:
+            p = s.zoom_out.zoom_in(predictor, s.image_hu, probs[i], (c,), s.threshold, centre=i in wide)
+            if p is not None:
+                probs[i] = p
+                zoomed.add(i)
     wide = [i for i in wide if i not in zoomed]
     for zo in {sessions[i].zoom_out for i in wide}:  # a large structure's first click: again, zoomed out
         idx = [i for i in wide if sessions[i].zoom_out == zo]
         for i, p in zip(idx, zo.predict(predictor, [sessions[i].image_hu for i in idx], [(new[i],) for i in idx],
                                         [sessions[i]._grid for i in idx])):
             probs[i] = p
-    for i, (s, c) in enumerate(zip(sessions, new)):  # a first click whose mask is not the clicked tissue: zoomed in
-        if s.zoom_out is not None and s.probability is None and not s.clicks and i not in wide and i not in zoomed:
-            p = s.zoom_out.zoom_in(predictor, s.image_hu, probs[i], (c,), s.threshold)
-            if p is not None:
-                probs[i] = p
-                zoomed.add(i)
     for i, (s, c) in enumerate(zip(sessions, new)):  # a later click that took in other tissue: on a focus view
         if s.zoom_out is not None and s.probability is not None and crops[i] is None:
             p = s.zoom_out.focus(predictor, s.image_hu, s.mask, probs[i], s.clicks + (c,), s.threshold)
