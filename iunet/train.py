@@ -44,7 +44,7 @@ from .data import (
 from .losses import dice_loss, weighted_dice_loss
 from .inference import cpu_has_native_bf16
 from .model import Checkpoint, InputConfig, ModelConfig, UNet, adapt_input_channels, save_checkpoint
-from .robot import next_clicks
+from .robot import PAPER_BAND_PX, next_clicks, paper_pair
 from .weight_maps import combined_weight_map
 
 HELD_OUT = ("spleen_8",)  # the real check case: never train on it
@@ -76,6 +76,10 @@ class TrainConfig:
     interactions: int = 1
     max_interactions: int = 3
     iterative_clicks: int = 0  # extra error-driven (ritm) clicks from the model's own predictions
+    # of those steps, the share that add a random pair of the paper's instead (a positive click
+    # anywhere inside the target, a negative one in the band around it), the model's own mask
+    # still the previous mask: clicks that need not fall on its errors, as the paper's robot's
+    iterative_paper_p: float = 0.0
     first_click_default: bool = False  # first interaction drawn at the default radius, as at test time
     single_click_p: float = 0.0  # first interaction is a single positive click
     centre_click_p: float = 0.5  # of those, at the target's deepest point (else anywhere inside it)
@@ -244,18 +248,24 @@ def _unpack_clicks(t: torch.Tensor) -> list[Click]:
 
 
 def _corrective_click(gt: np.ndarray, pred: np.ndarray, clicks: list[Click], image: np.ndarray | None, native_px: int,
-                      seed: int, scfg: SampleConfig, loss: str, boundary_weights: bool, click_weights: str):
+                      seed: int, scfg: SampleConfig, loss: str, boundary_weights: bool, click_weights: str, paper: bool = False):
     """One simulated corrective click for one sample (the CPU part of ``add_iterative_clicks``):
-    the ``ritm`` click on the largest error of ``pred`` (G, G) against ``gt`` (G, G), then the
-    new click disks (2, G, G), geodesic maps (2 or 4, G, G) when ``image`` (G, G) is given, and the
-    loss weight map (G, G) for ``loss == "wdice"``. Returns ``None`` when there is no error left.
-    A plain function of its arguments, so that a process pool can run it."""
-    pts = next_clicks("ritm", gt, pred, np.random.default_rng(seed), [(k.y, k.x) for k in clicks])
+    the ``ritm`` click on the largest error of ``pred`` (G, G) against ``gt`` (G, G) (``paper``:
+    a random pair of the paper's instead, its band the 20 native pixels of the click samples'),
+    then the new click disks (2, G, G), geodesic maps (2 or 4, G, G) when ``image`` (G, G) is
+    given, and the loss weight map (G, G) for ``loss == "wdice"``. Returns ``None`` when there is
+    no error left (``ritm``) or no target (``paper``). A plain function of its arguments, so that
+    a process pool can run it."""
+    rng = np.random.default_rng(seed)
+    if paper:
+        band = max(2, int(round(PAPER_BAND_PX * gt.shape[0] / native_px)))
+        pts = paper_pair(gt, rng, band_px=band) if gt.any() else []
+    else:
+        pts = next_clicks("ritm", gt, pred, rng, [(k.y, k.x) for k in clicks])
     if not pts:
         return None
-    c = pts[0]
     r = grid_radius(scfg, float(pred.sum()), native_px)  # from the current prediction
-    clicks = [*clicks, Click(c[0], c[1], c[2], r)]
+    clicks = [*clicks, *(Click(c[0], c[1], c[2], r) for c in pts)]
     g = encode_clicks(clicks, gt.shape, scfg.inputs.click_encoding)
     geo = None if image is None else geodesic_maps(image, clicks, scfg.inputs.geodesic_lambdas(scfg.geodesic_soft), scfg.inputs.geodesic_tau_px)
     w = combined_weight_map(gt, clicks, boundary_weights, click_weights) if loss == "wdice" else None
@@ -284,8 +294,11 @@ def add_iterative_clicks(model, x, target, weight, native_px, clicks_t, cfg: Tra
             gts = (target[:, 0] > 0.5).cpu().numpy()
             images = x[:, 0].float().cpu().numpy() if cfg.geodesic else [None] * x.shape[0]
             seeds = rng.integers(0, 2**31, x.shape[0])
+            # (drawn only when asked for, so that runs without it draw as before)
+            paper = rng.random(x.shape[0]) < cfg.iterative_paper_p if cfg.iterative_paper_p > 0 else np.zeros(x.shape[0], bool)
             jobs = [
-                (gts[b], pred[b], clicks[b], images[b], int(native_px[b]), int(seeds[b]), scfg, cfg.loss, cfg.boundary_weights, cfg.click_weights)
+                (gts[b], pred[b], clicks[b], images[b], int(native_px[b]), int(seeds[b]), scfg, cfg.loss, cfg.boundary_weights,
+                 cfg.click_weights, bool(paper[b]))
                 for b in range(x.shape[0])
             ]
             results = list((pool.map if pool is not None else map)(_corrective_click, *zip(*jobs)))
@@ -669,6 +682,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--max-interactions", type=int, default=None,
                    help=f"draw between --interactions and this many click pairs per sample (default {d.max_interactions})")
     p.add_argument("--iterative-clicks", type=int, default=None, help="up to N extra ritm clicks from the model's own errors")
+    p.add_argument("--iterative-paper-p", type=float, default=None,
+                   help="of those steps, the share that add a random pair of the paper's (not on the errors), the model's mask as the previous mask")
     p.add_argument("--first-click-default", action=argparse.BooleanOptionalAction, default=None,
                    help="draw the first interaction at the default radius, as at test time (no mask yet)")
     p.add_argument("--single-click-p", type=float, default=None, help="probability that the first interaction is one positive click")
@@ -757,7 +772,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "out": a.out, "name": a.name, "use_prev_mask": a.prev_mask, "geodesic": a.geodesic, "geodesic_soft": a.geodesic_soft, "prev_image": a.prev_image, "base_channels": a.base_channels, "depth": a.depth,
         "dropout": a.dropout, "loss": a.loss, "boundary_weights": a.boundary_weights, "click_weights": a.click_weights,
         "interactions": a.interactions, "max_interactions": a.max_interactions,
-        "iterative_clicks": a.iterative_clicks, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p, "centre_click_p": a.centre_click_p,
+        "iterative_clicks": a.iterative_clicks, "iterative_paper_p": a.iterative_paper_p, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p, "centre_click_p": a.centre_click_p,
         "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "interior_p": a.interior_p, "large_target_p": a.large_target_p, "partial_prev_p": a.partial_prev_p, "near_end_p": a.near_end_p, "near_end_max_px": a.near_end_max_px, "spill_p": a.spill_p, "prop_spill_p": a.prop_spill_p, "spill_parts": a.spill_parts, "seam_p": a.seam_p, "sinus_wide_p": a.sinus_wide_p, "sinus_soft_p": a.sinus_soft_p, "sinus_mottled_p": a.sinus_mottled_p, "zoom_p": a.zoom_p, "wrong_prev_p": a.wrong_prev_p, "lesion_p": a.lesion_p, "vessel_p": a.vessel_p, "vessel_pieces_p": a.vessel_pieces_p, "sinus_p": a.sinus_p, "synthetic_weight": a.synthetic_weight,
         "real_fraction": a.real_fraction, "flip": a.flip, "epochs": a.epochs, "steps": a.steps,
         "batch_size": a.batch_size, "seed": a.seed, "val_slices": a.val_slices, "workers": a.workers, "lr": a.lr,
@@ -784,6 +799,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         p.error(f"--ema {cfg.ema}: the decay must lie in [0, 1) (0 = off)")
     if cfg.prev_image and not (cfg.use_prev_mask and cfg.interactive):
         p.error("--prev-image needs --prev-mask (it is the image of that mask's slice)")
+    if not 0.0 <= cfg.iterative_paper_p <= 1.0:
+        p.error(f"--iterative-paper-p {cfg.iterative_paper_p}: a share, in [0, 1]")
     if cfg.spill_parts < 1:
         p.error(f"--spill-parts {cfg.spill_parts}: a leak runs into at least 1 structure")
     if cfg.inputs.grid_px % (2**cfg.depth):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from dataclasses import asdict
 
@@ -321,6 +322,44 @@ def test_pooled_corrective_clicks_match_the_main_process(tmp_path):
             outs.append((xx, ww))
     assert not torch.equal(outs[0][0], x)  # clicks were added
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_iterative_paper_pairs_are_random_pairs_with_the_models_mask(tmp_path):
+    """--iterative-paper-p: an iterative step adds one of the paper's random pairs (a positive
+    click inside the target, a negative one in the band around it, whatever the errors), with
+    the radius of the model's mask; without it, one ritm click on the largest error."""
+    from iunet.clicks import Click
+    from iunet.train import _corrective_click
+
+    gt = np.zeros((64, 64), bool)
+    gt[20:40, 20:44] = True
+    pred = gt.copy()
+    pred[20:40, 44:50] = True  # a leak on the right: the ritm click goes there
+    first = [Click(30, 30, True, 2.0)]
+    scfg = sample_config(tiny(tmp_path))
+    band = int(round(20 * 64 / 256))  # the paper's 20 native px on the 64 px grid
+    near = ndimage.binary_dilation(gt, iterations=band) & ~gt
+    for seed in range(20):
+        clicks, disks, geo, w = _corrective_click(gt, pred, first, None, 256, seed, scfg, "wdice", True, "equal", paper=True)
+        pos, neg = clicks[1:]
+        assert len(clicks) == 3 and pos.positive and not neg.positive and geo is None
+        assert gt[pos.y, pos.x] and near[neg.y, neg.x]
+        assert pos.radius_px == neg.radius_px == clicks_radius(scfg, pred)
+        assert disks.shape == (2, 64, 64) and w.shape == (64, 64)
+    clicks, *_ = _corrective_click(gt, pred, first, None, 256, 0, scfg, "wdice", True, "equal")
+    (c,) = clicks[1:]
+    assert not c.positive and pred[c.y, c.x] and not gt[c.y, c.x]  # ritm: on the leak
+    # no target (a mask carried past the structure's end): no pair
+    assert _corrective_click(np.zeros_like(gt), pred, first, None, 256, 0, scfg, "wdice", True, "equal", paper=True) is None
+    # and a run with it trains
+    train(tiny(tmp_path / "pp", epochs=1, steps=2, use_prev_mask=True, iterative_clicks=2, iterative_paper_p=1.0))
+    assert parse_args(["--iterative-paper-p", "0.5", "--out", str(tmp_path)]).iterative_paper_p == 0.5
+
+
+def clicks_radius(scfg, pred):
+    from iunet.data import grid_radius
+
+    return grid_radius(scfg, float(pred.sum()), 256)
 
 
 def test_time_cosine_ends_the_run_when_the_budget_is_spent(tmp_path):
