@@ -94,6 +94,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--zoom-refine", dest="zoom_refine", action="store_true",
                    help="an option for iunet-zoomout: a zoomed-out first mask is predicted again at the full view with itself "
                         "as the previous mask (iunet.inference.ZoomOut(refine=True); off by default: one more forward pass)")
+    p.add_argument("--no-prev-mask", dest="prev_mask", action="store_false",
+                   help="a diagnostic for the per-slice robots: the IU-Nets are not shown the mask so far, each click is predicted "
+                        "from the clicks alone, as the paper's IU-Net (iunet.inference.Session(prev_mask=False))")
     p.add_argument("--device", default=d.device, help="auto (default), cpu, cuda")
     p.add_argument("--runtime", choices=list(RUNTIMES), default=d.runtime,
                    help="the networks' forward pass: torch (default), or onnx = ONNX Runtime (fp32 on the CPU; the same "
@@ -118,7 +121,7 @@ def _run(a: argparse.Namespace) -> None:
         radius_px=a.radius_px, alpha=a.alpha,
         slices=a.slices, min_area_px=a.min_area_px, label_ids=tuple(a.label_ids), cases=tuple(a.cases),
         split=a.split, rw_grid_px=a.rw_grid_px, rw_volume_grid_px=a.rw_volume_grid_px, seed=a.seed,
-        geodesic_lambda=a.geodesic_lambda, small_carry=a.small_carry, carry_negative_mm=a.carry_negative_mm, regrow_limit=a.regrow_limit, zoom_in=a.zoom_in, focus=a.focus, centre_zoom=a.centre_zoom, zoom_refine=a.zoom_refine, device=a.device, runtime=a.runtime,
+        geodesic_lambda=a.geodesic_lambda, small_carry=a.small_carry, carry_negative_mm=a.carry_negative_mm, regrow_limit=a.regrow_limit, zoom_in=a.zoom_in, focus=a.focus, centre_zoom=a.centre_zoom, zoom_refine=a.zoom_refine, prev_mask=a.prev_mask, device=a.device, runtime=a.runtime,
         batch=a.batch, threads=a.threads, out=a.out, resume=a.resume, overwrite=a.overwrite,
     )
     out = run(cfg)

@@ -191,6 +191,7 @@ class Method:
     small_carry: bool = True  # VolumeSession looks for small carried masks again (False: --no-small-carry)
     carry_negative_mm: float | None = None  # VolumeSession's reach of background clicks (None: its default)
     regrow_limit: float | None = None  # VolumeSession's limit on a re-propagated mask's growth into other tissue (None: its default)
+    prev_mask: bool = True  # per slice, the model is shown the mask so far (False: --no-prev-mask, the clicks alone)
 
     @property
     def interactive(self) -> bool:
@@ -214,7 +215,7 @@ class Method:
     def start(self, image_hu: np.ndarray) -> Session | SeededState:
         """A fresh per-slice state (no clicks yet) for the interactive methods. ``image_hu``: (Y, X)."""
         if self.uses_session:
-            return Session(self.predictor, image_hu, self.click_size, zoom=self.zoom, zoom_out=self.zoom_out)
+            return Session(self.predictor, image_hu, self.click_size, zoom=self.zoom, zoom_out=self.zoom_out, prev_mask=self.prev_mask)
         if self.name == "random-walker":
             segment = partial(random_walker_mask, grid_px=self.rw_grid_px)
         else:

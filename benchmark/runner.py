@@ -80,6 +80,7 @@ class RunConfig:
     zoom_in: bool = True  # iunet-zoomout's first click may also zoom in (ZoomOut.zoom_in; --no-zoom-in)
     zoom_refine: bool = False  # iunet-zoomout's zoomed-out first mask predicted again at the full view (--zoom-refine)
     centre_zoom: bool = True  # iunet-zoomout's large first mask not of the clicked centre's tissue: zoomed in (--no-centre-zoom)
+    prev_mask: bool = True  # per slice, the IU-Nets are shown the mask so far (--no-prev-mask: the clicks alone)
     focus: bool = True  # iunet-zoomout's later clicks that take in other tissue go to a focus view (ZoomOut.focus; --no-focus)
     seed: int = 0
     # the geodesic click maps' edge weight λ for a geodesic IU-Net instead of its checkpoint's
@@ -259,6 +260,8 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
         skip.add("centre_zoom")
     if not cfg.zoom_refine:
         skip.add("zoom_refine")
+    if cfg.prev_mask:
+        skip.add("prev_mask")
     if cfg.carry_negative_mm is None:
         skip.add("carry_negative_mm")
     if cfg.regrow_limit is None:
@@ -358,6 +361,8 @@ def run(cfg: RunConfig) -> Path:
         meths = build_methods(methods, predictor, unet, click_size, cfg.radius_px, cfg.rw_grid_px)
         if not cfg.small_carry:
             meths = [replace(m, small_carry=False) for m in meths]
+        if not cfg.prev_mask:
+            meths = [replace(m, prev_mask=False) for m in meths]
         if cfg.carry_negative_mm is not None:
             meths = [replace(m, carry_negative_mm=cfg.carry_negative_mm) for m in meths]
         if cfg.regrow_limit is not None:

@@ -635,11 +635,16 @@ class Session:
         initial_mask: np.ndarray | None = None,
         zoom: ZoomIn | None = None,
         zoom_out: ZoomOut | None = None,
+        prev_mask: bool = True,
     ):
         """``initial_mask`` (Y, X), optional: a mask to start from (e.g. the neighbouring slice's,
         when propagating); it sets the first click's dynamic size and the previous-mask channel.
         ``zoom``: predict later clicks on a crop around the object (:class:`ZoomIn`).
-        ``zoom_out``: predict a first click that gives a large mask again zoomed out (:class:`ZoomOut`)."""
+        ``zoom_out``: predict a first click that gives a large mask again zoomed out (:class:`ZoomOut`).
+        ``prev_mask``: show a model with the previous-mask channel the mask so far (RITM's way,
+        the default); False: every click is predicted from the clicks alone, as the paper's
+        IU-Net is, and ``zoom_out``'s focus view (a refinement of the previous mask) is not used
+        (a diagnostic, docs/design.md, "The previous mask and random clicks")."""
         img = np.asarray(image_hu, dtype=np.float32)
         if img.ndim != 2 or min(img.shape) < 2:
             raise ValueError(f"a session needs one 2D slice, got shape {img.shape}")
@@ -649,6 +654,7 @@ class Session:
         self.threshold = threshold
         self.zoom = zoom
         self.zoom_out = zoom_out
+        self.prev_mask = prev_mask
         self._grid = predictor.prepare(img)
         if initial_mask is not None and np.asarray(initial_mask).shape != img.shape:
             raise ValueError(f"initial mask {np.asarray(initial_mask).shape} does not match the slice {img.shape}")
@@ -743,10 +749,11 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
         zoom = s.zoom if s.zoom is not None else (s.zoom_out.follow_up if s.zoom_out is not None and s.zoomed_in else None)
         crop = None if zoom is None or prev is None else zoom.crop(prev, cl, s.shape)
         if crop is None:
-            images.append(s._grid), shapes.append(s.shape), clicks.append(cl), prevs.append(prev)
+            images.append(s._grid), shapes.append(s.shape), clicks.append(cl), prevs.append(prev if s.prev_mask else None)
         else:  # the same inputs on the crop, in its pixels
             sub, inside, sub_prev = crop_inputs(s.image_hu, crop, cl, prev)
-            images.append(predictor.prepare(sub)), shapes.append(sub.shape), clicks.append(inside), prevs.append(sub_prev)
+            images.append(predictor.prepare(sub)), shapes.append(sub.shape), clicks.append(inside)
+            prevs.append(sub_prev if s.prev_mask else None)
         crops.append(crop)
     probs = predictor.predict_prepared(images, shapes, clicks, prevs)
     for i, (s, crop) in enumerate(zip(sessions, crops)):
@@ -769,7 +776,7 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
                                         [sessions[i]._grid for i in idx])):
             probs[i] = p
     for i, (s, c) in enumerate(zip(sessions, new)):  # a later click that took in other tissue: on a focus view
-        if s.zoom_out is not None and s.probability is not None and crops[i] is None:
+        if s.zoom_out is not None and s.probability is not None and crops[i] is None and s.prev_mask:
             p = s.zoom_out.focus(predictor, s.image_hu, s.mask, probs[i], s.clicks + (c,), s.threshold)
             if p is not None:
                 probs[i] = p

@@ -704,6 +704,8 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     assert wide.name == "iunet-zoomout" and wide.volumetric and "iunet-zoomout" not in runner.DEFAULT_METHODS
     assert isinstance(wide.start(np.zeros((16, 16), np.float32)).zoom_out, ZoomOut) and plain.start(np.zeros((16, 16), np.float32)).zoom_out is None
     assert isinstance(wide.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).zoom_out, ZoomOut)
+    assert plain.start(np.zeros((16, 16), np.float32)).prev_mask  # shown the mask so far, unless --no-prev-mask
+    assert not replace(plain, prev_mask=False).start(np.zeros((16, 16), np.float32)).prev_mask
     # --no-small-carry (a diagnostic): the sessions do not look for small carried masks again,
     # and the run says so; by default they do
     assert m.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).small_carry
@@ -754,7 +756,7 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     zo = runner.zoom_out_options([plain, wide], runner.RunConfig(centre_zoom=False, zoom_refine=True, focus=False))
     assert zo[0] is plain and zo[1].zoom_out == replace(wide.zoom_out, centre_radius_px=0.0, refine=True, focus_growth=0.0)
     assert runner.zoom_out_options([wide], runner.RunConfig())[0] is wide
-    for flag, key, value in (("--no-centre-zoom", "centre_zoom", False), ("--zoom-refine", "zoom_refine", True)):
+    for flag, key, value in (("--no-centre-zoom", "centre_zoom", False), ("--zoom-refine", "zoom_refine", True), ("--no-prev-mask", "prev_mask", False)):
         o = tmp_path / key
         main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-zoomout", "--protocols", "ritm",
               "--max-clicks", "1", "--cases", "pat:slab", flag, "--out", str(o)])

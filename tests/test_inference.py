@@ -119,6 +119,27 @@ class OraclePredictor:
         return out
 
 
+def test_session_without_the_previous_mask_predicts_from_the_clicks_alone():
+    """Session(prev_mask=False) (benchmark --no-prev-mask): the model is never shown the mask so
+    far, so a part of it that no click supports (here: a second object in the starting mask)
+    goes; by default the mask so far is shown and the part stays."""
+    img = np.full((40, 60), -100.0, np.float32)
+    img[10:30, 5:25] = 60.0  # object A
+    img[10:30, 35:55] = 60.0  # object B
+    start = img > 0
+    seen = {}
+    for keep in (True, False):
+        pred = OraclePredictor()
+        orig = pred.predict_prepared
+        pred.predict_prepared = lambda images, shapes, clicks, prevs: seen.setdefault(keep, []).append(prevs) or orig(images, shapes, clicks, prevs)
+        s = Session(pred, img, ClickSize(2.0, None), initial_mask=start, prev_mask=keep)
+        m = s.add_click(20, 15, True)  # on A
+        assert m[20, 15] and m[20, 45] == keep  # B stays only with the previous mask
+        s.add_click(2, 30, False)  # a background click away from both
+        assert s.mask[20, 45] == keep
+    assert all(p[0] is not None for p in seen[True]) and all(p[0] is None for p in seen[False])
+
+
 def _cylinder_volume(z0=5, z1=15, nz=24, size=40):
     vol = np.full((nz, size, size), -100.0, np.float32)
     gt = np.zeros(vol.shape, bool)
