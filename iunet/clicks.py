@@ -132,6 +132,30 @@ def click_radius_px(
     return float(np.clip(alpha * float(mask_area_px), min_radius_px, max_radius_px))
 
 
+def agreeing_radius_px(mask: np.ndarray, y: int, x: int, positive: bool, radius_px: float,
+                       min_radius_px: float = MIN_RADIUS_PX) -> float:
+    """The radius of a click at (y, x) on a slice whose mask so far is ``mask`` (Y, X) bool: a
+    click that *agrees* with the mask (a positive click inside it, a negative one outside) is
+    drawn no larger than its distance to the mask's border (pixel centre to centre; at least
+    ``min_radius_px``), so that its disk confirms what is there and does not reach across the
+    border into what lies beyond (a positive disk of 15 px near a spleen's edge tells the model
+    that the touching kidney is foreground too, and the previous mask then keeps it;
+    docs/design.md, "The previous mask and random clicks"). A click that disagrees (a
+    correction), or on an empty mask (a first click), keeps ``radius_px``."""
+    m = np.asarray(mask, bool)
+    h, w = m.shape
+    if not m.any() or not (0 <= y < h and 0 <= x < w) or bool(m[y, x]) != bool(positive):
+        return float(radius_px)
+    r = int(np.ceil(radius_px))
+    y0, x0 = max(y - r, 0), max(x - r, 0)
+    other = m[y0 : y + r + 1, x0 : x + r + 1] != bool(positive)  # the other side of the border, near the click
+    if not other.any():
+        return float(radius_px)
+    oy, ox = np.nonzero(other)
+    d = float(np.sqrt(np.min((oy + y0 - y) ** 2 + (ox + x0 - x) ** 2)))
+    return float(max(min_radius_px, min(float(radius_px), d)))
+
+
 def encode_clicks(
     clicks: Sequence[Click], shape_yx: tuple[int, int], encoding: str = "disk"
 ) -> np.ndarray:

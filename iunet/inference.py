@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .clicks import Click, ClickSize, encode_clicks, geodesic_cost, geodesic_distance
+from .clicks import Click, ClickSize, agreeing_radius_px, encode_clicks, geodesic_cost, geodesic_distance
 from .metrics import dice
 from .model import Checkpoint, load_checkpoint
 from .robot import deepest_point
@@ -692,11 +692,14 @@ class Session:
 
     # -- actions -----------------------------------------------------------------------
     def make_click(self, y: int, x: int, positive: bool) -> Click:
-        """The click a user at (y, x) makes now, with its radius; raises ValueError outside the image."""
+        """The click a user at (y, x) makes now, with its radius (a click that agrees with the
+        mask so far no larger than its distance to the mask's border: ``agreeing_radius_px``);
+        raises ValueError outside the image."""
         h, w = self.shape
         if not (0 <= int(y) < h and 0 <= int(x) < w):
             raise ValueError(f"click at (y={y}, x={x}) is outside the image ({h}×{w} pixels)")
-        return Click(int(y), int(x), bool(positive), self.next_radius_px)
+        y, x, positive = int(y), int(x), bool(positive)
+        return Click(y, x, positive, agreeing_radius_px(self.mask, y, x, positive, self.next_radius_px, self.click_size.min_radius_px))
 
     @property
     def zoomed_in(self) -> bool:
@@ -1183,7 +1186,8 @@ class VolumeSession:
             raise ValueError(f"click at (z={z}, y={y}, x={x}) is outside the volume ({nz} slices of {h}×{w} pixels)")
         z = int(z)
         t0 = time.perf_counter()
-        click = Click(int(y), int(x), bool(positive), self.next_radius_px(z))
+        click = Click(int(y), int(x), bool(positive),
+                      agreeing_radius_px(self._mask[z], int(y), int(x), bool(positive), self.next_radius_px(z), self.click_size.min_radius_px))
         edit = _Edit(self._clicks, {}, self._zoomed)
         prev = self._mask[z].copy()
         clicks = self.slice_clicks(z) + (click,)

@@ -92,3 +92,23 @@ def test_geodesic_maps_at_several_edge_weights_are_one_pair_each():
     np.testing.assert_array_equal(both[:2], geodesic_maps(img, clicks, lam=300, tau_px=64))
     np.testing.assert_array_equal(both[2:], geodesic_maps(img, clicks, lam=100, tau_px=64))
     assert both[2, 20, 20] > both[0, 20, 20] + 0.1  # the organ around the core: the soft map reaches it
+
+
+def test_a_click_that_agrees_with_the_mask_stays_inside_its_side_of_the_border():
+    """agreeing_radius_px: a positive click inside the mask, or a negative one outside, is drawn
+    no larger than its distance to the mask's border; a correction (a positive click outside,
+    a negative one inside) or a first click keeps its radius."""
+    from iunet.clicks import agreeing_radius_px
+
+    m = np.zeros((60, 60), bool)
+    m[10:40, 10:40] = True
+    assert agreeing_radius_px(m, 12, 25, True, 15.0) == pytest.approx(3.0)  # 3 px from the top edge's outside row
+    assert agreeing_radius_px(m, 25, 25, True, 15.0) == 15.0  # deep inside: the disk stays in
+    assert agreeing_radius_px(m, 25, 44, False, 15.0) == pytest.approx(5.0)  # outside, 5 px right of the mask
+    assert agreeing_radius_px(m, 25, 44, True, 15.0) == 15.0  # a correction: as it was
+    assert agreeing_radius_px(m, 25, 25, False, 15.0) == 15.0  # likewise
+    assert agreeing_radius_px(m, 10, 25, True, 15.0) == pytest.approx(1.0)  # on the border row: the smallest
+    assert agreeing_radius_px(m, 10, 25, True, 15.0, min_radius_px=2.0) == 2.0
+    assert agreeing_radius_px(np.zeros_like(m), 12, 25, True, 5.0) == 5.0  # no mask yet
+    assert agreeing_radius_px(m, 55, 55, False, 4.0) == 4.0  # far outside; the image border does not count
+    assert agreeing_radius_px(m, 41, 41, False, 15.0) == pytest.approx(np.sqrt(8))  # diagonal from the corner (39, 39)

@@ -140,6 +140,25 @@ def test_session_without_the_previous_mask_predicts_from_the_clicks_alone():
     assert all(p[0] is not None for p in seen[True]) and all(p[0] is None for p in seen[False])
 
 
+def test_a_click_that_agrees_with_the_mask_is_drawn_inside_it():
+    """Session.make_click and VolumeSession.add_click: a positive click inside the mask so far
+    near its border is drawn no larger than its distance to the border (agreeing_radius_px); a
+    correction keeps the dynamic size."""
+    img = np.full((40, 60), -100.0, np.float32)
+    img[10:30, 5:25] = 60.0
+    s = Session(OraclePredictor(), img, ClickSize(5.0, 1 / 40))  # dynamic: 400 px → 10 px
+    s.add_click(20, 15, True)
+    assert s.mask.sum() == 400 and s.next_radius_px == 10.0
+    assert s.make_click(12, 15, True).radius_px == 3.0  # inside, 3 px from the top border's outside row
+    assert s.make_click(20, 40, True).radius_px == 10.0  # outside: a correction
+    assert s.make_click(6, 15, False).radius_px == 4.0  # outside, 4 px above the mask
+    vol = np.stack([img] * 3)
+    v = VolumeSession(OraclePredictor(), vol, ClickSize(5.0, 1 / 40))
+    v.add_click(1, 20, 15, True, propagate=False)
+    v.add_click(1, 12, 15, True, propagate=False)
+    assert [c.radius_px for _, c in v.clicks] == [5.0, 3.0]
+
+
 def _cylinder_volume(z0=5, z1=15, nz=24, size=40):
     vol = np.full((nz, size, size), -100.0, np.float32)
     gt = np.zeros(vol.shape, bool)
