@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from .clicks import Click, click_radius_px, encode_clicks, geodesic_maps
 from .model import InputConfig
-from .robot import bounding_box, deepest_point, paper_pair
+from .robot import PAPER_BAND_PX, bounding_box, deepest_point, paper_pair
 from .weight_maps import combined_weight_map
 from .windowing import HU_AIR, apply_window
 
@@ -818,6 +818,12 @@ def grid_radius(cfg: SampleConfig, area_grid_px: float, native_px: int) -> float
     return r_native / scale
 
 
+def grid_band_px(grid_px: int, native_px: int) -> int:
+    """The paper's band around the object (``PAPER_BAND_PX`` native pixels, where its negative
+    click falls) on a ``grid_px`` grid of a ``native_px`` slice; at least 2 px."""
+    return max(2, int(round(PAPER_BAND_PX * grid_px / native_px)))
+
+
 def with_context(sl: LabelSlice, ctx: LabelSlice) -> LabelSlice:
     """Place the structures of ``sl`` (e.g. an MSD spleen label) into the anatomy of a context
     slice (e.g. a TotalSegmentator slice: real neighbouring organs and body outline), so that the
@@ -1023,7 +1029,7 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
         n_pairs = cfg.interactions if cfg.max_interactions <= cfg.interactions else int(rng.integers(cfg.interactions, cfg.max_interactions + 1))
         r_true = grid_radius(cfg, float(target.sum()), native_px)
         r_first = grid_radius(cfg, 0.0, native_px) if cfg.first_click_default else r_true
-        band = max(2, int(round(20 * g / native_px)))
+        band = grid_band_px(g, native_px)
         if sinus:  # the first click at the target's deepest point, in its sinus (where the ritm robot clicks a kidney)
             # or, beside a wide sinus, as often anywhere in the target: mostly on one side of it
             at = _first_click(target, rng, WIDE_SINUS_CENTRE_P)[:2] if wide_sinus else deepest_point(target)

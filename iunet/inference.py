@@ -1184,10 +1184,9 @@ class VolumeSession:
         nz, h, w = self.shape
         if not (0 <= int(z) < nz and 0 <= int(y) < h and 0 <= int(x) < w):
             raise ValueError(f"click at (z={z}, y={y}, x={x}) is outside the volume ({nz} slices of {h}×{w} pixels)")
-        z = int(z)
+        z, y, x, positive = int(z), int(y), int(x), bool(positive)
         t0 = time.perf_counter()
-        click = Click(int(y), int(x), bool(positive),
-                      agreeing_radius_px(self._mask[z], int(y), int(x), bool(positive), self.next_radius_px(z), self.click_size.min_radius_px))
+        click = Click(y, x, positive, agreeing_radius_px(self._mask[z], y, x, positive, self.next_radius_px(z), self.click_size.min_radius_px))
         edit = _Edit(self._clicks, {}, self._zoomed)
         prev = self._mask[z].copy()
         clicks = self.slice_clicks(z) + (click,)

@@ -39,12 +39,12 @@ from tqdm import tqdm
 from .clicks import Click, encode_clicks, format_alpha, geodesic_maps, parse_alpha
 from .ct_io import load_ct, read_nifti_mask
 from .data import (
-    SampleConfig, SliceBank, grid_radius, label_files, load_image_label_pairs, load_label_volumes, make_sample, msd_pairs, slices_from_volume,
+    SampleConfig, SliceBank, grid_band_px, grid_radius, label_files, load_image_label_pairs, load_label_volumes, make_sample, msd_pairs, slices_from_volume,
 )
 from .losses import dice_loss, weighted_dice_loss
 from .inference import cpu_has_native_bf16
 from .model import Checkpoint, InputConfig, ModelConfig, UNet, adapt_input_channels, save_checkpoint
-from .robot import PAPER_BAND_PX, next_clicks, paper_pair
+from .robot import next_clicks, paper_pair
 from .weight_maps import combined_weight_map
 
 HELD_OUT = ("spleen_8",)  # the real check case: never train on it
@@ -258,8 +258,7 @@ def _corrective_click(gt: np.ndarray, pred: np.ndarray, clicks: list[Click], ima
     a process pool can run it."""
     rng = np.random.default_rng(seed)
     if paper:
-        band = max(2, int(round(PAPER_BAND_PX * gt.shape[0] / native_px)))
-        pts = paper_pair(gt, rng, band_px=band) if gt.any() else []
+        pts = paper_pair(gt, rng, band_px=grid_band_px(gt.shape[0], native_px)) if gt.any() else []
     else:
         pts = next_clicks("ritm", gt, pred, rng, [(k.y, k.x) for k in clicks])
     if not pts:
