@@ -91,6 +91,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--no-centre-zoom", dest="centre_zoom", action="store_false",
                    help="a diagnostic for iunet-zoomout: a large first mask that is not the clicked centre's tissue is zoomed out "
                         "as any large first mask, never zoomed in (iunet.inference.ZoomOut(centre_radius_px=0))")
+    p.add_argument("--no-fat-zoom", dest="fat_zoom", action="store_false",
+                   help="a diagnostic for iunet-zoomout: a first click on fat keeps the full view's mask, never the organ around "
+                        "it seen zoomed out (iunet.inference.ZoomOut(fat_growth=0))")
     p.add_argument("--zoom-refine", dest="zoom_refine", action="store_true",
                    help="an option for iunet-zoomout: a zoomed-out first mask is predicted again at the full view with itself "
                         "as the previous mask (iunet.inference.ZoomOut(refine=True); off by default: one more forward pass)")
@@ -121,7 +124,7 @@ def _run(a: argparse.Namespace) -> None:
         radius_px=a.radius_px, alpha=a.alpha,
         slices=a.slices, min_area_px=a.min_area_px, label_ids=tuple(a.label_ids), cases=tuple(a.cases),
         split=a.split, rw_grid_px=a.rw_grid_px, rw_volume_grid_px=a.rw_volume_grid_px, seed=a.seed,
-        geodesic_lambda=a.geodesic_lambda, small_carry=a.small_carry, carry_negative_mm=a.carry_negative_mm, regrow_limit=a.regrow_limit, zoom_in=a.zoom_in, focus=a.focus, centre_zoom=a.centre_zoom, zoom_refine=a.zoom_refine, prev_mask=a.prev_mask, device=a.device, runtime=a.runtime,
+        geodesic_lambda=a.geodesic_lambda, small_carry=a.small_carry, carry_negative_mm=a.carry_negative_mm, regrow_limit=a.regrow_limit, zoom_in=a.zoom_in, focus=a.focus, centre_zoom=a.centre_zoom, zoom_refine=a.zoom_refine, fat_zoom=a.fat_zoom, prev_mask=a.prev_mask, device=a.device, runtime=a.runtime,
         batch=a.batch, threads=a.threads, out=a.out, resume=a.resume, overwrite=a.overwrite,
     )
     out = run(cfg)

@@ -79,6 +79,7 @@ class RunConfig:
     regrow_limit: float | None = None  # VolumeSession's limit on a re-propagated mask's growth into other tissue (None: its default; --regrow-limit)
     zoom_in: bool = True  # iunet-zoomout's first click may also zoom in (ZoomOut.zoom_in; --no-zoom-in)
     zoom_refine: bool = False  # iunet-zoomout's zoomed-out first mask predicted again at the full view (--zoom-refine)
+    fat_zoom: bool = True  # iunet-zoomout's first click on fat: the organ around it, zoomed out (--no-fat-zoom: never)
     centre_zoom: bool = True  # iunet-zoomout's large first mask not of the clicked centre's tissue: zoomed in (--no-centre-zoom)
     prev_mask: bool = True  # per slice, the IU-Nets are shown the mask so far (--no-prev-mask: the clicks alone)
     focus: bool = True  # iunet-zoomout's later clicks that take in other tissue go to a focus view (ZoomOut.focus; --no-focus)
@@ -260,6 +261,8 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
         skip.add("centre_zoom")
     if not cfg.zoom_refine:
         skip.add("zoom_refine")
+    if cfg.fat_zoom:
+        skip.add("fat_zoom")
     if cfg.prev_mask:
         skip.add("prev_mask")
     if cfg.carry_negative_mm is None:
@@ -305,7 +308,7 @@ def _load_predictor(path: str | None, device: str, interactive: bool, flag: str,
 
 def zoom_out_options(meths: list, cfg: RunConfig) -> list:
     """The methods with ZoomOut (``iunet-zoomout``) as the run's ZoomOut flags set them
-    (``--no-zoom-in``, ``--no-focus``, ``--no-centre-zoom``, ``--zoom-refine``); the others as they are."""
+    (``--no-zoom-in``, ``--no-focus``, ``--no-centre-zoom``, ``--no-fat-zoom``, ``--zoom-refine``); the others as they are."""
     changes = {}
     if not cfg.zoom_in:
         changes["zoom_in_fraction"] = 0.0
@@ -313,6 +316,8 @@ def zoom_out_options(meths: list, cfg: RunConfig) -> list:
         changes["focus_growth"] = 0.0
     if not cfg.centre_zoom:
         changes["centre_radius_px"] = 0.0
+    if not cfg.fat_zoom:
+        changes["fat_growth"] = 0.0
     if cfg.zoom_refine:
         changes["refine"] = True
     return [replace(m, zoom_out=replace(m.zoom_out, **changes)) if changes and m.zoom_out is not None else m for m in meths]

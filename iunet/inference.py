@@ -481,6 +481,8 @@ class ZoomOut:
     # since it makes a large structure's first click cost about 2.2 clicks, over issue 9's 50 ms (docs/design.md)
     refine: bool = False
     centre_radius_px: float = 1.5  # a large first mask not of the clicked centre's intensity (this disk's): zoomed in, not out (0: never)
+    fat_growth: float = 2.0  # a first click on fat whose zoomed-out mask is this many times larger, around it, in other tissue: kept (0: never)
+    fat_min_hu: float = -190.0  # fat's HU range for that: [fat_min_hu, zoom_in_min_hu) (below it: air)
 
     def applies(self, probability: np.ndarray, clicks: Sequence[Click], threshold: float = 0.5) -> bool:
         """Whether the prediction ``probability`` (Y, X) of a slice's first clicks ``clicks`` (no
@@ -567,6 +569,28 @@ class ZoomOut:
         if not foreign and abs(float(np.median(image_hu[mf & ~prev])) - med) >= abs(float(np.median(image_hu[added])) - med):
             return None  # what the focus view adds is no nearer the mask's tissue (and the full view's is the clicked one)
         return out
+
+    def around_fat(self, predictor: "Predictor", image_hu: np.ndarray, probability: np.ndarray, clicks: Sequence[Click],
+                   grid: torch.Tensor | None = None, threshold: float = 0.5) -> np.ndarray | None:
+        """For a slice's first click (one positive click, no previous mask) on fat (its disk's
+        median HU in [``fat_min_hu``, ``zoom_in_min_hu``), CT's fat window, not air) that was
+        neither zoomed out nor in: the probability (Y, X) predicted zoomed out, if that mask
+        holds most (80 %) of the full view's mask, is over ``fat_growth`` times larger, and what
+        it adds is not fat: the organ around a click in its renal sinus, which the full view
+        (its geodesic click maps stopping at the fat's edge) takes as the sinus alone; else None
+        (keep the full view, e.g. a fatty lesion in fat). ``grid``: the slice prepared
+        (``predictor.prepare``). It costs the zoomed-out pass on such clicks only."""
+        if self.fat_growth <= 0 or len(clicks) != 1 or not clicks[0].positive:
+            return None
+        if not self.fat_min_hu <= float(np.median(click_disk_hu(image_hu, clicks[0]))) < self.zoom_in_min_hu:
+            return None  # not fat (air, a lung, is not a sinus)
+        m = probability >= threshold
+        wide = self.predict(predictor, [image_hu], [clicks], None if grid is None else [grid])[0]
+        mw = wide >= threshold
+        added = mw & ~m
+        if mw.sum() <= self.fat_growth * m.sum() or (mw & m).sum() < 0.8 * m.sum():
+            return None
+        return wide if float(np.median(image_hu[added])) >= self.zoom_in_min_hu else None
 
     def predict(self, predictor: "Predictor", images_hu: Sequence[np.ndarray], clicks: Sequence[Sequence[Click]],
                 grids: Sequence[torch.Tensor] | None = None) -> list[np.ndarray]:
@@ -773,6 +797,11 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
                 probs[i] = p
                 zoomed.add(i)
     wide = [i for i in wide if i not in zoomed]
+    for i, (s, c) in enumerate(zip(sessions, new)):  # a first click on fat: the organ around it, zoomed out
+        if s.zoom_out is not None and s.probability is None and not s.clicks and i not in zoomed and i not in wide:
+            p = s.zoom_out.around_fat(predictor, s.image_hu, probs[i], (c,), s._grid, s.threshold)
+            if p is not None:
+                probs[i] = p
     for zo in {sessions[i].zoom_out for i in wide}:  # a large structure's first click: again, zoomed out
         idx = [i for i in wide if sessions[i].zoom_out == zo]
         for i, p in zip(idx, zo.predict(predictor, [sessions[i].image_hu for i in idx], [(new[i],) for i in idx],
@@ -1202,6 +1231,9 @@ class VolumeSession:
                 self._zoomed = self._zoomed | {z}
             elif wide:  # a large structure: again, zoomed out
                 prob = self.zoom_out.predict(self.predictor, [self.volume_hu[z]], [clicks], [self._grid(z)])[0]
+            else:  # a click on fat: the organ around it, zoomed out
+                around = self.zoom_out.around_fat(self.predictor, self.volume_hu[z], prob, clicks, self._grid(z), self.threshold)
+                prob = prob if around is None else around
         m = prob >= self.threshold
         piece = clicked_piece(prev, clicks)
         if piece is not None:  # a background click on a separate piece of this slice's mask: all of it goes

@@ -762,6 +762,69 @@ def test_zoomed_out_mask_is_refined_at_the_full_view():
     assert not ZoomOut().refine  # off by default (one more forward pass)
 
 
+class SinusPredictor(ShortSightedPredictor):
+    """A stand-in for a model whose geodesic click maps stop at a fat's edge: at the full view it
+    segments the connected region of the clicked grid pixel's tissue (fat, or the bright organ);
+    zoomed out it sees the organ with its fat sinus as one (the bright object, holes filled)."""
+
+    def predict_prepared(self, images, shapes, clicks, prev_masks=None, boxes=None):
+        from scipy import ndimage
+
+        out = []
+        for i, (img, shape, cl) in enumerate(zip(images, shapes, clicks)):
+            self.calls += 1
+            n = img.shape[0]
+            y0, y1, x0, x1 = (0, n, 0, n) if boxes is None else boxes[i]
+            f = shape[0] // (y1 - y0)
+            a = img.numpy()[y0:y1, x0:x1]
+            gy, gx = cl[0].y // f, cl[0].x // f
+            if boxes is None:
+                tissue = a > 0 if a[gy, gx] > 0 else (a < 0) & (a > -500)
+            else:
+                tissue = ndimage.binary_fill_holes(a > 0)
+            lab, _ = ndimage.label(tissue)
+            m = (lab == lab[gy, gx]) & tissue
+            out.append(np.kron(m, np.ones((f, f))).astype(np.float32))
+        return out
+
+
+def test_a_first_click_on_fat_inside_an_organ_gives_the_organ_seen_zoomed_out():
+    """ZoomOut: a first click on fat (a renal sinus) whose full-view mask is the fat alone is
+    predicted zoomed out, and the organ around it is kept (the zoomed-out mask holds the fat's
+    mask, is over twice as large, and adds tissue that is not fat); a fat region with no organ
+    around it, or a click on air, keeps the full view's mask; a click on the organ is predicted
+    as before; ``fat_growth=0`` (the benchmark's --no-fat-zoom) never does it; the same in a
+    volume's first click."""
+    from iunet.inference import Session, ZoomOut
+
+    img = np.full((128, 128), -1000.0, np.float32)
+    yy, xx = np.mgrid[:128, :128]
+    r2 = (yy - 64) ** 2 + (xx - 64) ** 2
+    img[r2 <= 40**2] = 60.0  # the organ
+    img[r2 <= 12**2] = -100.0  # its fat sinus
+    organ = r2 <= 40**2
+    pred = SinusPredictor()
+    sinus = Session(pred, img, zoom_out=ZoomOut(fat_growth=0)).add_click(64, 64, True)
+    assert 0 < sinus.sum() < 0.045 * img.size and not (sinus & (r2 > 18**2)).any()  # the full view: the fat alone (4-px grid)
+    whole = Session(pred, img, zoom_out=ZoomOut()).add_click(64, 64, True)
+    assert (whole & organ).sum() > 0.9 * organ.sum() and whole.sum() > 2 * sinus.sum()
+    np.testing.assert_array_equal(VolumeSession(pred, img[None], zoom_out=ZoomOut()).add_click(0, 64, 64, True)[0], whole)
+    counts = []
+    for zo in (ZoomOut(), ZoomOut(fat_growth=0)):  # a click on the organ: as before (here zoomed out, the organ being large)
+        calls = pred.calls
+        counts.append((Session(pred, img, zoom_out=zo).add_click(64, 96, True), pred.calls - calls))
+    np.testing.assert_array_equal(counts[0][0], counts[1][0])
+    assert counts[0][1] == counts[1][1] == 2
+    air = img.copy()
+    air[r2 <= 12**2] = -1000.0  # an air pocket is not a sinus: the full view's (empty) mask stays
+    np.testing.assert_array_equal(Session(pred, air, zoom_out=ZoomOut()).add_click(64, 64, True),
+                                  Session(pred, air, zoom_out=ZoomOut(fat_growth=0)).add_click(64, 64, True))
+    lone = np.full((128, 128), -1000.0, np.float32)
+    lone[r2 <= 12**2] = -100.0  # a fat region in air: nothing around it to take
+    np.testing.assert_array_equal(Session(pred, lone, zoom_out=ZoomOut()).add_click(64, 64, True),
+                                  Session(pred, lone, zoom_out=ZoomOut(fat_growth=0)).add_click(64, 64, True))
+
+
 class NearSightedPredictor(OraclePredictor):
     """Sees a faint lesion only when zoomed in: on the whole slice a click takes the organ
     around it (every pixel over 0 HU connected to the click), on any smaller view the lesion
