@@ -572,8 +572,9 @@ class ZoomOut:
 
     def around_fat(self, predictor: "Predictor", image_hu: np.ndarray, probability: np.ndarray, clicks: Sequence[Click],
                    grid: torch.Tensor | None = None, threshold: float = 0.5) -> np.ndarray | None:
-        """For a slice's first click (one positive click, no previous mask) on fat (its disk's
-        median HU in [``fat_min_hu``, ``zoom_in_min_hu``), CT's fat window, not air) that was
+        """For a slice's first click (one positive click, no previous mask) on fat (the median HU
+        of its centre, a ``centre_radius_px`` disk, or of its disk where that is 0, in
+        [``fat_min_hu``, ``zoom_in_min_hu``), CT's fat window, not air) that was
         neither zoomed out nor in: the probability (Y, X) predicted zoomed out, if that mask
         holds most (80 %) of the full view's mask, is over ``fat_growth`` times larger, and what
         it adds is not fat: the organ around a click in its renal sinus, which the full view
@@ -582,7 +583,10 @@ class ZoomOut:
         (``predictor.prepare``). It costs the zoomed-out pass on such clicks only."""
         if self.fat_growth <= 0 or len(clicks) != 1 or not clicks[0].positive:
             return None
-        if not self.fat_min_hu <= float(np.median(click_disk_hu(image_hu, clicks[0]))) < self.zoom_in_min_hu:
+        click = clicks[0]
+        spot = click_disk_hu(image_hu, replace(click, radius_px=self.centre_radius_px), 0.0) if self.centre_radius_px > 0 \
+            else click_disk_hu(image_hu, click)  # the clicked centre: a small sinus's disk is partly the organ
+        if not self.fat_min_hu <= float(np.median(spot)) < self.zoom_in_min_hu:
             return None  # not fat (air, a lung, is not a sinus)
         m = probability >= threshold
         wide = self.predict(predictor, [image_hu], [clicks], None if grid is None else [grid])[0]
