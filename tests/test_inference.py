@@ -792,7 +792,8 @@ def test_a_first_click_on_fat_inside_an_organ_gives_the_organ_seen_zoomed_out():
     """ZoomOut: a first click on fat (a renal sinus) whose full-view mask is the fat alone is
     predicted zoomed out, and the organ around it is kept (the zoomed-out mask holds the fat's
     mask, is over twice as large, and adds tissue that is not fat); a fat region with no organ
-    around it, or a click on air, keeps the full view's mask; a click on the organ is predicted
+    around it, or a click on air, keeps the full view's mask (fat is read at the click's centre,
+    so a sinus smaller than the click's disk counts); a click on the organ is predicted
     as before; ``fat_growth=0`` (the benchmark's --no-fat-zoom) never does it; the same in a
     volume's first click."""
     from iunet.inference import Session, ZoomOut
@@ -815,6 +816,10 @@ def test_a_first_click_on_fat_inside_an_organ_gives_the_organ_seen_zoomed_out():
         counts.append((Session(pred, img, zoom_out=zo).add_click(64, 96, True), pred.calls - calls))
     np.testing.assert_array_equal(counts[0][0], counts[1][0])
     assert counts[0][1] == counts[1][1] == 2
+    small = np.where(organ, 60.0, -1000.0).astype(np.float32)
+    small[r2 <= 2**2] = -100.0  # a sinus smaller than the click's disk: its centre is read, not the disk
+    assert (Session(pred, small, zoom_out=ZoomOut()).add_click(64, 64, True) & organ).sum() > 0.9 * organ.sum()
+    assert Session(pred, small, zoom_out=ZoomOut(centre_radius_px=0)).add_click(64, 64, True).sum() < 0.1 * organ.sum()
     air = img.copy()
     air[r2 <= 12**2] = -1000.0  # an air pocket is not a sinus: the full view's (empty) mask stays
     np.testing.assert_array_equal(Session(pred, air, zoom_out=ZoomOut()).add_click(64, 64, True),
