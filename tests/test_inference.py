@@ -684,13 +684,18 @@ class ShortSightedPredictor(OraclePredictor):
         view[margin_px : n - margin_px, margin_px : n - margin_px] = small
         return view, (margin_px, n - margin_px, margin_px, n - margin_px)
 
+    def _view(self, img, shape, box):
+        """One prediction's grid: its size n, the box (y0, y1, x0, x1) the slice fills on it, and
+        the slice pixels per grid pixel; counts the call."""
+        self.calls += 1
+        n = img.shape[0]
+        y0, y1, x0, x1 = (0, n, 0, n) if box is None else box
+        return n, (y0, y1, x0, x1), shape[0] // (y1 - y0)
+
     def predict_prepared(self, images, shapes, clicks, prev_masks=None, boxes=None):
         out = []
         for i, (img, shape, cl) in enumerate(zip(images, shapes, clicks)):
-            self.calls += 1
-            n = img.shape[0]
-            y0, y1, x0, x1 = (0, n, 0, n) if boxes is None else boxes[i]
-            f = shape[0] // (y1 - y0)  # slice pixels per grid pixel
+            n, (y0, y1, x0, x1), f = self._view(img, shape, None if boxes is None else boxes[i])
             yy, xx = np.mgrid[:n, :n]
             m = np.zeros((n, n), bool)
             for c in cl:
@@ -772,10 +777,7 @@ class SinusPredictor(ShortSightedPredictor):
 
         out = []
         for i, (img, shape, cl) in enumerate(zip(images, shapes, clicks)):
-            self.calls += 1
-            n = img.shape[0]
-            y0, y1, x0, x1 = (0, n, 0, n) if boxes is None else boxes[i]
-            f = shape[0] // (y1 - y0)
+            _, (y0, y1, x0, x1), f = self._view(img, shape, None if boxes is None else boxes[i])
             a = img.numpy()[y0:y1, x0:x1]
             gy, gx = cl[0].y // f, cl[0].x // f
             if boxes is None:
