@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
+from skimage.morphology import convex_hull_image
 
 from .clicks import Click, ClickSize, agreeing_radius_px, encode_clicks, geodesic_cost, geodesic_distance
 from .metrics import dice
@@ -592,8 +593,8 @@ class ZoomOut:
         wide = self.predict(predictor, [image_hu], [clicks], None if grid is None else [grid])[0]
         mw = wide >= threshold
         added = mw & ~m
-        if mw.sum() <= self.fat_growth * m.sum() or (mw & m).sum() < 0.8 * m.sum():
-            return None
+        if mw.sum() <= self.fat_growth * m.sum() or not convex_hull_image(mw)[click.y, click.x]:
+            return None  # not larger, or not around the click
         return wide if float(np.median(image_hu[added])) >= self.zoom_in_min_hu else None
 
     def predict(self, predictor: "Predictor", images_hu: Sequence[np.ndarray], clicks: Sequence[Sequence[Click]],
@@ -792,20 +793,21 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
             probs[i] = paste_crop(probs[i], crop, s.shape)
     wide = [i for i, (s, c) in enumerate(zip(sessions, new))
             if s.zoom_out is not None and s.probability is None and not s.clicks and s.zoom_out.applies(probs[i], (c,), s.threshold)]
-    zoomed = set()
+    zoomed, fat = set(), set()
+    for i, (s, c) in enumerate(zip(sessions, new)):  # a first click on fat: the organ around it, zoomed out
+        if s.zoom_out is not None and s.probability is None and not s.clicks and i not in wide:
+            p = s.zoom_out.around_fat(predictor, s.image_hu, probs[i], (c,), s._grid, s.threshold)
+            if p is not None:
+                probs[i] = p
+                fat.add(i)
     # a first click whose mask is not the clicked tissue (a large mask: not its centre's): zoomed in
     for i, (s, c) in enumerate(zip(sessions, new)):
-        if s.zoom_out is not None and s.probability is None and not s.clicks:
+        if s.zoom_out is not None and s.probability is None and not s.clicks and i not in fat:
             p = s.zoom_out.zoom_in(predictor, s.image_hu, probs[i], (c,), s.threshold, centre=i in wide)
             if p is not None:
                 probs[i] = p
                 zoomed.add(i)
     wide = [i for i in wide if i not in zoomed]
-    for i, (s, c) in enumerate(zip(sessions, new)):  # a first click on fat: the organ around it, zoomed out
-        if s.zoom_out is not None and s.probability is None and not s.clicks and i not in zoomed and i not in wide:
-            p = s.zoom_out.around_fat(predictor, s.image_hu, probs[i], (c,), s._grid, s.threshold)
-            if p is not None:
-                probs[i] = p
     for zo in {sessions[i].zoom_out for i in wide}:  # a large structure's first click: again, zoomed out
         idx = [i for i in wide if sessions[i].zoom_out == zo]
         for i, p in zip(idx, zo.predict(predictor, [sessions[i].image_hu for i in idx], [(new[i],) for i in idx],
@@ -1229,15 +1231,16 @@ class VolumeSession:
             prob = prob if focused is None else focused
         if self.zoom_out is not None and not prev.any() and len(clicks) == 1:
             wide = self.zoom_out.applies(prob, clicks, self.threshold)
-            zoomed = self.zoom_out.zoom_in(self.predictor, self.volume_hu[z], prob, clicks, self.threshold, centre=wide)
-            if zoomed is not None:  # a small structure, or a large mask that is not the clicked centre's tissue
+            around = None if wide else self.zoom_out.around_fat(self.predictor, self.volume_hu[z], prob, clicks, self._grid(z), self.threshold)
+            zoomed = None if around is not None else \
+                self.zoom_out.zoom_in(self.predictor, self.volume_hu[z], prob, clicks, self.threshold, centre=wide)
+            if around is not None:  # a click on fat: the organ around it, zoomed out
+                prob = around
+            elif zoomed is not None:  # a small structure, or a large mask that is not the clicked centre's tissue
                 prob = zoomed
                 self._zoomed = self._zoomed | {z}
             elif wide:  # a large structure: again, zoomed out
                 prob = self.zoom_out.predict(self.predictor, [self.volume_hu[z]], [clicks], [self._grid(z)])[0]
-            else:  # a click on fat: the organ around it, zoomed out
-                around = self.zoom_out.around_fat(self.predictor, self.volume_hu[z], prob, clicks, self._grid(z), self.threshold)
-                prob = prob if around is None else around
         m = prob >= self.threshold
         piece = clicked_piece(prev, clicks)
         if piece is not None:  # a background click on a separate piece of this slice's mask: all of it goes
