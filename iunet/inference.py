@@ -575,13 +575,15 @@ class ZoomOut:
                    grid: torch.Tensor | None = None, threshold: float = 0.5) -> np.ndarray | None:
         """For a slice's first click (one positive click, no previous mask) on fat (the median HU
         of its centre, a ``centre_radius_px`` disk, or of its disk where that is 0, in
-        [``fat_min_hu``, ``zoom_in_min_hu``), CT's fat window, not air) that was
-        neither zoomed out nor in: the probability (Y, X) predicted zoomed out, if that mask
-        holds most (80 %) of the full view's mask, is over ``fat_growth`` times larger, and what
+        [``fat_min_hu``, ``zoom_in_min_hu``), CT's fat window, not air) whose full-view mask
+        is not large enough to be zoomed out (tried before ``zoom_in``): the probability (Y, X)
+        predicted zoomed out,
+        if that mask surrounds the click (its convex hull holds it; a kidney seen zoomed out
+        may leave its sinus out), is over ``fat_growth`` times the full view's mask, and what
         it adds is not fat: the organ around a click in its renal sinus, which the full view
         (its geodesic click maps stopping at the fat's edge) takes as the sinus alone; else None
-        (keep the full view, e.g. a fatty lesion in fat). ``grid``: the slice prepared
-        (``predictor.prepare``). It costs the zoomed-out pass on such clicks only."""
+        (keep the full view, e.g. a fatty lesion in fat, or fat beside an organ). ``grid``: the
+        slice prepared (``predictor.prepare``). It costs the zoomed-out pass on such clicks only."""
         if self.fat_growth <= 0 or len(clicks) != 1 or not clicks[0].positive:
             return None
         click = clicks[0]

@@ -832,6 +832,34 @@ def test_a_first_click_on_fat_inside_an_organ_gives_the_organ_seen_zoomed_out():
                                   Session(pred, lone, zoom_out=ZoomOut(fat_growth=0)).add_click(64, 64, True))
 
 
+def test_around_fat_keeps_a_zoomed_out_mask_only_around_the_click(monkeypatch):
+    """ZoomOut.around_fat's geometry, with the zoomed-out prediction given: an organ around the
+    clicked fat (a ring, the sinus left out as a kidney seen zoomed out leaves it) is kept; an
+    organ beside the fat, however large, is not, nor one that adds only fat, nor one not over
+    twice the fat's mask."""
+    from iunet.inference import ZoomOut
+
+    img = np.full((96, 96), -1000.0, np.float32)
+    yy, xx = np.mgrid[:96, :96]
+    r2 = (yy - 48) ** 2 + (xx - 48) ** 2
+    ring = (r2 <= 30**2) & (r2 > 8**2)
+    img[ring] = 60.0
+    img[r2 <= 8**2] = -100.0  # the fat the click is on
+    fat_mask = (r2 <= 8**2).astype(np.float32)
+    click = [Click(48, 48, True, 5.0)]
+    beside = np.zeros((96, 96), bool)
+    beside[10:86, 80:94] = True  # an organ beside the fat
+    img[beside & ~ring] = 60.0
+    zo = ZoomOut()
+    for wide, kept in ((ring, True), (beside, False), (ring & (r2 <= 9**2), False)):
+        monkeypatch.setattr(ZoomOut, "predict", lambda self, *a, w=wide, **k: [w.astype(np.float32)])
+        out = zo.around_fat(None, img, fat_mask, click)
+        assert (out is not None) == kept
+    fatty = np.where(r2 <= 30**2, -100.0, -1000.0).astype(np.float32)  # fat all round: nothing to take
+    monkeypatch.setattr(ZoomOut, "predict", lambda self, *a, **k: [(r2 <= 30**2).astype(np.float32)])
+    assert zo.around_fat(None, fatty, fat_mask, click) is None
+
+
 class NearSightedPredictor(OraclePredictor):
     """Sees a faint lesion only when zoomed in: on the whole slice a click takes the organ
     around it (every pixel over 0 HU connected to the click), on any smaller view the lesion
