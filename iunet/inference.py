@@ -577,13 +577,13 @@ class ZoomOut:
         of its centre, a ``centre_radius_px`` disk, or of its disk where that is 0, in
         [``fat_min_hu``, ``zoom_in_min_hu``), CT's fat window, not air) whose full-view mask
         is not large enough to be zoomed out (tried before ``zoom_in``): the probability (Y, X)
-        predicted zoomed out,
-        if that mask surrounds the click (its convex hull holds it; a kidney seen zoomed out
-        may leave its sinus out), is over ``fat_growth`` times the full view's mask, and what
-        it adds is not fat: the organ around a click in its renal sinus, which the full view
-        (its geodesic click maps stopping at the fat's edge) takes as the sinus alone; else None
-        (keep the full view, e.g. a fatty lesion in fat, or fat beside an organ). ``grid``: the
-        slice prepared (``predictor.prepare``). It costs the zoomed-out pass on such clicks only."""
+        predicted zoomed out, if that mask surrounds the click (its convex hull holds it; a
+        kidney seen zoomed out may leave its sinus out), is over ``fat_growth`` times the full
+        view's mask, and what it adds is not fat: the organ around a click in its renal sinus,
+        which the full view (its geodesic click maps stopping at the fat's edge) takes as the
+        sinus alone; else None (keep the full view, e.g. a fatty lesion in fat, or fat beside an
+        organ). ``grid``: the slice prepared (``predictor.prepare``). It costs the zoomed-out
+        pass on such clicks only (docs/design.md, "A first click on fat")."""
         if self.fat_growth <= 0 or len(clicks) != 1 or not clicks[0].positive:
             return None
         click = clicks[0]
