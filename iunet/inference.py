@@ -468,7 +468,9 @@ class ZoomOut:
     click in a renal sinus's fat means the kidney around it, as the model was trained. A large
     first mask is tested the same way first, against the clicked *centre* (a
     ``centre_radius_px`` disk; 0: never): a click on a small bright vessel whose mask took the
-    liver around it is zoomed in, not out."""
+    liver around it is zoomed in, not out. A first click whose centre is fat and whose mask is
+    small is predicted zoomed out too, and the organ seen around it kept (``around_fat``,
+    ``fat_growth``; 0: never): a click in a renal sinus means the kidney."""
 
     min_area_fraction: float = 0.045
     factor: float = 2.0
