@@ -494,6 +494,12 @@ class ZoomOut:
             return False
         return float((probability >= threshold).mean()) > self.min_area_fraction
 
+    def _spot_hu(self, image_hu: np.ndarray, click: Click, centre: bool) -> np.ndarray:
+        """HU values (1D) of the clicked spot on ``image_hu`` (Y, X): the click's centre, a
+        ``centre_radius_px`` disk, with ``centre``; else its whole disk (at least 3 px)."""
+        return click_disk_hu(image_hu, replace(click, radius_px=self.centre_radius_px), 0.0) if centre \
+            else click_disk_hu(image_hu, click)
+
     def _view(self, click: Click, shape_yx: tuple[int, int]) -> Crop:
         """The square ``zoom_in_fraction`` of the slice's longer side centred on ``click`` (moved
         inside the slice): the view of ``zoom_in`` and ``focus``."""
@@ -517,7 +523,7 @@ class ZoomOut:
         click = clicks[0]
         if centre and self.centre_radius_px <= 0:
             return None
-        disk = click_disk_hu(image_hu, replace(click, radius_px=self.centre_radius_px), 0.0) if centre else click_disk_hu(image_hu, click)
+        disk = self._spot_hu(image_hu, click, centre)
         med = float(np.median(disk))
         if med < self.zoom_in_min_hu or intensity_jump_hu(image_hu[m], disk) <= self.zoom_in_margin_hu:
             return None
@@ -589,8 +595,7 @@ class ZoomOut:
         if self.fat_growth <= 0 or len(clicks) != 1 or not clicks[0].positive:
             return None
         click = clicks[0]
-        spot = click_disk_hu(image_hu, replace(click, radius_px=self.centre_radius_px), 0.0) if self.centre_radius_px > 0 \
-            else click_disk_hu(image_hu, click)  # the clicked centre: a small sinus's disk is partly the organ
+        spot = self._spot_hu(image_hu, click, self.centre_radius_px > 0)  # the centre: a small sinus's disk is partly the organ
         if not self.fat_min_hu <= float(np.median(spot)) < self.zoom_in_min_hu:
             return None  # not fat (air, a lung, is not a sinus)
         m = probability >= threshold
@@ -600,6 +605,25 @@ class ZoomOut:
         if mw.sum() <= self.fat_growth * m.sum() or not convex_hull_image(mw)[click.y, click.x]:
             return None  # not larger, or not around the click
         return wide if float(np.median(image_hu[added])) >= self.zoom_in_min_hu else None
+
+    def first_view(self, predictor: "Predictor", image_hu: np.ndarray, probability: np.ndarray, clicks: Sequence[Click],
+                   grid: torch.Tensor | None = None, threshold: float = 0.5) -> tuple[str | None, np.ndarray | None]:
+        """Which view a slice's first click ``clicks`` (no previous mask), predicted at the full
+        view as ``probability`` (Y, X), is kept in, in this order: ("fat", p) the organ around a
+        click on fat (``around_fat``, for a mask not large); ("in", p) zoomed in, a mask that is
+        not the clicked spot's tissue (``zoom_in``; for a large mask, its centre's); ("out",
+        None) a large mask, to be predicted zoomed out (``predict``, left to the caller, which
+        may batch it); (None, None) the full view. ``Session`` and ``VolumeSession`` both decide
+        here."""
+        wide = self.applies(probability, clicks, threshold)
+        if not wide:
+            p = self.around_fat(predictor, image_hu, probability, clicks, grid, threshold)
+            if p is not None:
+                return "fat", p
+        p = self.zoom_in(predictor, image_hu, probability, clicks, threshold, centre=wide)
+        if p is not None:
+            return "in", p
+        return ("out", None) if wide else (None, None)
 
     def predict(self, predictor: "Predictor", images_hu: Sequence[np.ndarray], clicks: Sequence[Sequence[Click]],
                 grids: Sequence[torch.Tensor] | None = None) -> list[np.ndarray]:
@@ -795,23 +819,16 @@ def step_sessions(sessions: Sequence[Session], points: Sequence[tuple[int, int, 
     for i, (s, crop) in enumerate(zip(sessions, crops)):
         if crop is not None:  # back into the slice
             probs[i] = paste_crop(probs[i], crop, s.shape)
-    wide = [i for i, (s, c) in enumerate(zip(sessions, new))
-            if s.zoom_out is not None and s.probability is None and not s.clicks and s.zoom_out.applies(probs[i], (c,), s.threshold)]
-    zoomed, fat = set(), set()
-    for i, (s, c) in enumerate(zip(sessions, new)):  # a first click on fat: the organ around it, zoomed out
-        if s.zoom_out is not None and s.probability is None and not s.clicks and i not in wide:
-            p = s.zoom_out.around_fat(predictor, s.image_hu, probs[i], (c,), s._grid, s.threshold)
+    zoomed, wide = set(), []  # first clicks kept zoomed in; first clicks to predict zoomed out (batched below)
+    for i, (s, c) in enumerate(zip(sessions, new)):  # a first click: on fat, zoomed in, or a large structure
+        if s.zoom_out is not None and s.probability is None and not s.clicks:
+            how, p = s.zoom_out.first_view(predictor, s.image_hu, probs[i], (c,), s._grid, s.threshold)
             if p is not None:
                 probs[i] = p
-                fat.add(i)
-    # a first click whose mask is not the clicked tissue (a large mask: not its centre's): zoomed in
-    for i, (s, c) in enumerate(zip(sessions, new)):
-        if s.zoom_out is not None and s.probability is None and not s.clicks and i not in fat:
-            p = s.zoom_out.zoom_in(predictor, s.image_hu, probs[i], (c,), s.threshold, centre=i in wide)
-            if p is not None:
-                probs[i] = p
+            if how == "in":
                 zoomed.add(i)
-    wide = [i for i in wide if i not in zoomed]
+            elif how == "out":
+                wide.append(i)
     for zo in {sessions[i].zoom_out for i in wide}:  # a large structure's first click: again, zoomed out
         idx = [i for i in wide if sessions[i].zoom_out == zo]
         for i, p in zip(idx, zo.predict(predictor, [sessions[i].image_hu for i in idx], [(new[i],) for i in idx],
@@ -1234,17 +1251,13 @@ class VolumeSession:
             focused = self.zoom_out.focus(self.predictor, self.volume_hu[z], prev, prob, clicks, self.threshold)
             prob = prob if focused is None else focused
         if self.zoom_out is not None and not prev.any() and len(clicks) == 1:
-            wide = self.zoom_out.applies(prob, clicks, self.threshold)
-            around = None if wide else self.zoom_out.around_fat(self.predictor, self.volume_hu[z], prob, clicks, self._grid(z), self.threshold)
-            zoomed = None if around is not None else \
-                self.zoom_out.zoom_in(self.predictor, self.volume_hu[z], prob, clicks, self.threshold, centre=wide)
-            if around is not None:  # a click on fat: the organ around it, zoomed out
-                prob = around
-            elif zoomed is not None:  # a small structure, or a large mask that is not the clicked centre's tissue
-                prob = zoomed
+            how, p = self.zoom_out.first_view(self.predictor, self.volume_hu[z], prob, clicks, self._grid(z), self.threshold)
+            if how == "out":  # a large structure: again, zoomed out
+                p = self.zoom_out.predict(self.predictor, [self.volume_hu[z]], [clicks], [self._grid(z)])[0]
+            if p is not None:  # on fat, zoomed in, or zoomed out
+                prob = p
+            if how == "in":
                 self._zoomed = self._zoomed | {z}
-            elif wide:  # a large structure: again, zoomed out
-                prob = self.zoom_out.predict(self.predictor, [self.volume_hu[z]], [clicks], [self._grid(z)])[0]
         m = prob >= self.threshold
         piece = clicked_piece(prev, clicks)
         if piece is not None:  # a background click on a separate piece of this slice's mask: all of it goes
