@@ -183,12 +183,23 @@ def test_unet_baseline_trains(tmp_path):
 def test_ddp_two_processes_gloo(tmp_path):
     """torchrun with 2 CPU processes (gloo): the run finishes and writes one checkpoint."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "iunet.train",
-           "--out", str(tmp_path), "--grid-px", "64", "--base-channels", "4", "--depth", "2", "--epochs", "1", "--steps", "2",
-           "--batch-size", "2", "--val-slices", "2", "--workers", "0", "--no-bf16"]
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    def run(out: Path) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "iunet.train",
+               "--out", str(out), "--grid-px", "64", "--base-channels", "4", "--depth", "2", "--epochs", "1", "--steps", "2",
+               "--batch-size", "2", "--val-slices", "2", "--workers", "0", "--no-bf16"]
+        return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    out = tmp_path / "a"
+    r = run(out)
+    if r.returncode != 0 and "terminate called without an active exception" in r.stderr:
+        # Seen once in about 30 CI runs, never in 40 tries here (loaded or not): a rank aborted in
+        # gloo's C++ teardown after the epoch was done. One retry into a fresh folder; a second
+        # failure, or a failure of any other kind, fails the test.
+        out = tmp_path / "b"
+        r = run(out)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert load_checkpoint(tmp_path / "best.safetensors").train_config["env"]["world_size"] == 2
+    assert load_checkpoint(out / "best.safetensors").train_config["env"]["world_size"] == 2
 
 
 def test_prev_mask_model_trains_on_propagation_pairs_from_a_click_model(tmp_path):
