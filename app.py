@@ -503,6 +503,41 @@ def on_undo(state, model, level, width):
         return _view(state, model, level, width, "Undid the last action." if done else "Nothing to undo.")
 
 
+VIEW_WORDS = {"out": ("Wider view", "zoomed out: the structure around it"),
+              "in": ("Closer view", "zoomed in: the spot itself")}
+
+
+def _first_click_view(state, view: str, model, level, width):
+    state = _need_image(state)
+    predictor, path = _predictor(model)
+    button, what = VIEW_WORDS[view]
+    with state.lock:
+        clicks = state.clicks
+        if len(clicks) != 1 or not clicks[0].positive:
+            has = "no click" if not clicks else ("a background click" if len(clicks) == 1 else f"{len(clicks)} clicks")
+            raise AppError(f"{button} predicts a slice's first click again; it needs a slice with one foreground "
+                           f"click, and this one has {has}. Undo back to the first click, or click once on a slice.")
+        changed = state.view_first_click(predictor, path, view)
+        status = f"This slice's click seen {what} (Undo goes back)."
+        if state.volume.n_slices > 1 and any(z != state.z for z in changed):
+            status += f" Slices changed: {_slices_text(changed)}."
+        return _view(state, model, level, width, status)
+
+
+@guarded()
+def on_view_out(state, model, level, width):
+    """The slice's only click predicted again on the slice zoomed out: for a first mask that
+    took part of an organ, or a spot inside it, when the organ was meant."""
+    return _first_click_view(state, "out", model, level, width)
+
+
+@guarded()
+def on_view_in(state, model, level, width):
+    """The slice's only click predicted again zoomed in around it: for a first mask that took
+    the organ around a vessel or lesion that was meant."""
+    return _first_click_view(state, "in", model, level, width)
+
+
 @guarded()
 def on_clear(state, model, level, width):
     """Empty the mask on every slice and forget the clicks; Undo brings them back."""
@@ -797,8 +832,11 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                 model = gr.Dropdown(choices, value=first_model, label="Model", elem_id="model")
                 mode = gr.Radio([FOREGROUND, BACKGROUND], value=FOREGROUND, label="A click adds", elem_id="mode")
                 with gr.Row():
-                    undo = gr.Button("Undo", size="sm", elem_id="undo")
-                    clear = gr.Button("Clear mask", size="sm", variant="stop", elem_id="clear")
+                    undo = gr.Button("Undo", size="sm", min_width=60, elem_id="undo")
+                    clear = gr.Button("Clear mask", size="sm", variant="stop", min_width=60, elem_id="clear")
+                with gr.Row():  # another view of a slice's first click (docs/app.md)
+                    view_out = gr.Button(VIEW_WORDS["out"][0], size="sm", min_width=60, elem_id="view_out")
+                    view_in = gr.Button(VIEW_WORDS["in"][0], size="sm", min_width=60, elem_id="view_in")
                 with gr.Accordion("Click size", open=False):
                     size_mode = gr.Radio([DYNAMIC, FIXED], value=size0.size_mode, label="Click size", elem_id="size_mode")
                     alpha = gr.Radio(list(size0.alpha_choices), value=size0.alpha, label="α (dynamic size)", elem_id="alpha")
@@ -865,6 +903,8 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         api_button.click(api_click, [state, api_x, api_y, mode, model, level, width], view, api_name="click", **click_kw)
         undo.click(on_undo, [state, model, level, width], view, api_name="undo")
         clear.click(on_clear, [state, model, level, width], view, api_name="clear")
+        view_out.click(on_view_out, [state, model, level, width], view, api_name="view_out", **click_kw)
+        view_in.click(on_view_in, [state, model, level, width], view, api_name="view_in", **click_kw)
         propagate_clicks.input(on_propagate_clicks, [state, propagate_clicks, model, level, width], view, api_visibility="private")
         slice_slider.input(on_slice, [state, slice_slider, model, level, width], view, api_name="slice", trigger_mode="always_last")
         level.input(on_window, [state, model, level, width], [*view, preset], api_visibility="private", trigger_mode="always_last")

@@ -1266,6 +1266,49 @@ class VolumeSession:
         grow_hu = click_disk_hu(self.volume_hu[z], click) if click.positive else None
         return self._commit(edit, z, m, t0, propagate, grow_hu=grow_hu)
 
+    FIRST_CLICK_VIEWS = ("full", "out", "in")
+
+    def view_first_click(self, z: int, view: str, propagate: bool = True) -> np.ndarray:
+        """See slice ``z``'s only click, a foreground one, again in another view and keep that
+        mask (then propagate from it, as a click does; undoable): ``"out"`` the slice shown
+        zoomed out (``ZoomOut.predict``: the structure around the click, such as a whole organ
+        or a kidney around its sinus), ``"in"`` a square of ``ZoomOut.zoom_in_fraction`` of the
+        slice's longer side centred on the click (the clicked spot itself, such as a vein or a
+        lesion in an organ; the slice's later clicks are then predicted on a crop, as after an
+        automatic zoom-in), ``"full"`` the slice as it is, without ZoomOut's rules. For a first
+        click that took the wrong one of two nested structures, which a background click
+        hardly undoes (docs/design.md, "Another view of a first click"). The masks it carries
+        may grow into any tissue the new mask holds (as ``set_slice_mask``). Returns the 3D
+        mask (Z, Y, X) bool. ValueError for another view name, or unless the slice's clicks are
+        one foreground click. (A model switch that replays the clicks does not replay views.)"""
+        if view not in self.FIRST_CLICK_VIEWS:
+            raise ValueError(f"unknown view {view!r}; one of {', '.join(self.FIRST_CLICK_VIEWS)}")
+        z = int(z)
+        if not 0 <= z < self.shape[0]:
+            raise ValueError(f"slice {z} is outside the volume of {self.shape[0]} slices")
+        clicks = self.slice_clicks(z)
+        if len(clicks) != 1 or not clicks[0].positive:
+            raise ValueError("only a slice with one click, a foreground click, can be seen in another view "
+                             f"(slice {z} has {len(clicks)} click{'' if len(clicks) == 1 else 's'}"
+                             f"{'' if not clicks or clicks[0].positive else ', a background click'})")
+        t0 = time.perf_counter()
+        zo = self.zoom_out if self.zoom_out is not None else ZoomOut()
+        hu = self.volume_hu[z]
+        if view == "out":
+            prob = zo.predict(self.predictor, [hu], [clicks], [self._grid(z)])[0]
+        elif view == "in":
+            crop = zo._view(clicks[0], hu.shape)
+            sub, inside, _ = crop_inputs(hu, crop, clicks, None)
+            p = self.predictor.predict_prepared([self.predictor.prepare(sub)], [sub.shape], [list(inside)], [None])[0]
+            prob = paste_crop(p, crop, hu.shape)
+        else:
+            prob = self._predict([z], [list(clicks)], [None])[0]
+        edit = _Edit(self._clicks, {}, self._zoomed)
+        self._zoomed = self._zoomed | {z} if view == "in" else self._zoomed - {z}
+        m = prob >= self.threshold
+        grow_hu = hu_sample(hu[m]) if m.any() else None
+        return self._commit(edit, z, m, t0, propagate, grow_hu=grow_hu)
+
     def set_slice_mask(self, z: int, mask: np.ndarray, propagate: bool = True, stop_when_same: bool = True,
                        max_slices: int | None = None) -> np.ndarray:
         """Put a mask on slice ``z`` (e.g. one drawn elsewhere) and propagate from it; undoable.

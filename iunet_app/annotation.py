@@ -131,6 +131,15 @@ class Annotation:
         vs.add_click(self.z, y, x, positive, propagate=self.propagate_clicks and self.volume.n_slices > 1)
         return list(vs.last_changed)
 
+    def view_first_click(self, predictor, checkpoint: str, view: str) -> list[int]:
+        """See the only click of the slice on view again "out" (zoomed out: the structure
+        around it) or "in" (zoomed in: the clicked spot), or "full"; carried to the neighbouring
+        slices like a click (``propagate_clicks``); undoable. Returns the slices that changed.
+        ValueError unless the slice has one click, a foreground one."""
+        vs = self._session(predictor, checkpoint)
+        vs.view_first_click(self.z, view, propagate=self.propagate_clicks and self.volume.n_slices > 1)
+        return list(vs.last_changed)
+
     def undo(self) -> bool:
         """Undo the last action (click, propagation or clear) anywhere in the volume."""
         return self.vs is not None and self.vs.undo()

@@ -531,6 +531,36 @@ def test_background_click_and_undo_restores_exactly(models_, ct_small):
     assert app.on_undo(s, models_[0], *W)[4] == "Nothing to undo."
 
 
+def test_wider_and_closer_view_of_a_first_click_and_undo(models_, ct_small):
+    """Wider / Closer view predict the slice's only click again zoomed out / in (the closer
+    view's mask stays inside a square a third of the slice wide around the click); each is
+    undone like a click; with no click, two clicks or a background click the page says why and
+    the state is kept."""
+    from iunet.inference import ZoomOut
+
+    out = app.on_view_in(ct_small, models_[0], *W)
+    assert is_problem(out[4]) and "this one has no click" in out[4]
+    s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)[0]
+    first = s.mask().copy()
+    s, image, _, info, status = app.on_view_in(s, models_[0], *W)
+    assert status == "This slice's click seen zoomed in: the spot itself (Undo goes back)."
+    y0, x0, side = ZoomOut()._view(s.clicks[0], s.shape)  # the click is at row 50, column 60
+    assert side == round(max(s.shape) / 3) and y0 <= 50 < y0 + side and x0 <= 60 < x0 + side
+    outside = np.ones(s.shape, bool)
+    outside[y0 : y0 + side, x0 : x0 + side] = False
+    assert s.mask().any() and not (s.mask() & outside).any() and len(s.clicks) == 1
+    s, _, _, _, status = app.on_view_out(s, models_[0], *W)
+    assert status.startswith("This slice's click seen zoomed out")
+    s = app.on_undo(s, models_[0], *W)[0]
+    s = app.on_undo(s, models_[0], *W)[0]
+    np.testing.assert_array_equal(s.mask(), first)
+    s = app.api_click(s, 20, 100, app.BACKGROUND, models_[0], *W)[0]
+    kept = s.mask().copy()
+    out = app.on_view_out(s, models_[0], *W)
+    assert is_problem(out[4]) and "this one has 2 clicks" in out[4] and out[0] is s
+    np.testing.assert_array_equal(s.mask(), kept)
+
+
 def test_clear_empties_the_mask_and_undo_brings_it_back(models_, ct_small):
     s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)[0]
     s = app.api_click(s, 70, 55, app.FOREGROUND, models_[0], *W)[0]

@@ -133,6 +133,11 @@ def test_upload_click_undo_export_screenshot(server, page, tmp_path):
     click_slice_pixel(page, 50, 60, 128)
     expect(page.locator("#info")).to_contain_text("Clicks: 1 (1 foreground")
     area_px = info_number(page, "Mask area:")
+    page.locator("#view_in").click()  # the first click seen zoomed in, then undone
+    expect(page.locator("#status")).to_contain_text("seen zoomed in")
+    page.locator("#undo").click()
+    expect(page.locator("#status")).to_contain_text("Undid the last action")
+    assert info_number(page, "Mask area:") == area_px
 
     page.locator("#export_nifti").click()
     import nibabel as nib

@@ -1233,3 +1233,42 @@ def test_a_clicked_slice_predicted_again_from_a_carried_mask_gets_that_neighbour
     carried[14:18, 14:18] = False  # a different mask, so that the slice changes
     vs._refresh_anchor(9, carried, {}, 10)
     assert pred.seen == [[float(vol[10, 0, 0])]]
+
+
+def test_a_first_click_can_be_seen_again_in_another_view_and_undone():
+    """VolumeSession.view_first_click: a slice's only (foreground) click predicted again in
+    another view replaces the slice's mask and is carried to the neighbours: "full" the plain
+    view (a short-sighted model: part of a large organ), "out" the slice zoomed out (the organ
+    whole, as ZoomOut's own first click gave), "in" a view a third of the slice wide around the
+    click (the spot; the slice is then marked zoomed in for its later clicks). Each is one
+    undoable action; a slice with no click, two clicks or a background click is refused."""
+    from iunet.inference import ZoomOut
+
+    img = np.full((128, 128), -100.0, np.float32)
+    img[8:120, 8:88] = 60.0  # a large organ
+    vol = np.stack([img] * 3)
+    vs = VolumeSession(ShortSightedPredictor(), vol, zoom_out=ZoomOut())
+    first = vs.add_click(1, 64, 48, True).copy()  # large: ZoomOut kept the zoomed-out mask
+    organ = img > 0
+    assert (first[1] & organ).sum() > 0.6 * organ.sum() and not (first[1] & ~organ).any()
+    plain = vs.view_first_click(1, "full").copy()
+    assert 0 < plain[1].sum() < 0.5 * first[1].sum() and not (plain[1] & ~first[1]).any()
+    assert (plain == plain[1]).all()  # carried to both neighbours
+    np.testing.assert_array_equal(vs.view_first_click(1, "out"), first)
+    spot = vs.view_first_click(1, "in").copy()
+    yy, xx = np.nonzero(spot[1])
+    assert 0 < spot[1].sum() < plain[1].sum() and yy.min() >= 64 - 22 and yy.max() < 64 + 22 and xx.min() >= 48 - 22
+    assert 1 in vs._zoomed
+    assert vs.undo()
+    np.testing.assert_array_equal(vs.mask, first)
+    assert 1 not in vs._zoomed
+    for z, bad in ((0, "full"), (1, "sideways")):  # no click on slice 0; an unknown view
+        with pytest.raises(ValueError):
+            vs.view_first_click(z, bad)
+    vs.add_click(1, 20, 20, True)
+    with pytest.raises(ValueError, match="one click"):
+        vs.view_first_click(1, "out")
+    other = VolumeSession(ShortSightedPredictor(), vol, zoom_out=ZoomOut())
+    other.add_click(2, 64, 48, False)
+    with pytest.raises(ValueError, match="background"):
+        other.view_first_click(2, "in")
