@@ -625,6 +625,28 @@ class ZoomOut:
             return "in", p
         return ("out", None) if wide else (None, None)
 
+    VIEWS = ("full", "out", "in")
+
+    def view(self, predictor: "Predictor", image_hu: np.ndarray, clicks: Sequence[Click], view: str,
+             grid: torch.Tensor | None = None) -> np.ndarray:
+        """A slice's first clicks ``clicks`` (no previous mask) predicted in the view the user
+        asks for, whatever the rules would choose: ``"out"`` the slice zoomed out (``predict``),
+        ``"in"`` the square ``_view`` around the last click (zero outside it), ``"full"`` the
+        slice as it is. Probability (Y, X); ``grid``: the slice prepared, if at hand. (The
+        sessions' ``view_first_click``; docs/design.md, "Another view of a first click".)"""
+        if view not in self.VIEWS:
+            raise ValueError(f"unknown view {view!r}; one of {', '.join(self.VIEWS)}")
+        image_hu = np.asarray(image_hu)
+        if view == "out":
+            return self.predict(predictor, [image_hu], [clicks], None if grid is None else [grid])[0]
+        if view == "in":
+            crop = self._view(clicks[-1], image_hu.shape)
+            sub, inside, _ = crop_inputs(image_hu, crop, clicks, None)
+            p = predictor.predict_prepared([predictor.prepare(sub)], [sub.shape], [list(inside)], [None])[0]
+            return paste_crop(p, crop, image_hu.shape)
+        g = predictor.prepare(image_hu) if grid is None else grid
+        return predictor.predict_prepared([g], [image_hu.shape], [list(clicks)], [None])[0]
+
     def predict(self, predictor: "Predictor", images_hu: Sequence[np.ndarray], clicks: Sequence[Sequence[Click]],
                 grids: Sequence[torch.Tensor] | None = None) -> list[np.ndarray]:
         """Probabilities (Y, X) for slices ``images_hu`` and their clicks (in the slices' pixels),
@@ -667,6 +689,17 @@ def clicked_piece(prev: np.ndarray, clicks: Sequence[Click], last_only: bool = T
         near_positive.update(np.unique(cc[max(k.y - r, 0) : k.y + r + 1, max(k.x - r, 0) : k.x + r + 1]).tolist())
     drop = {int(cc[k.y, k.x]) for k in negatives} - near_positive
     return np.isin(cc, sorted(drop)) if drop else None
+
+
+def _check_first_click(clicks: Sequence[Click], view: str, where: str) -> None:
+    """ValueError unless ``view`` is one of ``ZoomOut.VIEWS`` and ``clicks`` (those of a slice,
+    ``where`` names it) are one foreground click: what ``view_first_click`` can see again."""
+    if view not in ZoomOut.VIEWS:
+        raise ValueError(f"unknown view {view!r}; one of {', '.join(ZoomOut.VIEWS)}")
+    if len(clicks) != 1 or not clicks[0].positive:
+        raise ValueError("only a slice with one click, a foreground click, can be seen in another view "
+                         f"({where} has {len(clicks)} click{'' if len(clicks) == 1 else 's'}"
+                         f"{'' if not clicks or clicks[0].positive else ', a background click'})")
 
 
 @dataclass(frozen=True)
@@ -760,9 +793,11 @@ class Session:
 
     @property
     def zoomed_in(self) -> bool:
-        """Whether the slice's first click was predicted zoomed in (``ZoomOut.zoom_in``): its
-        later clicks are then predicted on a crop around the object (``ZoomOut.follow_up``)."""
-        return len(self._history) > 1 and self._history[1].zoomed_in
+        """Whether the slice's first click was predicted zoomed in (``ZoomOut.zoom_in``, or
+        ``view_first_click("in")``, the latest view of it counting): its later clicks are then
+        predicted on a crop around the object (``ZoomOut.follow_up``)."""
+        firsts = [st for st in self._history[1:] if len(st.clicks) == 1]
+        return bool(firsts) and firsts[-1].zoomed_in
 
     def add_prediction(self, click: Click, probability: np.ndarray, latency_ms: float, zoomed_in: bool = False) -> None:
         """Record a click whose prediction was computed elsewhere (e.g. in a ZeroGPU worker
@@ -777,6 +812,21 @@ class Session:
     def add_click(self, y: int, x: int, positive: bool = True) -> np.ndarray:
         """Add a click, predict, and return the new mask (Y, X) bool."""
         step_sessions([self], [(y, x, positive)])
+        return self.mask
+
+    def view_first_click(self, view: str) -> np.ndarray:
+        """Predict the slice's only click, a foreground one, again in ``view`` (``ZoomOut.view``:
+        ``"out"`` zoomed out, the structure around it; ``"in"`` zoomed in around it, the spot
+        itself, after which later clicks are predicted on a crop; ``"full"`` the plain view) and
+        make that the current mask, as one more undoable step (the click is not repeated).
+        Returns the mask (Y, X) bool. ValueError for another view, or unless the session's
+        clicks are one foreground click (docs/design.md, "Another view of a first click")."""
+        _check_first_click(self.clicks, view, "the slice")
+        t0 = time.perf_counter()
+        zo = self.zoom_out if self.zoom_out is not None else ZoomOut()
+        p = np.asarray(zo.view(self.predictor, self.image_hu, self.clicks, view, self._grid), np.float32)
+        self._history.append(_State(self.clicks, p, view == "in"))
+        self.last_latency_ms = (time.perf_counter() - t0) * 1000.0
         return self.mask
 
     def undo(self) -> bool:
@@ -1266,46 +1316,30 @@ class VolumeSession:
         grow_hu = click_disk_hu(self.volume_hu[z], click) if click.positive else None
         return self._commit(edit, z, m, t0, propagate, grow_hu=grow_hu)
 
-    FIRST_CLICK_VIEWS = ("full", "out", "in")
-
     def view_first_click(self, z: int, view: str, propagate: bool = True) -> np.ndarray:
         """See slice ``z``'s only click, a foreground one, again in another view and keep that
         mask (then propagate from it, as a click does; undoable): ``"out"`` the slice shown
-        zoomed out (``ZoomOut.predict``: the structure around the click, such as a whole organ
-        or a kidney around its sinus), ``"in"`` a square of ``ZoomOut.zoom_in_fraction`` of the
-        slice's longer side centred on the click (the clicked spot itself, such as a vein or a
-        lesion in an organ; the slice's later clicks are then predicted on a crop, as after an
-        automatic zoom-in), ``"full"`` the slice as it is, without ZoomOut's rules. For a first
-        click that took the wrong one of two nested structures, which a background click
-        hardly undoes (docs/design.md, "Another view of a first click"). The masks it carries
-        may grow into any tissue the new mask holds (as ``set_slice_mask``). Returns the 3D
-        mask (Z, Y, X) bool. ValueError for another view name, or unless the slice's clicks are
-        one foreground click. (A model switch that replays the clicks does not replay views.)"""
-        if view not in self.FIRST_CLICK_VIEWS:
-            raise ValueError(f"unknown view {view!r}; one of {', '.join(self.FIRST_CLICK_VIEWS)}")
+        zoomed out (the structure around the click, such as a whole organ or a kidney around
+        its sinus), ``"in"`` a square of ``ZoomOut.zoom_in_fraction`` of the slice's longer side
+        centred on the click (the clicked spot itself, such as a vein or a lesion in an organ;
+        the slice's later clicks are then predicted on a crop, as after an automatic zoom-in),
+        ``"full"`` the slice as it is, without ZoomOut's rules (``ZoomOut.view``). For a first
+        click that took the wrong one of two nested structures, which a background click hardly
+        undoes (docs/design.md, "Another view of a first click"). The masks it carries may grow
+        into any tissue the new mask holds (as ``set_slice_mask``). Returns the 3D mask
+        (Z, Y, X) bool. ValueError for another view name, or unless the slice's clicks are one
+        foreground click. (A model switch that replays the clicks does not replay views.)"""
         z = int(z)
         if not 0 <= z < self.shape[0]:
             raise ValueError(f"slice {z} is outside the volume of {self.shape[0]} slices")
         clicks = self.slice_clicks(z)
-        if len(clicks) != 1 or not clicks[0].positive:
-            raise ValueError("only a slice with one click, a foreground click, can be seen in another view "
-                             f"(slice {z} has {len(clicks)} click{'' if len(clicks) == 1 else 's'}"
-                             f"{'' if not clicks or clicks[0].positive else ', a background click'})")
+        _check_first_click(clicks, view, f"slice {z}")
         t0 = time.perf_counter()
         zo = self.zoom_out if self.zoom_out is not None else ZoomOut()
         hu = self.volume_hu[z]
-        if view == "out":
-            prob = zo.predict(self.predictor, [hu], [clicks], [self._grid(z)])[0]
-        elif view == "in":
-            crop = zo._view(clicks[0], hu.shape)
-            sub, inside, _ = crop_inputs(hu, crop, clicks, None)
-            p = self.predictor.predict_prepared([self.predictor.prepare(sub)], [sub.shape], [list(inside)], [None])[0]
-            prob = paste_crop(p, crop, hu.shape)
-        else:
-            prob = self._predict([z], [list(clicks)], [None])[0]
+        m = zo.view(self.predictor, hu, clicks, view, self._grid(z)) >= self.threshold
         edit = _Edit(self._clicks, {}, self._zoomed)
         self._zoomed = self._zoomed | {z} if view == "in" else self._zoomed - {z}
-        m = prob >= self.threshold
         grow_hu = hu_sample(hu[m]) if m.any() else None
         return self._commit(edit, z, m, t0, propagate, grow_hu=grow_hu)
 

@@ -1272,3 +1272,29 @@ def test_a_first_click_can_be_seen_again_in_another_view_and_undone():
     other.add_click(2, 64, 48, False)
     with pytest.raises(ValueError, match="background"):
         other.view_first_click(2, "in")
+
+
+def test_a_slice_session_sees_its_first_click_in_another_view():
+    """Session.view_first_click: the same views as a volume's, one undoable step each; after
+    "in" the later clicks are predicted on a crop (zoomed_in), after "out" not."""
+    from iunet.inference import Session, ZoomOut
+
+    img = np.full((128, 128), -100.0, np.float32)
+    img[8:120, 8:88] = 60.0
+    pred = ShortSightedPredictor()
+    s = Session(pred, img, zoom_out=ZoomOut())
+    with pytest.raises(ValueError, match="0 clicks"):
+        s.view_first_click("out")
+    first = s.add_click(64, 48, True).copy()
+    vs = VolumeSession(ShortSightedPredictor(), img[None], zoom_out=ZoomOut())
+    vs.add_click(0, 64, 48, True)
+    for view in ("full", "in", "out"):  # as a volume's slice
+        np.testing.assert_array_equal(s.view_first_click(view), vs.view_first_click(0, view)[0])
+        assert s.zoomed_in == (view == "in") and len(s.clicks) == 1
+    assert s.undo() and s.zoomed_in and s.undo() and not s.zoomed_in and s.undo()
+    np.testing.assert_array_equal(s.mask, first)
+    with pytest.raises(ValueError, match="unknown view"):
+        s.view_first_click("left")
+    s.add_click(20, 20, False)
+    with pytest.raises(ValueError, match="2 clicks"):
+        s.view_first_click("in")
