@@ -473,6 +473,8 @@ def _add_click(state, y: int, x: int, mode: str, model, level, width):
         status = f"Added a {kind} click at row {y}, column {x}."
         if state.volume.n_slices > 1 and any(z != state.z for z in changed):
             status += f" Slices changed: {_slices_text(changed)}."
+        if len(state.clicks) == 1 and state.clicks[0].positive:
+            status += f" Not the structure you meant? Try {VIEW_WORDS['out'][0]} or {VIEW_WORDS['in'][0]}."
         return _view(state, model, level, width, status)
 
 

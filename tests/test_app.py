@@ -540,7 +540,8 @@ def test_wider_and_closer_view_of_a_first_click_and_undo(models_, ct_small):
 
     out = app.on_view_in(ct_small, models_[0], *W)
     assert is_problem(out[4]) and "this one has no click" in out[4]
-    s = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)[0]
+    s, _, _, _, status = app.api_click(ct_small, 60, 50, app.FOREGROUND, models_[0], *W)
+    assert status.endswith("Not the structure you meant? Try Wider view or Closer view.")  # a first click says so
     first = s.mask().copy()
     s, image, _, info, status = app.on_view_in(s, models_[0], *W)
     assert status == "This slice's click seen zoomed in: the spot itself (Undo goes back)."
@@ -554,7 +555,8 @@ def test_wider_and_closer_view_of_a_first_click_and_undo(models_, ct_small):
     s = app.on_undo(s, models_[0], *W)[0]
     s = app.on_undo(s, models_[0], *W)[0]
     np.testing.assert_array_equal(s.mask(), first)
-    s = app.api_click(s, 20, 100, app.BACKGROUND, models_[0], *W)[0]
+    s, _, _, _, status = app.api_click(s, 20, 100, app.BACKGROUND, models_[0], *W)
+    assert "Not the structure" not in status  # not after a second click
     kept = s.mask().copy()
     out = app.on_view_out(s, models_[0], *W)
     assert is_problem(out[4]) and "this one has 2 clicks" in out[4] and out[0] is s
