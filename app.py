@@ -459,6 +459,14 @@ def load_example_phantom(state, model, size_mode, alpha, radius, level, width, s
 
 # --------------------------------------------------------------------------- handlers: clicks
 
+def _other_slices(state: Annotation, changed: list[int]) -> str:
+    """The status's " Slices changed: …." when an action on the slice on view of a volume also
+    changed other slices; else ""."""
+    if state.volume.n_slices > 1 and any(z != state.z for z in changed):
+        return f" Slices changed: {_slices_text(changed)}."
+    return ""
+
+
 def _add_click(state, y: int, x: int, mode: str, model, level, width):
     state = _need_image(state)
     if mode not in (FOREGROUND, BACKGROUND):
@@ -470,9 +478,7 @@ def _add_click(state, y: int, x: int, mode: str, model, level, width):
     with state.lock:
         changed = state.add_click(predictor, path, y, x, mode == FOREGROUND)
         kind = "foreground" if mode == FOREGROUND else "background"
-        status = f"Added a {kind} click at row {y}, column {x}."
-        if state.volume.n_slices > 1 and any(z != state.z for z in changed):
-            status += f" Slices changed: {_slices_text(changed)}."
+        status = f"Added a {kind} click at row {y}, column {x}." + _other_slices(state, changed)
         if len(state.clicks) == 1 and state.clicks[0].positive:
             status += f" Not the structure you meant? Try {VIEW_WORDS['out'][0]} or {VIEW_WORDS['in'][0]}."
         return _view(state, model, level, width, status)
@@ -520,9 +526,7 @@ def _first_click_view(state, view: str, model, level, width):
             raise AppError(f"{button} predicts a slice's first click again; it needs a slice with one foreground "
                            f"click, and this one has {has}. Undo back to the first click, or click once on a slice.")
         changed = state.view_first_click(predictor, path, view)
-        status = f"This slice's click seen {what} (Undo goes back)."
-        if state.volume.n_slices > 1 and any(z != state.z for z in changed):
-            status += f" Slices changed: {_slices_text(changed)}."
+        status = f"This slice's click seen {what} (Undo goes back)." + _other_slices(state, changed)
         return _view(state, model, level, width, status)
 
 

@@ -527,14 +527,11 @@ class ZoomOut:
         med = float(np.median(disk))
         if med < self.zoom_in_min_hu or intensity_jump_hu(image_hu[m], disk) <= self.zoom_in_margin_hu:
             return None
-        h, w = image_hu.shape
-        crop = self._view(click, (h, w))
-        sub, inside, _ = crop_inputs(np.asarray(image_hu), crop, clicks, None)
-        p = predictor.predict_prepared([predictor.prepare(sub)], [sub.shape], [inside], [None])[0]
-        mc = p >= threshold
-        if not mc.any() or abs(float(np.median(sub[mc])) - med) >= abs(float(np.median(image_hu[m])) - med):
+        p = self.view(predictor, image_hu, clicks, "in")
+        mc = p >= threshold  # inside the zoomed-in view only
+        if not mc.any() or abs(float(np.median(image_hu[mc])) - med) >= abs(float(np.median(image_hu[m])) - med):
             return None
-        return paste_crop(p, crop, (h, w))
+        return p
 
     def focus(self, predictor: "Predictor", image_hu: np.ndarray, prev: np.ndarray, probability: np.ndarray,
               clicks: Sequence[Click], threshold: float = 0.5) -> np.ndarray | None:
