@@ -93,6 +93,7 @@ class TrainConfig:
     prop_spill_p: float = 0.0  # propagation samples: previous mask spilt into a touching structure, no click
     spill_parts: int = 1  # a --spill-p sample's leak runs into 1 to this many structures, one touching the next
     seam_p: float = 0.0  # renderings with a thin fat plane between touching structures
+    clear_boundary_p: float = 0.0  # plain click samples whose target's border must show (drawn again while hidden)
     sinus_wide_p: float = 0.0  # of the sinus samples, the share with a wide sinus (first clicked anywhere half the time)
     sinus_soft_p: float = 0.0  # of the sinus samples, the share whose core is fluid or soft tissue, not fat
     sinus_mottled_p: float = 0.0  # of the other sinus samples, the share whose fat core has soft-tissue strands
@@ -201,7 +202,7 @@ def sample_config(cfg: TrainConfig) -> SampleConfig:
         interior_p=cfg.interior_p, large_target_p=cfg.large_target_p, partial_prev_p=cfg.partial_prev_p,
         spill_p=cfg.spill_p if cfg.use_prev_mask else 0.0, prop_spill_p=cfg.prop_spill_p, spill_parts=cfg.spill_parts, zoom_p=cfg.zoom_p,
         wrong_prev_p=cfg.wrong_prev_p if cfg.use_prev_mask else 0.0, lesion_p=cfg.lesion_p, vessel_p=cfg.vessel_p, vessel_pieces_p=cfg.vessel_pieces_p, sinus_p=cfg.sinus_p,
-        seam_p=cfg.seam_p, sinus_wide_p=cfg.sinus_wide_p, sinus_soft_p=cfg.sinus_soft_p, sinus_mottled_p=cfg.sinus_mottled_p, prev_image=model_config(cfg).prev_image,
+        seam_p=cfg.seam_p, clear_boundary_p=cfg.clear_boundary_p, sinus_wide_p=cfg.sinus_wide_p, sinus_soft_p=cfg.sinus_soft_p, sinus_mottled_p=cfg.sinus_mottled_p, prev_image=model_config(cfg).prev_image,
         near_end_p=cfg.near_end_p, near_end_max_px=cfg.near_end_max_px,
     )
 
@@ -716,6 +717,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="of the other --sinus-p samples (not --sinus-soft-p), the share whose fat core has soft-tissue strands (30-70 %% of it)")
     p.add_argument("--seam-p", type=float, default=None,
                    help="probability that a rendering has a thin fat plane (1-2 grid px) wherever two labelled structures touch, as CT shows between abutting organs")
+    p.add_argument("--clear-boundary-p", type=float, default=None,
+                   help="probability that a plain click sample's target must show its border: rendered again (up to 4 times) while over a quarter of it lies at nearly the HU of the tissue beside it")
     p.add_argument("--zoom-p", type=float, default=None,
                    help="probability that a click sample is seen zoomed in around the object, as ZoomIn shows it at inference")
     p.add_argument("--wrong-prev-p", type=float, default=None,
@@ -772,7 +775,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "dropout": a.dropout, "loss": a.loss, "boundary_weights": a.boundary_weights, "click_weights": a.click_weights,
         "interactions": a.interactions, "max_interactions": a.max_interactions,
         "iterative_clicks": a.iterative_clicks, "iterative_paper_p": a.iterative_paper_p, "first_click_default": a.first_click_default, "single_click_p": a.single_click_p, "centre_click_p": a.centre_click_p,
-        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "interior_p": a.interior_p, "large_target_p": a.large_target_p, "partial_prev_p": a.partial_prev_p, "near_end_p": a.near_end_p, "near_end_max_px": a.near_end_max_px, "spill_p": a.spill_p, "prop_spill_p": a.prop_spill_p, "spill_parts": a.spill_parts, "seam_p": a.seam_p, "sinus_wide_p": a.sinus_wide_p, "sinus_soft_p": a.sinus_soft_p, "sinus_mottled_p": a.sinus_mottled_p, "zoom_p": a.zoom_p, "wrong_prev_p": a.wrong_prev_p, "lesion_p": a.lesion_p, "vessel_p": a.vessel_p, "vessel_pieces_p": a.vessel_pieces_p, "sinus_p": a.sinus_p, "synthetic_weight": a.synthetic_weight,
+        "propagate_p": a.propagate_p, "wide_shapes": a.wide_shapes, "similar_p": a.similar_p, "interior_p": a.interior_p, "large_target_p": a.large_target_p, "partial_prev_p": a.partial_prev_p, "near_end_p": a.near_end_p, "near_end_max_px": a.near_end_max_px, "spill_p": a.spill_p, "prop_spill_p": a.prop_spill_p, "spill_parts": a.spill_parts, "seam_p": a.seam_p, "clear_boundary_p": a.clear_boundary_p, "sinus_wide_p": a.sinus_wide_p, "sinus_soft_p": a.sinus_soft_p, "sinus_mottled_p": a.sinus_mottled_p, "zoom_p": a.zoom_p, "wrong_prev_p": a.wrong_prev_p, "lesion_p": a.lesion_p, "vessel_p": a.vessel_p, "vessel_pieces_p": a.vessel_pieces_p, "sinus_p": a.sinus_p, "synthetic_weight": a.synthetic_weight,
         "real_fraction": a.real_fraction, "flip": a.flip, "epochs": a.epochs, "steps": a.steps,
         "batch_size": a.batch_size, "seed": a.seed, "val_slices": a.val_slices, "workers": a.workers, "lr": a.lr,
         "device": a.device, "bf16": a.bf16, "channels_last": a.channels_last, "max_minutes": a.max_minutes, "init": a.init, "threads": a.threads,

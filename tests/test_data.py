@@ -724,3 +724,46 @@ def test_dilation_on_the_box_is_the_whole_grid_dilation():
     for m in masks:
         for n in (1, 2, 5):
             np.testing.assert_array_equal(_dilate(m, n), ndimage.binary_dilation(m, iterations=n))
+
+
+def test_boundary_ambiguity_measures_the_hidden_share_of_a_border():
+    """``boundary_ambiguity``: 0 for a structure whose whole border shows, 1 for one drawn at the
+    HU of the tissue around it, about the hidden share for one that touches a structure of its
+    own HU along part of its border; NaN for a target too small to measure."""
+    from iunet.data import boundary_ambiguity
+
+    t = np.zeros((96, 96), bool)
+    t[30:66, 20:50] = True
+    hu = np.full((96, 96), -80.0, np.float32)
+    hu[t] = 120.0
+    assert boundary_ambiguity(hu, t) == 0.0
+    assert boundary_ambiguity(np.full((96, 96), 120.0, np.float32), t) == 1.0
+    hu[30:66, 50:80] = 125.0  # a touching structure of nearly the same HU along the right side
+    share = boundary_ambiguity(hu, t)
+    assert 0.15 < share < 0.45  # the right side is about a quarter of the border
+    tiny = np.zeros((96, 96), bool)
+    tiny[10:13, 10:13] = True
+    assert np.isnan(boundary_ambiguity(hu, tiny))
+
+
+def test_clear_boundary_p_draws_targets_whose_border_shows():
+    """--clear-boundary-p: a plain click sample whose target's border the rendering hides is
+    rendered again, so such targets become rarer than without it (the default, 0, draws as before)."""
+    from iunet.data import boundary_ambiguity
+
+    base = SampleConfig(inputs=InputConfig(grid_px=64, alpha=None, default_radius_px=3))
+    assert base.clear_boundary_p == 0.0
+    hidden = {}
+    for p in (0.0, 1.0):
+        cfg = replace(base, clear_boundary_p=p)
+        vals = []
+        for seed in range(40):
+            rng = np.random.default_rng(seed)
+            s = make_sample(synthetic_labels(64, rng), rng, cfg)
+            h = boundary_ambiguity(s.hu, s.target[0] > 0.5)
+            if not np.isnan(h):
+                vals.append(h)
+        hidden[p] = np.array(vals)
+    assert len(hidden[0.0]) > 20 and len(hidden[1.0]) > 20
+    assert (hidden[1.0] > 0.25).mean() < (hidden[0.0] > 0.25).mean()
+    assert hidden[1.0].mean() < hidden[0.0].mean()

@@ -163,6 +163,8 @@ def test_input_settings_have_one_source():
     assert sample_config(parse_args(["--centre-click-p", "0.8"])).centre_click_p == 0.8
     assert sample_config(parse_args(["--seam-p", "0.5"])).seam_p == 0.5 and sample_config(parse_args([])).seam_p == 0.0
     assert sample_config(parse_args(["--sinus-wide-p", "0.7"])).sinus_wide_p == 0.7
+    assert sample_config(parse_args(["--clear-boundary-p", "1"])).clear_boundary_p == 1.0
+    assert sample_config(parse_args([])).clear_boundary_p == 0.0
     assert parse_args(["--preset", "agnostic3d"]).inputs == InputConfig()
 
 
