@@ -955,8 +955,9 @@ def boundary_ambiguity(hu: np.ndarray, target: np.ndarray, contrast_hu: float = 
     ``window_px`` square. A target drawn at nearly the HU of the tissue beside it (a touching
     structure, a distractor blob, the soft tissue around it) has a hidden border: the label says
     where it ends, the image does not. Real organs' borders are mostly visible (3D-IRCADb's
-    kidneys under 2 % hidden, the spleen 5 %, the liver 15 %; docs/design.md "Training
-    samples"). NaN when the target is too small, fills the slice, or has no measurable border."""
+    kidneys under 2 % hidden, the spleen 5 %, the liver 15 %; docs/design.md "What the model is
+    trained on", --clear-boundary-p). NaN when the target is too small, fills the slice, or has no
+    measurable border."""
     t = np.asarray(target, bool)
     if t.sum() < 30 or t.all():
         return float("nan")
