@@ -688,11 +688,9 @@ def clicked_piece(prev: np.ndarray, clicks: Sequence[Click], last_only: bool = T
     return np.isin(cc, sorted(drop)) if drop else None
 
 
-def _check_first_click(clicks: Sequence[Click], view: str, where: str) -> None:
-    """ValueError unless ``view`` is one of ``ZoomOut.VIEWS`` and ``clicks`` (those of a slice,
-    ``where`` names it) are one foreground click: what ``view_first_click`` can see again."""
-    if view not in ZoomOut.VIEWS:
-        raise ValueError(f"unknown view {view!r}; one of {', '.join(ZoomOut.VIEWS)}")
+def _check_first_click(clicks: Sequence[Click], where: str) -> None:
+    """ValueError unless ``clicks`` (those of a slice, ``where`` names it) are one foreground
+    click: what ``view_first_click`` can see again (``ZoomOut.view`` checks the view's name)."""
     if len(clicks) != 1 or not clicks[0].positive:
         raise ValueError("only a slice with one click, a foreground click, can be seen in another view "
                          f"({where} has {len(clicks)} click{'' if len(clicks) == 1 else 's'}"
@@ -818,7 +816,7 @@ class Session:
         make that the current mask, as one more undoable step (the click is not repeated).
         Returns the mask (Y, X) bool. ValueError for another view, or unless the session's
         clicks are one foreground click (docs/design.md, "Another view of a first click")."""
-        _check_first_click(self.clicks, view, "the slice")
+        _check_first_click(self.clicks, "the slice")
         t0 = time.perf_counter()
         zo = self.zoom_out if self.zoom_out is not None else ZoomOut()
         p = np.asarray(zo.view(self.predictor, self.image_hu, self.clicks, view, self._grid), np.float32)
@@ -1330,7 +1328,7 @@ class VolumeSession:
         if not 0 <= z < self.shape[0]:
             raise ValueError(f"slice {z} is outside the volume of {self.shape[0]} slices")
         clicks = self.slice_clicks(z)
-        _check_first_click(clicks, view, f"slice {z}")
+        _check_first_click(clicks, f"slice {z}")
         t0 = time.perf_counter()
         zo = self.zoom_out if self.zoom_out is not None else ZoomOut()
         hu = self.volume_hu[z]
