@@ -45,7 +45,7 @@ from iunet.model import InputConfig, read_header
 from iunet.robot import ALL_PROTOCOLS, PROTOCOLS, VOLUME_PROTOCOLS
 
 from . import datasets, report
-from .methods import DEFAULT_METHODS, METHODS, Method, build_methods
+from .methods import DEFAULT_METHODS, METHODS, VOLUME_METHODS, Method, build_methods
 from .results import FIELDS, REPO, SYNTHETIC_BANNER, append_rows, environment, prepare_out, read_rows, sha256
 
 __all__ = ["RunConfig", "run", "SliceTrack", "evaluate_cases", "evaluate_volume", "FIELDS", "SYNTHETIC_BANNER", "read_rows", "METHODS", "DEFAULT_METHODS"]
@@ -351,6 +351,9 @@ def run(cfg: RunConfig) -> Path:
         if not cfg.weights and any(m.startswith("iunet") for m in cfg.methods):
             raise SystemExit("no IU-Net weights: pass --weights (weights/iunet_*.safetensors are not there yet)")
         methods = tuple(cfg.methods)
+        if not slice_protocols and not any(m in VOLUME_METHODS for m in methods):
+            raise SystemExit(f"--protocols {' '.join(cfg.protocols)} needs a method with a 3D form ({', '.join(VOLUME_METHODS)}); "
+                             f"--methods {' '.join(methods)} has none, so nothing would run")
         if "unet-auto" in methods and not cfg.unet_weights:
             print("note: no automatic U-Net weights (weights/unet_spleen.safetensors or --unet-weights); skipping unet-auto", flush=True)
             methods = tuple(m for m in methods if m != "unet-auto")

@@ -765,6 +765,16 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
         assert key not in json.loads((nf / "run.json").read_text())["config"]
 
 
+def test_volume_protocol_without_a_3d_method_is_refused(ckpt, patient, tmp_path):
+    """--protocols volume with only methods that have no 3D form: a clear error before any
+    output is written, not an empty run that exits 0."""
+    out = tmp_path / "none"
+    with pytest.raises(SystemExit, match="needs a method with a 3D form"):
+        main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "watershed",
+              "--protocols", "volume", "--max-clicks", "1", "--out", str(out)])
+    assert not out.exists()
+
+
 def test_volume_only_summary_counts_volumes_not_slices(ckpt, patient, tmp_path):
     out = tmp_path / "vol_only"
     main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-dynamic", "--protocols", "volume",
