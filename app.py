@@ -81,6 +81,27 @@ class AppConfig:
     click_batch: int = 16  # concurrent clicks run in one forward pass, up to this many
 
 
+class TypedSlider(gr.Slider):
+    """A slider whose typed-in value reaches the handler even when it lies outside the slider's
+    range (or is empty): Gradio's own range check would raise before the handler runs, and its
+    error state blanks the picture. The handlers check every value themselves and say what is
+    wrong in the app's words, keeping the picture (``_number``, ``on_slice``, ``_click_size``)."""
+
+    is_template = True  # drawn by Gradio's own slider
+
+    def preprocess(self, payload):
+        return None if payload is None else gr.Number.round_to_precision(payload, self.precision)
+
+
+class TypedNumber(gr.Number):
+    """A number box that, like ``TypedSlider``, leaves the range check to the handler."""
+
+    is_template = True  # drawn by Gradio's own number box
+
+    def preprocess(self, payload):
+        return None if payload is None else gr.Number.round_to_precision(payload, self.precision)
+
+
 class AppError(Exception):
     """A problem the user can fix; its message is shown in the page as it is."""
 
@@ -218,6 +239,8 @@ def _view(state: Annotation | None, model: str | None, level: float, width: floa
 
 
 def _number(value: Any, what: str) -> float:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise AppError(f"Enter a number for the {what}.")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -232,6 +255,13 @@ def _width(value: Any) -> float:
     if w <= 0:
         raise AppError("The window width must be more than 0 HU.")
     return w
+
+
+def _check_window(level: Any, width: Any) -> None:
+    """Refuse a display window the picture cannot be drawn with *before* a handler changes the
+    state (the action would happen, but its picture would not be shown)."""
+    _number(level, "window level")
+    _width(width)
 
 
 def _click_size(size_mode: str, alpha: Any, radius_px: Any) -> ClickSize:
@@ -376,6 +406,7 @@ def _load(state, paths, name, model, size_mode, alpha, radius, level, width, sho
     slider, the Download box (cleared) and the upload box (cleared, so the next upload replaces)."""
     if not paths:
         raise AppError(f"No file given. Accepted: {ACCEPTED_INPUTS}.")
+    _check_window(level, width)
     click_size = _click_size(size_mode, alpha, radius)
     old = state if isinstance(state, Annotation) else None
     room = SESSIONS.reserve(old, MAX_VOXELS * HU_BYTES_PER_VOXEL)
@@ -467,7 +498,19 @@ def _other_slices(state: Annotation, changed: list[int]) -> str:
     return ""
 
 
-def _add_click(state, y: int, x: int, mode: str, model, level, width):
+def _click_settings(state: Annotation, size_mode, alpha, radius, propagate_clicks) -> None:
+    """Put the click controls as the page shows them now into the tab's state, before a click.
+    Their own events change the state too, but one made while an image was loading reached the
+    old image (or none) and was lost with it."""
+    click_size = _click_size(size_mode, alpha, radius)
+    with state.lock:
+        state.set_click_size(click_size)
+        state.propagate_clicks = bool(propagate_clicks)
+
+
+def _add_click(state, y: int, x: int, mode: str, model, level, width, settings: tuple | None = None):
+    """``settings``: (size mode, α, radius, propagate clicks) as the page shows them, or None to
+    keep the state's (the HTTP API's clicks)."""
     state = _need_image(state)
     if mode not in (FOREGROUND, BACKGROUND):
         raise AppError(f"Choose what a click adds: {FOREGROUND} or {BACKGROUND}.")
@@ -475,6 +518,9 @@ def _add_click(state, y: int, x: int, mode: str, model, level, width):
     h, w = state.shape
     if not (0 <= y < h and 0 <= x < w):
         raise AppError(f"The click at row {y}, column {x} is outside the image ({w}×{h} pixels).")
+    _check_window(level, width)
+    if settings is not None:
+        _click_settings(state, *settings)
     with state.lock:
         changed = state.add_click(predictor, path, y, x, mode == FOREGROUND)
         kind = "foreground" if mode == FOREGROUND else "background"
@@ -485,27 +531,29 @@ def _add_click(state, y: int, x: int, mode: str, model, level, width):
 
 
 @guarded()
-def on_select(state, mode, model, level, width, evt: gr.SelectData):
-    """A click on the image. Gradio gives (x, y) in displayed pixels; → slice (y, x) here, once."""
+def on_select(state, mode, model, level, width, size_mode, alpha, radius, propagate_clicks, evt: gr.SelectData):
+    """A click on the image. Gradio gives (x, y) in displayed pixels; → slice (y, x) here, once.
+    The click controls come with it (``_click_settings``)."""
     state = _need_image(state)
     index = getattr(evt, "index", None)
     if not isinstance(index, (list, tuple)) or len(index) != 2:
         raise AppError("Click inside the image.")
     y, x = rendering.display_to_slice_px(index[0], index[1], rendering.display_scale(state.shape))
-    return _add_click(state, y, x, mode, model, level, width)
+    return _add_click(state, y, x, mode, model, level, width, (size_mode, alpha, radius, propagate_clicks))
 
 
 @guarded()
 def api_click(state, x, y, mode, model, level, width):
     """The same click for scripts (HTTP API ``/click``): x = column, y = row in slice pixels."""
     x, y = _number(x, "x"), _number(y, "y")
-    return _add_click(state, int(y), int(x), mode, model, level, width)
+    return _add_click(state, int(np.floor(y)), int(np.floor(x)), mode, model, level, width)  # pixel (0, 0) spans [0, 1)
 
 
 @guarded()
 def on_undo(state, model, level, width):
     """Undo the last click, propagation or clear (anywhere in the volume), restoring the mask exactly."""
     state = _need_image(state)
+    _check_window(level, width)
     with state.lock:
         done = state.undo()
         return _view(state, model, level, width, "Undid the last action." if done else "Nothing to undo.")
@@ -518,6 +566,7 @@ VIEW_WORDS = {"out": ("Wider view", "zoomed out: the structure around it"),
 def _first_click_view(state, view: str, model, level, width):
     state = _need_image(state)
     predictor, path = _predictor(model)
+    _check_window(level, width)
     button, what = VIEW_WORDS[view]
     with state.lock:
         clicks = state.clicks
@@ -548,6 +597,7 @@ def on_view_in(state, model, level, width):
 def on_clear(state, model, level, width):
     """Empty the mask on every slice and forget the clicks; Undo brings them back."""
     state = _need_image(state)
+    _check_window(level, width)
     with state.lock:
         done = state.clear()
         message = "Cleared the mask on every slice (Undo brings it back)." if done else "There is no mask to clear."
@@ -575,7 +625,8 @@ def on_slice(state, slice_number, model, level, width):
     n = state.volume.n_slices
     number = _number(slice_number, "slice")
     if number != int(number) or not 1 <= number <= n:
-        raise AppError(f"Slice {slice_number} does not exist; the volume has slices 1 to {n}.")
+        raise AppError(f"Slice {number:g} does not exist; the volume has slices 1 to {n}.")
+    _check_window(level, width)
     with state.lock:
         state.z = int(number) - 1
         return _view(state, model, level, width, f"Slice {state.z + 1} of {n}.")
@@ -629,7 +680,7 @@ def on_click_size(state, size_mode, alpha, radius, model, level, width):
 
 @guarded(n_extra=3)
 def on_model(state, model, level, width):
-    """Another checkpoint: the clicks so far are replayed on it (each with its own size), and the
+    """Another checkpoint: the actions so far are replayed on it (each click with its own size), and the
     click-size controls and the next clicks take the new model's own α and radius. Extras: the
     size mode, α and radius controls."""
     predictor, path = _predictor(model)
@@ -638,11 +689,14 @@ def on_model(state, model, level, width):
     if state is None:
         return (*_view(state, model, level, width, f"Model: {_model_label(path)}.{size}"), *defaults.updates())
     state = _need_image(state)
+    _check_window(level, width)
     with state.lock:
-        had_clicks = bool(state.clicks)
         state.set_click_size(defaults.click_size)
-        state.use_model(predictor, path)
-        note = " The clicks on this slice were replayed on it." if had_clicks else ""
+        replayed = state.use_model(predictor, path)
+        note = ""
+        if replayed:
+            actions = f"{replayed} action{'s' if replayed > 1 else ''}"
+            note = f" Your {actions} so far (clicks, views, propagations, clears) were replayed on it, in order; Undo goes back through them."
         return (*_view(state, model, level, width, f"Model: {_model_label(path)}.{note}{size}"), *defaults.updates())
 
 
@@ -655,9 +709,11 @@ def on_propagate(state, model, max_slices, level, width):
     if state.volume.n_slices < 2:
         raise AppError("Propagation needs a volume (several slices); this image has one slice.")
     predictor, path = _predictor(model)
-    n = int(_number(max_slices, "number of slices"))
-    if not 1 <= n <= MAX_PROPAGATE_SLICES:
-        raise AppError(f"Propagate over 1 to {MAX_PROPAGATE_SLICES} slices each way.")
+    n = _number(max_slices, "number of slices")
+    if n != int(n) or not 1 <= n <= MAX_PROPAGATE_SLICES:
+        raise AppError(f"Propagate over 1 to {MAX_PROPAGATE_SLICES} slices each way (a whole number), not {n:g}.")
+    n = int(n)
+    _check_window(level, width)
     with state.lock:
         if not state.mask().any():
             raise AppError("Segment the object on this slice first; propagation starts from its mask.")
@@ -665,9 +721,17 @@ def on_propagate(state, model, max_slices, level, width):
         out = save_mask_nifti(state.volume, state.mask_volume(), state.export_dir() / f"{state.name}_mask.nii.gz")
         status = (
             f"Propagated: slices {_slices_text(filled)} have a mask (slices you clicked on keep theirs; "
-            "Undo takes it back). The 3D mask (NIfTI, in the input's geometry) is ready to download."
+            f"Undo takes it back). The 3D mask (NIfTI, in the input's geometry{_geometry_caveat(state)}) is ready to download."
         )
         return (*_view(state, model, level, width, status), str(out))
+
+
+def _geometry_caveat(state: Annotation) -> str:
+    """", as loaded: …" with what the reader had to assume about the input's geometry (e.g. an
+    even slice spacing for a series with missing slices, which a NIfTI cannot hold otherwise;
+    DICOM-SEG keeps each slice's own position); "" when nothing was assumed."""
+    assumed = [n for n in state.volume.notes if "assumed" in n]
+    return f", as loaded: {'; '.join(assumed)}" if assumed else ""
 
 
 NOTHING_TO_EXPORT = "Nothing to export yet: no slice has a mask. Click on the object first."
@@ -691,7 +755,7 @@ def _export(state, fmt: str):
         elif fmt == "nifti":
             out = save_mask_nifti(state.volume, state.mask_volume(), folder / f"{name}_mask.nii.gz")
             n = len(annotated)
-            what = f"NIfTI in the input's geometry ({n} slice{'s' if n != 1 else ''} with a mask)"
+            what = f"NIfTI in the input's geometry ({n} slice{'s' if n != 1 else ''} with a mask){_geometry_caveat(state)}"
         else:
             if state.volume.kind != "dicom":
                 raise AppError("DICOM-SEG export needs a DICOM input; use NIfTI or PNG for this image.")
@@ -846,14 +910,14 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                 with gr.Accordion("Click size", open=False):
                     size_mode = gr.Radio([DYNAMIC, FIXED], value=size0.size_mode, label="Click size", elem_id="size_mode")
                     alpha = gr.Radio(list(size0.alpha_choices), value=size0.alpha, label="α (dynamic size)", elem_id="alpha")
-                    radius = gr.Slider(
+                    radius = TypedSlider(
                         MIN_RADIUS_PX, MAX_RADIUS_PX, value=size0.radius_px, step=0.5, label=size0.radius_label,
                         elem_id="radius",
                     )
                 with gr.Accordion("Display window", open=False):
                     preset = gr.Dropdown(preset_choices, value=DEFAULT_PRESET, label="Preset", elem_id="preset")
-                    level = gr.Slider(-1000, 3000, value=level0, step=1, label="Level (HU)", elem_id="level")
-                    width = gr.Slider(1, 4000, value=width0, step=1, label="Width (HU)", elem_id="width")
+                    level = TypedSlider(-1000, 3000, value=level0, step=1, label="Level (HU)", elem_id="level")
+                    width = TypedSlider(1, 4000, value=width0, step=1, label="Width (HU)", elem_id="width")
                     gr.Markdown("The window changes only the picture; the model always sees its own window.")
             with gr.Column(scale=5, min_width=360):
                 image = gr.Image(
@@ -864,11 +928,11 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                     buttons=["download", "fullscreen"],
                     elem_id="ct_image",
                 )
-                slice_slider = gr.Slider(1, 2, value=1, step=1, label="Slice", visible=False, elem_id="slice")
+                slice_slider = TypedSlider(1, 2, value=1, step=1, label="Slice", visible=False, elem_id="slice")
             with gr.Column(scale=3, min_width=260):
                 info = gr.Markdown(_info(None, first_model), label="info", elem_id="info")
                 with gr.Row():
-                    max_slices = gr.Number(
+                    max_slices = TypedNumber(
                         30, label="Propagate ≤ slices each way", precision=0, minimum=1, maximum=MAX_PROPAGATE_SLICES,
                         min_width=80, elem_id="max_slices",
                     )
@@ -905,7 +969,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         ex_phantom.click(load_example_phantom, [state, model, *settings], load_out, api_name="example_phantom", **load_kw)
         # Clicks queue together so that the batcher can run many users' clicks in one forward pass.
         click_kw = dict(concurrency_limit=max(config.click_batch, 1), concurrency_id="click")
-        image.select(on_select, [state, mode, model, level, width], view, api_visibility="private", **click_kw)
+        image.select(on_select, [state, mode, model, level, width, size_mode, alpha, radius, propagate_clicks], view, api_visibility="private", **click_kw)
         api_button.click(api_click, [state, api_x, api_y, mode, model, level, width], view, api_name="click", **click_kw)
         undo.click(on_undo, [state, model, level, width], view, api_name="undo")
         clear.click(on_clear, [state, model, level, width], view, api_name="clear")
@@ -924,8 +988,16 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         ex_nii.click(export_nifti, [state], [*view, download], api_name="export_nifti")
         ex_png.click(export_png, [state], [*view, download], api_name="export_png")
         ex_seg.click(export_dicom_seg_file, [state], [*view, download], api_name="export_dicom_seg")
+        # An export offered for download no longer matches the mask once the mask changes: empty the box.
+        for changes_mask in (image.select, api_button.click, undo.click, clear.click, view_out.click, view_in.click, model.input):
+            changes_mask(_no_download, None, download, api_visibility="private", queue=False)
         demo.unload(on_page_closed)
     return demo
+
+
+def _no_download():
+    """The Download box emptied (see build_demo)."""
+    return None
 
 
 def launch(demo: gr.Blocks, config: AppConfig, **kwargs):

@@ -1323,7 +1323,7 @@ class VolumeSession:
         undoes (docs/design.md, "Another view of a first click"). The masks it carries may grow
         into any tissue the new mask holds (as ``set_slice_mask``). Returns the 3D mask
         (Z, Y, X) bool. ValueError for another view name, or unless the slice's clicks are one
-        foreground click. (A model switch that replays the clicks does not replay views.)"""
+        foreground click."""
         z = int(z)
         if not 0 <= z < self.shape[0]:
             raise ValueError(f"slice {z} is outside the volume of {self.shape[0]} slices")

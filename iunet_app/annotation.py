@@ -47,6 +47,10 @@ class Annotation:
         self.click_size = click_size
         self.vs: VolumeSession | None = None
         self.checkpoint: str | None = None
+        # what was done, in order, one entry per undoable step of ``vs`` (replayed on a model switch):
+        # ("click", z, y, x, positive, radius_px, propagate), ("view", z, view, propagate),
+        # ("propagate", z, max_slices), ("clear",)
+        self._actions: list[tuple] = []
         self.propagate_clicks = True
         self.lock = threading.RLock()
         self.session_hash = session_hash
@@ -128,7 +132,9 @@ class Annotation:
         to the neighbouring slices (``propagate_clicks``). Returns the slices that changed.
         ValueError when (y, x) is outside the slice."""
         vs = self._session(predictor, checkpoint)
-        vs.add_click(self.z, y, x, positive, propagate=self.propagate_clicks and self.volume.n_slices > 1)
+        propagate = self.propagate_clicks and self.volume.n_slices > 1
+        vs.add_click(self.z, y, x, positive, propagate=propagate)
+        self._actions.append(("click", self.z, int(y), int(x), bool(positive), vs.clicks[-1][1].radius_px, propagate))
         return list(vs.last_changed)
 
     def view_first_click(self, predictor, checkpoint: str, view: str) -> list[int]:
@@ -137,16 +143,25 @@ class Annotation:
         slices like a click (``propagate_clicks``); undoable. Returns the slices that changed.
         ValueError unless the slice has one click, a foreground one."""
         vs = self._session(predictor, checkpoint)
-        vs.view_first_click(self.z, view, propagate=self.propagate_clicks and self.volume.n_slices > 1)
+        propagate = self.propagate_clicks and self.volume.n_slices > 1
+        vs.view_first_click(self.z, view, propagate=propagate)
+        self._actions.append(("view", self.z, view, propagate))
         return list(vs.last_changed)
 
     def undo(self) -> bool:
-        """Undo the last action (click, propagation or clear) anywhere in the volume."""
-        return self.vs is not None and self.vs.undo()
+        """Undo the last action (click, view, propagation or clear) anywhere in the volume."""
+        if self.vs is None or not self.vs.undo():
+            return False
+        if self._actions:
+            self._actions.pop()
+        return True
 
     def clear(self) -> bool:
         """Empty the whole 3D mask and forget the clicks (undoable). False when already empty."""
-        return self.vs is not None and self.vs.clear()
+        if self.vs is None or not self.vs.clear():
+            return False
+        self._actions.append(("clear",))
+        return True
 
     def set_click_size(self, click_size: ClickSize) -> None:
         """Size of the next clicks on every slice; clicks already made keep theirs."""
@@ -154,34 +169,46 @@ class Annotation:
         if self.vs is not None:
             self.vs.click_size = click_size
 
-    def use_model(self, predictor, checkpoint: str) -> bool:
-        """Switch to another checkpoint: the clicks made so far are replayed on it, in order
-        (a mask made without clicks, by propagation, is carried over as it is). True when the
-        model changed."""
+    def use_model(self, predictor, checkpoint: str) -> int:
+        """Switch to another checkpoint: every action so far (clicks, each with its own size,
+        first-click views, propagations, clears; what undo had taken back is not) is replayed on
+        it, in order, so the 3D mask is the new model's and Undo goes back through the same
+        steps. Returns how many actions were replayed (0 also when the model did not change)."""
         if self.checkpoint == checkpoint:
-            return False
-        old, self.checkpoint = self.vs, checkpoint
-        self.vs = None
-        if old is None:
-            return True
+            return 0
+        old_actions, self.checkpoint = self._actions, checkpoint
+        self.vs, self._actions = None, []
+        if not old_actions:
+            return 0
         vs = VolumeSession(predictor, self.volume.hu, self.click_size, spacing_mm=self.volume.spacing_mm, zoom_out=ZOOM_OUT)
-        if old.clicks:
-            propagate = self.propagate_clicks and self.volume.n_slices > 1
-            for z, c in old.clicks:
-                vs.click_size = ClickSize(c.radius_px, None)  # the click keeps its size
-                vs.add_click(z, c.y, c.x, c.positive, propagate=propagate)
-            vs.click_size = self.click_size
-        else:
-            for z in old.slices_with_mask():
-                vs.set_slice_mask(z, old.mask[z], propagate=False)
+        for action in old_actions:
+            kind, args = action[0], action[1:]
+            try:
+                if kind == "click":
+                    z, y, x, positive, radius_px, propagate = args
+                    vs.click_size = ClickSize(radius_px, None)  # the click keeps its size
+                    vs.add_click(z, y, x, positive, propagate=propagate)
+                elif kind == "view":
+                    z, view, propagate = args
+                    vs.view_first_click(z, view, propagate=propagate)
+                elif kind == "propagate":
+                    z, max_slices = args
+                    vs.propagate_from(z, max_slices=max_slices)
+                elif kind == "clear" and not vs.clear():
+                    continue  # nothing to clear on the new model: not a step
+            except ValueError:  # (not expected: the same clicks on the same slices) the step is left out
+                continue
+            self._actions.append(action)
+        vs.click_size = self.click_size
         self.vs = vs
-        return True
+        return len(self._actions)
 
     def propagate(self, predictor, checkpoint: str, max_slices: int) -> list[int]:
         """Carry the mask of the slice on view through the volume, at most ``max_slices`` each
         way (undoable). Returns the slices that have a mask afterwards."""
         vs = self._session(predictor, checkpoint)
         vs.propagate_from(self.z, max_slices=max_slices)  # recomputes every slice within reach
+        self._actions.append(("propagate", self.z, max_slices))
         return vs.slices_with_mask()
 
     # -- files and lifetime --------------------------------------------------------------
@@ -213,6 +240,7 @@ class Annotation:
         with self.lock:
             self.cleanup()
             self.vs = None
+            self._actions = []
             self.released = self.released or reason
             self.volume = _EMPTY_VOLUME
 

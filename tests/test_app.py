@@ -26,6 +26,7 @@ from iunet_app.annotation import ZOOM_OUT, Annotation  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # gr.Warning outside a server warns
 W = (40.0, 400.0)  # display window used by most calls
+CLICK = (app.DYNAMIC, "1/800", 5, True)  # the click controls a page click comes with: size mode, α, radius, 3D
 
 
 def make_checkpoint(path: Path, name: str, seed: int, interactive: bool = True, **inputs) -> Path:
@@ -470,15 +471,39 @@ def test_click_before_upload_and_outside(models_, ct_small):
     assert is_problem(out[4]) and "Upload a CT" in out[4] and out[0] is None
     out = app.api_click(ct_small, 128, 10, app.FOREGROUND, models_[0], *W)
     assert is_problem(out[4]) and "outside the image" in out[4]
-    out = app.on_select(ct_small, app.FOREGROUND, models_[0], *W, gr.SelectData(None, {"index": None, "value": None}))
+    out = app.on_select(ct_small, app.FOREGROUND, models_[0], *W, *CLICK, gr.SelectData(None, {"index": None, "value": None}))
     assert is_problem(out[4]) and "inside the image" in out[4]
+    out = app.api_click(ct_small, -0.5, 10, app.FOREGROUND, models_[0], *W)  # left of pixel 0, not on it
+    assert is_problem(out[4]) and "outside the image" in out[4]
     assert ct_small.clicks == ()
+
+
+def test_values_out_of_the_controls_range_get_the_apps_words(models_, ct_small):
+    """A number typed outside a slider's or box's range reaches the handler (Gradio's own range
+    error would blank the picture), which says what is wrong and changes nothing; a display
+    window that cannot be drawn refuses the action before it happens."""
+    assert app.TypedSlider(1, 24, value=3).preprocess(0) == 0
+    assert app.TypedSlider(1, 24, value=3).preprocess(None) is None
+    assert app.TypedNumber(30, minimum=1, maximum=500, precision=0).preprocess(501.4) == 501
+    with pytest.raises(gr.Error):
+        gr.Slider(1, 24, value=3).preprocess(0)  # what it replaces
+    evt = gr.SelectData(None, {"index": [243, 101], "value": None, "selected": True})
+    for level, width, words in ((40.0, 0.0, "more than 0 HU"), (None, 400.0, "Enter a number for the window level")):
+        out = app.on_select(ct_small, app.FOREGROUND, models_[0], level, width, *CLICK, evt)
+        assert is_problem(out[4]) and words in out[4] and out[1] is not None  # the picture is kept (a skip)
+        out = app.on_undo(ct_small, models_[0], level, width)
+        assert is_problem(out[4]) and words in out[4]
+    assert ct_small.clicks == ()
+    out = app.on_select(ct_small, app.FOREGROUND, models_[0], *W, app.FIXED, "1/800", 40, True, evt)
+    assert is_problem(out[4]) and "click radius must be between" in out[4] and ct_small.clicks == ()
+    out = app.on_window(ct_small, models_[0], -1500.0, 5000.0)  # beyond the sliders, still a window
+    assert not is_problem(out[4]) and out[1].endswith(".png")
 
 
 def test_select_converts_display_xy_to_slice_yx_once(models_, ct_small):
     # CT_small (128 px) is shown 4× larger: displayed (x=243, y=101) is slice pixel (y=25, x=60).
     evt = gr.SelectData(None, {"index": [243, 101], "value": None, "selected": True})
-    state, image, heat, info, status = app.on_select(ct_small, app.FOREGROUND, models_[0], *W, evt)
+    state, image, heat, info, status = app.on_select(ct_small, app.FOREGROUND, models_[0], *W, *CLICK, evt)
     assert not is_problem(status), status
     (click,) = state.clicks
     assert (click.y, click.x, click.positive) == (25, 60, True)
@@ -875,6 +900,68 @@ def test_switching_model_replays_clicks_on_every_slice(disk_model, models_, tmp_
         (z, c.y, c.x, c.positive, c.radius_px) for z, c in clicks
     ]
     np.testing.assert_array_equal(s.mask_volume(), before)
+
+
+def test_switching_model_keeps_a_propagation_and_undo_goes_back_through_it(disk_model, models_, tmp_path, monkeypatch):
+    """A model switch replays every action (clicks, the explicit propagation, a clear) on the new
+    model, so a propagated 3D mask is not lost and Undo steps back through the same actions."""
+    hu = series_volume(n=7)
+    disk = hu > 100
+    s = load([disk_model], [str(p) for p in write_series(tmp_path / "s", hu)])[0]
+    s = app.on_propagate_clicks(s, False, disk_model, *W)[0]
+    s = app.api_click(s, 24, 18, app.FOREGROUND, disk_model, *W)[0]
+    s = app.on_propagate(s, disk_model, 2, *W)[0]
+    s = app.on_clear(s, disk_model, *W)[0]
+    s = app.on_undo(s, disk_model, *W)[0]  # an undone action is not replayed
+    assert s.annotated_slices() == [1, 2, 3, 4, 5]
+    info_b = app._checkpoint(models_[1])
+    stand_in_b = batching.BatchedPredictor(DiskModel(models.get_predictor(info_b.path)), info_b.path)
+    monkeypatch.setattr(app, "_predictor", lambda model: (stand_in_b, info_b.path))
+    s, _, _, info, status, *_ = app.on_model(s, models_[1], *W)
+    assert not is_problem(status) and "Your 2 actions so far" in status and "replayed" in status
+    assert s.annotated_slices() == [1, 2, 3, 4, 5] and "5 of 7 slices with a mask" in info
+    np.testing.assert_array_equal(s.mask_volume()[1:6], disk[1:6])
+    s = app.on_undo(s, models_[1], *W)[0]
+    assert s.annotated_slices() == [3]  # the propagation, undone as one step on the new model
+    s = app.on_undo(s, models_[1], *W)[0]
+    assert s.annotated_slices() == [] and s.n_clicks == 0
+    assert "Nothing to undo" in app.on_undo(s, models_[1], *W)[4]
+
+
+def test_a_page_click_uses_the_controls_as_shown(disk_model, tmp_path):
+    """A click from the page carries the click controls as the page shows them: a change made
+    while an image was loading (its event reached no image) still holds for the next click."""
+    hu = series_volume(n=5)
+    s = load([disk_model], [str(p) for p in write_series(tmp_path / "s", hu)])[0]
+    assert s.propagate_clicks  # loaded with "Clicks also update the neighbouring slices" ticked
+    scale = rendering.display_scale(s.shape)
+    # the disk's centre on slice 3 (0-based 2): row 18, column 20; the event gives display (x, y)
+    evt = gr.SelectData(None, {"index": [20 * scale + scale // 2, 18 * scale + scale // 2], "value": None, "selected": True})
+    s, _, _, _, status = app.on_select(s, app.FOREGROUND, disk_model, *W, app.FIXED, "1/800", 3, False, evt)
+    assert not is_problem(status), status
+    assert s.annotated_slices() == [2] and not s.propagate_clicks  # only its own slice, as the box now says
+    ((z, click),) = s.vs.clicks
+    assert (z, click.y, click.x, click.radius_px) == (2, 18, 20, 3.0)
+
+
+def test_nifti_export_says_what_the_geometry_assumes(disk_model, tmp_path):
+    """A DICOM series with a missing slice is stacked evenly (a NIfTI has one slice spacing): the
+    export says so; a series without gaps exports without the caveat."""
+    import pydicom
+
+    hu = series_volume(n=5)
+    files = write_series(tmp_path / "s", hu)
+    z_of = {p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]) for p in files}
+    gap = [p for p in files if z_of[p] != 4.0]  # slice 3 of 5 (2 mm apart) missing
+    s = load([disk_model], [str(p) for p in gap])[0]
+    assert "uneven slice spacing" in s.volume.description and s.volume.notes
+    s = app.api_click(s, 24, 18, app.FOREGROUND, disk_model, *W)[0]
+    status = app.export_nifti(s)[4]
+    assert "NIfTI in the input's geometry" in status and "as loaded: uneven slice spacing" in status
+    s = load([disk_model], [str(p) for p in files])[0]
+    s = app.api_click(s, 24, 18, app.FOREGROUND, disk_model, *W)[0]
+    status = app.export_nifti(s)[4]
+    assert "NIfTI in the input's geometry" in status and "as loaded" not in status and s.volume.notes == ()
 
 
 def test_click_size_follows_the_models_own_inputs(weights, models_, tmp_path, monkeypatch):

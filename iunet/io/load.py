@@ -44,11 +44,11 @@ def _load_many(paths: list[Path], max_voxels: int | None) -> CTVolume:
         check_file(p)
         if p.is_dir():
             raise CTLoadError(f"'{p.name}' is a folder; give either one folder or several DICOM files, not both.")
-    what = f"The {len(paths)} files given"
+    what = f"The series of {len(paths)} files given"  # (read as one DICOM series)
     for p in paths:
         if has_nifti_suffix(p) or p.name.lower().endswith(".zip"):
             raise CTLoadError(
-                f"{what} include '{p.name}'; several files are read as one DICOM series. "
+                f"{what} includes '{p.name}'; several files are read as one DICOM series. "
                 "Give NIfTI volumes and .zip archives one at a time."
             )
     return load_dicom_paths(paths, what, [], max_voxels)

@@ -87,6 +87,9 @@ class CTVolume:
             order of the source grid's slice axis k (``to_source_xyz(...)[:, :, k]`` is the mask
             on ``slice_sources[k]``); empty for other inputs.
         description: one human-readable line, e.g. "DICOM series, 129 slices, 512×512, 0.57×0.57×1.6 mm".
+        notes: what the reader had to assume (also at the end of ``description``), e.g. "uneven
+            slice spacing (…); an even 4 mm is assumed": an export in the input's geometry
+            carries the same assumptions.
     """
 
     hu: np.ndarray
@@ -98,6 +101,7 @@ class CTVolume:
     dicom_datasets: tuple = ()
     description: str = ""
     slice_sources: tuple[SliceSource, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         hu = np.asarray(self.hu, dtype=np.float32)
@@ -114,6 +118,7 @@ class CTVolume:
             object.__setattr__(self, name, aff)
         object.__setattr__(self, "spacing_mm", tuple(float(s) for s in self.spacing_mm))
         object.__setattr__(self, "source_shape_xyz", tuple(int(s) for s in self.source_shape_xyz))
+        object.__setattr__(self, "notes", tuple(str(n) for n in self.notes))
         object.__setattr__(self, "dicom_datasets", tuple(self.dicom_datasets))
         object.__setattr__(self, "slice_sources", tuple(self.slice_sources))
         if display_shape_xyz(self.source_shape_xyz, self.source_affine_ras) != hu.shape[::-1]:
@@ -308,6 +313,7 @@ def finish_volume(
         dicom_datasets=dicom_datasets,
         description=desc,
         slice_sources=slice_sources,
+        notes=tuple(notes),
     )
 
 
