@@ -424,7 +424,7 @@ def _load(state, paths, name, model, size_mode, alpha, radius, level, width, sho
         _, ny, nx = volume.hu.shape
         if min(ny, nx) < MIN_SLICE_PX:
             raise AppError(
-                f"The image is {nx}×{ny} pixels; the app needs slices of at least {MIN_SLICE_PX}×{MIN_SLICE_PX} "
+                f"The image '{name}' is {nx}×{ny} pixels; the app needs slices of at least {MIN_SLICE_PX}×{MIN_SLICE_PX} "
                 "pixels to segment anything in them."
             )
         new = Annotation(volume, name, click_size, _session_hash(request))

@@ -334,7 +334,7 @@ def _huge_nifti_header(path: Path) -> None:
         ("four_d.nii.gz", "4D"),
         ("huge.png", "largest slice"),
         ("giant.png", "too large"),
-        ("dot.png", "at least 16×16"),
+        ("dot.png", "'dot' is 1×1 pixels; the app needs slices of at least 16×16"),
         ("flipped.nii.gz", "damaged"),
         ("huge_header.nii.gz", "too large"),
         ("renamed_text.nii.gz", "not a NIfTI"),

@@ -476,6 +476,10 @@ def test_bad_images(tmp_path):
     expect_error(tmp_path / "photo.png", "colour photo")
     Image.fromarray(np.zeros((4, 2049), np.uint8)).save(tmp_path / "wide.png")
     expect_error(tmp_path / "wide.png", "2048")
+    for name in ("a.png", "b.jpg"):
+        Image.fromarray(np.full((32, 32), 100, np.uint8)).save(tmp_path / name)
+    with pytest.raises(CTLoadError, match="series of 2 files given includes the picture 'a.png'.*one at a time"):
+        load_ct([tmp_path / "a.png", tmp_path / "b.jpg"])  # several files are one DICOM series
 
 
 def test_bad_zips(tmp_path, monkeypatch):

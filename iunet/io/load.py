@@ -51,6 +51,11 @@ def _load_many(paths: list[Path], max_voxels: int | None) -> CTVolume:
                 f"{what} includes '{p.name}'; several files are read as one DICOM series. "
                 "Give NIfTI volumes and .zip archives one at a time."
             )
+        if not is_dicom_preamble(p) and is_image_file(p):
+            raise CTLoadError(
+                f"{what} includes the picture '{p.name}'; several files are read as one DICOM series. "
+                "Give PNG or JPEG images one at a time."
+            )
     return load_dicom_paths(paths, what, [], max_voxels)
 
 
