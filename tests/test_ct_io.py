@@ -454,6 +454,18 @@ def test_inconsistent_series(tmp_path):
     expect_error(tmp_path / "s", "same position")
 
 
+def test_the_same_file_given_twice_is_read_once(tmp_path):
+    """One image twice (the same SOP Instance UID, e.g. a file uploaded twice) is one slice, and
+    the description says so; two different images at one position are still refused (above)."""
+    datasets, _, _ = axial_series()
+    paths = write_shuffled(tmp_path / "s", datasets)
+    once = load_ct(paths)
+    twice = load_ct(paths + [paths[2], paths[4]])
+    np.testing.assert_array_equal(twice.hu, once.hu)
+    np.testing.assert_allclose(twice.affine_ras, once.affine_ras)
+    assert "2 duplicates of the same images left out" in twice.description and len(twice.dicom_datasets) == len(datasets)
+
+
 def test_bad_nifti(tmp_path):
     eye = np.eye(4)
     expect_error(write_nifti(tmp_path / "t.nii.gz", np.zeros((4, 4, 3, 2)), eye), "4D", "single")

@@ -206,6 +206,17 @@ def _series_geometry(slices: list[_Slice], what: str) -> tuple[list[_Slice], np.
     Returns (sorted slices, 4x4 affine LPS, notes for the description).
     """
     notes: list[str] = []
+    unique, seen = [], set()
+    for s in slices:  # the same image given twice (a file uploaded twice): one copy is enough
+        uid = str(s.ds.get("SOPInstanceUID") or "") if s.frame is None else ""
+        if uid and uid in seen:
+            continue
+        seen.add(uid)
+        unique.append(s)
+    if len(unique) < len(slices):
+        n = len(slices) - len(unique)
+        notes.append(f"{n} duplicate{'s' if n > 1 else ''} of the same image{'s' if n > 1 else ''} left out")
+        slices = unique
     first = slices[0]
     if first.rows <= 0 or first.cols <= 0:
         raise CTLoadError(f"{what} has no image size (Rows/Columns missing or 0).")
