@@ -35,6 +35,17 @@ def display_scale(shape_yx: tuple[int, int]) -> int:
     return max(1, DISPLAY_TARGET_PX // max(int(shape_yx[0]), int(shape_yx[1]), 1))
 
 
+def line_px(shape_yx: tuple[int, int], scale: int) -> int:
+    """Width in picture pixels of the mask's outline and the click circles. Enlarged slices: 2.
+    Slices of 512 px and more are drawn 1:1 and the page shows them smaller (a 512² slice in
+    about 470 px, a 2048² one in a quarter of its size), where the browser's nearest-neighbour
+    scaling drops rows and columns: a 1-px line would vanish in places, so lines are as wide as
+    about 1.25 screen pixels' worth of slice pixels (2 px at 512², 5 px at 2048²)."""
+    if scale >= 2:
+        return 2
+    return max(1, int(np.ceil(1.25 * max(int(shape_yx[0]), int(shape_yx[1])) / DISPLAY_TARGET_PX)))
+
+
 def display_to_slice_px(x_display: float, y_display: float, scale: int) -> tuple[int, int]:
     """A point of the displayed image, as the browser reports it (x, y), → slice pixel (y, x)."""
     return int(y_display) // scale, int(x_display) // scale
@@ -44,13 +55,14 @@ def _enlarge(a: np.ndarray, scale: int) -> np.ndarray:
     return a if scale == 1 else np.repeat(np.repeat(a, scale, axis=0), scale, axis=1)
 
 
-def _draw_click(rgb: np.ndarray, click: Click, scale: int) -> None:
-    """A circle of the click's radius (its real footprint in the guidance map) and a centre dot."""
+def _draw_click(rgb: np.ndarray, click: Click, scale: int, line_width_px: int = 1) -> None:
+    """A circle of the click's radius (its real footprint in the guidance map) and a centre dot;
+    ``line_width_px``: the circle's width for slices drawn 1:1 (``line_px``)."""
     h, w = rgb.shape[:2]
     cy, cx = (click.y + 0.5) * scale, (click.x + 0.5) * scale
     r = max(click.radius_px, 0.5) * scale
-    line = max(1.0, scale * 0.5)
-    dot = max(2.0, scale * 0.6)
+    line = max(1.0, scale * 0.5) if scale >= 2 else float(line_width_px)
+    dot = max(2.0, scale * 0.6, 1.5 * line)
     reach = int(np.ceil(r + line + dot)) + 1
     y0, y1 = max(int(cy) - reach, 0), min(int(cy) + reach + 1, h)
     x0, x1 = max(int(cx) - reach, 0), min(int(cx) + reach + 1, w)
@@ -79,15 +91,16 @@ def render_slice(
     grey = _enlarge(window_to_uint8(image_hu, level_hu, width_hu), scale)
     rgb = np.repeat(grey[..., None], 3, axis=2)
     m = _enlarge(np.asarray(mask, bool), scale)
+    width_px = line_px(np.shape(image_hu), scale)
     if m.any():
         box = _bbox(m, 2)  # work on the mask's bounding box only: most of a slice is background
         sub, mb = rgb[box], m[box]
         fill = np.asarray(MASK_RGB, np.float32)
         sub[mb] = np.rint((1 - MASK_ALPHA) * sub[mb] + MASK_ALPHA * fill).astype(np.uint8)
-        inner = ndimage.binary_erosion(mb, iterations=1 if scale < 2 else 2, border_value=0)
+        inner = ndimage.binary_erosion(mb, iterations=width_px, border_value=0)
         sub[mb & ~inner] = CONTOUR_RGB
     for c in clicks:
-        _draw_click(rgb, c, scale)
+        _draw_click(rgb, c, scale, width_px)
     return rgb
 
 

@@ -654,6 +654,24 @@ def test_switching_model_replays_the_clicks(models_, ct_small):
         assert is_problem(out[4]) and "Model" in out[4]
 
 
+@pytest.mark.parametrize("side_px", [512, 2048])
+def test_outline_survives_the_pages_downscaling(side_px):
+    """Slices of 512 px and more are drawn 1:1 and shown smaller with nearest-neighbour
+    scaling (about 470 px high): the outline is wide enough that every display row crossing the
+    mask still shows it on both sides."""
+    yy, xx = np.mgrid[:side_px, :side_px]
+    c, r = side_px / 2, side_px / 4
+    disk = (yy - c) ** 2 + (xx - c) ** 2 <= r * r
+    hu = np.where(disk, 60.0, -100.0).astype(np.float32)
+    rgb = rendering.render_slice(hu, *W, disk, (), rendering.display_scale(hu.shape))
+    pick = np.floor((np.arange(470) + 0.5) * side_px / 470).astype(int)  # the browser's nearest rows / columns
+    shown = rgb[pick][:, pick]
+    outline = (shown == rendering.CONTOUR_RGB).all(axis=-1)
+    rows = np.flatnonzero(disk[pick][:, pick].any(axis=1))[2:-2]  # rows through the disk (not its tangent ends)
+    assert all(outline[y].sum() >= 2 for y in rows), [int(outline[y].sum()) for y in rows if outline[y].sum() < 2]
+    assert rendering.line_px((side_px, side_px), 1) == {512: 2, 2048: 5}[side_px] and rendering.line_px((128, 128), 4) == 2
+
+
 def test_pictures_are_files_of_each_tab(models_):
     """Two tabs showing the same picture get files of their own (Gradio rewrites a cached file
     that two answers share while serving it), and a tab keeps only its last few pictures."""
