@@ -81,25 +81,32 @@ class AppConfig:
     click_batch: int = 16  # concurrent clicks run in one forward pass, up to this many
 
 
-class TypedSlider(gr.Slider):
-    """A slider whose typed-in value reaches the handler even when it lies outside the slider's
-    range (or is empty): Gradio's own range check would raise before the handler runs, and its
-    error state blanks the picture. The handlers check every value themselves and say what is
-    wrong in the app's words, keeping the picture (``_number``, ``on_slice``, ``_click_size``)."""
+def _typed_component(base: type) -> type:
+    """A subclass of the Gradio component ``base`` (gr.Slider, gr.Number), drawn by Gradio's own
+    widget, whose typed-in value reaches the handlers even when it lies outside the component's
+    range (or is empty): Gradio's own range check raises before the handler runs, and its error
+    state blanks the picture. The handlers check every value themselves and say what is wrong
+    in the app's words, keeping the picture (``_number``, ``on_slice``, ``_click_size``).
 
-    is_template = True  # drawn by Gradio's own slider
-
-    def preprocess(self, payload):
-        return None if payload is None else gr.Number.round_to_precision(payload, self.precision)
-
-
-class TypedNumber(gr.Number):
-    """A number box that, like ``TypedSlider``, leaves the range check to the handler."""
-
-    is_template = True  # drawn by Gradio's own number box
+    A subclass, not a per-instance override, because Gradio rebuilds a component from its class
+    when an event updates its properties (the slice slider's range on every upload). Gradio
+    writes a type-stub file next to the module of every new component class; that is switched
+    off while this one is made, so the app never writes into its own folder."""
+    from gradio import component_meta
 
     def preprocess(self, payload):
         return None if payload is None else gr.Number.round_to_precision(payload, self.precision)
+
+    write_stub = component_meta.create_or_modify_pyi
+    component_meta.create_or_modify_pyi = lambda *args, **kwargs: None
+    try:
+        return type(f"Typed{base.__name__}", (base,), {"is_template": True, "preprocess": preprocess, "__module__": __name__})
+    finally:
+        component_meta.create_or_modify_pyi = write_stub
+
+
+TypedSlider = _typed_component(gr.Slider)
+TypedNumber = _typed_component(gr.Number)
 
 
 class AppError(Exception):

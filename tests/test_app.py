@@ -485,6 +485,7 @@ def test_values_out_of_the_controls_range_get_the_apps_words(models_, ct_small):
     assert app.TypedSlider(1, 24, value=3).preprocess(0) == 0
     assert app.TypedSlider(1, 24, value=3).preprocess(None) is None
     assert app.TypedNumber(30, minimum=1, maximum=500, precision=0).preprocess(501.4) == 501
+    assert app.TypedSlider(1, 2).get_block_name() == "slider" and not list(Path(app.__file__).parent.glob("*.pyi"))
     with pytest.raises(gr.Error):
         gr.Slider(1, 24, value=3).preprocess(0)  # what it replaces
     evt = gr.SelectData(None, {"index": [243, 101], "value": None, "selected": True})
