@@ -134,7 +134,7 @@ class SessionRegistry:
             self._release_locked(item, reason)
         return_memory_to_os()
 
-    def release_session(self, session_hash: str, reason: str = "the page was closed") -> int:
+    def release_session(self, session_hash: str, reason: str = "freed after the page was closed") -> int:
         """Free every annotation of a browser session (its page was closed). Returns how many."""
         with self._lock:
             items = [a for a in self._items.values() if a.session_hash and a.session_hash == session_hash]

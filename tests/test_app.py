@@ -1213,6 +1213,8 @@ def test_closed_pages_give_their_memory_back(models_, tmp_path):
         assert s.volume.nbytes == 512 * 512 * 100 * 4 and s in app.SESSIONS
         app.on_page_closed(types.SimpleNamespace(session_hash=f"big-{i}"))
         assert s.released and s not in app.SESSIONS
+        status = app.on_undo(s, models_[0], *W)[4]
+        assert "This tab's image was freed after the page was closed. Load it again" in status, status
         del s
         after.append(rss_mb())
     assert after[2] - after[0] < 40, after  # a leak would add about 100 MB per round
