@@ -186,13 +186,17 @@ def read_split(path: str | Path) -> list[str]:
         names = [str(n) for n in obj]
     else:
         names = [ln.split("#")[0].strip() for ln in text.splitlines()]
-    return [_case_name(Path(n)) for n in names if n]
+    names = [_case_name(Path(n)) for n in names if n]
+    if not names:
+        raise ValueError(f"split file {path} names no case (an empty split would mean every case)")
+    return names
 
 
 def select_cases(cases: Sequence[Case], names: Sequence[str]) -> list[Case]:
-    """The cases called ``names`` (in that order); empty ``names`` = all. Unknown names raise."""
+    """The cases called ``names`` (in that order, each once); empty ``names`` = all. Unknown names raise."""
     if not names:
         return list(cases)
+    names = list(dict.fromkeys(names))  # a case named twice is evaluated once
     by_name = {c.name: c for c in cases}
     missing = [n for n in names if n not in by_name]
     if missing:

@@ -164,7 +164,7 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
         + ("; **ZoomOut with the full-view refinement** (`--zoom-refine`)" if cfg.get("zoom_refine") is True else "")
         + ("; **per slice, the IU-Nets not shown the mask so far** (`--no-prev-mask`, a diagnostic)" if cfg.get("prev_mask") is False else ""),
         f"- Device: {meta.get('options', {}).get('device')}; commit {env.get('git_commit')}{' (uncommitted changes)' if env.get('git_dirty') else ''}; status: {meta.get('status')}",
-        "- Dice in %, mean over slices; NoC = clicks to reach the Dice (max when never reached; failures in brackets);"
+        "- Dice in %, mean over slices; NoC = clicks (under `paper`: interactions, each a pair of clicks) to reach the Dice (max when never reached; failures in brackets);"
         " AUC = normalised area under the Dice curve; 3D Dice = per case, from the stacked scored slices, mean over cases;"
         " ms/click = the method's time per click (for the automatic U-Net: per slice).",
         "",
@@ -181,10 +181,13 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
         lines += ["| Model | CT | " + " | ".join(str(k) for k in TABLE2_CLICKS) + " |", "|---|---|" + "---:|" * len(TABLE2_CLICKS)]
         for m in rows:
             lines.append(f"| {labels.get(m, m)} | {ct} | " + " | ".join(_at(table[(m, proto)]["dice"], k) for k in TABLE2_CLICKS) + " |")
-        for name, vals in PAPER_TABLE2.get(task, {}).items():
-            lines.append(f"| *{name}* | {task} | " + " | ".join(f"*{v:.2f}*" for v in vals) + " |")
-        if task is None:
-            lines += ["", "(The paper's values are shown only for MSD Spleen or Colon data.)"]
+        if proto == "paper":  # the paper's k counts its random pairs: comparable under this robot only
+            for name, vals in PAPER_TABLE2.get(task, {}).items():
+                lines.append(f"| *{name}* | {task} | " + " | ".join(f"*{v:.2f}*" for v in vals) + " |")
+            if task is None:
+                lines += ["", "(The paper's values are shown only for MSD Spleen or Colon data.)"]
+        elif task is not None:
+            lines += ["", "(The paper's Table II counts random positive / negative pairs: its values are beside the `paper` robot only.)"]
         heads = [f"Dice@{k}" for k in EXTRA_CLICKS] + [f"NoC@{int(100 * t)}" for t in NOC_THRESHOLDS] + ["AUC", "3D Dice@1", f"3D Dice@{K}", "ms/click"]
         lines += ["", "| Method | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
         for m in rows:
@@ -258,7 +261,7 @@ def plot(path: Path, meta: dict, table: dict, protocols: list[str], methods: lis
                 ax.plot(np.arange(1, len(d) + 1), 100 * d, marker="o", ms=3, label=labels.get(m, m))
         if volume and ax is not first_2d:  # the 3D methods are labelled on their own panel
             ax.legend(fontsize=7, frameon=False, loc="lower right")
-        if task and not volume:
+        if task and proto == "paper":  # the paper's k counts pairs: only beside the paper robot
             ax.plot(TABLE2_CLICKS, PAPER_TABLE2[task]["Paper: Ours (exp. 9)"], "kx", ms=8, label="paper, Table II (exp. 9)")
         ax.set(title=f"robot: {proto}" + (" (3D Dice per volume)" if volume else ""),
                xlabel="interactions" if proto == "paper" else "clicks per volume" if volume else "clicks", ylim=(0, 100))
@@ -266,6 +269,11 @@ def plot(path: Path, meta: dict, table: dict, protocols: list[str], methods: lis
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("Dice (%)")
     handles, names = first_2d.get_legend_handles_labels()
+    for ax, proto in zip(axes[0], protocols):  # the paper's crosses may be on another 2D panel
+        if ax is not first_2d and proto not in VOLUME_PROTOCOLS:
+            for h, n in zip(*ax.get_legend_handles_labels()):
+                if n not in names:
+                    handles, names = handles + [h], names + [n]
     ncol = max(1, min(len(names), 3 if len(protocols) > 1 else 1))  # one panel: one label per line
     fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     title = "SYNTHETIC DATA (toy slices)" if meta.get("synthetic") else f"{meta.get('task')}"

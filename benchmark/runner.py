@@ -343,8 +343,11 @@ def run(cfg: RunConfig) -> Path:
         else:
             data = Path(cfg.data)
         try:
-            all_cases = datasets.find_cases(data)
             names = datasets.read_split(cfg.split) if cfg.split else list(cfg.cases)
+        except (ValueError, OSError) as e:  # (json.JSONDecodeError is a ValueError)
+            raise SystemExit(f"--split {cfg.split}: {e}") from e
+        try:
+            all_cases = datasets.find_cases(data)
             cases = datasets.select_cases(all_cases, names)
         except (ValueError, OSError) as e:
             raise SystemExit(str(e)) from e
@@ -381,12 +384,20 @@ def run(cfg: RunConfig) -> Path:
             if flat:
                 print(f"note: {', '.join(flat)} ha{'s' if len(flat) == 1 else 've'} no 3D form; left out of the volume protocol", flush=True)
         device = (predictor or unet).describe_device() if (predictor or unet) else "CPU"
+        old_meta = json.loads((out / "run.json").read_text()) if done and (out / "run.json").is_file() else {}
+        if done:
+            _check_resume(out, old_meta, {"device": device, "runtime": cfg.runtime, "batch": cfg.batch}, environment())
+        if done and all(c.name in done for c in cases):  # nothing left to run: the reports only
+            print(f"{out}: all {len(cases)} cases already done; reports rewritten", flush=True)
+            report.write_reports(out)
+            return out
         meta = {
             "config": ident, "synthetic": cfg.data is None, "task": datasets.task_name(data),
             "methods": {m.name: m.label for m in meths}, "options": {"device": device, "runtime": cfg.runtime, "batch": cfg.batch, "out": str(out)},
             "volume_methods": {m.name: m.volume_label(cfg.rw_volume_grid_px) for m in meths if volume and m.volumetric},
             "environment": environment(), "checkpoints": {k: _header_summary(v) for k, v in (("weights", cfg.weights), ("unet_weights", cfg.unet_weights)) if v},
-            "resumed_cases": len(done), "status": "running", "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "resumed_cases": len(done), "status": "running",
+            "started": old_meta.get("started") or time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         if done:  # the notes on the cases already done (see datasets.upsampling_note)
             old = json.loads((out / "run.json").read_text()).get("data_notes") if (out / "run.json").is_file() else None
@@ -400,34 +411,69 @@ def run(cfg: RunConfig) -> Path:
         per_group = max(1, cfg.batch // max(len(slice_protocols), 1)) if cfg.slices == "largest" else 1
         groups = [cases[i : i + per_group] for i in range(0, len(cases), per_group)]
         bar = tqdm(total=len(cases), initial=len(done), desc="cases", unit="case")
-        for group in groups:
-            todo = [c for c in group if c.name not in done]
-            if not todo:
-                continue
-            slices, volume_rows = {}, []
-            for c in todo:
-                try:
-                    hu, gt, spacing_mm = datasets.load_volume(c, cfg.label_ids)
-                except (ValueError, OSError) as e:
-                    raise SystemExit(f"case {c.name}: {e}") from e
-                note = datasets.upsampling_note(hu, spacing_mm)
-                if note:
-                    meta.setdefault("data_notes", {})[c.name] = note
-                    (out / "run.json").write_text(json.dumps(meta, indent=2))
-                    print(f"note: {c.name}: {note}", flush=True)
-                if slice_protocols:
-                    slices[c.name] = datasets.slices_of(hu, gt, cfg.slices, cfg.min_area_px)
-                if volume:
-                    volume_rows += evaluate_volume(c.name, hu, gt, spacing_mm, meths, cfg.max_clicks, cfg.seed, cfg.rw_volume_grid_px, progress=True)
-                del hu, gt
-            rows = evaluate_cases(slices, meths, slice_protocols, cfg.max_clicks, cfg.seed, cfg.batch, progress=True) if slices else []
-            append_rows(out, rows + volume_rows, [c.name for c in todo])
-            bar.update(len(todo))
+        try:
+            _run_groups(groups, done, cfg, meths, slice_protocols, volume, meta, out, bar)
+        except KeyboardInterrupt:
+            bar.close()
+            meta["status"] = "interrupted"
+            (out / "run.json").write_text(json.dumps(meta, indent=2))
+            n = len(set((out / "cases_done.txt").read_text().split())) if (out / "cases_done.txt").is_file() else 0
+            raise SystemExit(f"interrupted: {n} of {len(cases)} cases done in {out}; run the same command again to resume") from None
+        except BaseException:
+            meta["status"] = "failed"
+            (out / "run.json").write_text(json.dumps(meta, indent=2))
+            raise
         bar.close()
     meta.update(status="complete", finished=time.strftime("%Y-%m-%d %H:%M:%S"), wall_s=round(time.time() - t_start, 1))
     (out / "run.json").write_text(json.dumps(meta, indent=2))
+    if not (out / "results.csv").is_file() or not read_rows(out / "results.csv"):
+        what = f"--min-area-px {cfg.min_area_px}" + (f", --label-ids {' '.join(map(str, cfg.label_ids))}" if cfg.label_ids else "")
+        raise SystemExit(f"nothing to score: no slice of the {len(cases)} case(s) holds the structure ({what}); "
+                         "lower --min-area-px or check --label-ids")
     report.write_reports(out)
     return out
+
+
+def _check_resume(out: Path, old_meta: dict, options: dict, env: dict) -> None:
+    """Refuse to resume ``out`` on another device, runtime, batch size or commit: the rows of the
+    cases already done keep their timings (and, for another commit, possibly other numbers), so
+    the run's ms per click would mix two set-ups under one label."""
+    before = {k: (old_meta.get("options") or {}).get(k) for k in options}
+    before["commit"] = (old_meta.get("environment") or {}).get("commit")
+    now = dict(options, commit=env.get("commit"))
+    diff = [f"{k} {before[k]!r} → {now[k]!r}" for k in now if before.get(k) is not None and before[k] != now[k]]
+    if diff:
+        raise SystemExit(f"{out} was started with another set-up ({'; '.join(diff)}): resuming would mix its "
+                         "timings; resume with the same --device, --threads, --runtime and --batch at the same commit, "
+                         "or use --overwrite or a new --out")
+
+
+def _run_groups(groups, done, cfg, meths, slice_protocols, volume, meta, out, bar) -> None:
+    """The cases of ``groups`` not in ``done``, a group at a time, each group's rows appended to
+    ``out`` when it is complete (so that a killed run resumes after its last complete group)."""
+    for group in groups:
+        todo = [c for c in group if c.name not in done]
+        if not todo:
+            continue
+        slices, volume_rows = {}, []
+        for c in todo:
+            try:
+                hu, gt, spacing_mm = datasets.load_volume(c, cfg.label_ids)
+            except (ValueError, OSError) as e:
+                raise SystemExit(f"case {c.name}: {e}") from e
+            note = datasets.upsampling_note(hu, spacing_mm)
+            if note:
+                meta.setdefault("data_notes", {})[c.name] = note
+                (out / "run.json").write_text(json.dumps(meta, indent=2))
+                print(f"note: {c.name}: {note}", flush=True)
+            if slice_protocols:
+                slices[c.name] = datasets.slices_of(hu, gt, cfg.slices, cfg.min_area_px)
+            if volume:
+                volume_rows += evaluate_volume(c.name, hu, gt, spacing_mm, meths, cfg.max_clicks, cfg.seed, cfg.rw_volume_grid_px, progress=True)
+            del hu, gt
+        rows = evaluate_cases(slices, meths, slice_protocols, cfg.max_clicks, cfg.seed, cfg.batch, progress=True) if slices else []
+        append_rows(out, rows + volume_rows, [c.name for c in todo])
+        bar.update(len(todo))
 
 
 def _header_summary(path: str) -> dict:

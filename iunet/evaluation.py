@@ -132,13 +132,18 @@ class Track:
 
 
 def _add_clicks(todo: Sequence[tuple[Track, tuple]], batch_size: int) -> None:
-    """One click for each (track, point): tracks on a Session are batched per predictor
-    (``batch_size`` slices per forward pass), any other state clicks on its own."""
-    sessions: dict[int, list[tuple[Track, tuple]]] = {}
+    """One click for each (track, point): tracks on a Session are batched per predictor and
+    way of predicting (``batch_size`` slices per forward pass), any other state clicks on its
+    own. Sessions that predict differently (ZoomIn, ZoomOut, without the mask so far) are not
+    batched together: a batch's time is shared out evenly among its sessions, so a method with
+    extra passes would otherwise lend its cost to another method's ms per click."""
+    sessions: dict[tuple, list[tuple[Track, tuple]]] = {}
     for t, p in todo:
         t.points.append(tuple(p))
         if isinstance(t.state, Session):
-            sessions.setdefault(id(t.state.predictor), []).append((t, p))
+            s = t.state
+            key = (id(s.predictor), repr(s.zoom), repr(s.zoom_out), s.prev_mask)
+            sessions.setdefault(key, []).append((t, p))
         else:
             t0 = time.perf_counter()
             t.state.add_click(*p)

@@ -110,6 +110,20 @@ def test_split_files_and_natural_order(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps({"train": ["a"], "test": ["spleen_3"]}))
     assert datasets.read_split(tmp_path / "s.json") == ["spleen_3"]
     assert sorted(["spleen_10", "spleen_2", "spleen_1"], key=datasets._natural_key) == ["spleen_1", "spleen_2", "spleen_10"]
+    for empty in ("s_empty.txt", "s_empty.json"):  # an empty split would otherwise mean every case
+        (tmp_path / empty).write_text("# nothing\n" if empty.endswith(".txt") else json.dumps({"test": []}))
+        with pytest.raises(ValueError, match="names no case"):
+            datasets.read_split(tmp_path / empty)
+
+
+def test_cases_named_twice_run_once_and_split_errors_name_the_flag(colon, ckpt, tmp_path):
+    cases = datasets.find_cases(colon)
+    assert [c.name for c in datasets.select_cases(cases, ["colon_002", "colon_001", "colon_002"])] == ["colon_002", "colon_001"]
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SystemExit, match=r"--split .*bad.json: "):
+        main(["run", "--data", str(colon), "--weights", ckpt, "--split", str(tmp_path / "bad.json"), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match=r"--split .*missing.txt: .*No such file"):
+        main(["run", "--data", str(colon), "--weights", ckpt, "--split", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o")])
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,6 +201,7 @@ def test_summary_from_hand_made_csv(tmp_path):
         for k, (inter, pred, gt) in enumerate(pts, start=1):
             rows.append({"case": "A", "slice": z, "method": "iunet-dynamic", "protocol": "ritm", "click": k, "n_clicks": k,
                          "dice": 2 * inter / (pred + gt), "ms": 10.0, "inter_px": inter, "pred_px": pred, "gt_px": gt})
+    rows += [{**r, "protocol": "paper"} for r in rows]  # the same curves under the paper's robot
     with open(tmp_path / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, runner.FIELDS)
         w.writeheader()
@@ -199,13 +214,15 @@ def test_summary_from_hand_made_csv(tmp_path):
     np.testing.assert_allclose(s["dice3d"]["A"], [14 / 20, 17.5 / 20, 18.5 / 20])
     assert s["ms_per_click"] == pytest.approx(60 / 6)
     meta = {"config": {"data": "x", "cases": ["A"], "slices": "all", "max_clicks": 3, "alpha": 1 / 800, "radius_px": 5.0,
-                       "seed": 0, "protocols": ["ritm"], "methods": ["iunet-dynamic"]}, "task": "Spleen", "synthetic": False}
+                       "seed": 0, "protocols": ["ritm", "paper"], "methods": ["iunet-dynamic"]}, "task": "Spleen", "synthetic": False}
     (tmp_path / "run.json").write_text(json.dumps(meta))
     md, png = report.write_reports(tmp_path)
     text = md.read_text()
     assert "| iunet-dynamic | Spleen | 70.00 | 87.50 | n/a | n/a | n/a |" in text
     assert "1.50 (0/2)" in text and "2.00 (0/2)" in text and "0.8438" in text
-    assert "*75.83*" in text and png.stat().st_size > 1000  # the paper's Table II rows for Spleen
+    # the paper's Table II rows for Spleen, beside the paper's robot only (its k counts pairs)
+    assert text.count("*75.83*") == 1 and text.index("*75.83*") > text.index("## Robot `paper`") and png.stat().st_size > 1000
+    assert "its values are beside the `paper` robot only" in text.split("## Robot `paper`")[0]
     assert "| A | 70.00 / 70.00 → 92.50 / 92.50 |" in text  # precision / recall, pixels pooled
 
 
@@ -268,15 +285,30 @@ def test_resume_after_interruption_has_no_missing_or_duplicate_rows(ckpt, colon,
         real_append(out, rows, cases)
 
     monkeypatch.setattr(runner, "append_rows", dying_append)
-    with pytest.raises(KeyboardInterrupt):
-        runner.run(_cfg(ckpt, colon, tmp_path / "part"))
+    with pytest.raises(SystemExit, match="interrupted: 2 of 5 cases done .*run the same command again to resume"):
+        runner.run(_cfg(ckpt, colon, tmp_path / "part"))  # Ctrl-C: one line, not a traceback
     monkeypatch.setattr(runner, "append_rows", real_append)
     assert (tmp_path / "part" / "cases_done.txt").read_text().split() == ["colon_001", "colon_002"]
+    meta = json.loads((tmp_path / "part" / "run.json").read_text())
+    assert meta["status"] == "interrupted"
+    # resuming on another set-up would mix the timings of the cases done with the new ones
+    with pytest.raises(SystemExit, match=r"another set-up \(batch 4 → 3\)"):
+        runner.run(_cfg(ckpt, colon, tmp_path / "part", resume=True, batch=3))
     runner.run(_cfg(ckpt, colon, tmp_path / "part", resume=True))
     assert _rows(tmp_path / "part" / "results.csv") == expected
+    done_meta = json.loads((tmp_path / "part" / "run.json").read_text())
+    assert done_meta["status"] == "complete" and done_meta["started"] == meta["started"]
+    runner.run(_cfg(ckpt, colon, tmp_path / "part", resume=True))  # all done: the reports only, run.json kept
+    assert json.loads((tmp_path / "part" / "run.json").read_text()) == done_meta
     # another configuration in the same folder is refused, not mixed
     with pytest.raises(SystemExit, match="another configuration"):
         runner.run(_cfg(ckpt, colon, tmp_path / "part", max_clicks=2))
+
+
+def test_a_selection_without_slices_says_why(ckpt, colon, tmp_path):
+    with pytest.raises(SystemExit, match=r"nothing to score: .*--min-area-px 1000000"):
+        runner.run(_cfg(ckpt, colon, tmp_path / "none", min_area_px=1_000_000))
+    assert json.loads((tmp_path / "none" / "run.json").read_text())["status"] == "complete"
 
 
 def test_resume_after_sigkill_of_a_subprocess(ckpt, colon, tmp_path):

@@ -90,6 +90,30 @@ def test_sessions_are_batched_by_batch_size(tiny_checkpoint, monkeypatch):
         click_step(tracks, 2, batch_size=0)
 
 
+def test_sessions_that_predict_differently_are_timed_apart(tiny_checkpoint, monkeypatch):
+    """Sessions with and without ZoomOut on one predictor go through separate batches: a batch's
+    time is shared evenly, so one method's extra passes must not show in another's ms per click."""
+    from iunet.inference import ZoomOut
+
+    torch.set_num_threads(1)
+    pred = Predictor(tiny_checkpoint, device="cpu")
+    rng = np.random.default_rng(0)
+    hus = [rng.normal(0, 50, (48, 48)).astype(np.float32) for _ in range(4)]
+    groups = []
+    real = ev.step_sessions
+
+    def spy(sessions, points):
+        groups.append({s.zoom_out is None for s in sessions})
+        return real(sessions, points)
+
+    monkeypatch.setattr(ev, "step_sessions", spy)
+    gt = _disk(r=8)
+    plain = [Track(gt, "ritm", rng, Session(pred, hu)) for hu in hus[:2]]
+    zoomed = [Track(gt, "ritm", rng, Session(pred, hu, zoom_out=ZoomOut())) for hu in hus[2:]]
+    click_step([plain[0], zoomed[0], plain[1], zoomed[1]], 1, batch_size=8)
+    assert sorted(map(sorted, groups)) == [[False], [True]]  # two batches, each of one kind
+
+
 def test_volume_track_records_3d_dice_and_z_extent():
     gt = np.zeros((6, 48, 48), bool)
     gt[1:5] = _disk(r=6)
