@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from iunet.clicks import alpha_argument
 from iunet.robot import ALL_PROTOCOLS, PROTOCOLS
 
+from .download import int_at_least
 from .methods import METHODS
 
 DESCRIPTION = """Benchmark of interactive CT segmentation. Commands:
@@ -36,10 +39,16 @@ def _radius_or_checkpoint(text: str):
     return r
 
 
+# The random walker's working grid: below this a slice (or a volume's in-plane grid) keeps too
+# few pixels for its seed disks and its border to mean anything.
+MIN_RW_GRID_PX = 8
+
+
 def _run_parser(sub) -> None:
     from iunet.inference import RUNTIMES
 
     from .runner import RunConfig, default_weights
+    from .speed import device_argument
 
     d = RunConfig()
     p = sub.add_parser(
@@ -69,8 +78,10 @@ def _run_parser(sub) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--cases", nargs="+", default=[], help="case names, e.g. spleen_8 colon_001 (default: all labelled cases)")
     g.add_argument("--split", help="split file: JSON list / {'test': [...]} or text, one case per line")
-    p.add_argument("--rw-grid-px", type=int, default=d.rw_grid_px, help="working grid of the random walker (default 128)")
-    p.add_argument("--rw-volume-grid-px", type=int, default=d.rw_volume_grid_px, help="in-plane grid of the 3D random walker under volume (default 96)")
+    p.add_argument("--rw-grid-px", type=int_at_least(MIN_RW_GRID_PX), default=d.rw_grid_px,
+                   help=f"working grid of the random walker, >= {MIN_RW_GRID_PX} (default 128)")
+    p.add_argument("--rw-volume-grid-px", type=int_at_least(MIN_RW_GRID_PX), default=d.rw_volume_grid_px,
+                   help=f"in-plane grid of the 3D random walker under volume, >= {MIN_RW_GRID_PX} (default 96)")
     p.add_argument("--geodesic-lambda", type=float, default=None,
                    help="a diagnostic: draw a geodesic IU-Net's click maps with this edge weight instead of its checkpoint's")
     p.add_argument("--no-small-carry", dest="small_carry", action="store_false",
@@ -100,14 +111,15 @@ def _run_parser(sub) -> None:
     p.add_argument("--no-prev-mask", dest="prev_mask", action="store_false",
                    help="a diagnostic for the per-slice robots: the IU-Nets are not shown the mask so far, each click is predicted "
                         "from the clicks alone, as the paper's IU-Net (iunet.inference.Session(prev_mask=False))")
-    p.add_argument("--device", default=d.device, help="auto (default), cpu, cuda")
+    p.add_argument("--device", type=device_argument, default=d.device, help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--runtime", choices=list(RUNTIMES), default=d.runtime,
                    help="the networks' forward pass: torch (default), or onnx = ONNX Runtime (fp32 on the CPU; the same "
                         "probabilities up to float rounding, faster on CPUs without native bf16)")
-    p.add_argument("--seed", type=int, default=d.seed,
+    p.add_argument("--seed", type=int_at_least(0), default=d.seed,
                    help="seed of the robots' random clicks (the paper protocol; the same clicks for every method) and of the synthetic data (default 0)")
     p.add_argument("--batch", type=int, default=d.batch, help="slices per forward pass (default 32)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (on a busy machine 1 can be much faster)")
+    p.add_argument("--threads", type=int_at_least(1), default=None,
+                   help="torch CPU threads, >= 1 (default: torch's choice; on a busy machine 1 can be much faster)")
     p.add_argument("--out", default=d.out, help="results folder (default results/benchmark)")
     p.add_argument("--resume", action="store_true", help="demand resuming a partial run (automatic when the config matches)")
     p.add_argument("--overwrite", action="store_true", help="discard results of another configuration in --out")
@@ -132,6 +144,24 @@ def _run(a: argparse.Namespace) -> None:
     print((out / "summary.md").read_text())
 
 
+def _report(folder: str) -> None:
+    """``report``: refuse, in one line, a folder that is not a run folder (yet)."""
+    from .report import write_reports
+
+    out = Path(folder)
+    if not out.is_dir():
+        sys.exit(f"error: {out} is not a folder; give the --out folder of a benchmark run")
+    missing = [n for n in ("run.json", "results.csv") if not (out / n).is_file()]
+    if missing:
+        sys.exit(f"error: {out} is not a benchmark run folder: no {' and no '.join(missing)} "
+                 f"(`python -m benchmark run --out {out}` writes them)")
+    try:
+        md, _ = write_reports(out)
+    except json.JSONDecodeError as e:
+        sys.exit(f"error: {out / 'run.json'} is unreadable ({e}); rerun `python -m benchmark run --out {out}` to rewrite it")
+    print(md.read_text())
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmark", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -148,10 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.command == "run":
         _run(a)
     elif a.command == "report":
-        from .report import write_reports
-
-        md, _ = write_reports(a.out)
-        print(md.read_text())
+        _report(a.out)
     else:
         a.func(a)
 

@@ -17,13 +17,18 @@ later run finds the ``.part`` file, continued with an HTTP ``Range`` request (a 
 ignores ranges makes it start over, said on screen). The archive is checked against its MD5
 before it is extracted; a mismatch deletes it and fails. Extraction refuses absolute paths,
 ``..``, links leaving the folder and device files (``tarfile``'s ``data`` filter) and skips the
-macOS ``._*`` files the MSD archives contain.
+macOS ``._*`` files the MSD archives contain. It goes to a staging folder, and every task folder
+extracted must be complete (``dataset.json``, a non-empty ``imagesTr/``, every image and label
+``dataset.json`` lists) before anything is moved into ``--dest``: a truncated archive can end
+cleanly at a member boundary. A damaged, truncated or unsafe archive fails in one line, nothing
+is extracted and the downloaded archive is deleted (run again to fetch it anew).
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import http.client
+import json
 import shutil
 import socket
 import sys
@@ -31,6 +36,7 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
@@ -48,6 +54,26 @@ CHUNK_BYTES = 1 << 20
 
 class DownloadError(RuntimeError):
     """The archive could not be fetched, verified or extracted; the message says what to do."""
+
+
+class DamagedArchive(DownloadError):
+    """The archive itself is bad (damaged, truncated, incomplete or unsafe): downloading it again is the way out."""
+
+
+def int_at_least(low: int, what: str = "a whole number"):
+    """An argparse ``type`` for integers >= ``low``; anything else is refused in one line (shared
+    by the benchmark's commands; here because this module needs nothing beyond the stdlib)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {low}")
+        return v
+
+    return parse
 
 
 def md5sum(path: Path) -> str:
@@ -106,6 +132,8 @@ def download(url: str, archive: Path, md5: str | None, retries: int = 3, timeout
     Interruptions (timeouts, cut connections) are retried ``retries`` times, continuing the part
     file; errors that a retry cannot fix (unknown host, refused connection, missing file, HTTP
     errors) fail at once with a DownloadError that says what to check."""
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
     part = archive.with_name(archive.name + ".part")
     archive.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(retries + 1):
@@ -143,21 +171,76 @@ def _member_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None
     return tarfile.data_filter(member, dest)
 
 
-def extract(archive: Path, dest: Path) -> list[Path]:
+def _visible(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.is_dir() else []
+
+
+def msd_problems(task: Path) -> list[str]:
+    """What an extracted MSD task folder lacks (empty: complete). A task needs dataset.json, a
+    non-empty imagesTr/, and every image and label its dataset.json lists under ``training``
+    (so labelsTr/ when it lists labels; a labelsTr/ that is there must not be empty): a
+    truncated archive stops at a member boundary without an error and leaves a partial folder."""
+    meta_path = task / "dataset.json"
+    if not meta_path.is_file():
+        return ["no dataset.json"]
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return ["dataset.json is cut short or unreadable"]
+    problems = [f"{sub}/ is {'empty' if (task / sub).is_dir() else 'missing'}"
+                for sub in ("imagesTr", "labelsTr")
+                if not _visible(task / sub) and (sub == "imagesTr" or (task / sub).exists())]
+    training = meta.get("training") if isinstance(meta, dict) else None
+    listed = [e.get(k) for e in training if isinstance(e, dict) for k in ("image", "label")] if isinstance(training, list) else []
+    missing = [f for f in listed if isinstance(f, str) and not (task / f).is_file()]
+    if missing:
+        problems.append(f"{len(missing)} of the {len(listed)} files dataset.json lists are missing (e.g. {missing[0]})")
+    return problems
+
+
+def _looks_like_task(folder: Path) -> bool:
+    return folder.is_dir() and (folder.name.startswith("Task") or any((folder / n).exists() for n in ("dataset.json", "imagesTr", "labelsTr")))
+
+
+def extract(archive: Path, dest: Path, expect: str | None = None) -> list[Path]:
     """Extract a tar archive safely into ``dest``; returns the top-level entries it created.
 
-    Extracts into a staging folder first, so an interrupted extraction never looks complete."""
+    Extracts into a staging folder first, so an interrupted extraction never looks complete, and
+    checks every MSD task folder in it (``Task*`` or with dataset.json / imagesTr / labelsTr,
+    and ``expect`` when given) with :func:`msd_problems` before anything is moved into ``dest``.
+    A damaged, truncated, incomplete or unsafe archive raises :class:`DamagedArchive` (one line)
+    and leaves ``dest`` as it was; the archive itself is the caller's to keep or delete."""
     stage = dest / f".extract-{archive.name}"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(stage, filter=_member_filter)
-    except (tarfile.TarError, OSError) as e:
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(stage, filter=_member_filter)
+        except tarfile.FilterError as e:
+            raise DamagedArchive(f"could not extract {archive.name}: unsafe archive ({e})") from e
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+            if isinstance(e, OSError) and e.errno is not None:  # the disk, not the archive (no space, no permission)
+                raise DownloadError(f"could not extract {archive.name} into {dest}: {e.strerror or e}") from e
+            # a damaged .tar.gz / .tar.bz2 raises OSErrors without an errno (BadGzipFile, "Invalid data stream")
+            reason = str(e).splitlines()[0].rstrip(":") if str(e) else type(e).__name__
+            if "could not be opened" in reason:  # tarfile's several-line "file could not be opened successfully: - method gz: …"
+                reason = "not a readable tar archive"
+            raise DamagedArchive(f"could not extract {archive.name}: the archive is damaged or truncated ({reason})") from e
+        entries = sorted(stage.iterdir())
+        if not entries:
+            raise DamagedArchive(f"could not extract {archive.name}: the archive is damaged or empty (nothing in it)")
+        if expect and not (stage / expect).is_dir():
+            raise DamagedArchive(f"could not extract {archive.name}: the archive is truncated or not the task's (no {expect}/ folder in it)")
+        for t in (e for e in entries if _looks_like_task(e)):
+            if problems := msd_problems(t):
+                raise DamagedArchive(f"could not extract {archive.name}: the archive is truncated or incomplete "
+                                     f"({t.name}/: {'; '.join(problems)})")
+    except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
-        raise DownloadError(f"could not extract {archive}: {e}") from e
+        raise
     made = []
-    for entry in sorted(stage.iterdir()):
+    for entry in entries:
         target = dest / entry.name
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
@@ -174,18 +257,32 @@ def fetch_task(dest: Path, task: str | None = None, url: str | None = None, md5:
     if task:
         folder, default_url, default_md5 = TASKS[task]
         if url is None and (dest / folder / "dataset.json").is_file():
-            print(f"{dest / folder} is already there; nothing to do")
-            return [dest / folder]
+            if not (problems := msd_problems(dest / folder)):
+                print(f"{dest / folder} is already there; nothing to do")
+                return [dest / folder]
+            print(f"{dest / folder} is there but incomplete ({'; '.join(problems)}); fetching it again", file=sys.stderr)
         url, md5 = url or default_url, md5 or (default_md5 if url is None else None)
     if not url:
         raise DownloadError("give --task spleen|colon or --url")
     if urlparse(url).scheme not in ("http", "https", "file"):
         raise DownloadError(f"{url}: only http(s):// and file:// URLs are supported")
+    if retries < 0:
+        raise DownloadError(f"retries must be >= 0, got {retries}")
+    if blocker := next((p for p in (dest, *dest.parents) if p.exists() and not p.is_dir()), None):
+        raise DownloadError(f"{blocker} is a file, not a folder: give --dest a folder (it is made when missing)")
     archive = dest / PurePosixPath(urlparse(url).path).name
+    if not archive.name or archive.name in (".", ".."):
+        raise DownloadError(f"{url}: the URL names no archive file")
     created = [p for p in (dest, *dest.parents) if not p.exists()]  # folders this call makes, deepest first
     try:
         download(url, archive, md5, retries)
-        made = extract(archive, dest)
+        try:
+            made = extract(archive, dest, folder if task else None)
+        except DamagedArchive as e:
+            archive.unlink(missing_ok=True)  # a new download is the way out; keeping it would only be mistaken for a good one
+            raise DamagedArchive(f"{e}; nothing was extracted and the downloaded archive {archive} was deleted") from e
+        except DownloadError as e:
+            raise DownloadError(f"{e}; nothing was extracted, the archive is kept at {archive}") from e
     except BaseException:
         for folder in created:  # leave no empty folder behind (a .part to resume keeps its folder)
             try:
@@ -204,7 +301,7 @@ def add_parser(sub) -> None:
     p.add_argument("--dest", default="data", help="folder to extract into (default ./data)")
     p.add_argument("--url", help="another http(s):// or file:// URL of a tar archive")
     p.add_argument("--md5", help="expected MD5 of the archive (default: the task's)")
-    p.add_argument("--retries", type=int, default=3, help="automatic resumes after an interruption (default 3)")
+    p.add_argument("--retries", type=int_at_least(0), default=3, help="automatic resumes after an interruption (default 3)")
     p.add_argument("--keep-archive", action="store_true", help="keep the .tar after extraction")
     p.set_defaults(func=_main)
 

@@ -9,6 +9,9 @@ For each device (CPU; CUDA when present) × dtype (fp32 / bf16) × memory format
 - **first click, zoomed out**: a large structure's first click with ``ZoomOut`` (the app's and
   ``iunet-zoomout``'s), which predicts the slice a second time, shrunk: a fresh ``Session`` per
   click, the zoom-out forced (``min_area_fraction=0``), p50 / p95 in ms;
+- an automatic U-Net (no clicks) has no session: its latency is one ``Predictor.predict`` per
+  slice, no zoomed-out first click, and its benchmark loop is ``predict_batch`` per slice (as the
+  run's ``unet-auto``);
 - **throughput**: ``Predictor.predict_batch`` over B slices (B = 1, 8, 32): ms per slice;
 - **forward**: the bare network on a ready (B, C, G, G) tensor: ms per slice, the floor;
 - **benchmark**: the benchmark's own loop (``iunet.evaluation.click_step``: robot +
@@ -32,9 +35,29 @@ from iunet.inference import RUNTIMES, Predictor, Session, ZoomOut
 from iunet.robot import deepest_point
 
 from . import plain_help
+from .download import int_at_least
 from .runner import default_weights
 
 SESSION_RESET_CLICKS = 20
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def device_argument(text: str) -> str:
+    """An argparse ``type`` for a device: auto, cpu, cuda or cuda:N (what
+    ``iunet.inference.resolve_device`` takes); anything else is refused in one line. Whether a
+    CUDA GPU is there is checked when the device is used."""
+    t = text.strip().lower()
+    if t == "auto":
+        return t
+    try:
+        dev = torch.device(t)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in DEVICES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: give {', '.join(DEVICES)} or cuda:N (e.g. cuda:1)")
+    if dev.type == "cuda" and dev.index is not None and torch.cuda.is_available() and dev.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r}: there is no GPU {dev.index} here ({torch.cuda.device_count()} found, cuda:0 …)")
+    return t
 
 
 def timing_slice(size_px: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -57,6 +80,14 @@ def latency_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, n_clicks: i
     ``SESSION_RESET_CLICKS`` clicks; a click's time is the session's ``last_latency_ms`` (its
     batched step: click maps, forward pass, resize back). ``hu``, ``gt``: (Y, X).
     """
+    if not predictor.interactive:  # an automatic U-Net takes no clicks (and no Session): one prediction per slice
+        times = []
+        for _ in range(warmup + n_clicks):
+            t0 = time.perf_counter()
+            predictor.predict(hu)
+            _sync(predictor.device)
+            times.append(1000.0 * (time.perf_counter() - t0))
+        return np.array(times[warmup:])
     times: list[float] = []
     while len(times) < warmup + n_clicks:
         t = Track(gt, "ritm", np.random.default_rng(0), Session(predictor, hu))
@@ -106,7 +137,17 @@ def batch_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, batch: int, r
 
 def benchmark_click_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, batch: int, steps: int = 5) -> float:
     """Milliseconds per click of the benchmark's own loop (``click_step``: robot + ``step_sessions``
-    + Dice) with ``batch`` slices in flight; the fastest of ``steps`` ritm steps, like the forward."""
+    + Dice) with ``batch`` slices in flight; the fastest of ``steps`` ritm steps, like the forward.
+    An automatic U-Net's loop (the run's ``unet-auto``) is one ``predict_batch`` over the slices."""
+    if not predictor.interactive:
+        best = np.inf
+        for k in range(steps + 1):  # the first round warms up
+            t0 = time.perf_counter()
+            predictor.predict_batch([hu] * batch, [[] for _ in range(batch)])
+            _sync(predictor.device)
+            if k:
+                best = min(best, (time.perf_counter() - t0) / batch)
+        return 1000.0 * best
     tracks = [Track(gt, "ritm", np.random.default_rng(z), Session(predictor, hu)) for z in range(batch)]
     best = np.inf
     for k in range(1, steps + 2):  # the first step warms up
@@ -158,15 +199,16 @@ def markdown(records: list[dict]) -> str:
 def add_parser(sub) -> None:
     p = sub.add_parser("speed", help="click latency and batched throughput", description=plain_help(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=default_weights("iunet_spleen.safetensors", "iunet_agnostic.safetensors"))
-    p.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
+    p.add_argument("--devices", nargs="+", type=device_argument, default=None,
+                   help="auto, cpu, cuda or cuda:N (default: cpu, and cuda when present)")
     p.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32"])
     p.add_argument("--channels-last", nargs="+", choices=["off", "on"], default=["off"], help="torch's memory format (ONNX Runtime picks its own)")
     p.add_argument("--runtimes", nargs="+", choices=list(RUNTIMES), default=["torch"],
                    help="what runs the forward pass: torch, onnx (ONNX Runtime; fp32 on the CPU only, other combinations are skipped)")
-    p.add_argument("--clicks", type=int, default=50, help="clicks timed for the latency percentiles (default 50)")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--clicks", type=int_at_least(1), default=50, help="clicks timed for the latency percentiles, >= 1 (default 50)")
+    p.add_argument("--batch-sizes", type=int_at_least(1), nargs="+", default=[1, 8, 32], help="slices per forward pass, each >= 1 (default 1 8 32)")
+    p.add_argument("--repeats", type=int_at_least(1), default=3, help="timed rounds per batch size, the best kept, >= 1 (default 3)")
+    p.add_argument("--threads", type=int_at_least(1), default=None, help="torch CPU threads, >= 1 (default: torch's choice)")
     p.add_argument("--out", help="also write speed.json and speed.md here")
     p.set_defaults(func=_main)
 
@@ -174,9 +216,11 @@ def add_parser(sub) -> None:
 def _main(a: argparse.Namespace) -> None:
     if not a.weights:
         raise SystemExit("no weights: pass --weights (weights/iunet_*.safetensors are not there yet)")
-    if a.threads:
+    if a.threads is not None:
         torch.set_num_threads(a.threads)
     devices = a.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
+        raise SystemExit("error: --devices cuda was asked for but no CUDA GPU is available here; use --devices cpu")
     records = []
     for dev in devices:
         for dt in a.dtypes:

@@ -704,6 +704,14 @@ class _State:
     zoomed_in: bool = False  # this prediction was made on ZoomOut's zoomed-in view (a first click)
 
 
+def _require_interactive(predictor: Predictor, what: str) -> None:
+    """Sessions are for models that take clicks; an automatic U-Net (``interactive`` False) would
+    ignore every click and give the same mask whatever the user does."""
+    if not getattr(predictor, "interactive", True):  # (stand-ins in tests may not say)
+        raise ValueError(f"{what} needs an interactive model (an IU-Net that takes clicks); this checkpoint is an automatic "
+                         "U-Net that ignores clicks: use Predictor.predict(image_hu) for its mask")
+
+
 class Session:
     """One user's interactive segmentation of one slice.
 
@@ -730,6 +738,7 @@ class Session:
         the default); False: every click is predicted from the clicks alone, as the paper's
         IU-Net is, and ``zoom_out``'s focus view (a refinement of the previous mask) is not used
         (a diagnostic, docs/design.md, "The previous mask and random clicks")."""
+        _require_interactive(predictor, "Session")
         img = np.asarray(image_hu, dtype=np.float32)
         if img.ndim != 2 or min(img.shape) < 2:
             raise ValueError(f"a session needs one 2D slice, got shape {img.shape}")
@@ -1007,6 +1016,7 @@ class VolumeSession:
         carry_negative_mm: float = CARRY_NEGATIVE_MM,
         regrow_limit: float = REGROW_LIMIT,
     ):
+        _require_interactive(predictor, "VolumeSession")
         vol = np.asarray(volume_hu, dtype=np.float32)
         if vol.ndim != 3 or min(vol.shape[1:]) < 2:
             raise ValueError(f"a volume session needs a volume (Z, Y, X), got shape {vol.shape}")
