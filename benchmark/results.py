@@ -77,8 +77,8 @@ def prepare_out(out: Path, ident: dict, resume: bool = False, overwrite: bool = 
             raise SystemExit(f"--resume: {out} holds no results to resume")
         return set()
     prev = json.loads(meta_path.read_text()).get("config") if meta_path.exists() else None
-    if prev != ident:
-        diff = sorted(k for k in set(ident) | set(prev or {}) if (prev or {}).get(k) != ident.get(k))
+    if prev is None or _comparable(prev) != _comparable(ident):
+        diff = sorted(k for k in set(ident) | set(prev or {}) if _comparable(prev or {}).get(k) != _comparable(ident).get(k))
         raise SystemExit(
             f"{out} holds results of another configuration (differs in: {', '.join(diff) or 'run.json missing'}); "
             "use a new --out, or --overwrite to discard them"
@@ -93,6 +93,16 @@ def prepare_out(out: Path, ident: dict, resume: bool = False, overwrite: bool = 
         w.writerows(r for r in rows if r["case"] in done)
     tmp.replace(csv_path)
     return done
+
+
+def _comparable(ident: dict) -> dict:
+    """A run's configuration as far as it decides the numbers: a checkpoint by its SHA-256, not
+    by the path it was given as (the same file named another way is the same run)."""
+    out = dict(ident)
+    for key in ("weights", "unet_weights"):
+        if isinstance(out.get(key), dict):
+            out[key] = out[key].get("sha256")
+    return out
 
 
 def environment() -> dict:

@@ -300,6 +300,10 @@ def test_resume_after_interruption_has_no_missing_or_duplicate_rows(ckpt, colon,
     assert done_meta["status"] == "complete" and done_meta["started"] == meta["started"]
     runner.run(_cfg(ckpt, colon, tmp_path / "part", resume=True))  # all done: the reports only, run.json kept
     assert json.loads((tmp_path / "part" / "run.json").read_text()) == done_meta
+    import shutil
+
+    same = shutil.copy(ckpt, tmp_path / "same_weights.safetensors")  # the same checkpoint by another path
+    runner.run(_cfg(str(same), colon, tmp_path / "part", resume=True))
     # another configuration in the same folder is refused, not mixed
     with pytest.raises(SystemExit, match="another configuration"):
         runner.run(_cfg(ckpt, colon, tmp_path / "part", max_clicks=2))
