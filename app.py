@@ -97,12 +97,14 @@ def _typed_component(base: type) -> type:
     def preprocess(self, payload):
         return None if payload is None else gr.Number.round_to_precision(payload, self.precision)
 
-    write_stub = component_meta.create_or_modify_pyi
-    component_meta.create_or_modify_pyi = lambda *args, **kwargs: None
+    write_stub = getattr(component_meta, "create_or_modify_pyi", None)  # (Gradio 6; absent elsewhere: nothing to switch off)
+    if write_stub is not None:
+        component_meta.create_or_modify_pyi = lambda *args, **kwargs: None
     try:
         return type(f"Typed{base.__name__}", (base,), {"is_template": True, "preprocess": preprocess, "__module__": __name__})
     finally:
-        component_meta.create_or_modify_pyi = write_stub
+        if write_stub is not None:
+            component_meta.create_or_modify_pyi = write_stub
 
 
 TypedSlider = _typed_component(gr.Slider)
