@@ -251,7 +251,9 @@ def build_methods(
     """The requested methods, in ``METHODS`` order."""
     fixed = ClickSize(fixed_radius_px, None)
     table = {
-        "iunet-dynamic": lambda: Method("iunet-dynamic", f"IU-Net, {click_size.describe()}", predictor, click_size),
+        # (with --alpha none its clicks are fixed too: say which row is which)
+        "iunet-dynamic": lambda: Method("iunet-dynamic", f"IU-Net, {click_size.describe()}"
+                                        + (" (iunet-dynamic, --alpha none)" if click_size.alpha is None else ""), predictor, click_size),
         "iunet-fixed": lambda: Method("iunet-fixed", f"IU-Net, {fixed.describe()}", predictor, fixed),
         "iunet-zoom": lambda: Method("iunet-zoom", f"IU-Net, {click_size.describe()}, ZoomIn from click 2", predictor, click_size, zoom=ZoomIn()),
         "iunet-zoomout": lambda: Method("iunet-zoomout", f"IU-Net, {click_size.describe()}, ZoomOut at a large first mask", predictor, click_size, zoom_out=ZoomOut()),

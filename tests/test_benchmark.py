@@ -742,6 +742,9 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     assert isinstance(wide.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).zoom_out, ZoomOut)
     assert plain.start(np.zeros((16, 16), np.float32)).prev_mask  # shown the mask so far, unless --no-prev-mask
     assert not replace(plain, prev_mask=False).start(np.zeros((16, 16), np.float32)).prev_mask
+    # with --alpha none, iunet-dynamic's clicks are fixed too: its row is not labelled as iunet-fixed's
+    dyn, fix = runner.build_methods(("iunet-dynamic", "iunet-fixed"), None, None, ClickSize(5.0, None), 5.0, 64)
+    assert dyn.label != fix.label and "iunet-dynamic, --alpha none" in dyn.label
     # --no-small-carry (a diagnostic): the sessions do not look for small carried masks again,
     # and the run says so; by default they do
     assert m.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).small_carry
