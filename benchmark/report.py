@@ -164,9 +164,11 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
         + ("; **ZoomOut with the full-view refinement** (`--zoom-refine`)" if cfg.get("zoom_refine") is True else "")
         + ("; **per slice, the IU-Nets not shown the mask so far** (`--no-prev-mask`, a diagnostic)" if cfg.get("prev_mask") is False else ""),
         f"- Device: {meta.get('options', {}).get('device')}; commit {env.get('git_commit')}{' (uncommitted changes)' if env.get('git_dirty') else ''}; status: {meta.get('status')}",
-        "- Dice in %, mean over slices; NoC = clicks (under `paper`: interactions, each a pair of clicks) to reach the Dice (max when never reached; failures in brackets);"
-        " AUC = normalised area under the Dice curve; 3D Dice = per case, from the stacked scored slices, mean over cases;"
-        " ms/click = the method's time per click (for the automatic U-Net: per slice).",
+        ("- Dice in %, mean over slices; NoC = clicks (under `paper`: interactions, each a pair of clicks) to reach the Dice (max when never reached; failures in brackets);"
+         " AUC = normalised area under the Dice curve; 3D Dice = per case, from the stacked scored slices, mean over cases;"
+         " ms/click = the method's time per click (for the automatic U-Net: per slice)."
+         if any(p not in VOLUME_PROTOCOLS for p in protocols) else
+         "- 3D Dice in %, per volume (case × structure), mean over volumes; the volume robot's section below says what each column means."),
         "",
     ]
     for proto in protocols:

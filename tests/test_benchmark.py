@@ -820,6 +820,8 @@ def test_volume_only_summary_counts_volumes_not_slices(ckpt, patient, tmp_path):
           "--max-clicks", "2", "--cases", "pat:slab", "--out", str(out)])
     data_line = next(line for line in (out / "summary.md").read_text().splitlines() if line.startswith("- Data:"))
     assert "whole volumes" in data_line and "0 slices" not in data_line
+    text = (out / "summary.md").read_text()
+    assert "mean over slices" not in text and "- 3D Dice in %, per volume" in text  # no per-slice legend
 
 
 def test_volume_rows_with_a_stand_in_session(ckpt, patient, monkeypatch):
