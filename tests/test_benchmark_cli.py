@@ -18,32 +18,7 @@ import torch
 from benchmark import datasets, download, runner, speed
 from benchmark.__main__ import main
 from iunet.inference import Predictor, Session, VolumeSession
-from iunet.model import Checkpoint, InputConfig, ModelConfig, UNet, save_checkpoint
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _tiny(path: Path, interactive: bool) -> str:
-    torch.manual_seed(0)
-    mc = ModelConfig(interactive=interactive, base_channels=4, depth=2)
-    save_checkpoint(Checkpoint(UNet(mc), mc, InputConfig(grid_px=64)), path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> str:
-    return _tiny(tmp_path_factory.mktemp("ckpt") / "iunet.safetensors", True)
-
-
-@pytest.fixture(scope="module")
-def unet_ckpt(tmp_path_factory) -> str:
-    return _tiny(tmp_path_factory.mktemp("ckpt") / "unet.safetensors", False)
+from test_benchmark import ckpt, one_thread, unet_ckpt  # noqa: F401 (the run tests' fixtures: tiny models, one thread)
 
 
 def _refused(argv: list[str], capsys, *needles: str) -> str:

@@ -34,6 +34,18 @@ def _disk(shape=(48, 48), cy=24, cx=24, r=5):
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
 
 
+def _spy_on_batches(monkeypatch, what) -> list:
+    """Record ``what(sessions)`` of every batched step the click loop runs (the step still runs)."""
+    seen, real = [], ev.step_sessions
+
+    def spy(sessions, points):
+        seen.append(what(sessions))
+        return real(sessions, points)
+
+    monkeypatch.setattr(ev, "step_sessions", spy)
+    return seen
+
+
 def test_step_without_click_carries_the_dice_over():
     gt = _disk(r=6)  # exactly what one painted click gives
     t = Track(gt, "ritm", np.random.default_rng(0), Painter(gt.shape))
@@ -72,14 +84,7 @@ def test_sessions_are_batched_by_batch_size(tiny_checkpoint, monkeypatch):
     pred = Predictor(tiny_checkpoint, device="cpu")
     rng = np.random.default_rng(0)
     hus = [rng.normal(0, 50, (48, 48)).astype(np.float32) for _ in range(5)]
-    chunks = []
-    real = ev.step_sessions
-
-    def spy(sessions, points):
-        chunks.append(len(sessions))
-        return real(sessions, points)
-
-    monkeypatch.setattr(ev, "step_sessions", spy)
+    chunks = _spy_on_batches(monkeypatch, len)
     gt = _disk(r=8)
     tracks = [Track(gt, "ritm", rng, Session(pred, hu)) for hu in hus]
     painter = Track(gt, "ritm", rng, Painter(gt.shape))  # a non-session state in the same step
@@ -99,14 +104,7 @@ def test_sessions_that_predict_differently_are_timed_apart(tiny_checkpoint, monk
     pred = Predictor(tiny_checkpoint, device="cpu")
     rng = np.random.default_rng(0)
     hus = [rng.normal(0, 50, (48, 48)).astype(np.float32) for _ in range(4)]
-    groups = []
-    real = ev.step_sessions
-
-    def spy(sessions, points):
-        groups.append({s.zoom_out is None for s in sessions})
-        return real(sessions, points)
-
-    monkeypatch.setattr(ev, "step_sessions", spy)
+    groups = _spy_on_batches(monkeypatch, lambda sessions: {s.zoom_out is None for s in sessions})
     gt = _disk(r=8)
     plain = [Track(gt, "ritm", rng, Session(pred, hu)) for hu in hus[:2]]
     zoomed = [Track(gt, "ritm", rng, Session(pred, hu, zoom_out=ZoomOut())) for hu in hus[2:]]
