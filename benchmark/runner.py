@@ -384,9 +384,10 @@ def run(cfg: RunConfig) -> Path:
             if flat:
                 print(f"note: {', '.join(flat)} ha{'s' if len(flat) == 1 else 've'} no 3D form; left out of the volume protocol", flush=True)
         device = (predictor or unet).describe_device() if (predictor or unet) else "CPU"
+        env = environment()
         old_meta = json.loads((out / "run.json").read_text()) if done and (out / "run.json").is_file() else {}
         if done:
-            _check_resume(out, old_meta, {"device": device, "runtime": cfg.runtime, "batch": cfg.batch}, environment())
+            _check_resume(out, old_meta, {"device": device, "runtime": cfg.runtime, "batch": cfg.batch}, env)
         if done and all(c.name in done for c in cases):  # nothing left to run: the reports only
             print(f"{out}: all {len(cases)} cases already done; reports rewritten", flush=True)
             report.write_reports(out)
@@ -395,14 +396,12 @@ def run(cfg: RunConfig) -> Path:
             "config": ident, "synthetic": cfg.data is None, "task": datasets.task_name(data),
             "methods": {m.name: m.label for m in meths}, "options": {"device": device, "runtime": cfg.runtime, "batch": cfg.batch, "out": str(out)},
             "volume_methods": {m.name: m.volume_label(cfg.rw_volume_grid_px) for m in meths if volume and m.volumetric},
-            "environment": environment(), "checkpoints": {k: _header_summary(v) for k, v in (("weights", cfg.weights), ("unet_weights", cfg.unet_weights)) if v},
+            "environment": env, "checkpoints": {k: _header_summary(v) for k, v in (("weights", cfg.weights), ("unet_weights", cfg.unet_weights)) if v},
             "resumed_cases": len(done), "status": "running",
             "started": old_meta.get("started") or time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        if done:  # the notes on the cases already done (see datasets.upsampling_note)
-            old = json.loads((out / "run.json").read_text()).get("data_notes") if (out / "run.json").is_file() else None
-            if old:
-                meta["data_notes"] = {k: v for k, v in old.items() if k in done}
+        if old_meta.get("data_notes"):  # the notes on the cases already done (see datasets.upsampling_note)
+            meta["data_notes"] = {k: v for k, v in old_meta["data_notes"].items() if k in done}
         (out / "run.json").write_text(json.dumps(meta, indent=2))
         (out / "split.json").write_text(json.dumps({"test": [c.name for c in cases], "source": cfg.split or ("--cases" if cfg.cases else "all labelled cases"), "data": ident["data"]}, indent=2))
         if done:
@@ -439,8 +438,8 @@ def _check_resume(out: Path, old_meta: dict, options: dict, env: dict) -> None:
     cases already done keep their timings (and, for another commit, possibly other numbers), so
     the run's ms per click would mix two set-ups under one label."""
     before = {k: (old_meta.get("options") or {}).get(k) for k in options}
-    before["commit"] = (old_meta.get("environment") or {}).get("commit")
-    now = dict(options, commit=env.get("commit"))
+    before["git_commit"] = (old_meta.get("environment") or {}).get("git_commit")
+    now = dict(options, git_commit=env.get("git_commit"))
     diff = [f"{k} {before[k]!r} → {now[k]!r}" for k in now if before.get(k) is not None and before[k] != now[k]]
     if diff:
         raise SystemExit(f"{out} was started with another set-up ({'; '.join(diff)}): resuming would mix its "

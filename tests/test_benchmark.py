@@ -294,6 +294,12 @@ def test_resume_after_interruption_has_no_missing_or_duplicate_rows(ckpt, colon,
     # resuming on another set-up would mix the timings of the cases done with the new ones
     with pytest.raises(SystemExit, match=r"another set-up \(batch 4 → 3\)"):
         runner.run(_cfg(ckpt, colon, tmp_path / "part", resume=True, batch=3))
+    if meta["environment"].get("git_commit"):  # (a checkout with git) at another commit: refused too
+        other = dict(meta, environment=dict(meta["environment"], git_commit="0" * 40))
+        (tmp_path / "part" / "run.json").write_text(json.dumps(other))
+        with pytest.raises(SystemExit, match=r"another set-up \(git_commit '0{40}' → "):
+            runner.run(_cfg(ckpt, colon, tmp_path / "part", resume=True))
+        (tmp_path / "part" / "run.json").write_text(json.dumps(meta))
     runner.run(_cfg(ckpt, colon, tmp_path / "part", resume=True))
     assert _rows(tmp_path / "part" / "results.csv") == expected
     done_meta = json.loads((tmp_path / "part" / "run.json").read_text())
