@@ -508,13 +508,11 @@ def _other_slices(state: Annotation, changed: list[int]) -> str:
 
 
 def _click_settings(state: Annotation, size_mode, alpha, radius, propagate_clicks) -> None:
-    """Put the click controls as the page shows them now into the tab's state, before a click.
-    Their own events change the state too, but one made while an image was loading reached the
-    old image (or none) and was lost with it."""
-    click_size = _click_size(size_mode, alpha, radius)
-    with state.lock:
-        state.set_click_size(click_size)
-        state.propagate_clicks = bool(propagate_clicks)
+    """Put the click controls as the page shows them now into the tab's state (the caller holds
+    its lock), before a click. Their own events change the state too, but one made while an
+    image was loading reached the old image (or none) and was lost with it."""
+    state.set_click_size(_click_size(size_mode, alpha, radius))
+    state.propagate_clicks = bool(propagate_clicks)
 
 
 def _add_click(state, y: int, x: int, mode: str, model, level, width, settings: tuple | None = None):
@@ -528,9 +526,9 @@ def _add_click(state, y: int, x: int, mode: str, model, level, width, settings: 
     if not (0 <= y < h and 0 <= x < w):
         raise AppError(f"The click at row {y}, column {x} is outside the image ({w}×{h} pixels).")
     _check_window(level, width)
-    if settings is not None:
-        _click_settings(state, *settings)
     with state.lock:
+        if settings is not None:
+            _click_settings(state, *settings)
         changed = state.add_click(predictor, path, y, x, mode == FOREGROUND)
         kind = "foreground" if mode == FOREGROUND else "background"
         status = f"Added a {kind} click at row {y}, column {x}." + _other_slices(state, changed)

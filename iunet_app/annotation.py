@@ -106,6 +106,11 @@ class Annotation:
         _, sy, sx = self.volume.spacing_mm
         return float(mask.sum()) * sy * sx
 
+    @property
+    def _propagates(self) -> bool:
+        """Whether an action on a slice is carried to its neighbours (a volume, with the 3D box ticked)."""
+        return self.propagate_clicks and self.volume.n_slices > 1
+
     def next_radius_px(self) -> float:
         return self.click_size.radius_for(int(self.mask().sum()))
 
@@ -132,7 +137,7 @@ class Annotation:
         to the neighbouring slices (``propagate_clicks``). Returns the slices that changed.
         ValueError when (y, x) is outside the slice."""
         vs = self._session(predictor, checkpoint)
-        propagate = self.propagate_clicks and self.volume.n_slices > 1
+        propagate = self._propagates
         vs.add_click(self.z, y, x, positive, propagate=propagate)
         self._actions.append(("click", self.z, int(y), int(x), bool(positive), vs.clicks[-1][1].radius_px, propagate))
         return list(vs.last_changed)
@@ -143,7 +148,7 @@ class Annotation:
         slices like a click (``propagate_clicks``); undoable. Returns the slices that changed.
         ValueError unless the slice has one click, a foreground one."""
         vs = self._session(predictor, checkpoint)
-        propagate = self.propagate_clicks and self.volume.n_slices > 1
+        propagate = self._propagates
         vs.view_first_click(self.z, view, propagate=propagate)
         self._actions.append(("view", self.z, view, propagate))
         return list(vs.last_changed)
