@@ -2,7 +2,7 @@
 
     python app.py [--weights-dir weights] [--host 127.0.0.1] [--port 7860] [--share]
 
-Upload a CT (DICOM file, series or .zip, NIfTI, PNG/JPEG), click foreground / background, watch
+Upload a CT (DICOM file, series or .zip, NIfTI, NRRD, MetaImage, PNG/JPEG), click foreground / background, watch
 the mask follow (on a volume, in 3D); undo, clear, propagate through the volume and export (NIfTI, PNG,
 DICOM-SEG).
 
@@ -459,7 +459,8 @@ def load_files(state, files, model, size_mode, alpha, radius, level, width, show
                request: gr.Request = None):
     """Upload → a new annotation replacing the tab's image (outputs + slider + cleared download and upload)."""
     paths = _paths(files)
-    name = file_stem(paths[0]) if paths else ""
+    headers = [p for p in paths if Path(p).name.lower().endswith((".nhdr", ".mhd"))]  # named after the header
+    name = file_stem((headers or paths)[0]) if paths else ""
     return _load(state, paths, name, model, size_mode, alpha, radius, level, width, show_weights, propagate_clicks, request)
 
 
@@ -898,7 +899,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=250):
                 files = gr.File(
-                    label=f"Load a CT: DICOM file(s) or .zip, NIfTI, PNG/JPEG (≤ {config.max_file_size.upper()})",
+                    label=f"Load a CT: DICOM file(s) or .zip, NIfTI, NRRD, MHA, PNG/JPEG (≤ {config.max_file_size.upper()})",
                     file_count="multiple",
                     height=110,
                     elem_id="upload",

@@ -265,7 +265,7 @@ def test_load_dicom_file_shows_slice_and_info(models_):
     assert slider["visible"] is False and download is None and upload is None
 
 
-@pytest.mark.parametrize("kind", ["files", "folder_zip", "nifti", "png", "jpeg"])
+@pytest.mark.parametrize("kind", ["files", "folder_zip", "nifti", "mha", "nhdr_pair", "png", "jpeg"])
 def test_load_each_input_kind(models_, tmp_path, kind):
     hu = series_volume()
     if kind == "files":
@@ -281,6 +281,18 @@ def test_load_each_input_kind(models_, tmp_path, kind):
 
         files = [tmp_path / "vol.nii.gz"]
         nib.save(nib.Nifti1Image(hu.transpose(2, 1, 0), np.diag([-0.7, -0.7, 2.0, 1.0])), str(files[0]))
+    elif kind in ("mha", "nhdr_pair"):  # ITK's and 3D Slicer's formats; LPS axes = the display's
+        import SimpleITK as sitk
+
+        img = sitk.GetImageFromArray(hu.astype(np.int16))
+        img.SetSpacing((0.7, 0.7, 2.0))
+        name = "vol.mha" if kind == "mha" else "vol.nhdr"
+        sitk.WriteImage(img, str(tmp_path / name), True)
+        files = [tmp_path / name] if kind == "mha" else []
+        for f in sorted(tmp_path.iterdir()) if kind == "nhdr_pair" else ():  # as an upload: each in its own folder
+            (tmp_path / f"up_{f.name}").mkdir()
+            files.append((tmp_path / f"up_{f.name}" / f.name))
+            files[-1].write_bytes(f.read_bytes())
     else:
         from PIL import Image
 
@@ -294,8 +306,10 @@ def test_load_each_input_kind(models_, tmp_path, kind):
     assert slider["visible"] is (n > 1) and slider["value"] == n // 2 + 1 and slider["minimum"] == 1
     assert f"Slice {n // 2 + 1} / {n}" in info
     assert pixels(image).shape[:2] == (40 * 10, 48 * 10)  # 48 px wide → 10× on screen
-    if kind in ("files", "folder_zip", "nifti"):
+    if kind in ("files", "folder_zip", "nifti", "mha", "nhdr_pair"):
         np.testing.assert_allclose(state.volume.hu, hu, atol=0.5)
+    if kind == "nhdr_pair":
+        assert len(files) == 2 and "vol" in status and state.name == "vol"  # named after the header
     if kind == "files":
         assert state.volume.slice_source(state.z).file_name in info  # the file this slice came from
 

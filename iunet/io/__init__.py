@@ -5,6 +5,9 @@
   superior) and the checks shared by all readers;
 * :mod:`.dicom` — DICOM files, series and multi-frame files;
 * :mod:`.nifti` — NIfTI-1/-2 (``.nii``, ``.nii.gz`` with a verified gzip checksum);
+* :mod:`.nrrd`, :mod:`.metaimage` — 3D Slicer's NRRD and ITK's MetaImage (attached or detached
+  voxel data, raw or compressed; shared parts in :mod:`.rawdata`), :mod:`.formats` picks the
+  reader of a single volume file;
 * :mod:`.images` — PNG/JPEG/BMP/TIFF with a documented grey-level → HU mapping;
 * :mod:`.archives` — folders and ``.zip`` archives (zip-bomb and path-traversal safe);
 * :mod:`.load` — :func:`load_ct`, the one entry point;

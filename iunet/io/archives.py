@@ -1,4 +1,4 @@
-"""Folders and .zip archives of a DICOM series (or one NIfTI) → :class:`CTVolume`.
+"""Folders and .zip archives of a DICOM series (or of one NIfTI, NRRD or MetaImage volume) → :class:`CTVolume`.
 
 Archives are extracted to a temporary folder that is removed afterwards; path traversal, links,
 encryption and zip bombs (more than ``MAX_ZIP_UNCOMPRESSED_BYTES`` or ``MAX_ZIP_MEMBERS``) are
@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from .dicom import load_dicom_datasets, read_dicom_lazy
-from .nifti import has_nifti_suffix, load_nifti, looks_like_nifti
+from .formats import volume_file_reader
 from .volume import ACCEPTED_INPUTS, CTLoadError, CTVolume, format_bytes
 
 MAX_ZIP_UNCOMPRESSED_BYTES = 2 * 1024**3
@@ -83,7 +83,8 @@ def files_under(folder: Path) -> list[Path]:
 
 
 def load_folder(folder: Path, what: str, notes: list[str], max_voxels: int | None = None) -> CTVolume:
-    """The DICOM series (largest, when several) or the single NIfTI in a folder."""
+    """The DICOM series (largest, when several) or the single volume file (NIfTI, NRRD, MetaImage with
+    its data file) in a folder."""
     files = [f for f in files_under(folder) if f.is_file() and f.stat().st_size > 0]
     if not files:
         raise CTLoadError(f"{what} contains no files. Accepted inputs: {ACCEPTED_INPUTS}.")
@@ -92,12 +93,16 @@ def load_folder(folder: Path, what: str, notes: list[str], max_voxels: int | Non
         skipped = len(files) - len(dicom)
         extra = [f"{skipped} file(s) that are not DICOM images were ignored"] if skipped else []
         return load_dicom_datasets(dicom, what, notes + extra, max_voxels)
-    niftis = [p for p in files if has_nifti_suffix(p) or looks_like_nifti(p)]
-    if len(niftis) == 1:
-        return load_nifti(niftis[0], f"{what} ({niftis[0].name})", max_voxels)
-    if len(niftis) > 1:
-        raise CTLoadError(f"{what} contains {len(niftis)} NIfTI files; give one NIfTI volume at a time.")
-    raise CTLoadError(f"{what} contains no DICOM or NIfTI files ({len(files)} other files). Accepted inputs: {ACCEPTED_INPUTS}.")
+    volumes = [(p, r) for p in files if (r := volume_file_reader(p)) is not None]
+    if len(volumes) == 1:
+        (p, (reader, _)), = volumes
+        return reader(p, f"{what} ({p.name})", max_voxels, files)
+    if len(volumes) > 1:
+        names = ", ".join(p.name for p, _ in volumes[:4]) + (", …" if len(volumes) > 4 else "")
+        raise CTLoadError(f"{what} contains {len(volumes)} volume files ({names}); give one volume at a time.")
+    raise CTLoadError(
+        f"{what} contains no DICOM, NIfTI, NRRD or MetaImage files ({len(files)} other files). Accepted inputs: {ACCEPTED_INPUTS}."
+    )
 
 
 def load_zip(path: Path, what: str, max_voxels: int | None = None) -> CTVolume:

@@ -9,7 +9,8 @@ from typing import Sequence
 from .archives import load_folder, load_zip
 from .dicom import is_dicom_preamble, load_dicom_paths, read_dicom_lazy
 from .images import is_image_file, load_image
-from .nifti import has_nifti_suffix, load_nifti, looks_like_nifti
+from .formats import volume_file_reader
+from .nifti import has_nifti_suffix
 from .volume import ACCEPTED_INPUTS, CTLoadError, CTVolume, PathLike, without_paths
 
 
@@ -26,8 +27,9 @@ def _load_one(path: Path, max_voxels: int | None) -> CTVolume:
     what = f"'{path.name}'"
     if path.is_dir():
         return load_folder(path, f"The folder {what}", [], max_voxels)
-    if has_nifti_suffix(path) or looks_like_nifti(path):
-        return load_nifti(path, f"The NIfTI file {what}", max_voxels)
+    if (found := volume_file_reader(path)) is not None:
+        reader, name = found
+        return reader(path, f"The {name} {what}", max_voxels, ())
     if is_dicom_preamble(path):
         return load_dicom_paths([path], f"The DICOM file {what}", [], max_voxels)
     if path.name.lower().endswith(".zip") or zipfile.is_zipfile(path):
@@ -44,6 +46,15 @@ def _load_many(paths: list[Path], max_voxels: int | None) -> CTVolume:
         check_file(p)
         if p.is_dir():
             raise CTLoadError(f"'{p.name}' is a folder; give either one folder or several DICOM files, not both.")
+    headers = [(p, r) for p in paths if (r := volume_file_reader(p)) is not None and r[1] != "NIfTI file"]
+    if len(headers) == 1:  # an NRRD or MetaImage header given with its data file
+        (p, (reader, name)), = headers
+        return reader(p, f"The {name} '{p.name}'", max_voxels, paths)
+    if len(headers) > 1:
+        raise CTLoadError(
+            f"{len(headers)} NRRD / MetaImage files were given together ({', '.join(p.name for p, _ in headers[:4])}); "
+            "give one volume at a time (a detached header together with its data file)."
+        )
     what = f"The series of {len(paths)} files given"  # (read as one DICOM series)
     for p in paths:
         if has_nifti_suffix(p) or p.name.lower().endswith(".zip"):
@@ -78,9 +89,11 @@ def load_ct(source: PathLike | Sequence[PathLike], *, max_voxels: int | None = N
 
     Args:
         source: one path (str or Path) — a DICOM file (with or without extension), a folder or
-            ``.zip`` holding a DICOM series, a NIfTI ``.nii``/``.nii.gz`` (2D, 3D, or 4D with a
-            last axis of size 1), or a greyscale PNG/JPEG/BMP/TIFF — or a sequence of paths to the
-            DICOM files of one series.
+            ``.zip`` holding a DICOM series or one volume file, a NIfTI ``.nii``/``.nii.gz`` (2D,
+            3D, or 4D with a last axis of size 1), an NRRD ``.nrrd`` (or ``.nhdr`` with its data
+            file beside it), a MetaImage ``.mha`` (or ``.mhd`` with its data file beside it), or a
+            greyscale PNG/JPEG/BMP/TIFF — or a sequence of paths: the DICOM files of one series,
+            or an ``.nhdr`` / ``.mhd`` header and its data file.
         max_voxels: refuse inputs with more voxels than this (None: no limit besides the slice
             size). It is checked from the headers, before any image data is decoded.
 

@@ -34,8 +34,11 @@ DISPLAY_AXCODES = ("L", "P", "S")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 ACCEPTED_INPUTS = (
     "a DICOM file, a DICOM series (a folder, several files, or a .zip of them), "
-    "a NIfTI volume (.nii or .nii.gz), or a greyscale PNG/JPEG/BMP/TIFF image"
+    "a NIfTI volume (.nii or .nii.gz), an NRRD (.nrrd, or .nhdr with its data file), "
+    "a MetaImage (.mha, or .mhd with its data file), or a greyscale PNG/JPEG/BMP/TIFF image"
 )
+# What ``CTVolume.kind`` may be: the reader that made it.
+KINDS = ("dicom", "nifti", "nrrd", "metaimage", "image")
 
 
 class CTLoadError(ValueError):
@@ -75,7 +78,7 @@ class CTVolume:
         hu: float32 (Z, Y, X) Hounsfield units in display orientation (see the module docstring).
         spacing_mm: (z, y, x) voxel size in mm of ``hu``.
         affine_ras: 4x4 float64; maps display voxel index (x, y, z) = (col, row, slice) to RAS mm.
-        kind: "dicom", "nifti" or "image" (what the input was).
+        kind: "dicom", "nifti", "nrrd", "metaimage" or "image" (what the input was; ``KINDS``).
         source_affine_ras: 4x4 float64; the input's own voxel → RAS affine, index order (i, j, k)
             (for DICOM: (col, row, slice in position-sorted order)).
         source_shape_xyz: (i, j, k) shape of the input's voxel grid.
@@ -107,8 +110,8 @@ class CTVolume:
         hu = np.asarray(self.hu, dtype=np.float32)
         if hu.ndim != 3:
             raise ValueError(f"CTVolume.hu must be (Z, Y, X), got shape {hu.shape}")
-        if self.kind not in ("dicom", "nifti", "image"):
-            raise ValueError(f"CTVolume.kind must be 'dicom', 'nifti' or 'image', got {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"CTVolume.kind must be one of {', '.join(map(repr, KINDS))}, got {self.kind!r}")
         object.__setattr__(self, "hu", hu)
         for name in ("affine_ras", "source_affine_ras"):
             aff = np.array(getattr(self, name), dtype=np.float64)
