@@ -142,7 +142,9 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
         f"- Data: `{cfg['data']}` (task: {meta.get('task')}), {len(cfg['cases'])} cases, "
         + (f"{n_slices} slices ({'all slices with foreground' if cfg['slices'] == 'all' else 'the largest slice of each case'})"
            if any(p not in VOLUME_PROTOCOLS for p in protocols) else "whole volumes")
-        + "; split in `split.json`",
+        + "; split in `split.json`"
+        + (f"; **every {cfg['thick_slices']} axial slices averaged into one** (`--thick-slices`: a thicker-slice scan of the same patients)"
+           if cfg.get("thick_slices", 1) > 1 else ""),
         *(f"- **Data check**: `{name}`: {note} (`benchmark.datasets.upsampling_note`)" for name, note in sorted((meta.get("data_notes") or {}).items())),
         f"- Up to {cfg['max_clicks']} interactions; click size of iunet-dynamic and the classical methods: "
         f"{ClickSize(cfg['radius_px'], cfg['alpha']).describe()}{first}, fixed size {cfg['radius_px']:g} px; seed {cfg['seed']}",

@@ -70,6 +70,7 @@ class RunConfig:
     slices: str = "all"  # all | largest
     min_area_px: int = 1
     label_ids: tuple[int, ...] = ()
+    thick_slices: int = 1  # every N consecutive axial slices averaged into one (datasets.thicken; --thick-slices)
     cases: tuple[str, ...] = ()
     split: str | None = None
     rw_grid_px: int = 128
@@ -269,6 +270,8 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
         skip.add("carry_negative_mm")
     if cfg.regrow_limit is None:
         skip.add("regrow_limit")
+    if cfg.thick_slices == 1:
+        skip.add("thick_slices")
     ident = {k: v for k, v in asdict(cfg).items() if k not in skip}
     ident["data"] = str(Path(cfg.data).resolve()) if cfg.data else f"synthetic:{cfg.synthetic_task}"
     ident["cases"] = cases
@@ -457,7 +460,7 @@ def _run_groups(groups, done, cfg, meths, slice_protocols, volume, meta, out, ba
         slices, volume_rows = {}, []
         for c in todo:
             try:
-                hu, gt, spacing_mm = datasets.load_volume(c, cfg.label_ids)
+                hu, gt, spacing_mm = datasets.thicken(*datasets.load_volume(c, cfg.label_ids), cfg.thick_slices)
             except (ValueError, OSError) as e:
                 raise SystemExit(f"case {c.name}: {e}") from e
             note = datasets.upsampling_note(hu, spacing_mm)

@@ -830,6 +830,38 @@ def test_volume_only_summary_counts_volumes_not_slices(ckpt, patient, tmp_path):
     assert "mean over slices" not in text and "- 3D Dice in %, per volume" in text  # no per-slice legend
 
 
+def test_thick_slices_average_slabs():
+    hu = np.arange(7, dtype=np.float32)[:, None, None] * np.ones((7, 2, 3), np.float32)
+    gt = np.zeros((7, 2, 3), bool)
+    gt[1, 0, 0] = gt[2, 0, 0] = gt[3, 0, 0] = True  # slab 0 (z 0-1): half; slab 1 (z 2-3): whole
+    gt[4, 1, 1] = True  # slab 2 (z 4-5): half; z 6 fills no slab and is dropped
+    t_hu, t_gt, spacing = datasets.thicken(hu, gt, (1.6, 0.5, 0.5), 2)
+    assert t_hu.shape == t_gt.shape == (3, 2, 3) and t_hu.dtype == np.float32
+    np.testing.assert_allclose(t_hu[:, 0, 0], [0.5, 2.5, 4.5])
+    assert t_gt[:, 0, 0].tolist() == [True, True, False] and t_gt[:, 1, 1].tolist() == [False, False, True]
+    assert t_gt.sum() == 3 and spacing == pytest.approx((3.2, 0.5, 0.5))
+    same = datasets.thicken(hu, gt, (1.6, 0.5, 0.5), 1)
+    assert same[0] is hu and same[1] is gt
+    with pytest.raises(ValueError, match="only 7 slices"):
+        datasets.thicken(hu, gt, (1.6, 0.5, 0.5), 8)
+    # A volume of slices repeated 4 times comes back as its distinct slices.
+    rep = np.repeat(np.arange(3, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32), 4, axis=0)
+    np.testing.assert_array_equal(datasets.thicken(rep, rep > 0, (7.5, 1, 1), 4)[0], rep[::4])
+
+
+def test_thick_slices_run_scores_the_thicker_scan(ckpt, patient, tmp_path, capsys):
+    out = tmp_path / "thick"
+    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-dynamic", "--protocols", "ritm", "volume",
+          "--max-clicks", "1", "--cases", "pat:ball", "--thick-slices", "2", "--out", str(out)])
+    rows = runner.read_rows(out / "results.csv")
+    # the ball spans z 3-9 of 12 slices at 2.5 mm; averaged in pairs, slabs 1-4 of 6 at 5 mm
+    assert sorted({int(r["slice"]) for r in rows if r["protocol"] == "ritm"}) == [1, 2, 3, 4]
+    assert json.loads((out / "run.json").read_text())["config"]["thick_slices"] == 2
+    assert "every 2 axial slices averaged into one" in (out / "summary.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["run", "--data", str(patient), "--weights", ckpt, "--thick-slices", "0", "--out", str(tmp_path / "x")])
+
+
 def test_volume_rows_with_a_stand_in_session(ckpt, patient, monkeypatch):
     """The volume protocol's plumbing with a stand-in volume session (a perfect painter): 3D Dice
     reaches 1 and the robot stops clicking (Dice carried over, no time)."""
