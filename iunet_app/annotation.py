@@ -261,7 +261,7 @@ _EMPTY_VOLUME = _empty_volume()
 def file_stem(path: str | Path) -> str:
     """A safe base name for exported files: the upload's name without extension(s)."""
     name = Path(path).name
-    for ext in (".nii.gz", ".nii", ".dcm", ".zip", ".png", ".jpg", ".jpeg"):
+    for ext in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".zip", ".png", ".jpg", ".jpeg"):
         if name.lower().endswith(ext):
             name = name[: -len(ext)]
             break

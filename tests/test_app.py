@@ -391,6 +391,14 @@ def test_bad_inputs_give_a_message_and_keep_the_state(models_, tmp_path, name, f
     assert before.released is None and before.volume.n_slices == 1  # the image you had stays
 
 
+def test_export_names_drop_the_input_suffix():
+    from iunet_app.annotation import file_stem
+
+    names = ["ct.nii.gz", "ct.NRRD", "ct.nhdr", "ct.mha", "ct.mhd", "ct.dcm", "ct.zip", "ct.png"]
+    assert {file_stem(f"/tmp/up/{n}") for n in names} == {"ct"}
+    assert file_stem("my scan (1).raw.gz") == "my_scan_1_.raw.gz" and file_stem("...") == "ct"
+
+
 def test_a_new_upload_replaces_the_image(models_, tmp_path):
     from PIL import Image
 
