@@ -3,10 +3,12 @@
 MetaImage is ITK's own format (itk.org, MetaIO): a ``Key = Value`` text header ending with
 ``ElementDataFile``, whose value is ``LOCAL`` (the voxels follow in the same file) or a data file's
 name. Read here: ``NDims``, ``DimSize``, ``ElementType``, ``ElementSpacing`` (or ``ElementSize``),
-``Offset`` (or ``Position`` / ``Origin``), ``TransformMatrix`` (or ``Rotation`` / ``Orientation``;
+``Offset`` (or ``Position`` / ``Origin`` / ``ImagePosition``), ``TransformMatrix`` (or ``Rotation`` / ``Orientation``;
 each row one axis's direction, as ITK writes it), ``BinaryDataByteOrderMSB``, ``CompressedData``
-(zlib), ``BinaryData = False`` (voxels as text), ``HeaderSize`` (bytes to skip in a data file,
-``-1``: the voxels are its last bytes) and ``ElementNumberOfChannels`` (must be 1). World
+(zlib; ``CompressedDataSize`` bytes of it when given), ``BinaryData = False`` (voxels as text),
+``HeaderSize`` (as MetaIO reads it: the voxels start that many bytes from the start of the file
+that holds them, the header file itself for ``LOCAL``; ``-1``: they are its last bytes) and
+``ElementNumberOfChannels`` (must be 1). World
 coordinates are ITK's LPS, converted to RAS.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .rawdata import ascii_voxels, data_file, inflate, lps_affine_to_ras, numbers, read_text_header, voxels
+from .rawdata import ascii_voxels, data_file, grid_sizes, inflate, lps_affine_to_ras, numbers, read_block, read_text_header, voxels
 from .volume import CTLoadError, CTVolume, check_display_size, display_shape_xyz, finish_volume, orientation_note, repair_affine
 
 _DTYPE = {
@@ -73,9 +75,7 @@ def load_metaimage(path: Path, what: str, max_voxels: int | None = None, given: 
     n = int(numbers(fields["ndims"], what, "NDims", 1, int)[0])
     if n not in (2, 3, 4):
         raise CTLoadError(f"{what} is {n}-dimensional; a CT slice or volume needs 2 or 3 dimensions.")
-    sizes = numbers(fields["dimsize"], what, "DimSize", n, int)
-    if min(sizes) < 1:
-        raise CTLoadError(f"{what} contains no voxels (DimSize {fields['dimsize']}).")
+    sizes = grid_sizes(fields["dimsize"], what, "DimSize", n)
     channels = int(numbers(fields.get("elementnumberofchannels", "1"), what, "ElementNumberOfChannels", 1, int)[0])
     if channels != 1 or (n == 4 and sizes[3] != 1):
         raise CTLoadError(
@@ -101,7 +101,7 @@ def load_metaimage(path: Path, what: str, max_voxels: int | None = None, given: 
         rows = np.array(numbers(fields[matrix_key], what, "TransformMatrix", n * n)).reshape(n, n)[:k, :k]
     else:
         rows = np.eye(k)
-    origin_key = next((key for key in ("offset", "position", "origin") if key in fields), None)
+    origin_key = next((key for key in ("offset", "position", "origin", "imageposition") if key in fields), None)
     origin = numbers(fields[origin_key], what, "Offset", n)[:k] if origin_key else [0.0] * k
     directions = np.zeros((3, 3))
     for axis in range(k):  # each TransformMatrix row is one axis's direction (ITK's MetaImageIO)
@@ -116,23 +116,29 @@ def load_metaimage(path: Path, what: str, max_voxels: int | None = None, given: 
     name = fields["elementdatafile"]
     if name.upper() == "LOCAL":
         source, start = path, offset
-    elif name.split()[0].upper() == "LIST" or "%" in name:
+    elif (name.split() or [""])[0].upper() == "LIST" or "%" in name:
         raise CTLoadError(f"{what} spreads its voxels over several data files; only one data file is read.")
     else:
         source, start = data_file(name, path, given, what), 0
-    try:
-        with open(source, "rb") as f:
-            f.seek(start)
-            payload = f.read()
-    except OSError as exc:
-        raise CTLoadError(f"{what}: its voxel data could not be read ({exc}).") from exc
     skip = int(numbers(fields.get("headersize", "0"), what, "HeaderSize", 1, int)[0])
+    if not -1 <= skip < 1 << 40:
+        raise CTLoadError(f"{what} has 'HeaderSize = {skip}'; it must be 0 or more (or -1: the voxels are the file's last bytes). The header is damaged.")
+    start = skip if skip > 0 else start  # MetaIO seeks HeaderSize bytes from the file's start
     if fields.get("binarydata", "true").lower() not in _TRUE:
-        data = ascii_voxels(payload[max(skip, 0):], shape, what)
+        data = ascii_voxels(read_block(source, start, None, what), shape, what)
     elif _flag(fields, "compresseddata"):
+        size = int(numbers(fields.get("compresseddatasize", "0"), what, "CompressedDataSize", 1, int)[0])
+        if not 0 <= size < 1 << 40:
+            raise CTLoadError(f"{what} has 'CompressedDataSize = {size}'; the header is damaged.")
+        payload = read_block(source, start, size or None, what)  # 0 or none: the rest of the file
+        if size and len(payload) < size:
+            raise CTLoadError(
+                f"{what} is truncated: its header declares {size} bytes of compressed voxels, the file holds "
+                f"{len(payload)}; the upload or copy may have failed."
+            )
         data = voxels(inflate(payload, "zlib", need, what), dtype, shape, what)
     else:
-        data = voxels(payload[-need:] if skip == -1 else payload[max(skip, 0):], dtype, shape, what)
+        data = voxels(read_block(source, start, need, what, from_end=skip == -1), dtype, shape, what)
     if data.ndim == 2:
         data = data[:, :, None]
     notes.append(orientation_note(affine))

@@ -4,9 +4,10 @@ NRRD is 3D Slicer's volume format (teem.sourceforge.net/nrrd/format.html). Read 
 header's ``type``, ``dimension``, ``sizes``, ``encoding`` (raw, gzip, bzip2, ascii), ``endian``,
 ``space`` with ``space directions`` and ``space origin`` (or bare ``spacings``), ``kinds``,
 ``data file`` (one detached file), ``line skip`` and ``byte skip``. World coordinates in an
-anatomical space (RAS, LAS, LPS) are converted to RAS; a header with spacings only gets ITK's
+anatomical space (RAS, LAS, LPS, or their ``-time`` variants, whose 4th world coordinate is
+dropped) are converted to RAS; a header with spacings only gets ITK's
 default (LPS axes) and says so in the volume's notes. Axes that are not spatial (a ``kinds``
-entry such as ``vector``, ``list`` or ``RGB-color``, or a ``none`` space direction) must have
+entry such as ``time``, ``vector``, ``list`` or ``RGB-color``, or a ``none`` space direction) must have
 size 1: a colour or multi-component volume is refused, as a 4D NIfTI is.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .rawdata import ascii_voxels, data_file, inflate, lps_affine_to_ras, numbers, read_text_header, voxels
+from .rawdata import ascii_voxels, data_file, grid_sizes, inflate, lps_affine_to_ras, numbers, read_at_most, read_text_header, voxels
 from .volume import CTLoadError, CTVolume, check_display_size, display_shape_xyz, finish_volume, orientation_note, repair_affine
 
 _TYPES = {
@@ -34,13 +35,23 @@ _TYPES = {
 _DTYPE = {alias: np.dtype(name) for name, aliases in _TYPES.items() for alias in aliases}
 _ENCODINGS = {"raw": "raw", "gzip": "zlib", "gz": "zlib", "bzip2": "bzip2", "bz2": "bzip2",
               "ascii": "ascii", "text": "ascii", "txt": "ascii"}
-# World-axis signs that take a space's coordinates to RAS.
-_SPACES = {
-    "right-anterior-superior": (1, 1, 1), "ras": (1, 1, 1),
-    "left-anterior-superior": (-1, 1, 1), "las": (-1, 1, 1),
-    "left-posterior-superior": (-1, -1, 1), "lps": (-1, -1, 1),
+# World-axis signs that take a space's first 3 coordinates to RAS (None: not anatomical) and the
+# space's dimension (the -time spaces add a 4th world coordinate, time).
+_SPACES: dict[str, tuple[tuple[int, int, int] | None, int]] = {
+    "right-anterior-superior": ((1, 1, 1), 3), "ras": ((1, 1, 1), 3),
+    "left-anterior-superior": ((-1, 1, 1), 3), "las": ((-1, 1, 1), 3),
+    "left-posterior-superior": ((-1, -1, 1), 3), "lps": ((-1, -1, 1), 3),
+    "right-anterior-superior-time": ((1, 1, 1), 4), "rast": ((1, 1, 1), 4),
+    "left-anterior-superior-time": ((-1, 1, 1), 4), "last": ((-1, 1, 1), 4),
+    "left-posterior-superior-time": ((-1, -1, 1), 4), "lpst": ((-1, -1, 1), 4),
+    "scanner-xyz": (None, 3), "scanner-xyz-time": (None, 4),
+    "3d-right-handed": (None, 3), "3d-left-handed": (None, 3),
+    "3d-right-handed-time": (None, 4), "3d-left-handed-time": (None, 4),
 }
-_SPATIAL_KINDS = {"domain", "space", "time"}  # time only with size 1 (checked below)
+# Kinds of an axis that may lie in space ("???" / "none": unknown). Every other kind (time, list,
+# vector, RGB-color, ...) is not spatial and must have size 1.
+_SPATIAL_KINDS = {"domain", "space", "???", "none"}
+_MAX_SKIP = 1 << 40  # a 'line skip' / 'byte skip' this large is damage (and would overflow a seek)
 _ALIASES = {"datafile": "data file", "lineskip": "line skip", "byteskip": "byte skip", "centerings": "centers"}
 
 
@@ -103,18 +114,20 @@ def _geometry(fields: dict[str, str], sizes: list[int], what: str) -> tuple[list
     if "space directions" in fields:
         space = fields.get("space", "").strip().lower()
         dim = int(numbers(fields["space dimension"], what, "space dimension", 1, int)[0]) if "space dimension" in fields else 3
-        if space:
-            dim = 3 if space in _SPACES else dim
+        if space in _SPACES:
+            dim = _SPACES[space][1]
+        if not 1 <= dim <= 16:
+            raise CTLoadError(f"{what}: the header's 'space dimension' is {dim}; the file is damaged.")
         dirs = _vectors(fields["space directions"], what, n, dim)
-        spatial = [i for i, d in enumerate(dirs) if d is not None]
+        spatial = [i for i, d in enumerate(dirs) if d is not None and kinds[i].lower() in _SPATIAL_KINDS]
         vecs = [np.pad(dirs[i], (0, max(0, 3 - dim)))[:3] for i in spatial]
         origin = np.zeros(3)
         if "space origin" in fields:
             o = fields["space origin"].strip().strip("()")
             origin = np.pad(np.array(numbers(o, what, "space origin", dim)), (0, max(0, 3 - dim)))[:3]
-        signs = _SPACES.get(space)
+        signs = _SPACES.get(space, (None, dim))[0]
         if signs is None:
-            signs = _SPACES["lps"]
+            signs = _SPACES["lps"][0]
             notes.append(f"space '{space or 'unnamed'}' is not anatomical: its axes were taken as LPS (ITK's default)")
         to_ras = np.diag(list(signs) + [1.0])
         aff = np.eye(4)
@@ -124,7 +137,7 @@ def _geometry(fields: dict[str, str], sizes: list[int], what: str) -> tuple[list
         affine = to_ras @ aff
     else:
         spatial = [i for i, k in enumerate(kinds) if k.lower() in _SPATIAL_KINDS]
-        spacings = numbers(fields["spacings"], what, "spacings", n) if "spacings" in fields else [1.0] * n
+        spacings = numbers(fields["spacings"], what, "spacings", n, finite=False) if "spacings" in fields else [1.0] * n
         vec = [abs(spacings[i]) if np.isfinite(spacings[i]) and spacings[i] != 0 else 1.0 for i in spatial]
         notes.append(
             "no orientation in the header: axes taken as ITK's default (LPS)"
@@ -158,9 +171,9 @@ def load_nrrd(path: Path, what: str, max_voxels: int | None = None, given: Seque
     if dtype is None:
         raise CTLoadError(f"{what} holds voxels of type '{fields['type']}', which is not a number type a CT can have.")
     n = int(numbers(fields["dimension"], what, "dimension", 1, int)[0])
-    sizes = numbers(fields["sizes"], what, "sizes", n, int)
-    if min(sizes) < 1:
-        raise CTLoadError(f"{what} contains no voxels (sizes {fields['sizes']}).")
+    if not 1 <= n <= 16:
+        raise CTLoadError(f"{what} has 'dimension: {n}'; a CT slice or volume needs 2 or 3 (the file is damaged).")
+    sizes = grid_sizes(fields["sizes"], what, "sizes", n)
     codec = _ENCODINGS.get(fields["encoding"].lower())
     if codec is None:
         raise CTLoadError(f"{what} uses the encoding '{fields['encoding']}', which is not read here (raw, gzip, bzip2 or ascii are).")
@@ -169,31 +182,46 @@ def load_nrrd(path: Path, what: str, max_voxels: int | None = None, given: Seque
     check_display_size(display_shape_xyz(shape_xyz, affine), what, max_voxels)
     if fields.get("endian", "little").lower() == "big":
         dtype = dtype.newbyteorder(">")
-    need = int(np.prod(sizes, dtype=np.int64)) * dtype.itemsize
+    need = int(np.prod(sizes, dtype=np.int64)) * dtype.itemsize  # sizes are < 2**31, 2 of them ≤ MAX_SLICE_PX
 
     source, start = path, offset
     if "data file" in fields:
         name = fields["data file"]
-        if name.split()[0].upper() == "LIST" or "%" in name:
+        if (name.split() or [""])[0].upper() == "LIST" or "%" in name:
             raise CTLoadError(f"{what} spreads its voxels over several data files; only one data file (or none) is read.")
         source, start = data_file(name, path, given, what), 0
+    line_skip = int(numbers(fields.get("line skip", "0"), what, "line skip", 1, int)[0])
+    byte_skip = int(numbers(fields.get("byte skip", "0"), what, "byte skip", 1, int)[0])
+    if not 0 <= line_skip < _MAX_SKIP or not -1 <= byte_skip < _MAX_SKIP or (byte_skip == -1 and codec != "raw"):
+        raise CTLoadError(
+            f"{what} has 'line skip: {line_skip}' and 'byte skip: {byte_skip}' with {fields['encoding']} encoding; "
+            "skips must be 0 or more (byte skip -1, 'the last bytes', only with raw encoding). The header is damaged."
+        )
     try:
         with open(source, "rb") as f:
             f.seek(start)
-            for _ in range(int(fields.get("line skip", "0"))):
-                f.readline()
-            payload = f.read()
-    except (OSError, ValueError) as exc:
+            for _ in range(line_skip):
+                if not f.readline():
+                    raise CTLoadError(f"{what}: its 'line skip: {line_skip}' passes the end of its data; the file is damaged or truncated.")
+            if codec == "raw" and byte_skip == -1:  # the voxels are the last bytes
+                pos = f.tell()
+                f.seek(max(f.seek(0, 2) - need, pos))
+                payload = read_at_most(f, need)
+            elif codec == "raw":
+                f.seek(byte_skip, 1)
+                payload = read_at_most(f, need)  # only what the voxels need, however large the file
+            else:
+                payload = read_at_most(f, None)
+    except CTLoadError:
+        raise
+    except (OSError, ValueError, OverflowError) as exc:
         raise CTLoadError(f"{what}: its voxel data could not be read ({exc}).") from exc
-    byte_skip = int(numbers(fields.get("byte skip", "0"), what, "byte skip", 1, int)[0])
     if codec == "raw":
-        block = payload[-need:] if byte_skip == -1 else payload[byte_skip:]
-        data = voxels(block, dtype, sizes, what)
+        data = voxels(payload, dtype, sizes, what)
     elif codec == "ascii":
-        data = ascii_voxels(payload, sizes, what)
-    else:
-        skip = max(byte_skip, 0)
-        data = voxels(inflate(payload, codec, need + skip, what)[skip:], dtype, sizes, what)
+        data = ascii_voxels(payload[byte_skip:], sizes, what)
+    else:  # byte skip counts bytes of the decompressed data (teem)
+        data = voxels(inflate(payload, codec, need + byte_skip, what)[byte_skip:], dtype, sizes, what)
     data = data.reshape([sizes[i] for i in spatial])  # the other axes have size 1
     if data.ndim == 2:
         data = data[:, :, None]

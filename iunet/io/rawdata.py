@@ -12,15 +12,16 @@ from __future__ import annotations
 import bz2
 import zlib
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import numpy as np
 
 from .volume import LPS_TO_RAS, CTLoadError, format_bytes
 
 MAX_HEADER_BYTES = 1 << 20  # a text header longer than this is not a header
-# Upper bound on an ASCII-encoded voxel block (numbers as text): 16 characters a voxel.
-ASCII_BYTES_PER_VOXEL = 16
+# No axis of a real image has this many voxels; a header that says so is damaged (and its byte
+# count would overflow the readers' 64-bit arithmetic).
+MAX_AXIS_VOXELS = 1 << 31
 
 
 def read_text_header(path: Path, what: str, end: Callable[[list[str]], bool]) -> tuple[list[str], int]:
@@ -49,8 +50,9 @@ def read_text_header(path: Path, what: str, end: Callable[[list[str]], bool]) ->
                 return lines, offset
 
 
-def numbers(text: str, what: str, field: str, count: int | None = None, kind: type = float) -> list:
-    """The whitespace- or comma-separated numbers of a header field; CTLoadError names the field."""
+def numbers(text: str, what: str, field: str, count: int | None = None, kind: type = float, finite: bool = True) -> list:
+    """The whitespace- or comma-separated numbers of a header field; CTLoadError names the field.
+    ``finite=False`` lets NaN / inf through (NRRD writes ``nan`` for the spacing of a non-spatial axis)."""
     parts = text.replace(",", " ").split()
     try:
         values = [kind(p) for p in parts]
@@ -58,9 +60,23 @@ def numbers(text: str, what: str, field: str, count: int | None = None, kind: ty
         raise CTLoadError(f"{what}: the header field '{field}' ({text.strip()!r}) is not a list of numbers.") from exc
     if count is not None and len(values) != count:
         raise CTLoadError(f"{what}: the header field '{field}' has {len(values)} value(s), {count} expected.")
-    if kind is float and not all(np.isfinite(values)):
+    if kind is float and finite and not all(np.isfinite(values)):
         raise CTLoadError(f"{what}: the header field '{field}' holds a number that is not finite.")
     return values
+
+
+def grid_sizes(text: str, what: str, field: str, count: int) -> list[int]:
+    """The voxel counts per axis of a header field (``sizes``, ``DimSize``): ``count`` integers,
+    each at least 1 and below ``MAX_AXIS_VOXELS``."""
+    sizes = numbers(text, what, field, count, int)
+    if not sizes or min(sizes) < 1:
+        raise CTLoadError(f"{what} contains no voxels ({field} {text.strip()!r}).")
+    if max(sizes) >= MAX_AXIS_VOXELS:
+        raise CTLoadError(
+            f"{what}: the header field '{field}' declares an axis of {max(sizes)} voxels, more than any image has; "
+            "the file is damaged."
+        )
+    return sizes
 
 
 def data_file(name: str, header: Path, given: Sequence[Path], what: str) -> Path:
@@ -68,17 +84,22 @@ def data_file(name: str, header: Path, given: Sequence[Path], what: str) -> Path
 
     It is looked for among the files given together with the header (an upload of both: each may
     sit in its own temporary folder), then beside the header. Only a plain file name or a path
-    below the header's folder is followed: ``..`` and absolute paths are refused.
+    below the header's folder is followed: ``..`` and absolute paths are refused, and so is a
+    header that names itself (its text would be read as voxels).
     """
+    if not name.strip():
+        raise CTLoadError(f"{what} names no voxel data file (the data file field is empty); the header is damaged.")
     rel = Path(name.strip())
-    if not name.strip() or rel.is_absolute() or ".." in rel.parts:
+    if rel.is_absolute() or ".." in rel.parts:
         raise CTLoadError(f"{what} names its voxel data file as '{name.strip()}'; only a file beside the header is read.")
-    for p in given:
-        if p.name == rel.name:
-            return p
     beside = header.parent / rel
-    if beside.is_file():
-        return beside
+    found = beside if beside.is_file() else next((p for p in given if p.name == rel.name and p.is_file()), None)
+    if found is not None:
+        if found.resolve() == header.resolve():
+            raise CTLoadError(f"{what} names itself ('{rel.name}') as its voxel data file; the header is damaged.")
+        return found
+    if beside.is_dir():
+        raise CTLoadError(f"{what} names '{name.strip()}' as its voxel data file, but that is a folder; the header is damaged.")
     raise CTLoadError(
         f"{what} keeps its voxels in a separate file, '{rel.name}', which was not given. "
         "Give the header and its data file together (or a .zip of both), or save the volume as one file."
@@ -117,6 +138,30 @@ def inflate(data: bytes, codec: str, max_bytes: int, what: str) -> bytes:
     if not done:
         raise CTLoadError(f"{what} is truncated: the compressed voxel data ends early; the upload or copy may have failed.")
     return bytes(out)
+
+
+def read_at_most(f: BinaryIO, length: int | None) -> bytes:
+    """At most ``length`` bytes from the position of ``f`` (None: to the end). Capped by what the
+    file holds: ``f.read(n)`` reserves ``n`` bytes first, and a damaged header's ``n`` may be huge."""
+    pos = f.tell()
+    end = f.seek(0, 2)
+    f.seek(pos)
+    return f.read(max(end - pos, 0) if length is None else max(min(length, end - pos), 0))
+
+
+def read_block(source: Path, start: int, length: int | None, what: str, from_end: bool = False) -> bytes:
+    """At most ``length`` bytes of ``source`` from byte ``start`` (``length`` None: to its end);
+    ``from_end``: its last ``length`` bytes instead (not before ``start``). Only what the voxels
+    need is read, however large the file."""
+    try:
+        with open(source, "rb") as f:
+            if from_end and length is not None:
+                f.seek(max(f.seek(0, 2) - length, start))
+            else:
+                f.seek(start)
+            return read_at_most(f, length)
+    except (OSError, ValueError, OverflowError) as exc:
+        raise CTLoadError(f"{what}: its voxel data could not be read ({exc}).") from exc
 
 
 def voxels(block: bytes, dtype: np.dtype, shape_fastest_first: Sequence[int], what: str) -> np.ndarray:
