@@ -918,7 +918,7 @@ def _seed_click(prev: np.ndarray, click_size: ClickSize) -> Click:
 def accept_propagated(prob: np.ndarray, prev: np.ndarray, threshold: float = 0.5,
                       min_area_px: int = MIN_AREA_PX, min_confidence: float = MIN_CONFIDENCE,
                       image_hu: np.ndarray | None = None, prev_hu: np.ndarray | None = None,
-                      ref_hu: np.ndarray | None = None) -> np.ndarray:
+                      ref_hu: np.ndarray | Sequence[np.ndarray] | None = None) -> np.ndarray:
     """The mask to keep from a propagated prediction, or an empty one where the structure ends.
 
     ``prob`` (Y, X) float, the prediction on the next slice; ``prev`` (Y, X) bool, the mask it
@@ -930,7 +930,7 @@ def accept_propagated(prob: np.ndarray, prev: np.ndarray, threshold: float = 0.5
     HU inside moved by more than ``max(HU_SHIFT_MIN, 2 × robust std)`` of the previous mask's
     (one structure keeps its intensity from slice to slice; a bowel loop or lung does not
     share the spleen's). ``ref_hu`` (1D HU values of the mask on the slice the propagation
-    started from) is checked the same way, so that a mask that drifts into a touching organ one
+    started from, or a tuple of such references, each of which must be met) is checked the same way, so that a mask that drifts into a touching organ one
     slice at a time (a liver into the right kidney) is stopped once it is no longer the clicked
     structure's intensity."""
     m = prob >= threshold
@@ -949,7 +949,8 @@ def accept_propagated(prob: np.ndarray, prev: np.ndarray, threshold: float = 0.5
         return np.zeros_like(m)
     if image_hu is not None and prev_hu is not None and intensity_jump_hu(image_hu[m], prev_hu[prev]) > 0:
         return np.zeros_like(m)
-    if image_hu is not None and ref_hu is not None and len(ref_hu) and intensity_jump_hu(image_hu[m], ref_hu) > 0:
+    refs = ref_hu if isinstance(ref_hu, (tuple, list)) else (ref_hu,)
+    if image_hu is not None and any(r is not None and len(r) and intensity_jump_hu(image_hu[m], r) > 0 for r in refs):
         return np.zeros_like(m)
     return m
 
@@ -1091,7 +1092,7 @@ class VolumeSession:
         return self.predictor.predict_prepared(grids, [shape] * len(zs), clicks, prevs, None, pis)
 
     def _propagation_step(self, zs: Sequence[int], prevs: Sequence[np.ndarray], prev_zs: Sequence[int],
-                          ref_hu: np.ndarray | None = None, clicks: Sequence[Sequence[Click]] | None = None) -> list[np.ndarray]:
+                          ref_hu: np.ndarray | Sequence[np.ndarray] | None = None, clicks: Sequence[Sequence[Click]] | None = None) -> list[np.ndarray]:
         """Masks for slices ``zs`` carried from the masks ``prevs`` of slices ``prev_zs`` (one batch);
         ``ref_hu``: the HU values inside the mask the propagation started from; ``clicks``: per
         slice, background clicks carried along (``_carried_negatives``; none by default)."""
@@ -1113,7 +1114,7 @@ class VolumeSession:
         return float(mask.sum()) * (grid / max(self.shape[1:])) ** 2
 
     def _find_small(self, out: list[np.ndarray], zs: Sequence[int], prevs: Sequence[np.ndarray], prev_zs: Sequence[int],
-                    ref_hu: np.ndarray | None) -> None:
+                    ref_hu: np.ndarray | Sequence[np.ndarray] | None) -> None:
         """Where a *small* carried mask (at most SMALL_CARRY_GRID_PX on the model's grid) came out
         empty, look for the structure again as a user would: a positive first click at the
         carried mask's deepest point, with the carried mask in the previous-mask channel. The
@@ -1148,7 +1149,7 @@ class VolumeSession:
         done = {step: 0 for step in (1, -1)}
         zr = self._reference_slice(z0)
         guides = {step: self._negatives_on(z0) for step in fronts}  # background clicks each run carries along
-        ref_hu = hu_sample(self.volume_hu[zr][self._mask[zr]])
+        ref_hu = self._reference_hu(zr)
         while fronts:
             zs, prevs, steps = [], [], []
             for step, z in list(fronts.items()):
@@ -1230,6 +1231,19 @@ class VolumeSession:
         dz = self.spacing_mm[0]
         return [c for zc, c, hu in guides if abs(z - zc) * dz <= self.carry_negative_mm and not prev[c.y, c.x]
                 and intensity_jump_hu(click_disk_hu(self.volume_hu[z], c), hu) == 0]
+
+    def _reference_hu(self, zr: int) -> tuple[np.ndarray, ...]:
+        """The structure's intensity for a propagation run (``accept_propagated``'s ``ref_hu``):
+        the HU inside the mask of reference slice ``zr``, and, where the user clicked positive on
+        more than one slice, also the HU of all those slices' masks pooled. A carried mask must
+        match both. The pooled one keeps a touching organ out where the nearest clicked slice is
+        a structure's end, whose mask mixes tissues (partial volume: a kidney's tip beside the
+        liver) and so tolerates almost any HU (docs/design.md, "Volumes")."""
+        refs = (hu_sample(self.volume_hu[zr][self._mask[zr]]),)
+        pos = sorted({zz for zz, c in self._clicks if c.positive and self._mask[zz].any()})
+        if len(pos) > 1:
+            refs += (hu_sample(np.concatenate([self.volume_hu[zz][self._mask[zz]] for zz in pos])),)
+        return refs
 
     def _reference_slice(self, z0: int) -> int:
         """The slice whose mask gives the structure's intensity for a propagation from ``z0``:

@@ -488,6 +488,32 @@ def test_a_background_click_near_the_end_keeps_the_clicked_structures_intensity_
     assert vs.slices_with_mask() == list(range(7, 20))  # not carried on from slice 7's own 85 HU
 
 
+def test_the_structures_intensity_pools_every_positively_clicked_slice():
+    """A structure at 200 HU on slices 9-19 whose end slice 8 mixes it with a touching organ
+    (a ramp 110-200 HU, as a kidney's tip beside the liver), the organ (110 HU) on slices 0-7, one
+    bright object throughout. A positive click on the end slice makes that slice the nearest
+    reference, which tolerates 110 HU; the pooled masks of both clicked slices do not: the mask
+    stays off the organ."""
+    vol, _ = _cylinder_volume(z0=0, z1=20)
+    obj = vol[0] > 0
+    xx = np.mgrid[: obj.shape[0], : obj.shape[1]][1]
+    for z in range(20):
+        vol[z][obj] = 200.0 if z >= 9 else 110.0
+    ramp = 110.0 + 90.0 * (xx - xx[obj].min()) / (xx[obj].max() - xx[obj].min())
+    vol[8][obj] = ramp[obj]
+    vs = VolumeSession(OraclePredictor(), vol)
+    vs.add_click(14, 20, 20, True)
+    assert vs.slices_with_mask() == list(range(9, 20))  # the ramp's median is 45 HU off: stop
+    from iunet.inference import accept_propagated
+
+    prob = obj.astype(np.float32)
+    # the end slice alone lets the organ through (its mask's spread tolerates 110 HU) ...
+    assert accept_propagated(prob, obj, image_hu=vol[7], prev_hu=vol[8], ref_hu=vol[8][obj]).any()
+    vs.add_click(8, 20, 26, True)  # the user adds the end slice
+    assert vs.slices_with_mask() == list(range(8, 20))  # ... the pooled reference does not
+    assert not vs.mask[:8].any()
+
+
 def test_accept_propagated_refuses_jumps_and_low_confidence():
     prev = np.zeros((40, 40), bool)
     prev[5:12, 5:12] = True
