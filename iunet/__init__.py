@@ -14,10 +14,14 @@ Typical use::
     session = iunet.Session(predictor, vol.hu[vol.n_slices // 2])
     mask = session.add_click(250, 300, positive=True)  # (Y, X) bool
     session.undo()
+    predictor3d = iunet.Predictor("weights/iunet_agnostic3d.safetensors")  # the model that propagates
+    volume = iunet.VolumeSession(predictor3d, vol.hu, spacing_mm=vol.spacing_mm)
+    mask3d = volume.add_click(z, y, x, positive=True)  # (Z, Y, X) bool, carried to the neighbouring slices
+    iunet.save_mask_nifti(vol, mask3d, "mask.nii.gz")   # on the input file's own voxel grid
 """
 from .clicks import Click, ClickSize, click_radius_px, encode_clicks
-from .ct_io import CTLoadError, CTVolume, load_ct, read_nifti_mask, save_mask_nifti
-from .inference import Predictor, Session, ZoomIn, propagate, resolve_device, step_sessions
+from .ct_io import CTLoadError, CTVolume, export_dicom_seg, load_ct, read_nifti_mask, save_mask_nifti, save_mask_png
+from .inference import Predictor, Session, VolumeSession, ZoomIn, ZoomOut, propagate, resolve_device, step_sessions
 from .losses import dice_loss, weighted_dice_loss
 from .metrics import auc, dice, noc
 from .model import Checkpoint, InputConfig, ModelConfig, UNet, load_checkpoint, read_header, save_checkpoint
@@ -28,8 +32,8 @@ from .windowing import WINDOW_PRESETS, apply_window, get_window, window_to_uint8
 __version__ = "0.1.0"
 __all__ = [
     "Click", "ClickSize", "click_radius_px", "encode_clicks",
-    "CTLoadError", "CTVolume", "load_ct", "read_nifti_mask", "save_mask_nifti",
-    "Predictor", "Session", "ZoomIn", "propagate", "resolve_device", "step_sessions",
+    "CTLoadError", "CTVolume", "export_dicom_seg", "load_ct", "read_nifti_mask", "save_mask_nifti", "save_mask_png",
+    "Predictor", "Session", "VolumeSession", "ZoomIn", "ZoomOut", "propagate", "resolve_device", "step_sessions",
     "dice_loss", "weighted_dice_loss", "auc", "dice", "noc",
     "Checkpoint", "InputConfig", "ModelConfig", "UNet", "load_checkpoint", "read_header", "save_checkpoint",
     "PROTOCOLS", "component_click", "next_clicks", "paper_pair", "ritm_click",

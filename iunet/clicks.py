@@ -63,6 +63,18 @@ class ClickSize:
     min_radius_px: float = MIN_RADIUS_PX
     max_radius_px: float = MAX_RADIUS_PX
 
+    def __post_init__(self) -> None:
+        # checked here, not at the second click (alpha) or never (a negative or NaN radius)
+        for name in ("radius_px", "min_radius_px", "max_radius_px"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (np.isfinite(v) and v > 0):
+                raise ValueError(f"ClickSize.{name} must be a number of pixels > 0, got {v!r}")
+        if self.min_radius_px > self.max_radius_px:
+            raise ValueError(f"ClickSize.min_radius_px ({self.min_radius_px}) exceeds max_radius_px ({self.max_radius_px})")
+        if self.alpha is not None and (isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float, np.integer, np.floating))
+                                       or not (np.isfinite(self.alpha) and self.alpha > 0)):
+            raise ValueError(f"ClickSize.alpha must be a number > 0 such as 1/800 (or None for a fixed radius), got {self.alpha!r}")
+
     def radius_for(self, mask_area_px: int | float | None) -> float:
         """Radius in px of the next click, given the current mask area in px (None/0 = no mask yet)."""
         return click_radius_px(

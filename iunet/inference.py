@@ -96,7 +96,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu")
     return dev
@@ -346,8 +349,12 @@ class Predictor:
     def predict(self, image_hu: np.ndarray, clicks: Sequence[Click] = (), prev_mask: np.ndarray | None = None,
                 prev_image_hu: np.ndarray | None = None) -> np.ndarray:
         """Probability map (Y, X) float32 for one HU slice and its clicks; ``prev_image_hu``: the
-        HU slice (same size) the previous mask was drawn on, for models with ``prev_image``."""
-        img = np.asarray(image_hu)
+        HU slice (same size) the previous mask was drawn on, for models with ``prev_image``;
+        ``prev_mask`` (Y, X) like the slice."""
+        if np.ndim(image_hu) != 2:
+            raise ValueError(f"expected one 2D slice (Y, X), got shape {np.shape(image_hu)}")
+        img = check_hu(image_hu, "the slice")
+        _check_prev_mask(prev_mask, img.shape)
         pi = None if prev_image_hu is None else [self._prepare_like(prev_image_hu, img.shape)]
         return self.predict_prepared([self.prepare(img)], [img.shape], [list(clicks)], [prev_mask], None, pi)[0]
 
@@ -359,8 +366,16 @@ class Predictor:
         prev_images_hu: Sequence[np.ndarray | None] | None = None,
     ) -> list[np.ndarray]:
         """Probability maps for several slices (any sizes) in one forward pass; ``prev_images_hu``
-        as ``predict``'s ``prev_image_hu``, per slice."""
+        as ``predict``'s ``prev_image_hu``, per slice. ``clicks`` (and ``prev_masks``,
+        ``prev_images_hu`` when given): one entry per slice."""
+        n = len(images_hu)
+        for name, seq in (("clicks", clicks), ("prev_masks", prev_masks), ("prev_images_hu", prev_images_hu)):
+            if seq is not None and len(seq) != n:
+                raise ValueError(f"predict_batch: {n} slices but {len(seq)} entries in {name} (one per slice)")
+        images_hu = [check_hu(im, f"slice {i}") for i, im in enumerate(images_hu)]
         shapes = [np.asarray(im).shape for im in images_hu]
+        for pm, sh in zip(prev_masks or [], shapes):
+            _check_prev_mask(pm, sh)
         pis = None if prev_images_hu is None else [
             None if p is None else self._prepare_like(p, sh) for p, sh in zip(prev_images_hu, shapes)]
         return self.predict_prepared([self.prepare(im) for im in images_hu], shapes, clicks, prev_masks, None, pis)
@@ -369,6 +384,12 @@ class Predictor:
         if np.shape(image_hu) != tuple(shape_yx):
             raise ValueError(f"the previous mask's slice {np.shape(image_hu)} must have the slice's shape {tuple(shape_yx)}")
         return self.prepare(image_hu)
+
+
+def _check_prev_mask(prev_mask: np.ndarray | None, shape_yx: tuple[int, ...]) -> None:
+    """A previous mask must lie on its slice's pixels (it would otherwise be stretched to fit)."""
+    if prev_mask is not None and np.shape(prev_mask) != tuple(shape_yx):
+        raise ValueError(f"the previous mask {np.shape(prev_mask)} must have the slice's shape {tuple(shape_yx)}")
 
 
 @dataclass(frozen=True)
@@ -704,6 +725,64 @@ class _State:
     zoomed_in: bool = False  # this prediction was made on ZoomOut's zoomed-in view (a first click)
 
 
+def pixel_index(value, name: str) -> int:
+    """``value`` as a pixel or slice index: a Python or NumPy integer, or a float that is a whole
+    number (``60.0``); ValueError for anything else (``60.7``, NaN, a string, a bool, an array),
+    which ``int()`` would truncate or turn into a less helpful error."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise ValueError(f"{name} must be an integer pixel index, got {value!r} ({type(value).__name__})")
+    if isinstance(value, (float, np.floating)) and not (np.isfinite(value) and float(value).is_integer()):
+        raise ValueError(f"{name} must be a whole pixel index, got {value!r}; round sub-pixel coordinates first")
+    return int(value)
+
+
+def click_polarity(positive) -> bool:
+    """``positive`` as a click's polarity: True / False (Python or NumPy bools, or 1 / 0);
+    ValueError for anything else (``"no"`` would otherwise count as a foreground click)."""
+    if isinstance(positive, (bool, np.bool_)):
+        return bool(positive)
+    if isinstance(positive, (int, np.integer)) and positive in (0, 1):
+        return bool(positive)
+    raise ValueError(f"positive must be True (foreground) or False (background), got {positive!r}")
+
+
+def check_hu(image_hu: np.ndarray, what: str) -> np.ndarray:
+    """``image_hu`` as float32, after checking that it holds real, finite numbers: NaN or infinite
+    HU would give an empty or meaningless mask without a word, a boolean or complex array is
+    not a CT (a mask passed as the image?)."""
+    arr = np.asarray(image_hu)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{what} must hold Hounsfield units as real numbers, got dtype {arr.dtype}")
+    img = arr.astype(np.float32, copy=False)
+    if not np.isfinite(img.sum(dtype=np.float64)):  # one pass without a temporary: NaN / inf make the sum so
+        n_bad = int(img.size - np.count_nonzero(np.isfinite(img)))
+        raise ValueError(f"{what} holds {n_bad} value(s) that are NaN or infinite (or too large for float32); "
+                         "a CT must hold finite Hounsfield units everywhere")
+    return img
+
+
+def check_threshold(threshold: float) -> float:
+    """The probability threshold of a mask, strictly between 0 and 1."""
+    if isinstance(threshold, (bool, np.bool_)) or not isinstance(threshold, (int, float, np.integer, np.floating)) \
+            or not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"threshold must be a probability strictly between 0 and 1 (e.g. 0.5), got {threshold!r}")
+    return float(threshold)
+
+
+def binary_mask(mask: np.ndarray, what: str) -> np.ndarray:
+    """``mask`` as bool, after checking that it is one: bool, or numbers that are all 0 or 1
+    (a probability map would otherwise become a mask of everything above 0)."""
+    m = np.asarray(mask)
+    if m.dtype == bool:
+        return m
+    if not (np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)):
+        raise ValueError(f"{what} must be a boolean mask, got dtype {m.dtype}")
+    if m.size and not np.isin(m, (0, 1)).all():
+        raise ValueError(f"{what} must be a boolean mask (or 0 / 1); it holds other values "
+                         f"({m.min()}…{m.max()}): threshold probabilities first")
+    return m.astype(bool)
+
+
 def _require_interactive(predictor: Predictor, what: str) -> None:
     """Sessions are for models that take clicks; an automatic U-Net (``interactive`` False) would
     ignore every click and give the same mask whatever the user does."""
@@ -739,13 +818,16 @@ class Session:
         IU-Net is, and ``zoom_out``'s focus view (a refinement of the previous mask) is not used
         (a diagnostic, docs/design.md, "The previous mask and random clicks")."""
         _require_interactive(predictor, "Session")
-        img = np.asarray(image_hu, dtype=np.float32)
-        if img.ndim != 2 or min(img.shape) < 2:
-            raise ValueError(f"a session needs one 2D slice, got shape {img.shape}")
+        if np.ndim(image_hu) != 2 or min(np.shape(image_hu)) < 2:
+            raise ValueError(f"a session needs one 2D slice (Y, X) of at least 2×2 pixels, got shape {np.shape(image_hu)}"
+                             + (" (for a volume (Z, Y, X) use VolumeSession)" if np.ndim(image_hu) == 3 else ""))
+        img = check_hu(image_hu, "the slice")
+        if click_size is not None and not isinstance(click_size, ClickSize):
+            raise ValueError(f"click_size must be a ClickSize (e.g. ClickSize(5.0) or ClickSize(alpha=1/800)), got {click_size!r}")
         self.predictor = predictor
         self.image_hu = img
         self.click_size = click_size or ClickSize(predictor.inputs.default_radius_px, predictor.inputs.alpha)
-        self.threshold = threshold
+        self.threshold = check_threshold(threshold)
         self.zoom = zoom
         self.zoom_out = zoom_out
         self.prev_mask = prev_mask
@@ -753,6 +835,8 @@ class Session:
         if initial_mask is not None and np.asarray(initial_mask).shape != img.shape:
             raise ValueError(f"initial mask {np.asarray(initial_mask).shape} does not match the slice {img.shape}")
         start = None if initial_mask is None else np.asarray(initial_mask, dtype=np.float32)
+        if start is not None and not (np.isfinite(start).all() and start.min() >= 0.0 and start.max() <= 1.0):
+            raise ValueError("initial mask must be a mask (bool) or probabilities in 0…1, without NaN")
         self._history: list[_State] = [_State((), start)]
         self.last_latency_ms: float | None = None
 
@@ -788,11 +872,12 @@ class Session:
     def make_click(self, y: int, x: int, positive: bool) -> Click:
         """The click a user at (y, x) makes now, with its radius (a click that agrees with the
         mask so far no larger than its distance to the mask's border: ``agreeing_radius_px``);
-        raises ValueError outside the image."""
+        raises ValueError outside the image, for coordinates that are not whole pixel indices
+        (``pixel_index``) and for a ``positive`` that is not a bool."""
         h, w = self.shape
-        if not (0 <= int(y) < h and 0 <= int(x) < w):
+        y, x, positive = pixel_index(y, "y"), pixel_index(x, "x"), click_polarity(positive)
+        if not (0 <= y < h and 0 <= x < w):
             raise ValueError(f"click at (y={y}, x={x}) is outside the image ({h}×{w} pixels)")
-        y, x, positive = int(y), int(x), bool(positive)
         return Click(y, x, positive, agreeing_radius_px(self.mask, y, x, positive, self.next_radius_px, self.click_size.min_radius_px))
 
     @property
@@ -841,6 +926,7 @@ class Session:
         return True
 
     def reset(self) -> None:
+        """Forget every click and go back to the session's start (the initial mask, if any); not undoable."""
         self._history = [self._history[0]]
 
 
@@ -1018,13 +1104,21 @@ class VolumeSession:
         regrow_limit: float = REGROW_LIMIT,
     ):
         _require_interactive(predictor, "VolumeSession")
-        vol = np.asarray(volume_hu, dtype=np.float32)
-        if vol.ndim != 3 or min(vol.shape[1:]) < 2:
-            raise ValueError(f"a volume session needs a volume (Z, Y, X), got shape {vol.shape}")
+        shape = np.shape(volume_hu)
+        if len(shape) != 3 or shape[0] < 1 or min(shape[1:]) < 2:
+            raise ValueError(f"a volume session needs a volume (Z, Y, X) of at least one slice of 2×2 pixels, got shape {shape}"
+                             + (" (for one slice (Y, X) use Session, or pass volume[None])" if len(shape) == 2 else ""))
+        vol = check_hu(volume_hu, "the volume")
+        if click_size is not None and not isinstance(click_size, ClickSize):
+            raise ValueError(f"click_size must be a ClickSize (e.g. ClickSize(5.0) or ClickSize(alpha=1/800)), got {click_size!r}")
+        if spacing_mm is not None:
+            sp = np.asarray(spacing_mm, dtype=np.float64) if np.ndim(spacing_mm) == 1 else None
+            if sp is None or sp.shape != (3,) or not (np.isfinite(sp).all() and (sp > 0).all()):
+                raise ValueError(f"spacing_mm must be three voxel sizes (z, y, x) in mm, each > 0 (e.g. CTVolume.spacing_mm), got {spacing_mm!r}")
         self.predictor = predictor
         self.volume_hu = vol
         self.click_size = click_size or ClickSize(predictor.inputs.default_radius_px, predictor.inputs.alpha)
-        self.threshold = threshold
+        self.threshold = check_threshold(threshold)
         self.spacing_mm = None if spacing_mm is None else tuple(float(v) for v in spacing_mm)
         self.max_slices = max_slices  # propagation reach in each direction (None = the whole volume)
         self.same_dice = same_dice  # a re-propagated slice this close to its old mask: stop there
@@ -1073,7 +1167,16 @@ class VolumeSession:
         return float(self._mask.sum()) * float(np.prod(self.spacing_mm)) / 1000.0
 
     def next_radius_px(self, z: int) -> float:
-        return self.click_size.radius_for(int(self._mask[z].sum()))
+        """Radius the next click on slice ``z`` will get (dynamic size follows that slice's mask)."""
+        return self.click_size.radius_for(int(self._mask[self._slice(z)].sum()))
+
+    def _slice(self, z) -> int:
+        """``z`` as a slice index of this volume; ValueError outside 0 … Z-1 (a negative index
+        would otherwise count from the end, as in numpy)."""
+        z = pixel_index(z, "slice z")
+        if not 0 <= z < self.shape[0]:
+            raise ValueError(f"slice {z} is outside the volume of {self.shape[0]} slices (0…{self.shape[0] - 1})")
+        return z
 
     # -- model ---------------------------------------------------------------------------
     def _grid(self, z: int) -> torch.Tensor:
@@ -1305,11 +1408,14 @@ class VolumeSession:
     # -- actions ---------------------------------------------------------------------------
     def add_click(self, z: int, y: int, x: int, positive: bool = True, propagate: bool = True) -> np.ndarray:
         """Click on slice ``z`` at (y, x); update the slice, then (``propagate``) its neighbours.
-        Returns the 3D mask (Z, Y, X) bool. Raises ValueError outside the volume."""
+        Returns the 3D mask (Z, Y, X) bool, a read-only view of the session's mask that later
+        clicks, undo and clear change (``.copy()`` it to keep it). Raises ValueError outside the volume, for
+        coordinates that are not whole indices and for a ``positive`` that is not a bool."""
         nz, h, w = self.shape
-        if not (0 <= int(z) < nz and 0 <= int(y) < h and 0 <= int(x) < w):
+        z, y, x = pixel_index(z, "z"), pixel_index(y, "y"), pixel_index(x, "x")
+        positive = click_polarity(positive)
+        if not (0 <= z < nz and 0 <= y < h and 0 <= x < w):
             raise ValueError(f"click at (z={z}, y={y}, x={x}) is outside the volume ({nz} slices of {h}×{w} pixels)")
-        z, y, x, positive = int(z), int(y), int(x), bool(positive)
         t0 = time.perf_counter()
         click = Click(y, x, positive, agreeing_radius_px(self._mask[z], y, x, positive, self.next_radius_px(z), self.click_size.min_radius_px))
         edit = _Edit(self._clicks, {}, self._zoomed)
@@ -1348,9 +1454,7 @@ class VolumeSession:
         into any tissue the new mask holds (as ``set_slice_mask``). Returns the 3D mask
         (Z, Y, X) bool. ValueError for another view name, or unless the slice's clicks are one
         foreground click."""
-        z = int(z)
-        if not 0 <= z < self.shape[0]:
-            raise ValueError(f"slice {z} is outside the volume of {self.shape[0]} slices")
+        z = self._slice(z)
         clicks = self.slice_clicks(z)
         _check_first_click(clicks, f"slice {z}")
         t0 = time.perf_counter()
@@ -1365,12 +1469,15 @@ class VolumeSession:
     def set_slice_mask(self, z: int, mask: np.ndarray, propagate: bool = True, stop_when_same: bool = True,
                        max_slices: int | None = None) -> np.ndarray:
         """Put a mask on slice ``z`` (e.g. one drawn elsewhere) and propagate from it; undoable.
-        The masks it carries may grow into any tissue the mask itself holds (``_regrown``)."""
-        m = np.asarray(mask, bool)
-        if m.shape != self.shape[1:]:
-            raise ValueError(f"mask {m.shape} does not match the slices {self.shape[1:]}")
-        grow_hu = hu_sample(self.volume_hu[int(z)][m]) if m.any() else None
-        return self._commit(_Edit(self._clicks, {}, self._zoomed), int(z), m, time.perf_counter(), propagate, stop_when_same,
+        The masks it carries may grow into any tissue the mask itself holds (``_regrown``).
+        ``mask`` (Y, X): bool or 0 / 1 (ValueError for probabilities, another shape or a slice
+        outside the volume). Returns the 3D mask (Z, Y, X) bool."""
+        z = self._slice(z)
+        if np.shape(mask) != self.shape[1:]:
+            raise ValueError(f"mask {np.shape(mask)} does not match the slices {self.shape[1:]}")
+        m = binary_mask(mask, "the slice's mask")
+        grow_hu = hu_sample(self.volume_hu[z][m]) if m.any() else None
+        return self._commit(_Edit(self._clicks, {}, self._zoomed), z, m, time.perf_counter(), propagate, stop_when_same,
                             max_slices, grow_hu)
 
     def _commit(self, edit: _Edit, z: int, m: np.ndarray, t0: float, propagate: bool,
@@ -1389,7 +1496,9 @@ class VolumeSession:
 
     def propagate_from(self, z: int, max_slices: int | None = None) -> np.ndarray:
         """Carry the mask of slice ``z`` through the volume, at most ``max_slices`` each way
-        (default: the session's reach), recomputing every slice on the way (undoable)."""
+        (default: the session's reach), recomputing every slice on the way (undoable). Returns
+        the 3D mask (Z, Y, X) bool."""
+        z = self._slice(z)
         return self.set_slice_mask(z, self._mask[z].copy(), propagate=True, stop_when_same=False, max_slices=max_slices)
 
     @property
@@ -1442,14 +1551,14 @@ def propagate(
 ) -> np.ndarray:
     """Carry a mask from slice ``start_index`` through its neighbours, both directions, with the
     same engine as ``VolumeSession`` (``accept_propagated`` decides where the structure ends).
-    ``volume_hu``: (Z, Y, X); returns a (Z, Y, X) bool volume."""
-    vol = np.asarray(volume_hu, dtype=np.float32)
-    if vol.ndim != 3:
-        raise ValueError(f"propagation needs a volume (Z, Y, X), got shape {vol.shape}")
-    if not 0 <= start_index < vol.shape[0]:
-        raise ValueError(f"slice {start_index} is outside the volume of {vol.shape[0]} slices")
-    vs = VolumeSession(predictor, vol, click_size, max_slices=max_slices)
-    vs.set_slice_mask(start_index, np.asarray(start_mask, bool), propagate=False)
-    if np.asarray(start_mask).sum() >= min_area_px:
+    ``volume_hu``: (Z, Y, X); ``start_mask`` (Y, X) bool or 0 / 1; returns a (Z, Y, X) bool volume."""
+    if np.ndim(volume_hu) != 3:
+        raise ValueError(f"propagation needs a volume (Z, Y, X), got shape {np.shape(volume_hu)}")
+    start_index = pixel_index(start_index, "start_index")
+    if not 0 <= start_index < np.shape(volume_hu)[0]:
+        raise ValueError(f"slice {start_index} is outside the volume of {np.shape(volume_hu)[0]} slices")
+    vs = VolumeSession(predictor, volume_hu, click_size, max_slices=max_slices)
+    vs.set_slice_mask(start_index, start_mask, propagate=False)
+    if vs.mask[start_index].sum() >= min_area_px:
         vs.propagate_from(start_index)
     return vs.mask.copy()

@@ -144,7 +144,7 @@ def export_dicom_seg(
 
     Args:
         volume: a DICOM CTVolume (``kind == "dicom"``, ``slice_sources`` filled by ``load_ct``).
-        mask_zyx: (Z, Y, X) bool in display orientation, like ``volume.hu``.
+        mask_zyx: (Z, Y, X) bool (or 0 / 1) in display orientation, like ``volume.hu``.
         path: the output file.
 
     Each segmentation frame is the mask on one source image, in that image's own rows and
@@ -154,7 +154,8 @@ def export_dicom_seg(
     Returns:
         a :class:`DicomSegExport` (path, number of frames, Frame of Reference UID, assumptions).
     Raises:
-        ValueError: a non-DICOM input, an empty mask, a mask of the wrong shape, or source images
+        ValueError: a non-DICOM input, an empty mask, a mask of the wrong shape or one that is not
+            binary (probabilities, labels above 1), or source images
             that cannot be referenced (no SOP Instance UID).
     """
     import highdicom as hd
@@ -162,9 +163,15 @@ def export_dicom_seg(
 
     if volume.kind != "dicom" or not volume.slice_sources:
         raise ValueError("DICOM-SEG export needs a DICOM input; use NIfTI or PNG for this image.")
-    mask = np.asarray(mask_zyx, bool)
+    mask = np.asarray(mask_zyx)
     if mask.shape != volume.hu.shape:
         raise ValueError(f"the mask is {mask.shape}, expected the volume's (Z, Y, X) = {volume.hu.shape}")
+    if mask.dtype != bool:  # 0 / 1 numbers are a mask; probabilities are not (each value > 0 would be foreground)
+        numeric = np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)
+        if not numeric or not np.isin(mask, (0, 1)).all():
+            raise ValueError("the mask must be boolean (or 0 / 1) for a binary DICOM-SEG; threshold probabilities "
+                             f"first (got dtype {mask.dtype}{'' if not numeric else f', values {mask.min()}…{mask.max()}'})")
+        mask = mask.astype(bool)
     if not mask.any():
         raise ValueError("Nothing to export: the mask is empty. Click on the object first.")
     src = volume.to_source_xyz(mask.astype(np.uint8))  # (col, row, source slice k)

@@ -77,15 +77,19 @@ def save_mask_nifti(volume: CTVolume, mask_zyx: np.ndarray, path: PathLike, *, s
 
 
 def save_mask_png(mask_yx: np.ndarray, path: PathLike) -> Path:
-    """Write one (Y, X) mask as an 8-bit greyscale PNG (0 background, 255 foreground), display orientation."""
+    """Write one (Y, X) mask as an 8-bit greyscale PNG (0 background, 255 foreground), display orientation.
+
+    ``mask_yx``: bool or integer labels 0–255 (any label > 0 is foreground); probabilities are
+    refused (ValueError), as by :func:`save_mask_nifti`: threshold them first."""
     from PIL import Image
 
     mask = np.asarray(mask_yx)
     if mask.ndim != 2:
         raise ValueError(f"a PNG holds one (Y, X) slice, got a mask of shape {mask.shape}")
+    labels = _as_label_uint8(mask)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.where(mask.astype(bool), 255, 0).astype(np.uint8), mode="L").save(path)
+    Image.fromarray(np.where(labels > 0, 255, 0).astype(np.uint8), mode="L").save(path)
     return path
 
 
@@ -98,6 +102,8 @@ def read_nifti_mask(path: PathLike, like: CTVolume) -> np.ndarray:
     Raises:
         CTLoadError: unreadable or damaged file, non-integer labels, or a grid that differs from the image's.
     """
+    if not isinstance(like, CTVolume):
+        raise ValueError(f"like must be the CTVolume the label belongs to (from load_ct), got {type(like).__name__}")
     path = Path(path)
     what = f"The label file '{path.name}'"
     check_file(path)
