@@ -180,6 +180,25 @@ def test_second_upload_replaces_the_image_and_big_uploads_say_why(server, page, 
     expect(page.locator("#info")).to_contain_text("60×40")  # the image you had stays
 
 
+def test_a_detached_nrrd_header_and_its_data_dropped_together(server, page, tmp_path):
+    """3D Slicer's .nhdr + .raw.gz pair in one upload: the volume opens, named after the header."""
+    import SimpleITK as sitk
+
+    vol = np.full((6, 48, 64), -100, np.int16)
+    vol[1:5, 10:30, 20:50] = 60
+    img = sitk.GetImageFromArray(vol)
+    img.SetSpacing((0.8, 0.8, 2.5))
+    sitk.WriteImage(img, str(tmp_path / "slicer_case.nhdr"), True)
+    files = sorted(str(p) for p in tmp_path.iterdir() if p.name.startswith("slicer_case"))
+    assert len(files) == 2  # the header and its data file
+    expect = playwright_sync.expect
+    page.goto(server)
+    page.locator("#upload input[type=file]").set_input_files(files)
+    expect(page.locator("#info")).to_contain_text("64×48", timeout=60_000)
+    expect(page.locator("#info")).to_contain_text("NRRD volume, 6 slices")
+    expect(page.locator("#status")).to_contain_text("Loaded slicer_case")
+
+
 def test_layout_fits_1280x720_and_propagation_shows_3d_mask(server, browser, tmp_path):
     """On a 1280×720 screen the info, Propagate and Export are visible without scrolling; after
     propagation the mask shows on other slices as the slider moves."""
