@@ -8,10 +8,11 @@ Two layouts are read (:func:`find_cases`):
   resource files, which are skipped. A case's name is its file name without ``.nii.gz``
   (``spleen_8``, ``colon_001``); its target is every label > 0 (or ``--label-ids``).
 - **One patient with one mask per structure**: a folder with the CT (a DICOM series folder or
-  .zip ``PATIENT_DICOM``, ``ct``, ``image``, or a NIfTI ``ct.nii.gz`` / ``image.nii.gz``) and a
-  masks folder or .zip (``MASKS_DICOM``, ``masks``, ``segmentations``) holding one mask per
-  structure: a DICOM series folder ``<structure>/`` (0 = background) or a NIfTI
-  ``<structure>.nii.gz`` on the CT's grid. This is 3D-IRCADb's layout (``PATIENT_DICOM/`` +
+  .zip ``PATIENT_DICOM``, ``ct``, ``image``, or a file ``ct`` / ``image`` ``.nii.gz``, ``.nrrd``
+  or ``.mha``, or a detached ``.nhdr`` / ``.mhd``) and a masks folder or .zip (``MASKS_DICOM``,
+  ``masks``, ``segmentations``) holding one mask per structure: a DICOM series folder
+  ``<structure>/`` (0 = background) or a file ``<structure>.nii.gz`` / ``.nrrd`` / ``.mha``
+  (3D Slicer's and ITK's formats; in a folder also ``.nhdr`` / ``.mhd``) on the CT's grid. This is 3D-IRCADb's layout (``PATIENT_DICOM/`` +
   ``MASKS_DICOM.zip``) and TotalSegmentator's (``ct.nii.gz`` + ``segmentations/``). Each
   structure is a case named ``<folder>:<structure>`` (``ircadb_patient1:liver``), so results are
   reported per structure and ``--cases`` picks structures.
@@ -34,10 +35,15 @@ import nibabel as nib
 import numpy as np
 
 from iunet.ct_io import CTLoadError, load_ct, read_nifti_mask
+from iunet.io.nifti import has_nifti_suffix
 from iunet.data import choose_target, render_ct, synthetic_labels
 
 SLICE_MODES = ("all", "largest")
-IMAGE_SOURCES = ("PATIENT_DICOM", "PATIENT_DICOM.zip", "ct", "ct.zip", "image", "image.zip", "ct.nii.gz", "ct.nii", "image.nii.gz", "image.nii")
+IMAGE_SOURCES = ("PATIENT_DICOM", "PATIENT_DICOM.zip", "ct", "ct.zip", "image", "image.zip", "ct.nii.gz", "ct.nii", "image.nii.gz", "image.nii",
+                 "ct.nrrd", "ct.nhdr", "ct.mha", "ct.mhd", "image.nrrd", "image.nhdr", "image.mha", "image.mhd")
+# A structure's mask file: NIfTI, NRRD or MetaImage (in a .zip only the single-file ones)
+MASK_FILE = re.compile(r"\.(nii(\.gz)?|nrrd|nhdr|mha|mhd)$", re.IGNORECASE)
+ZIP_MASK_FILE = re.compile(r"\.(nii(\.gz)?|nrrd|mha)$", re.IGNORECASE)
 MASK_SOURCES = ("MASKS_DICOM", "MASKS_DICOM.zip", "masks", "masks.zip", "segmentations", "segmentations.zip")
 STRUCTURE_SEP = ":"  # case name = <patient folder>:<structure>
 
@@ -59,7 +65,7 @@ class Case:
 
 
 def _case_name(path: Path) -> str:
-    return re.sub(r"\.nii(\.gz)?$", "", path.name)
+    return MASK_FILE.sub("", path.name)
 
 
 def _natural_key(name: str) -> list:
@@ -109,7 +115,7 @@ def _zip_structures(path: Path) -> dict[str, str]:
         pp = PurePosixPath(n)
         if pp.name.startswith(".") or "__MACOSX" in pp.parts:
             continue
-        if re.search(r"\.nii(\.gz)?$", pp.name):
+        if ZIP_MASK_FILE.search(pp.name):
             out.setdefault(_case_name(Path(pp.name)), n)
         elif len(pp.parts) >= 2:
             out.setdefault(pp.parts[-2], str(pp.parent) + "/")
@@ -134,7 +140,7 @@ def structure_cases(folder: str | Path) -> list[Case]:
                 continue
             if entry.is_dir():
                 cases.append(Case(f"{folder.name}{STRUCTURE_SEP}{entry.name}", image, entry, entry.name))
-            elif re.search(r"\.nii(\.gz)?$", entry.name):
+            elif MASK_FILE.search(entry.name):
                 name = _case_name(entry)
                 cases.append(Case(f"{folder.name}{STRUCTURE_SEP}{name}", image, entry, name))
     else:
@@ -218,13 +224,18 @@ def _structure_mask(case: Case, vol) -> np.ndarray:
             for n in members:
                 zf.extract(n, tmp)
             mask = load_ct(Path(tmp) / case.member)
-    elif case.member is not None:  # a NIfTI inside a .zip
+    elif case.member is not None:  # one mask file inside a .zip
         with tempfile.TemporaryDirectory(prefix="benchmark_mask_") as tmp, zipfile.ZipFile(case.label) as zf:
-            return read_nifti_mask(zf.extract(case.member, tmp), like=vol) > 0
+            path = Path(zf.extract(case.member, tmp))
+            if has_nifti_suffix(path):
+                return read_nifti_mask(path, like=vol) > 0
+            mask = load_ct(path)
     elif case.label.is_dir():
         mask = load_ct(case.label)
-    else:
+    elif has_nifti_suffix(case.label):
         return read_nifti_mask(case.label, like=vol) > 0
+    else:  # an NRRD or MetaImage mask (0 = background), read as a volume and checked against the CT's grid
+        mask = load_ct(case.label)
     if mask.hu.shape != vol.hu.shape or not np.allclose(mask.affine_ras, vol.affine_ras, atol=1e-3):
         raise CTLoadError(
             f"the mask of {case.structure!r} ({mask.description}) is not on the CT's grid ({vol.description}); "

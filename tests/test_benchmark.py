@@ -17,6 +17,7 @@ import sys
 import tarfile
 import threading
 import time
+import zipfile
 from dataclasses import asdict, replace
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -669,10 +670,37 @@ def test_structure_layout_nifti_masks(patient):
     assert datasets.select_cases(cases, ["pat:slab"]) == [cases[1]]
 
 
+def test_structure_layout_nrrd_and_metaimage(patient, tmp_path):
+    """The same patient as 3D Slicer / ITK files: ct.mha, masks as .nrrd, a detached .nhdr, and a
+    .zip of .mha masks; the volumes and targets are the NIfTI patient's."""
+    import shutil
+
+    import SimpleITK as sitk
+
+    root = tmp_path / "slicer_pat"
+    (root / "masks").mkdir(parents=True)
+    sitk.WriteImage(sitk.ReadImage(str(patient / "ct.nii.gz")), str(root / "ct.mha"), True)
+    sitk.WriteImage(sitk.ReadImage(str(patient / "masks" / "ball.nii.gz")), str(root / "masks" / "ball.nrrd"), True)
+    sitk.WriteImage(sitk.ReadImage(str(patient / "masks" / "slab.nii.gz")), str(root / "masks" / "slab.nhdr"), True)
+    cases = datasets.find_cases(root)
+    assert [c.name for c in cases] == ["slicer_pat:ball", "slicer_pat:slab"]
+    ref = {c.structure: datasets.load_volume(c) for c in datasets.find_cases(patient)}
+    for c in cases:
+        hu, gt, spacing = datasets.load_volume(c)
+        np.testing.assert_array_equal(hu, ref[c.structure][0])
+        np.testing.assert_array_equal(gt, ref[c.structure][1])
+        assert spacing == pytest.approx(ref[c.structure][2])
+    shutil.rmtree(root / "masks")
+    sitk.WriteImage(sitk.ReadImage(str(patient / "masks" / "ball.nii.gz")), str(tmp_path / "ball.mha"))
+    with zipfile.ZipFile(root / "masks.zip", "w") as zf:
+        zf.write(tmp_path / "ball.mha", "masks/ball.mha")
+    (case,) = datasets.find_cases(root)
+    assert case.name == "slicer_pat:ball"
+    np.testing.assert_array_equal(datasets.load_volume(case)[1], ref["ball"][1])
+
+
 def test_structure_layout_dicom_series_and_masks_zip(tmp_path):
     """3D-IRCADb's layout: PATIENT_DICOM/ (a series) + MASKS_DICOM.zip (a series per structure, 0/255)."""
-    import zipfile
-
     from pydicom.uid import generate_uid
 
     from conftest import ct_dataset
