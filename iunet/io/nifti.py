@@ -16,13 +16,13 @@ from typing import Sequence
 import nibabel as nib
 import numpy as np
 
+from .rawdata import inflate
 from .volume import CTLoadError, CTVolume, check_display_size, display_shape_xyz, finish_volume, format_bytes, orientation_note, repair_affine
 
 _NIFTI1_MAGIC = (b"n+1\x00",)
 _NIFTI2_MAGIC = (b"n+2\x00",)
 _PAIR_MAGIC = (b"ni1\x00", b"ni2\x00")  # header of a two-file .hdr/.img pair
 _HEADER_BYTES = 540  # NIfTI-2 header; NIfTI-1 uses the first 348
-_CHUNK_BYTES = 1 << 20
 
 
 def is_gzip(path: Path) -> bool:
@@ -113,41 +113,13 @@ def _expected_bytes(header) -> int:
 
 
 def gunzip_verified(path: Path, what: str, max_bytes: int) -> bytes:
-    """Decompress a whole gzip file, verifying every member's CRC-32 and length.
+    """Decompress a whole gzip file, verifying every member's CRC-32 and length
+    (:func:`.rawdata.inflate`; only zero bytes may follow the last member).
 
     Raises CTLoadError for a damaged stream (bad CRC, bad length, invalid data, truncated) or
     when the content is longer than ``max_bytes`` (a header that lies about its size).
     """
-    data = path.read_bytes()
-    out = bytearray()
-    pos = 0
-    while pos < len(data):
-        if data[pos : pos + 2] != b"\x1f\x8b":
-            if not data[pos:].strip(b"\x00"):
-                break  # zero padding after the last member is allowed by gzip
-            raise CTLoadError(f"{what} is damaged: unexpected bytes after the compressed data.")
-        d = zlib.decompressobj(wbits=31)  # one gzip member (header, deflate data, CRC-32, ISIZE)
-        try:
-            out += d.decompress(memoryview(data)[pos:], max(max_bytes - len(out), 0) + 1)
-            while d.unconsumed_tail and len(out) <= max_bytes:
-                out += d.decompress(d.unconsumed_tail, max(max_bytes - len(out), 0) + 1)
-        except zlib.error as exc:
-            message = str(exc)
-            reason = "its checksum (CRC-32) does not match" if "incorrect data check" in message else (
-                "its length does not match" if "incorrect length check" in message else "the compressed data is invalid")
-            raise CTLoadError(
-                f"{what} is damaged: {reason}. The file was changed or corrupted after it was written; "
-                "download or export it again."
-            ) from exc
-        if len(out) > max_bytes:
-            raise CTLoadError(
-                f"{what} unpacks to more than {format_bytes(max_bytes)}, more than its header declares; "
-                "the file is damaged or not a NIfTI volume."
-            )
-        if not d.eof:
-            raise CTLoadError(f"{what} is truncated: the compressed data ends early; the upload or copy may have failed.")
-        pos = len(data) - len(d.unused_data)
-    return bytes(out)
+    return inflate(path.read_bytes(), "zlib", max_bytes, what, padding=b"\x00")
 
 
 def load_nifti(path: Path, what: str, max_voxels: int | None = None) -> CTVolume:

@@ -106,9 +106,11 @@ def data_file(name: str, header: Path, given: Sequence[Path], what: str) -> Path
     )
 
 
-def inflate(data: bytes, codec: str, max_bytes: int, what: str) -> bytes:
-    """Decompress ``data`` (``codec``: "zlib" for a zlib or gzip stream, "bzip2") to at most
-    ``max_bytes`` + 1 bytes; CTLoadError for a damaged or truncated stream."""
+def inflate(data: bytes, codec: str, max_bytes: int, what: str, padding: bytes = b"\x00\r\n") -> bytes:
+    """Decompress ``data`` (``codec``: "zlib" for a zlib stream or one or more gzip members, each
+    member's CRC-32 and length verified; "bzip2") to at most ``max_bytes`` + 1 bytes; CTLoadError
+    for a damaged or truncated stream, for more than ``max_bytes``, and for bytes after the last
+    member other than ``padding``. (The NIfTI reader's ``gunzip_verified`` too.)"""
     out = bytearray()
     try:
         if codec == "bzip2":
@@ -120,7 +122,7 @@ def inflate(data: bytes, codec: str, max_bytes: int, what: str) -> bytes:
             done = False
             while pos < len(data) and len(out) <= max_bytes:
                 if pos and data[pos : pos + 2] != b"\x1f\x8b":
-                    if not data[pos:].strip(b"\x00\r\n"):
+                    if not data[pos:].strip(padding):
                         break  # padding after the last gzip member
                     raise CTLoadError(f"{what} is damaged: unexpected bytes after the compressed voxel data.")
                 d = zlib.decompressobj(wbits=47)  # zlib or gzip header, detected
@@ -131,7 +133,15 @@ def inflate(data: bytes, codec: str, max_bytes: int, what: str) -> bytes:
                 if not done:
                     break
                 pos = len(data) - len(d.unused_data)
-    except (zlib.error, OSError, EOFError) as exc:
+    except zlib.error as exc:
+        message = str(exc)
+        reason = "its checksum (CRC-32) does not match" if "incorrect data check" in message else (
+            "its length does not match" if "incorrect length check" in message else "the compressed data is invalid")
+        raise CTLoadError(
+            f"{what} is damaged: {reason}, so its compressed voxel data cannot be unpacked. The file was changed "
+            "or corrupted after it was written; download or export it again."
+        ) from exc
+    except (OSError, EOFError) as exc:  # bzip2
         raise CTLoadError(f"{what} is damaged: its compressed voxel data cannot be unpacked ({exc}).") from exc
     if len(out) > max_bytes:
         raise CTLoadError(f"{what} unpacks to more voxel data than its header declares ({format_bytes(max_bytes)}); the file is damaged.")
