@@ -24,6 +24,7 @@ from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
 from .clicks import Click, ClickSize, agreeing_radius_px, encode_clicks, geodesic_cost, geodesic_distance
+from .io.masks import binary_mask
 from .metrics import dice
 from .model import Checkpoint, load_checkpoint
 from .robot import deepest_point
@@ -767,20 +768,6 @@ def check_threshold(threshold: float) -> float:
             or not 0.0 < float(threshold) < 1.0:
         raise ValueError(f"threshold must be a probability strictly between 0 and 1 (e.g. 0.5), got {threshold!r}")
     return float(threshold)
-
-
-def binary_mask(mask: np.ndarray, what: str) -> np.ndarray:
-    """``mask`` as bool, after checking that it is one: bool, or numbers that are all 0 or 1
-    (a probability map would otherwise become a mask of everything above 0)."""
-    m = np.asarray(mask)
-    if m.dtype == bool:
-        return m
-    if not (np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)):
-        raise ValueError(f"{what} must be a boolean mask, got dtype {m.dtype}")
-    if m.size and not np.isin(m, (0, 1)).all():
-        raise ValueError(f"{what} must be a boolean mask (or 0 / 1); it holds other values "
-                         f"({m.min()}…{m.max()}): threshold probabilities first")
-    return m.astype(bool)
 
 
 def _require_interactive(predictor: Predictor, what: str) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .masks import binary_mask
 from .volume import LPS_TO_RAS, CTVolume, PathLike
 
 # Patient and study attributes highdicom copies from the first source image; DICOM type 2
@@ -166,12 +167,7 @@ def export_dicom_seg(
     mask = np.asarray(mask_zyx)
     if mask.shape != volume.hu.shape:
         raise ValueError(f"the mask is {mask.shape}, expected the volume's (Z, Y, X) = {volume.hu.shape}")
-    if mask.dtype != bool:  # 0 / 1 numbers are a mask; probabilities are not (each value > 0 would be foreground)
-        numeric = np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)
-        if not numeric or not np.isin(mask, (0, 1)).all():
-            raise ValueError("the mask must be boolean (or 0 / 1) for a binary DICOM-SEG; threshold probabilities "
-                             f"first (got dtype {mask.dtype}{'' if not numeric else f', values {mask.min()}…{mask.max()}'})")
-        mask = mask.astype(bool)
+    mask = binary_mask(mask, "the mask of a binary DICOM-SEG")  # probabilities: each value > 0 would be foreground
     if not mask.any():
         raise ValueError("Nothing to export: the mask is empty. Click on the object first.")
     src = volume.to_source_xyz(mask.astype(np.uint8))  # (col, row, source slice k)

@@ -12,6 +12,21 @@ from .nifti import load_nifti_image, nifti_affine
 from .volume import DISPLAY_AXCODES, CTLoadError, CTVolume, PathLike
 
 
+def binary_mask(mask: np.ndarray, what: str) -> np.ndarray:
+    """``mask`` as bool, after checking that it is one: bool, or numbers that are all 0 or 1
+    (a probability map would otherwise become a mask of everything above 0). ValueError naming
+    ``what`` otherwise."""
+    m = np.asarray(mask)
+    if m.dtype == bool:
+        return m
+    if not (np.issubdtype(m.dtype, np.integer) or np.issubdtype(m.dtype, np.floating)):
+        raise ValueError(f"{what} must be boolean (or 0 / 1), got dtype {m.dtype}")
+    if m.size and not np.isin(m, (0, 1)).all():
+        raise ValueError(f"{what} must be boolean (or 0 / 1); it holds other values "
+                         f"({m.min()}…{m.max()}): threshold probabilities first")
+    return m.astype(bool)
+
+
 def _as_label_uint8(mask: np.ndarray) -> np.ndarray:
     if mask.dtype == bool:
         return mask.astype(np.uint8)
