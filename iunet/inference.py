@@ -1237,9 +1237,8 @@ class VolumeSession:
         anchored = {zz for zz, _ in self._clicks}
         fronts = {step: z0 for step in (1, -1) if self._mask[z0].any() or not self._run_reaches_anchor(z0, step, anchored)}
         done = {step: 0 for step in (1, -1)}
-        zr = self._reference_slice(z0)
         guides = {step: self._negatives_on(z0) for step in fronts}  # background clicks each run carries along
-        ref_hu = self._reference_hu(zr)
+        ref_hu = self._reference_hu(z0)
         while fronts:
             zs, prevs, steps = [], [], []
             for step, z in list(fronts.items()):
@@ -1322,26 +1321,23 @@ class VolumeSession:
         return [c for zc, c, hu in guides if abs(z - zc) * dz <= self.carry_negative_mm and not prev[c.y, c.x]
                 and intensity_jump_hu(click_disk_hu(self.volume_hu[z], c), hu) == 0]
 
-    def _reference_hu(self, zr: int) -> tuple[np.ndarray, ...]:
-        """The structure's intensity for a propagation run (``accept_propagated``'s ``ref_hu``):
-        the HU inside the mask of reference slice ``zr``, and, where the user clicked positive on
-        more than one slice, also the HU of all those slices' masks pooled. A carried mask must
-        match both. The pooled one keeps a touching organ out where the nearest clicked slice is
-        a structure's end, whose mask mixes tissues (partial volume: a kidney's tip beside the
-        liver) and so tolerates almost any HU (docs/design.md, "Volumes")."""
-        refs = (hu_sample(self.volume_hu[zr][self._mask[zr]]),)
+    def _reference_hu(self, z0: int) -> tuple[np.ndarray, ...]:
+        """The structure's intensity for a propagation run from slice ``z0`` (``accept_propagated``'s
+        ``ref_hu``), from the slices with a foreground click and a mask:
+
+        - the HU inside the mask of the reference slice: ``z0`` itself when it is one of them or
+          there are none, else the nearest of them (a background click on a propagated slice near
+          the structure's end must not make the touching organ there the reference);
+        - where there are several, also the HU of all their masks pooled. A carried mask must
+          match both. The pooled one keeps a touching organ out where the nearest clicked slice
+          is a structure's end, whose mask mixes tissues (partial volume: a kidney's tip beside
+          the liver) and so tolerates almost any HU (docs/design.md, "Volumes")."""
         pos = sorted({zz for zz, c in self._clicks if c.positive and self._mask[zz].any()})
+        zr = z0 if not pos or z0 in pos else min(pos, key=lambda zz: (abs(zz - z0), zz))
+        refs = (hu_sample(self.volume_hu[zr][self._mask[zr]]),)
         if len(pos) > 1:
             refs += (hu_sample(np.concatenate([self.volume_hu[zz][self._mask[zz]] for zz in pos])),)
         return refs
-
-    def _reference_slice(self, z0: int) -> int:
-        """The slice whose mask gives the structure's intensity for a propagation from ``z0``:
-        ``z0`` itself when it has a positive click or no slice has one, else the nearest slice
-        with a positive click and a mask (a background click on a propagated slice near the
-        structure's end must not make the touching organ there the reference)."""
-        pos = sorted({zz for zz, c in self._clicks if c.positive and self._mask[zz].any()}, key=lambda zz: (abs(zz - z0), zz))
-        return z0 if not pos or z0 in pos else pos[0]
 
     def _refresh_anchor(self, z: int, carried: np.ndarray, changed: dict[int, np.ndarray], from_z: int) -> bool:
         """Propagation reached slice ``z``, which the user clicked on: predict it again from its
