@@ -39,6 +39,16 @@ def _radius_or_checkpoint(text: str):
     return r
 
 
+def _non_negative(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number such as 25") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    return v
+
+
 # The random walker's working grid: below this a slice (or a volume's in-plane grid) keeps too
 # few pixels for its seed disks and its border to mean anything.
 MIN_RW_GRID_PX = 8
@@ -77,6 +87,12 @@ def _run_parser(sub) -> None:
     p.add_argument("--thick-slices", type=int_at_least(1), default=d.thick_slices, metavar="N",
                    help="average every N consecutive axial slices into one before scoring: the same patient as a scan "
                         "with N-times thicker slices (e.g. 3 on a 1.6 mm series = 4.8 mm); default 1 = as stored")
+    p.add_argument("--noise-hu", type=_non_negative, default=d.noise_hu, metavar="SIGMA",
+                   help="add Gaussian noise of SIGMA HU (correlated over about a pixel, as CT noise) before scoring: the same "
+                        "patient as a lower-dose scan; default 0 = as stored")
+    p.add_argument("--fov-mm", type=_non_negative, default=d.fov_mm, metavar="MM",
+                   help="pad every slice with air to a field of view of MM mm at the same pixel size before scoring: the "
+                        "same patient from a scanner with a larger field of view (organs smaller in the slice); default 0 = as stored")
     p.add_argument("--label-ids", type=int, nargs="+", default=[], help="target label ids (default: every label > 0)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--cases", nargs="+", default=[], help="case names, e.g. spleen_8 colon_001 (default: all labelled cases)")
@@ -137,7 +153,7 @@ def _run(a: argparse.Namespace) -> None:
         data=a.data, synthetic_task=a.synthetic_task, weights=a.weights, unet_weights=a.unet_weights,
         methods=tuple(a.methods), protocols=tuple(a.protocols), max_clicks=a.max_clicks,
         radius_px=a.radius_px, alpha=a.alpha,
-        slices=a.slices, min_area_px=a.min_area_px, label_ids=tuple(a.label_ids), thick_slices=a.thick_slices, cases=tuple(a.cases),
+        slices=a.slices, min_area_px=a.min_area_px, label_ids=tuple(a.label_ids), thick_slices=a.thick_slices, noise_hu=a.noise_hu, fov_mm=a.fov_mm, cases=tuple(a.cases),
         split=a.split, rw_grid_px=a.rw_grid_px, rw_volume_grid_px=a.rw_volume_grid_px, seed=a.seed,
         geodesic_lambda=a.geodesic_lambda, small_carry=a.small_carry, carry_negative_mm=a.carry_negative_mm, regrow_limit=a.regrow_limit, zoom_in=a.zoom_in, focus=a.focus, centre_zoom=a.centre_zoom, zoom_refine=a.zoom_refine, fat_zoom=a.fat_zoom, prev_mask=a.prev_mask, device=a.device, runtime=a.runtime,
         batch=a.batch, threads=a.threads, out=a.out, resume=a.resume, overwrite=a.overwrite,

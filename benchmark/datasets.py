@@ -27,6 +27,7 @@ import json
 import re
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Sequence
@@ -281,6 +282,55 @@ def thicken(hu: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float], n: int)
     thick_gt = gt[:z].reshape(k, n, *gt.shape[1:]).mean(1, dtype=np.float32) >= 0.5
     dz, dy, dx = (float(s) for s in spacing_mm)
     return thick_hu, thick_gt, (dz * n, dy, dx)
+
+
+NOISE_GRAIN_PX = 0.75  # the added noise's correlation: a Gaussian of this σ in px, as a soft reconstruction kernel's
+
+
+def add_noise(hu: np.ndarray, sigma_hu: float, seed: int, case: str) -> np.ndarray:
+    """The volume as a noisier (lower-dose) scan of the same patient: ``hu`` (Z, Y, X) plus
+    zero-mean Gaussian noise of standard deviation ``sigma_hu`` HU, correlated over about a
+    pixel in-plane as CT noise is (white noise blurred by a Gaussian of ``NOISE_GRAIN_PX`` px,
+    each slice's field rescaled to ``sigma_hu``). Noise adds in quadrature to the scan's own: a
+    scan at 15 HU with ``sigma_hu`` 25 has about 29. Deterministic per (``seed``, ``case``), so
+    every method and every rerun sees the same noisy scan. ``sigma_hu`` 0 returns ``hu`` itself."""
+    if not sigma_hu >= 0:
+        raise ValueError(f"noise: sigma must be >= 0 HU, got {sigma_hu}")
+    if sigma_hu == 0:
+        return hu
+    from scipy import ndimage
+
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(case.encode())]))
+    out = np.asarray(hu, np.float32).copy()
+    for z in range(out.shape[0]):
+        n = ndimage.gaussian_filter(rng.standard_normal(out.shape[1:]).astype(np.float32), NOISE_GRAIN_PX)
+        out[z] += (float(sigma_hu) / (float(n.std()) + 1e-12)) * n
+    return out
+
+
+AIR_HU = -1000.0
+
+
+def widen_fov(hu: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float], fov_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The volume as a scan with a larger field of view at the same pixel size: each slice
+    padded with air (-1000 HU, no target) on all four sides, evenly, to ``fov_mm`` mm on its
+    longer side (the other side by as many pixels), so the body and its organs take a smaller part of the
+    slice. A model that sees the whole slice on a fixed grid then sees them smaller: a check
+    that a click's answer does not depend on the scanner's field of view (3D-IRCADb's is about
+    290 mm, abdominal scans' often 350-500). ``fov_mm`` 0 returns the volume unchanged;
+    one smaller than the scan's own is refused."""
+    if not fov_mm >= 0:
+        raise ValueError(f"field of view must be >= 0 mm, got {fov_mm}")
+    if fov_mm == 0:
+        return hu, gt
+    _, dy, dx = (float(s) for s in spacing_mm)
+    ny, nx = hu.shape[1:]
+    own_mm = max(ny * dy, nx * dx)
+    if fov_mm < own_mm - 1e-6:
+        raise ValueError(f"field of view {fov_mm:g} mm is smaller than the scan's own ({own_mm:.0f} mm)")
+    extra = int(round((fov_mm - own_mm) / (dy if ny * dy >= nx * dx else dx)))
+    pad = ((0, 0), (extra // 2, extra - extra // 2), (extra // 2, extra - extra // 2))
+    return np.pad(np.asarray(hu, np.float32), pad, constant_values=AIR_HU), np.pad(np.asarray(gt, bool), pad)
 
 
 def load_case(case: Case, label_ids: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:

@@ -144,7 +144,11 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
            if any(p not in VOLUME_PROTOCOLS for p in protocols) else "whole volumes")
         + "; split in `split.json`"
         + (f"; **every {cfg['thick_slices']} axial slices averaged into one** (`--thick-slices`: a thicker-slice scan of the same patients)"
-           if cfg.get("thick_slices", 1) > 1 else ""),
+           if cfg.get("thick_slices", 1) > 1 else "")
+        + (f"; **slices padded with air to a {cfg['fov_mm']:g} mm field of view** (`--fov-mm`: a scanner with a larger field of view)"
+           if cfg.get("fov_mm") else "")
+        + (f"; **Gaussian noise of {cfg['noise_hu']:g} HU added** (`--noise-hu`: a lower-dose scan)"
+           if cfg.get("noise_hu") else ""),
         *(f"- **Data check**: `{name}`: {note} (`benchmark.datasets.upsampling_note`)" for name, note in sorted((meta.get("data_notes") or {}).items())),
         f"- Up to {cfg['max_clicks']} interactions; click size of iunet-dynamic and the classical methods: "
         f"{ClickSize(cfg['radius_px'], cfg['alpha']).describe()}{first}, fixed size {cfg['radius_px']:g} px; seed {cfg['seed']}",

@@ -71,6 +71,8 @@ class RunConfig:
     min_area_px: int = 1
     label_ids: tuple[int, ...] = ()
     thick_slices: int = 1  # every N consecutive axial slices averaged into one (datasets.thicken; --thick-slices)
+    noise_hu: float = 0.0  # added noise, σ in HU (datasets.add_noise; --noise-hu); 0 = as stored
+    fov_mm: float = 0.0  # slices padded with air to this field of view (datasets.widen_fov; --fov-mm); 0 = as stored
     cases: tuple[str, ...] = ()
     split: str | None = None
     rw_grid_px: int = 128
@@ -272,6 +274,10 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
         skip.add("regrow_limit")
     if cfg.thick_slices == 1:
         skip.add("thick_slices")
+    if cfg.noise_hu == 0:
+        skip.add("noise_hu")
+    if cfg.fov_mm == 0:
+        skip.add("fov_mm")
     ident = {k: v for k, v in asdict(cfg).items() if k not in skip}
     ident["data"] = str(Path(cfg.data).resolve()) if cfg.data else f"synthetic:{cfg.synthetic_task}"
     ident["cases"] = cases
@@ -450,6 +456,17 @@ def _check_resume(out: Path, old_meta: dict, options: dict, env: dict) -> None:
                          "or use --overwrite or a new --out")
 
 
+def load_scored_volume(case, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], str | None]:
+    """(hu, gt, spacing_mm, note) of ``case`` as the run scores it: thicker slices
+    (``--thick-slices``), then a wider field of view (``--fov-mm``), then added noise
+    (``--noise-hu``; after the slab average, as a thick-slice scan's own noise is). ``note``:
+    ``datasets.upsampling_note`` of the scan before the noise (which would hide repeated slices)."""
+    hu, gt, spacing_mm = datasets.thicken(*datasets.load_volume(case, cfg.label_ids), cfg.thick_slices)
+    hu, gt = datasets.widen_fov(hu, gt, spacing_mm, cfg.fov_mm)
+    note = datasets.upsampling_note(hu, spacing_mm)
+    return datasets.add_noise(hu, cfg.noise_hu, cfg.seed, case.name), gt, spacing_mm, note
+
+
 def _run_groups(groups, done, cfg, meths, slice_protocols, volume, meta, out, bar) -> None:
     """The cases of ``groups`` not in ``done``, a group at a time, each group's rows appended to
     ``out`` when it is complete (so that a killed run resumes after its last complete group)."""
@@ -460,10 +477,9 @@ def _run_groups(groups, done, cfg, meths, slice_protocols, volume, meta, out, ba
         slices, volume_rows = {}, []
         for c in todo:
             try:
-                hu, gt, spacing_mm = datasets.thicken(*datasets.load_volume(c, cfg.label_ids), cfg.thick_slices)
+                hu, gt, spacing_mm, note = load_scored_volume(c, cfg)
             except (ValueError, OSError) as e:
                 raise SystemExit(f"case {c.name}: {e}") from e
-            note = datasets.upsampling_note(hu, spacing_mm)
             if note:
                 meta.setdefault("data_notes", {})[c.name] = note
                 (out / "run.json").write_text(json.dumps(meta, indent=2))

@@ -890,6 +890,65 @@ def test_thick_slices_run_scores_the_thicker_scan(ckpt, patient, tmp_path, capsy
         main(["run", "--data", str(patient), "--weights", ckpt, "--thick-slices", "0", "--out", str(tmp_path / "x")])
 
 
+def test_added_noise_is_seeded_correlated_and_of_the_asked_size():
+    hu = np.zeros((3, 96, 80), np.float32)
+    noisy = datasets.add_noise(hu, 25.0, 0, "pat:ball")
+    assert noisy.dtype == np.float32 and noisy.shape == hu.shape and not hu.any()  # the input is left alone
+    assert [float(np.std(noisy[z])) for z in range(3)] == pytest.approx([25.0] * 3, rel=1e-3)
+    assert abs(float(noisy.mean())) < 1.0
+    np.testing.assert_array_equal(noisy, datasets.add_noise(hu, 25.0, 0, "pat:ball"))  # every method sees the same scan
+    assert not np.array_equal(noisy, datasets.add_noise(hu, 25.0, 1, "pat:ball"))
+    assert not np.array_equal(noisy, datasets.add_noise(hu, 25.0, 0, "pat:slab"))
+    # correlated like CT noise: neighbouring pixels agree (white noise would give about 0)
+    r = np.corrcoef(noisy[:, :, 1:].ravel(), noisy[:, :, :-1].ravel())[0, 1]
+    assert 0.4 < r < 0.9
+    assert datasets.add_noise(hu, 0.0, 0, "x") is hu
+    with pytest.raises(ValueError, match=">= 0"):
+        datasets.add_noise(hu, -1.0, 0, "x")
+
+
+def test_wider_field_of_view_pads_with_air():
+    hu = np.full((2, 40, 30), 50.0, np.float32)
+    gt = np.zeros(hu.shape, bool)
+    gt[:, 10:20, 5:15] = True
+    # 40 px × 0.5 mm = 20 mm on the longer side; 30 mm needs 20 more pixels, 10 on each side
+    w_hu, w_gt = datasets.widen_fov(hu, gt, (2.0, 0.5, 0.5), 30.0)
+    assert w_hu.shape == w_gt.shape == (2, 60, 50) and w_hu.dtype == np.float32 and w_gt.dtype == bool
+    assert (w_hu[:, 10:50, 10:40] == 50).all() and (w_hu == 50).sum() == hu.size and (w_hu[w_hu != 50] == -1000).all()
+    assert w_gt.sum() == gt.sum() and w_gt[:, 20:30, 15:25].all()
+    same = datasets.widen_fov(hu, gt, (2.0, 0.5, 0.5), 0.0)
+    assert same[0] is hu and same[1] is gt
+    assert datasets.widen_fov(hu, gt, (2.0, 0.5, 0.5), 20.0)[0].shape == hu.shape  # its own field of view
+    with pytest.raises(ValueError, match="smaller than the scan's own"):
+        datasets.widen_fov(hu, gt, (2.0, 0.5, 0.5), 15.0)
+
+
+def test_noise_and_field_of_view_runs_record_and_score_the_changed_scan(ckpt, patient, tmp_path):
+    out = tmp_path / "degraded"
+    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-dynamic", "--protocols", "ritm",
+          "--max-clicks", "1", "--cases", "pat:ball", "--noise-hu", "30", "--fov-mm", "60", "--out", str(out)])
+    cfg = json.loads((out / "run.json").read_text())["config"]
+    assert cfg["noise_hu"] == 30 and cfg["fov_mm"] == 60
+    summary = (out / "summary.md").read_text()
+    assert "Gaussian noise of 30 HU added" in summary and "60 mm field of view" in summary
+    # the ball's slices are scored, on the padded grid (48 px × 0.8 mm = 38.4 mm → 60 mm: 27 more pixels)
+    c = datasets.select_cases(datasets.find_cases(patient), ["pat:ball"])[0]
+    hu, gt, spacing, note = runner.load_scored_volume(c, runner.RunConfig(data=str(patient), noise_hu=30, fov_mm=60))
+    assert hu.shape == gt.shape == (12, 75, 75) and gt.sum() == datasets.load_volume(c)[1].sum()
+    assert 20 < float(np.std(hu[0][hu[0] > -500] + 80)) < 40  # the ball-free slice: body at -80 HU plus 30 HU noise
+    rows = runner.read_rows(out / "results.csv")
+    assert {int(r["gt_px"]) for r in rows} == {int(gt[z].sum()) for z in range(12) if gt[z].any()}
+    # the run without them is another run (not resumed into this folder)
+    plain = runner._identity(runner.RunConfig(data=str(patient)), ["pat:ball"])
+    assert "noise_hu" not in plain and "fov_mm" not in plain
+    for flag in ("--noise-hu", "--fov-mm"):
+        with pytest.raises(SystemExit):
+            main(["run", "--data", str(patient), "--weights", ckpt, flag, "-1", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="smaller than the scan's own"):
+        main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-dynamic", "--protocols", "ritm",
+              "--cases", "pat:ball", "--fov-mm", "20", "--out", str(tmp_path / "y")])
+
+
 def test_volume_rows_with_a_stand_in_session(ckpt, patient, monkeypatch):
     """The volume protocol's plumbing with a stand-in volume session (a perfect painter): 3D Dice
     reaches 1 and the robot stops clicking (Dice carried over, no time)."""
