@@ -103,6 +103,9 @@ def _run_parser(sub) -> None:
                    help=f"in-plane grid of the 3D random walker under volume, >= {MIN_RW_GRID_PX} (default 96)")
     p.add_argument("--geodesic-lambda", type=float, default=None,
                    help="a diagnostic: draw a geodesic IU-Net's click maps with this edge weight instead of its checkpoint's")
+    p.add_argument("--geodesic-noise-ref", type=float, default=None, metavar="NOISE",
+                   help="a diagnostic: a geodesic IU-Net's maps take their edge cost from a smoother image above this pixel "
+                        "noise (windowed units) instead of the checkpoint's level (iunet.clicks.geodesic_sigma_px; 0 = never)")
     p.add_argument("--no-small-carry", dest="small_carry", action="store_false",
                    help="a diagnostic for --protocols volume: propagation does not look for a small carried mask again "
                         "when the model predicts it empty (iunet.inference.VolumeSession(small_carry=False))")
@@ -155,7 +158,7 @@ def _run(a: argparse.Namespace) -> None:
         radius_px=a.radius_px, alpha=a.alpha,
         slices=a.slices, min_area_px=a.min_area_px, label_ids=tuple(a.label_ids), thick_slices=a.thick_slices, noise_hu=a.noise_hu, fov_mm=a.fov_mm, cases=tuple(a.cases),
         split=a.split, rw_grid_px=a.rw_grid_px, rw_volume_grid_px=a.rw_volume_grid_px, seed=a.seed,
-        geodesic_lambda=a.geodesic_lambda, small_carry=a.small_carry, carry_negative_mm=a.carry_negative_mm, regrow_limit=a.regrow_limit, zoom_in=a.zoom_in, focus=a.focus, centre_zoom=a.centre_zoom, zoom_refine=a.zoom_refine, fat_zoom=a.fat_zoom, prev_mask=a.prev_mask, device=a.device, runtime=a.runtime,
+        geodesic_lambda=a.geodesic_lambda, geodesic_noise_ref=a.geodesic_noise_ref, small_carry=a.small_carry, carry_negative_mm=a.carry_negative_mm, regrow_limit=a.regrow_limit, zoom_in=a.zoom_in, focus=a.focus, centre_zoom=a.centre_zoom, zoom_refine=a.zoom_refine, fat_zoom=a.fat_zoom, prev_mask=a.prev_mask, device=a.device, runtime=a.runtime,
         batch=a.batch, threads=a.threads, out=a.out, resume=a.resume, overwrite=a.overwrite,
     )
     out = run(cfg)

@@ -156,6 +156,8 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
                                       if (ck := (meta.get("checkpoints") or {}).get(key)) and any(m.startswith(prefix) for m in methods)) or "none (classical methods only)")
         + (f"; **geodesic click maps drawn with λ = {cfg['geodesic_lambda']:g}, not the checkpoint's** (`--geodesic-lambda`, a diagnostic)"
            if cfg.get("geodesic_lambda") is not None else "")
+        + (f"; **geodesic click maps with noise reference {cfg['geodesic_noise_ref']:g}, not the checkpoint's** (`--geodesic-noise-ref`, a diagnostic)"
+           if cfg.get("geodesic_noise_ref") is not None else "")
         + ("; **propagation without looking for small carried masks again** (`--no-small-carry`, a diagnostic)"
            if cfg.get("small_carry") is False else "")
         + (f"; **propagation carries background clicks {cfg['carry_negative_mm']:g} mm** (`--carry-negative-mm`, a diagnostic)"

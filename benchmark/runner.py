@@ -90,6 +90,7 @@ class RunConfig:
     # the geodesic click maps' edge weight λ for a geodesic IU-Net instead of its checkpoint's
     # (a diagnostic: the model was trained at its own λ; docs/design.md, "Geodesic click maps")
     geodesic_lambda: float | None = None
+    geodesic_noise_ref: float | None = None  # a diagnostic: the maps' noise reference instead of the checkpoint's (0 = off)
     device: str = "auto"
     runtime: str = "torch"  # the networks' forward pass: torch, or onnx (ONNX Runtime, fp32 on the CPU)
     batch: int = 32
@@ -254,6 +255,8 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
         skip.add("rw_volume_grid_px")  # only the volume protocol uses it
     if cfg.geodesic_lambda is None:
         skip.add("geodesic_lambda")  # runs without the override keep the identity they had
+    if cfg.geodesic_noise_ref is None:
+        skip.add("geodesic_noise_ref")
     if cfg.small_carry:
         skip.add("small_carry")  # likewise: the default
     if cfg.zoom_in:
@@ -298,6 +301,17 @@ def set_geodesic_lambda(predictor: Predictor, lam: float, flag: str) -> None:
     if not lam >= 0:
         raise SystemExit(f"{flag} must be >= 0, got {lam}")
     predictor.inputs = replace(predictor.inputs, geodesic_lambda=float(lam))
+
+
+def set_geodesic_noise_ref(predictor: Predictor, ref: float, flag: str) -> None:
+    """Draw ``predictor``'s geodesic click maps with noise reference ``ref`` instead of its
+    checkpoint's (``iunet.clicks.geodesic_sigma_px``; 0 = a 1 px blur whatever the noise, as
+    before 2026-11-28); SystemExit for a model without geodesic maps or a negative value."""
+    if not predictor.config.geodesic:
+        raise SystemExit(f"{flag}: the IU-Net checkpoint has no geodesic click maps")
+    if not 0 <= ref < float("inf"):
+        raise SystemExit(f"{flag} must be a number >= 0, got {ref}")
+    predictor.inputs = replace(predictor.inputs, geodesic_noise_ref=float(ref))
 
 
 def _load_predictor(path: str | None, device: str, interactive: bool, flag: str, runtime: str = "torch") -> Predictor | None:
@@ -376,6 +390,8 @@ def run(cfg: RunConfig) -> Path:
         predictor = _load_predictor(cfg.weights, cfg.device, True, "--weights", cfg.runtime) if need_net else None
         if cfg.geodesic_lambda is not None and predictor is not None:
             set_geodesic_lambda(predictor, cfg.geodesic_lambda, "--geodesic-lambda")
+        if cfg.geodesic_noise_ref is not None and predictor is not None:
+            set_geodesic_noise_ref(predictor, cfg.geodesic_noise_ref, "--geodesic-noise-ref")
         unet = _load_predictor(cfg.unet_weights, cfg.device, False, "--unet-weights", cfg.runtime) if "unet-auto" in methods else None
         click_size = ClickSize(cfg.radius_px, cfg.alpha)
         meths = build_methods(methods, predictor, unet, click_size, cfg.radius_px, cfg.rw_grid_px)

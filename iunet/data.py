@@ -1094,7 +1094,8 @@ def make_sample(sl: LabelSlice, rng: np.random.Generator, cfg: SampleConfig) -> 
             r = r_first if not clicks and i == 0 else r_true
             clicks += [Click(y, x, p, r) for (y, x, p) in paper_pair(target, rng, band_px=band)]
     guidance = encode_clicks(clicks, (g, g), inputs.click_encoding)
-    geo = geodesic_maps(image[0], clicks, inputs.geodesic_lambdas(cfg.geodesic_soft), inputs.geodesic_tau_px) if cfg.geodesic else None
+    geo = geodesic_maps(image[0], clicks, inputs.geodesic_lambdas(cfg.geodesic_soft), inputs.geodesic_tau_px,
+                        noise_ref=inputs.geodesic_noise_ref) if cfg.geodesic else None
     weight = combined_weight_map(target, clicks, cfg.boundary_weights, cfg.click_weights)
     return Sample(
         image.astype(np.float32), guidance, target[None].astype(np.float32), weight[None], clicks, native_px, hu,

@@ -236,7 +236,7 @@ class Predictor:
             with self._geo_lock:
                 cost = costs.get(lam)
             if cost is None:
-                cost = geodesic_cost(image[0].float().cpu().numpy(), lam)
+                cost = geodesic_cost(image[0].float().cpu().numpy(), lam, noise_ref=self.inputs.geodesic_noise_ref)
                 with self._geo_lock:
                     costs[lam] = cost
             for ch, positive, pts in by_polarity:

@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 from torch import nn
 
-from .clicks import DEFAULT_ALPHA, DEFAULT_GEODESIC_LAMBDA, DEFAULT_GEODESIC_SOFT_LAMBDA, DEFAULT_GEODESIC_TAU_PX, DEFAULT_RADIUS_PX
+from .clicks import (DEFAULT_ALPHA, DEFAULT_GEODESIC_LAMBDA, DEFAULT_GEODESIC_NOISE_REF, DEFAULT_GEODESIC_SOFT_LAMBDA,
+                     DEFAULT_GEODESIC_TAU_PX, DEFAULT_RADIUS_PX)
 
 FORMAT_VERSION = 1
 
@@ -82,6 +83,9 @@ class InputConfig:
     geodesic_lambda: float = DEFAULT_GEODESIC_LAMBDA
     geodesic_tau_px: float = DEFAULT_GEODESIC_TAU_PX
     geodesic_soft_lambda: float = DEFAULT_GEODESIC_SOFT_LAMBDA  # the second pair's (ModelConfig.geodesic_soft)
+    # an image noisier than this gets its maps' edge cost from a smoother copy (clicks.geodesic_sigma_px;
+    # 0 = never); checkpoints from before 2026-11-28 (version 5) carry no value and get this one
+    geodesic_noise_ref: float = DEFAULT_GEODESIC_NOISE_REF
 
     def geodesic_lambdas(self, soft: bool) -> tuple[float, ...]:
         """The edge weights of a geodesic model's map pairs, in channel order."""

@@ -267,7 +267,8 @@ def _corrective_click(gt: np.ndarray, pred: np.ndarray, clicks: list[Click], ima
     r = grid_radius(scfg, float(pred.sum()), native_px)  # from the current prediction
     clicks = [*clicks, *(Click(c[0], c[1], c[2], r) for c in pts)]
     g = encode_clicks(clicks, gt.shape, scfg.inputs.click_encoding)
-    geo = None if image is None else geodesic_maps(image, clicks, scfg.inputs.geodesic_lambdas(scfg.geodesic_soft), scfg.inputs.geodesic_tau_px)
+    geo = None if image is None else geodesic_maps(image, clicks, scfg.inputs.geodesic_lambdas(scfg.geodesic_soft), scfg.inputs.geodesic_tau_px,
+                                                   noise_ref=scfg.inputs.geodesic_noise_ref)
     w = combined_weight_map(gt, clicks, boundary_weights, click_weights) if loss == "wdice" else None
     return clicks, g, geo, w
 
@@ -665,6 +666,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--prev-mask", action=argparse.BooleanOptionalAction, default=None, help="feed the previous mask as a 4th channel")
     p.add_argument("--geodesic", action=argparse.BooleanOptionalAction, default=None,
                    help="feed the clicks' geodesic distance maps as two more channels (iunet.clicks.geodesic_maps)")
+    p.add_argument("--geodesic-noise-ref", type=float, default=None,
+                   help=f"with --geodesic: an image noisier than this (windowed units) gets its maps' edge cost from a smoother "
+                        f"copy (iunet.clicks.geodesic_sigma_px; default {d.inputs.geodesic_noise_ref:g}; 0 = never, as version 5 was trained)")
     p.add_argument("--prev-image", action=argparse.BooleanOptionalAction, default=None,
                    help="with --prev-mask: one more channel, the slice the previous mask was drawn on (2.5D: a propagation sample's neighbour)")
     p.add_argument("--geodesic-soft", action=argparse.BooleanOptionalAction, default=None,
@@ -788,7 +792,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     if a.model:
         kw["interactive"] = a.model == "iunet"
     # the input flags set fields of the run's InputConfig (a preset's, when it has one)
-    inputs = {k: v for k, v in (("grid_px", a.grid_px), ("default_radius_px", a.radius_px)) if v is not None}
+    inputs = {k: v for k, v in (("grid_px", a.grid_px), ("default_radius_px", a.radius_px),
+                                ("geodesic_noise_ref", a.geodesic_noise_ref)) if v is not None}
     if a.alpha is not None:
         try:
             inputs["alpha"] = parse_alpha(a.alpha)  # None for "none": fixed clicks
@@ -797,6 +802,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     kw["inputs"] = replace(kw.get("inputs", d.inputs), **inputs)
     kw["resume"] = a.resume
     cfg = replace(d, **kw)
+    if not 0.0 <= cfg.inputs.geodesic_noise_ref < float("inf"):
+        p.error(f"--geodesic-noise-ref {cfg.inputs.geodesic_noise_ref}: a noise level >= 0 (0 = never smooth more)")
     if not 0.0 <= cfg.ema < 1.0:
         p.error(f"--ema {cfg.ema}: the decay must lie in [0, 1) (0 = off)")
     if cfg.prev_image and not (cfg.use_prev_mask and cfg.interactive):

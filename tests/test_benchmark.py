@@ -588,6 +588,34 @@ def test_geodesic_lambda_override_in_probes_and_run(geo_ckpt, ckpt, colon, tmp_p
                         geodesic_lambda=25.0, cases=("colon_001",)))
 
 
+def test_geodesic_noise_ref_override_in_run(geo_ckpt, ckpt, colon, tmp_path, monkeypatch):
+    """``--geodesic-noise-ref``: a run draws its maps with that noise reference (0: the 1 px blur
+    whatever the noise), records it in its identity and summary, and runs without it keep theirs."""
+    import iunet.inference
+    from iunet.clicks import geodesic_cost
+
+    seen = []
+
+    def spy(image, lam, *a, **k):
+        seen.append(k.get("noise_ref"))
+        return geodesic_cost(image, lam, *a, **k)
+
+    monkeypatch.setattr(iunet.inference, "geodesic_cost", spy)
+    runner.run(_cfg(geo_ckpt, colon, tmp_path / "own", methods=("iunet-dynamic",), protocols=("ritm",), max_clicks=1, cases=("colon_001",)))
+    assert seen and set(seen) == {InputConfig().geodesic_noise_ref}  # the checkpoint's (the default)
+    seen.clear()
+    main(["run", "--data", str(colon), "--weights", geo_ckpt, "--methods", "iunet-dynamic", "--protocols", "ritm",
+          "--max-clicks", "1", "--cases", "colon_001", "--geodesic-noise-ref", "0", "--out", str(tmp_path / "off")])
+    assert seen and set(seen) == {0.0}
+    meta = json.loads((tmp_path / "off" / "run.json").read_text())
+    assert meta["config"]["geodesic_noise_ref"] == 0.0 and "noise reference 0" in (tmp_path / "off" / "summary.md").read_text()
+    assert "geodesic_noise_ref" not in runner._identity(_cfg(geo_ckpt, colon, tmp_path / "x"), ["colon_001"])
+    for bad, model in (("-1", geo_ckpt), ("0", ckpt)):
+        with pytest.raises(SystemExit, match="no geodesic click maps|>= 0"):
+            main(["run", "--data", str(colon), "--weights", model, "--methods", "iunet-dynamic", "--protocols", "ritm",
+                  "--max-clicks", "1", "--cases", "colon_001", "--geodesic-noise-ref", bad, "--out", str(tmp_path / f"bad{bad}")])
+
+
 def test_ablation_trains_nine_variants_and_prints_table1(tmp_path, monkeypatch, capsys):
     import iunet.train
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from iunet.clicks import Click, ClickSize, click_radius_px, encode_clicks, geodesic_maps
+from iunet.clicks import Click, ClickSize, click_radius_px, encode_clicks, geodesic_maps, geodesic_sigma_px, image_noise
 
 
 def test_fixed_radius_ignores_area():
@@ -112,3 +112,47 @@ def test_a_click_that_agrees_with_the_mask_stays_inside_its_side_of_the_border()
     assert agreeing_radius_px(np.zeros_like(m), 12, 25, True, 5.0) == 5.0  # no mask yet
     assert agreeing_radius_px(m, 55, 55, False, 4.0) == 4.0  # far outside; the image border does not count
     assert agreeing_radius_px(m, 41, 41, False, 15.0) == pytest.approx(np.sqrt(8))  # diagonal from the corner (39, 39)
+
+
+def test_image_noise_reads_pixel_noise_not_edges_ramps_or_clipped_pixels():
+    rng = np.random.default_rng(0)
+    flat = np.full((128, 128), 0.5, np.float32)
+    for s in (0.005, 0.02, 0.05):
+        assert image_noise(flat + rng.normal(0, s, flat.shape).astype(np.float32)) == pytest.approx(s, rel=0.1)
+    assert image_noise(flat) == 0.0
+    ramp = np.tile(np.linspace(0.1, 0.9, 128, dtype=np.float32), (128, 1))
+    assert image_noise(ramp) < 1e-6  # a linear ramp is no noise
+    # organs' edges barely move it (the median of the response, not its mean)
+    organs = flat.copy()
+    organs[20:60, 20:100] = 0.7
+    organs[70:110, 30:90] = 0.3
+    noise = rng.normal(0, 0.02, flat.shape).astype(np.float32)
+    assert image_noise(organs + noise) == pytest.approx(image_noise(flat + noise), rel=0.1)
+    # clipped pixels (air, bone: 0 or 1 after windowing) do not count
+    half = flat + noise
+    half[:, :64] = 0.0
+    assert image_noise(half) == pytest.approx(0.02, rel=0.15)
+    assert image_noise(np.zeros((128, 128), np.float32)) == 0.0 and image_noise(np.zeros((2, 5), np.float32)) == 0.0
+
+
+def test_geodesic_maps_of_a_noisy_image_are_drawn_from_a_smoother_copy():
+    """Below the noise reference the maps are the plain ones; above it the edge cost comes from
+    a smoother image, so that the clicked region's map does not shrink with the noise."""
+    rng = np.random.default_rng(1)
+    img = np.full((96, 96), 0.3, np.float32)
+    img[16:80, 16:80] = 0.5  # a 64 × 64 organ
+    clean = img + rng.normal(0, 0.004, img.shape).astype(np.float32)
+    noisy = img + rng.normal(0, 0.04, img.shape).astype(np.float32)
+    assert geodesic_sigma_px(clean, 0.012) == 1.0 and geodesic_sigma_px(noisy, 0.0) == 1.0
+    assert geodesic_sigma_px(noisy, 0.012) > 1.5 and geodesic_sigma_px(noisy, 0.012, 2.0) == pytest.approx(2 * geodesic_sigma_px(noisy, 0.012))
+    click = [Click(48, 48, True)]
+    np.testing.assert_array_equal(geodesic_maps(clean, click, noise_ref=0.012), geodesic_maps(clean, click))
+    plain = geodesic_maps(noisy, click)[0]
+    smoothed = geodesic_maps(noisy, click, noise_ref=0.012)[0]
+    reference = geodesic_maps(clean, click)[0]
+    inside = np.zeros(img.shape, bool)
+    inside[20:76, 20:76] = True
+    # the noise shrinks the plain map inside the organ; the smoothed one stays near the clean image's
+    assert plain[inside].mean() < 0.8 * reference[inside].mean()
+    assert abs(smoothed[inside].mean() - reference[inside].mean()) < abs(plain[inside].mean() - reference[inside].mean()) / 2
+    assert smoothed[inside].mean() > 2 * smoothed[~np.pad(np.ones((80, 80), bool), 8)].mean()  # and still stops at the edge

@@ -615,7 +615,8 @@ def test_geodesic_maps_of_the_predictor_match_the_library_and_stay_bounded():
         def check(hu, grid, cl):
             grid_clicks = [c.scaled(64 / 96, 64 / 80) for c in cl]
             got = pred._geodesic(grid, grid_clicks).numpy()
-            want = geodesic_maps(grid[0].numpy(), grid_clicks, pred.inputs.geodesic_lambda, pred.inputs.geodesic_tau_px)
+            want = geodesic_maps(grid[0].numpy(), grid_clicks, pred.inputs.geodesic_lambda, pred.inputs.geodesic_tau_px,
+                                 noise_ref=pred.inputs.geodesic_noise_ref)
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
         hu, grid = slices[0]

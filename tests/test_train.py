@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from iunet.data import SampleConfig
 from iunet.model import InputConfig, load_checkpoint
@@ -114,6 +114,35 @@ def test_spill_parts_reach_the_samples():
     assert sample_config(parse_args([])).spill_parts == 1
     with pytest.raises(SystemExit):
         parse_args(["--spill-parts", "0"])
+
+
+def test_geodesic_noise_reference_is_an_input_setting(tmp_path):
+    """--geodesic-noise-ref sets the run's InputConfig (so its checkpoint carries it and training
+    draws the maps a Predictor of it draws); a checkpoint written without it (version 5's) loads
+    with the default; a negative level is refused."""
+    from iunet.clicks import DEFAULT_GEODESIC_NOISE_REF
+    from iunet.model import read_header
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    assert parse_args([]).inputs.geodesic_noise_ref == DEFAULT_GEODESIC_NOISE_REF
+    cfg = parse_args(["--geodesic-noise-ref", "0", "--alpha", "1/500"])
+    assert cfg.inputs.geodesic_noise_ref == 0.0 and cfg.inputs.alpha == pytest.approx(1 / 500)
+    with pytest.raises(SystemExit):
+        parse_args(["--geodesic-noise-ref", "-0.1"])
+    run = tiny(tmp_path / "off", epochs=1, steps=1, use_prev_mask=True, geodesic=True)
+    run = replace(run, inputs=replace(run.inputs, geodesic_noise_ref=0.0))
+    train(run)
+    path = tmp_path / "off" / "last.safetensors"
+    assert load_checkpoint(path).input_config.geodesic_noise_ref == 0.0
+    # the same checkpoint with the key dropped from its header, as written before it existed
+    header = read_header(path)
+    del header["input_config"]["geodesic_noise_ref"]
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata={"iunet": json.dumps(header)})
+    assert load_checkpoint(old).input_config.geodesic_noise_ref == DEFAULT_GEODESIC_NOISE_REF
 
 
 def test_bf16_defaults_to_the_hardware(tmp_path, monkeypatch):
@@ -273,7 +302,7 @@ def test_soft_geodesic_model_starts_as_its_source_and_trains_on_four_maps(tmp_pa
     grid_img = x[0, 0].numpy()
     click = soft._to_grid([Click(40, 40, True, 5.0)], img.shape, (0, 64, 0, 64))
     want = geodesic_maps(grid_img, click, (ck.input_config.geodesic_lambda, ck.input_config.geodesic_soft_lambda),
-                         ck.input_config.geodesic_tau_px)
+                         ck.input_config.geodesic_tau_px, noise_ref=ck.input_config.geodesic_noise_ref)
     np.testing.assert_allclose(x[0, 4:].numpy(), want, atol=1e-6)
     assert not np.allclose(want[0], want[2])  # the soft pair is another map
     from iunet.model import Checkpoint, UNet, adapt_input_channels
