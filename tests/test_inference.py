@@ -556,15 +556,28 @@ def test_explicit_propagation_extends_a_run_cut_short_and_counts_its_memory():
     assert vs.nbytes >= vs.mask.nbytes
 
 
-def test_shipped_propagation_model_stops_where_a_synthetic_object_ends():
-    """The real model and the real engine: one click in the middle of an ellipsoid of soft tissue
-    (11 of 24 slices) gives a mask on those slices only, not on every slice, inside the object
-    and covering most of it."""
+def _shipped_agnostic3d():
+    """Path of the shipped ``iunet_agnostic3d`` weights (the app's default); skip without them."""
     from pathlib import Path
 
     weights = Path(__file__).resolve().parents[1] / "weights" / "iunet_agnostic3d.safetensors"
     if not weights.is_file():
         pytest.skip("weights/iunet_agnostic3d.safetensors is absent")
+    return weights
+
+
+def _readme_rectangle() -> tuple[np.ndarray, np.ndarray]:
+    """Issue 9's README example: a uniform 60 × 80 px rectangle of 60 HU on -100 HU (256², HU) and its mask."""
+    img = np.full((256, 256), -100, np.float32)
+    img[100:160, 90:170] = 60
+    return img, img > 0
+
+
+def test_shipped_propagation_model_stops_where_a_synthetic_object_ends():
+    """The real model and the real engine: one click in the middle of an ellipsoid of soft tissue
+    (11 of 24 slices) gives a mask on those slices only, not on every slice, inside the object
+    and covering most of it."""
+    weights = _shipped_agnostic3d()
     rng = np.random.default_rng(0)
     nz, n = 24, 128
     vol = (-100 + 15 * rng.standard_normal((nz, n, n))).astype(np.float32)
@@ -637,16 +650,10 @@ def test_geodesic_maps_of_the_predictor_match_the_library_and_stay_bounded():
 def test_shipped_default_model_fills_the_readme_rectangle_with_one_click():
     """Issue 9's README example: one click in the centre of a uniform 60 × 80 px rectangle
     (60 HU on −100 HU) captures it (Dice ≥ 0.95) with the app's default model."""
-    from pathlib import Path
-
     from iunet.inference import Predictor, Session
 
-    weights = Path(__file__).resolve().parents[1] / "weights" / "iunet_agnostic3d.safetensors"
-    if not weights.is_file():
-        pytest.skip("weights/iunet_agnostic3d.safetensors is absent")
-    img = np.full((256, 256), -100, np.float32)
-    img[100:160, 90:170] = 60
-    gt = img > 0
+    weights = _shipped_agnostic3d()
+    img, gt = _readme_rectangle()
     m = Session(Predictor(weights, device="cpu"), img).add_click(130, 130, True)
     assert 2 * (m & gt).sum() / (m.sum() + gt.sum()) >= 0.95
 
@@ -657,16 +664,10 @@ def test_one_click_fills_the_rectangle_of_a_noisy_scan_too():
     (``geodesic_noise_ref`` 0, as before 2026-11-28) the noise reads as edges and the mask is a
     fraction of it."""
     from dataclasses import replace
-    from pathlib import Path
-
     from iunet.inference import Predictor, Session
 
-    weights = Path(__file__).resolve().parents[1] / "weights" / "iunet_agnostic3d.safetensors"
-    if not weights.is_file():
-        pytest.skip("weights/iunet_agnostic3d.safetensors is absent")
-    img = np.full((256, 256), -100, np.float32)
-    img[100:160, 90:170] = 60
-    gt = img > 0
+    weights = _shipped_agnostic3d()
+    img, gt = _readme_rectangle()
     img += 40.0 * np.random.default_rng(0).standard_normal(img.shape).astype(np.float32)
     pred = Predictor(weights, device="cpu")
     assert pred.inputs.geodesic_noise_ref > 0  # version 5 carries none: the default
