@@ -38,6 +38,7 @@ import numpy as np
 from iunet.ct_io import CTLoadError, load_ct, read_nifti_mask
 from iunet.io.nifti import has_nifti_suffix
 from iunet.data import choose_target, render_ct, synthetic_labels
+from iunet.windowing import HU_AIR
 
 SLICE_MODES = ("all", "largest")
 IMAGE_SOURCES = ("PATIENT_DICOM", "PATIENT_DICOM.zip", "ct", "ct.zip", "image", "image.zip", "ct.nii.gz", "ct.nii", "image.nii.gz", "image.nii",
@@ -308,9 +309,6 @@ def add_noise(hu: np.ndarray, sigma_hu: float, seed: int, case: str) -> np.ndarr
     return out
 
 
-AIR_HU = -1000.0
-
-
 def widen_fov(hu: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float], fov_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """The volume as a scan with a larger field of view at the same pixel size: each slice
     padded with air (-1000 HU, no target) on all four sides, evenly, to ``fov_mm`` mm on its
@@ -330,7 +328,7 @@ def widen_fov(hu: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float], fov_m
         raise ValueError(f"field of view {fov_mm:g} mm is smaller than the scan's own ({own_mm:.0f} mm)")
     extra = int(round((fov_mm - own_mm) / (dy if ny * dy >= nx * dx else dx)))
     pad = ((0, 0), (extra // 2, extra - extra // 2), (extra // 2, extra - extra // 2))
-    return np.pad(np.asarray(hu, np.float32), pad, constant_values=AIR_HU), np.pad(np.asarray(gt, bool), pad)
+    return np.pad(np.asarray(hu, np.float32), pad, constant_values=HU_AIR), np.pad(np.asarray(gt, bool), pad)
 
 
 def load_case(case: Case, label_ids: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:

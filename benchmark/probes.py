@@ -152,7 +152,7 @@ def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int
     slices = None
     if labels:
         slices = load_label_volumes([f for p in labels for f in label_files(Path(p))], GRID_PX, exclude=HELD_OUT)
-    from .runner import set_geodesic_lambda
+    from .runner import set_geodesic_input
 
     preds = []  # (weights, λ or None = the checkpoint's, predictor)
     for w in weights:
@@ -163,7 +163,7 @@ def probe(weights: list[str], kinds: list[str], labels: list[str] | None, n: int
             except (ValueError, ImportError) as e:
                 raise SystemExit(f"--runtime {runtime}: {e}") from e
             if lam is not None:
-                set_geodesic_lambda(p, lam, f"--geodesic-lambda ({w})")
+                set_geodesic_input(p, "geodesic_lambda", lam, f"--geodesic-lambda ({w})")
             preds.append((w, lam, p))
     rows = []
     for kind in kinds:

@@ -293,25 +293,17 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
 # the command
 
 
-def set_geodesic_lambda(predictor: Predictor, lam: float, flag: str) -> None:
-    """Draw ``predictor``'s geodesic click maps with edge weight ``lam`` instead of its
-    checkpoint's (SystemExit for a model without geodesic maps or a negative λ)."""
+def set_geodesic_input(predictor: Predictor, field: str, value: float, flag: str) -> None:
+    """Draw ``predictor``'s geodesic click maps with ``InputConfig.<field>`` = ``value`` instead of
+    its checkpoint's: ``geodesic_lambda`` (the edge weight) or ``geodesic_noise_ref`` (above which
+    pixel noise the edge cost comes from a smoother image, ``iunet.clicks.geodesic_sigma_px``; 0 =
+    a 1 px blur whatever the noise, as before 2026-11-28). SystemExit for a model without
+    geodesic maps or a value that is not a finite number >= 0."""
     if not predictor.config.geodesic:
         raise SystemExit(f"{flag}: the IU-Net checkpoint has no geodesic click maps")
-    if not lam >= 0:
-        raise SystemExit(f"{flag} must be >= 0, got {lam}")
-    predictor.inputs = replace(predictor.inputs, geodesic_lambda=float(lam))
-
-
-def set_geodesic_noise_ref(predictor: Predictor, ref: float, flag: str) -> None:
-    """Draw ``predictor``'s geodesic click maps with noise reference ``ref`` instead of its
-    checkpoint's (``iunet.clicks.geodesic_sigma_px``; 0 = a 1 px blur whatever the noise, as
-    before 2026-11-28); SystemExit for a model without geodesic maps or a negative value."""
-    if not predictor.config.geodesic:
-        raise SystemExit(f"{flag}: the IU-Net checkpoint has no geodesic click maps")
-    if not 0 <= ref < float("inf"):
-        raise SystemExit(f"{flag} must be a number >= 0, got {ref}")
-    predictor.inputs = replace(predictor.inputs, geodesic_noise_ref=float(ref))
+    if not 0 <= value < float("inf"):
+        raise SystemExit(f"{flag} must be a finite number >= 0, got {value}")
+    predictor.inputs = replace(predictor.inputs, **{field: float(value)})
 
 
 def _load_predictor(path: str | None, device: str, interactive: bool, flag: str, runtime: str = "torch") -> Predictor | None:
@@ -388,10 +380,9 @@ def run(cfg: RunConfig) -> Path:
         done = prepare_out(out, ident, cfg.resume, cfg.overwrite)
         need_net = any(m.startswith("iunet") for m in methods)
         predictor = _load_predictor(cfg.weights, cfg.device, True, "--weights", cfg.runtime) if need_net else None
-        if cfg.geodesic_lambda is not None and predictor is not None:
-            set_geodesic_lambda(predictor, cfg.geodesic_lambda, "--geodesic-lambda")
-        if cfg.geodesic_noise_ref is not None and predictor is not None:
-            set_geodesic_noise_ref(predictor, cfg.geodesic_noise_ref, "--geodesic-noise-ref")
+        for field in ("geodesic_lambda", "geodesic_noise_ref"):
+            if getattr(cfg, field) is not None and predictor is not None:
+                set_geodesic_input(predictor, field, getattr(cfg, field), "--" + field.replace("_", "-"))
         unet = _load_predictor(cfg.unet_weights, cfg.device, False, "--unet-weights", cfg.runtime) if "unet-auto" in methods else None
         click_size = ClickSize(cfg.radius_px, cfg.alpha)
         meths = build_methods(methods, predictor, unet, click_size, cfg.radius_px, cfg.rw_grid_px)

@@ -293,8 +293,9 @@ def geodesic_maps(
     if not clicks:
         return maps
     by_polarity = [(ch, [(c.y, c.x) for c in clicks if c.positive == positive]) for ch, positive in ((0, True), (1, False))]
+    sigma_px = geodesic_sigma_px(img, noise_ref, sigma_px)  # one noise estimate for every edge weight
     for i, lam_i in enumerate(lams):
-        cost = geodesic_cost(img, lam_i, sigma_px, noise_ref)
+        cost = geodesic_cost(img, lam_i, sigma_px)
         for ch, pts in by_polarity:
             if pts:
                 maps[2 * i + ch] = np.exp(-geodesic_distance(cost, pts) / tau_px)
