@@ -138,6 +138,9 @@ class TrainConfig:
     # exponential moving average of the weights after every step (0 = off), e.g. 0.999: an
     # average over about 1 / (1 - decay) steps, written to ema.safetensors with its own validation
     ema: float = 0.0
+    # train the decoder only: the down path and the bottleneck keep the weights and batch-norm
+    # statistics they start with (--init), so a continuation cannot drift there (docs/design.md)
+    freeze_encoder: bool = False
 
 
 PRESETS = {
@@ -502,6 +505,8 @@ def train(cfg: TrainConfig) -> Path:
             # then the previous image) and start at zero weight
             state = adapt_input_channels(state, model)
         model.load_state_dict(state, strict=True)
+    if cfg.freeze_encoder:
+        freeze_encoder(model)
     ema = ema_copy(model, out / "ema.safetensors" if start_epoch > 0 else None, device) if cfg.ema > 0 else None
     net = model
     if ddp:
@@ -614,6 +619,20 @@ def train(cfg: TrainConfig) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return out / "best.safetensors"
+
+
+def freeze_encoder(model: UNet) -> None:
+    """Keep ``model``'s down path and bottleneck as they are, in place: no gradients for their
+    weights (so no backward pass through them either) and batch-norm momentum 0, so that their
+    running statistics, which inference uses, stay the starting weights' (in training mode the
+    layers still normalise by the batch, as when those weights were trained). Dropout there
+    stays as it was trained. The decoder and the head learn (``--freeze-encoder``)."""
+    for part in (model.down, model.bottleneck):
+        for q in part.parameters():
+            q.requires_grad_(False)
+        for m in part.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = 0.0
 
 
 def ema_copy(model: UNet, path: Path | None, device) -> UNet:
@@ -769,6 +788,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--ema", type=float, default=None,
                    help="keep an exponential moving average of the weights with this decay per step (e.g. 0.999), validated and written to ema.safetensors after each epoch (default 0: off)")
     p.add_argument("--init", default=None, help="initialise from a checkpoint (fine-tuning)")
+    p.add_argument("--freeze-encoder", action="store_true", default=None,
+                   help="train the decoder only: the down path and bottleneck keep their (--init) weights and batch-norm statistics")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch in which this much time is spent")
     p.add_argument("--time-cosine", action=argparse.BooleanOptionalAction, default=None,
                    help="learning rate: cosine over the --max-minutes budget, step by step; stop when it is spent (mid-epoch)")
@@ -783,7 +804,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "real_fraction": a.real_fraction, "flip": a.flip, "epochs": a.epochs, "steps": a.steps,
         "batch_size": a.batch_size, "seed": a.seed, "val_slices": a.val_slices, "workers": a.workers, "lr": a.lr,
         "device": a.device, "bf16": a.bf16, "channels_last": a.channels_last, "max_minutes": a.max_minutes, "init": a.init, "threads": a.threads,
-        "click_workers": a.click_workers, "time_cosine": a.time_cosine, "ema": a.ema,
+        "click_workers": a.click_workers, "time_cosine": a.time_cosine, "ema": a.ema, "freeze_encoder": a.freeze_encoder,
         "labels": tuple(a.labels) if a.labels else None, "msd": tuple(a.msd) if a.msd else None,
         "totalseg": tuple(a.totalseg) if a.totalseg else None,
         "label_ids": tuple(a.label_ids) if a.label_ids is not None else None,

@@ -106,6 +106,21 @@ def test_ema_run_writes_a_validated_average_and_resumes_it(tmp_path):
         parse_args(["--ema", "1.0"])
 
 
+def test_freeze_encoder_trains_the_decoder_only(tmp_path):
+    """--freeze-encoder: from --init, the down path and bottleneck keep their weights and
+    batch-norm statistics bit for bit; the decoder and head change."""
+    train(tiny(tmp_path / "src", epochs=1, steps=2))
+    src = load_checkpoint(tmp_path / "src" / "last.safetensors").model.state_dict()
+    train(tiny(tmp_path / "fz", epochs=1, steps=3, freeze_encoder=True, init=str(tmp_path / "src" / "last.safetensors")))
+    out = load_checkpoint(tmp_path / "fz" / "last.safetensors").model.state_dict()
+    frozen = [k for k in src if k.startswith(("down.", "bottleneck."))]
+    learned = [k for k in src if k.startswith(("up", "head.")) and src[k].dtype.is_floating_point]
+    assert any("running_mean" in k for k in frozen) and learned
+    assert all(torch.equal(src[k], out[k]) for k in frozen if "num_batches" not in k)
+    assert any(not torch.equal(src[k], out[k]) for k in learned)
+    assert parse_args(["--freeze-encoder"]).freeze_encoder and not parse_args([]).freeze_encoder
+
+
 def test_spill_parts_reach_the_samples():
     """--spill-parts is passed on to the samples' config, and a leak into no structure is refused."""
     from iunet.train import sample_config
