@@ -1,4 +1,4 @@
-"""Command line: ``python -m benchmark {run,report,download,speed,ablation,probes} …`` (``--help`` on each)."""
+"""Command line: ``python -m benchmark {run,report,download,speed,ablation,probes,compare} …`` (``--help`` on each)."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +20,8 @@ DESCRIPTION = """Benchmark of interactive CT segmentation. Commands:
   speed     click-to-mask latency and batched throughput
   ablation  train and evaluate the paper's Table I variants on a small budget
   probes    diagnostic one-click probes on rendered samples (renal sinus, vessel, lesion)
+  compare   two runs (or two methods of one run) slice by slice: the Dice difference after k
+            clicks with a paired bootstrap interval
 Protocol, outputs and results: docs/benchmark.md; design: docs/design.md."""
 
 
@@ -190,12 +192,13 @@ def main(argv: list[str] | None = None) -> None:
     _run_parser(sub)
     r = sub.add_parser("report", help="rewrite summary.md and the plot of a run folder (also a partial one)")
     r.add_argument("out", help="run folder with results.csv and run.json")
-    from . import ablation, download, probes, speed
+    from . import ablation, compare, download, probes, speed
 
     download.add_parser(sub)
     speed.add_parser(sub)
     ablation.add_parser(sub)
     probes.add_parser(sub)
+    compare.add_parser(sub)
     a = p.parse_args(argv)
     if a.command == "run":
         _run(a)
