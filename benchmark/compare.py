@@ -193,7 +193,7 @@ def _positive_int(text: str) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("compare", help="paired comparison of two runs (or two methods of one run), with bootstrap intervals",
-                       description=__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[1].replace("\n", " "))
+                       description=(__doc__.split("\n\n")[0] + " " + __doc__.split("\n\n")[1].replace("\n", " ")).replace("``", ""))
     p.add_argument("run_a", help="run folder A (the reference)")
     p.add_argument("run_b", nargs="?", help="run folder B (default: A, with two --methods)")
     p.add_argument("--methods", nargs="+", help="one method (in both runs) or two (A's, then B's); default: the one method both runs have")
