@@ -32,7 +32,8 @@ from .results import read_rows
 
 DEFAULT_CLICKS = (1, 2, 3, 5, 10)
 DEFAULT_RESAMPLES = 2000
-ALL = "all"  # the row of all cases together
+ALL = "all"  # the row of all units of all cases together (pooled, as summary.md)
+CASES = "cases"  # the row of the cases' means, each case weighing the same (the README's means of structures)
 
 
 @dataclass(frozen=True)
@@ -61,26 +62,28 @@ def paired_units(curves_a: dict, curves_b: dict) -> tuple[list[tuple[str, int | 
 
 
 def paired_bootstrap(cases: np.ndarray, diff: np.ndarray, resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                     level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+                     level: float = 0.95, per_case: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A ``level`` interval (lo, hi), each (K,), for the mean of ``diff`` (units, K) over units,
     by a two-stage bootstrap: draw the cases (``cases`` (units,), a label per unit) with
-    replacement, then units within each drawn case with replacement, and pool them. One case:
-    units only. Percentile interval of ``resamples`` draws (``seed``)."""
+    replacement, then units within each drawn case with replacement, and pool them (``per_case``:
+    average the drawn cases' own means instead, each case weighing the same). One case: units
+    only. Percentile interval of ``resamples`` draws (``seed``)."""
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(cases == c) for c in np.unique(cases)]
     means = np.empty((resamples, diff.shape[1]))
     for r in range(resamples):
         picked = rng.integers(0, len(groups), len(groups)) if len(groups) > 1 else np.zeros(1, int)
-        idx = np.concatenate([groups[g][rng.integers(0, len(groups[g]), len(groups[g]))] for g in picked])
-        means[r] = diff[idx].mean(0)
+        draws = [groups[g][rng.integers(0, len(groups[g]), len(groups[g]))] for g in picked]
+        means[r] = np.mean([diff[i].mean(0) for i in draws], 0) if per_case else diff[np.concatenate(draws)].mean(0)
     tail = 100 * (1 - level) / 2
     return np.percentile(means, tail, axis=0), np.percentile(means, 100 - tail, axis=0)
 
 
 def compare(side_a: Side, side_b: Side, rows_a: list[dict], rows_b: list[dict], clicks=DEFAULT_CLICKS,
             resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, dict]:
-    """Per protocol both sides ran: ``{"units": n, "ks": [...], "rows": {case or ALL: {"n": units,
-    "a": (len(ks),), "b": ..., "lo": ..., "hi": ...}}}``, Dice as fractions. Protocols without
+    """Per protocol both sides ran: ``{"units": n, "ks": [...], "rows": {case, ALL or CASES: {"n":
+    units (cases for CASES), "a": (len(ks),), "b": ..., "lo": ..., "hi": ...}}}``, Dice as
+    fractions; CASES (the mean of the cases' means) only with several cases. Protocols without
     common units are left out."""
     ca, cb = curves(rows_a), curves(rows_b)
     out: dict[str, dict] = {}
@@ -95,12 +98,17 @@ def compare(side_a: Side, side_b: Side, rows_a: list[dict], rows_b: list[dict], 
         cols = [k - 1 for k in ks]
         labels = np.array([u[0] for u in units])
         rows: dict[str, dict] = {}
-        for case in [*sorted(set(labels)), ALL]:
+        names = sorted(set(labels))
+        for case in [*names, ALL]:
             sel = np.ones(len(units), bool) if case == ALL else labels == case
             lo, hi = paired_bootstrap(labels[sel], (db - da)[sel][:, cols], resamples, seed)
             rows[case] = {"n": int(sel.sum()), "a": da[sel][:, cols].mean(0), "b": db[sel][:, cols].mean(0), "lo": lo, "hi": hi}
-        if len(rows) == 2:  # one case: its row is the "all" row
+        if len(names) == 1:  # one case: its row is the "all" row
             rows = {ALL: rows[ALL]}
+        else:
+            lo, hi = paired_bootstrap(labels, (db - da)[:, cols], resamples, seed, per_case=True)
+            rows[CASES] = {"n": len(names), "a": np.mean([rows[c]["a"] for c in names], 0),
+                           "b": np.mean([rows[c]["b"] for c in names], 0), "lo": lo, "hi": hi}
         out[proto] = {"units": len(units), "ks": ks, "rows": rows}
     return out
 
@@ -124,7 +132,7 @@ def markdown(side_a: Side, side_b: Side, result: dict[str, dict], resamples: int
                   "| Case | n | " + " | ".join(f"after {k}" for k in res["ks"]) + " |",
                   "|---|---:|" + "---:|" * len(res["ks"])]
         for case, r in res["rows"].items():
-            name = "all (pooled, as summary.md)" if case == ALL else case
+            name = {ALL: "all (pooled, as summary.md)", CASES: "mean of the cases (each the same weight)"}.get(case, case)
             cells = [_cell(r["a"][i], r["b"][i], r["lo"][i], r["hi"][i]) for i in range(len(res["ks"]))]
             lines.append(f"| {name} | {r['n']} | " + " | ".join(cells) + " |")
         lines.append("")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmark.__main__ import main
-from benchmark.compare import ALL, Side, compare, paired_bootstrap
+from benchmark.compare import ALL, CASES, Side, compare, paired_bootstrap
 from benchmark.results import FIELDS, read_rows
 
 
@@ -60,10 +60,16 @@ def test_compare_pairs_units_and_reports_per_case_and_pooled(tmp_path):
     res = compare(Side(tmp_path / "a", "m"), Side(tmp_path / "b", "m"), a, b, clicks=(1, 3, 10), resamples=300)
     r = res["ritm"]
     assert r["units"] == 120 and r["ks"] == [1, 3]  # k beyond the curves is left out
-    assert set(r["rows"]) == {"p:s0", "p:s1", "p:s2", ALL}
+    assert set(r["rows"]) == {"p:s0", "p:s1", "p:s2", ALL, CASES}
     for row in r["rows"].values():
         assert np.allclose(row["b"] - row["a"], 0.04) and np.all(row["lo"] > 0.03) and np.all(row["hi"] < 0.05)
-    assert r["rows"][ALL]["n"] == 120
+    assert r["rows"][ALL]["n"] == 120 and r["rows"][CASES]["n"] == 3
+    # the cases' row weighs each case the same, the pooled one each unit
+    lopsided = {u: c for u, c in a_units.items() if u[0] != "p:s0" or u[1] < 4}
+    r = compare(Side(tmp_path / "a", "m"), Side(tmp_path / "b", "m"), a, [x for x in b if (x["case"], int(x["slice"])) in lopsided],
+                clicks=(1,), resamples=100)["ritm"]["rows"]
+    assert np.isclose(r[CASES]["a"][0], np.mean([r[c]["a"][0] for c in ("p:s0", "p:s1", "p:s2")]))
+    assert not np.isclose(r[CASES]["a"][0], r[ALL]["a"][0])
 
 
 def test_compare_cli_two_runs_and_two_methods_of_one_run(tmp_path, capsys):
