@@ -137,6 +137,21 @@ def test_nifti_2d_and_singleton_4d(tmp_path):
     np.testing.assert_array_equal(vol4d.hu, want_hu)
 
 
+def test_values_that_cannot_be_hu_are_named_in_the_description(tmp_path):
+    """CT stored as HU + 1024 without a rescale, or an intensity-normalised image, has no air or
+    fat: the description says so (not the notes, which exports carry); real CT values do not."""
+    body = np.full((32, 32, 4), 40, np.int16)
+    body[8:24, 8:24] = 160
+    offset = load_ct(write_nifti(tmp_path / "offset.nii.gz", body + 1024, np.eye(4), np.uint16))
+    assert "no value below -200 (lowest 1064)" in offset.description and "HU + 1024" in offset.description
+    assert offset.notes == ()
+    norm = load_ct(write_nifti(tmp_path / "norm.nii.gz", body / 200.0, np.eye(4), np.float32))
+    assert "(lowest 0.2)" in norm.description and "intensity-normalised" in norm.description
+    ct = body.copy()
+    ct[:, :4] = -1000  # air beside the body
+    assert "no value below" not in load_ct(write_nifti(tmp_path / "ct.nii.gz", ct, np.eye(4))).description
+
+
 def test_save_single_slice_mask(tmp_path):
     affine, data = nifti_grid("PSR")
     vol = load_ct(write_nifti(tmp_path / "ct.nii.gz", data, affine))

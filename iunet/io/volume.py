@@ -299,13 +299,16 @@ def finish_volume(
         )
     spacing = _spacing_zyx(disp_affine)
     nz, ny, nx = hu.shape
+    # a warning about the values, in the description only: ``notes`` are what the reader assumed
+    # about the geometry, which exports carry
+    values_note = hu_range_note(hu) if kind != "image" and not any("not Hounsfield" in n for n in notes) else ""
     desc = (
         f"{label}, {nz} slice{'s' if nz != 1 else ''}, {nx}×{ny}, "
         f"{spacing[2]:.3g}×{spacing[1]:.3g}×{spacing[0]:.3g} mm"
     )
     notes = [n for n in notes if n]
-    if notes:
-        desc += "; " + "; ".join(notes)
+    if notes or values_note:
+        desc += "; " + "; ".join([*notes, values_note] if values_note else notes)
     return CTVolume(
         hu=hu,
         spacing_mm=spacing,
@@ -318,6 +321,22 @@ def finish_volume(
         slice_sources=slice_sources,
         notes=tuple(notes),
     )
+
+
+NO_AIR_OR_FAT_HU = -200.0  # CT in HU of a body shows air (-1000) or fat (-100) below this
+
+
+def hu_range_note(hu: np.ndarray) -> str:
+    """A note when the values of ``hu`` cannot be CT in Hounsfield units of a body: none below
+    NO_AIR_OR_FAT_HU, so no air and no fat (CT stored as HU + 1024 without a rescale, an
+    intensity-normalised image, or not CT at all, e.g. MR in a NIfTI); else "". A crop inside
+    one organ gets the note too, worded so that it fits."""
+    low = float(hu.min())
+    if low >= NO_AIR_OR_FAT_HU:
+        return (f"no value below {NO_AIR_OR_FAT_HU:.0f} (lowest {low:.4g}), where CT in Hounsfield units shows air at -1000 and fat "
+                "at -100: if these are not HU (CT stored as HU + 1024, an intensity-normalised image, MR), the models, "
+                "trained on CT in HU, will not segment it well")
+    return ""
 
 
 def orientation_note(source_affine_ras: np.ndarray) -> str:
