@@ -41,6 +41,7 @@ from tqdm import tqdm
 from iunet.clicks import ClickSize
 from iunet.evaluation import Track, run_clicks
 from iunet.inference import Predictor
+from iunet.io.volume import hu_range_note
 from iunet.model import InputConfig, read_header
 from iunet.robot import ALL_PROTOCOLS, PROTOCOLS, VOLUME_PROTOCOLS
 
@@ -467,10 +468,12 @@ def load_scored_volume(case, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, tu
     """(hu, gt, spacing_mm, note) of ``case`` as the run scores it: thicker slices
     (``--thick-slices``), then a wider field of view (``--fov-mm``), then added noise
     (``--noise-hu``; after the slab average, as a thick-slice scan's own noise is). ``note``:
-    ``datasets.upsampling_note`` of the scan before the noise (which would hide repeated slices)."""
+    ``datasets.upsampling_note`` of the scan before the noise (which would hide repeated slices)
+    and ``iunet.io.volume.hu_range_note`` (values that cannot be HU), or None."""
     hu, gt, spacing_mm = datasets.thicken(*datasets.load_volume(case, cfg.label_ids), cfg.thick_slices)
+    values = hu_range_note(hu)  # before the air of a wider field of view
     hu, gt = datasets.widen_fov(hu, gt, spacing_mm, cfg.fov_mm)
-    note = datasets.upsampling_note(hu, spacing_mm)
+    note = "; ".join(n for n in (datasets.upsampling_note(hu, spacing_mm), values) if n) or None
     return datasets.add_noise(hu, cfg.noise_hu, cfg.seed, case.name), gt, spacing_mm, note
 
 

@@ -1118,5 +1118,11 @@ def test_upsampling_note_finds_volumes_enlarged_by_repeating_voxels(tmp_path):
     runner.run(cfg)
     assert "6 distinct slices among 24" in json.loads((out / "run.json").read_text())["data_notes"]["spleen_1"]
     assert "**Data check**: `spleen_1`: 6 distinct slices among 24" in (out / "summary.md").read_text()
+    # this volume has no air or fat either: the values check says so, even with --fov-mm's air around it
+    assert "no value below -200" in json.loads((out / "run.json").read_text())["data_notes"]["spleen_1"]
+    case = datasets.find_cases(root)[0]
+    assert "no value below -200" in runner.load_scored_volume(case, replace(cfg, fov_mm=200.0))[3]
+    synthetic = datasets.find_cases(datasets.make_synthetic_msd(tmp_path / "syn", n_cases=1))[0]
+    assert runner.load_scored_volume(synthetic, cfg)[3] is None  # CT in HU (air around the body): no note
     runner.run(replace(cfg, resume=True))  # nothing left to run: the note of the case done is kept
     assert "**Data check**: `spleen_1`: 6 distinct slices among 24" in (out / "summary.md").read_text()
