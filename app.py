@@ -37,7 +37,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from iunet.clicks import DEFAULT_ALPHA, MAX_RADIUS_PX, MIN_RADIUS_PX, ClickSize, format_alpha, parse_alpha  # noqa: E402
-from iunet.io import ACCEPTED_INPUTS, export_dicom_seg, load_ct, save_mask_nifti, save_mask_png  # noqa: E402
+from iunet.io import ACCEPTED_INPUTS, export_dicom_seg, load_ct, read_nifti_mask, save_mask_nifti, save_mask_png  # noqa: E402
 from iunet.io.volume import CTTooLargeError, without_paths  # noqa: E402
 from iunet.phantom import write_phantom_nifti  # noqa: E402
 from iunet.windowing import WINDOW_PRESETS  # noqa: E402
@@ -734,6 +734,48 @@ def on_propagate(state, model, max_slices, level, width):
         return (*_view(state, model, level, width, status), str(out))
 
 
+MASK_SUFFIXES = (".nii", ".nii.gz")
+
+
+@guarded(n_extra=1, clear=(0,))
+def on_open_mask(state, mask_file, label, model, level, width):
+    """Open a NIfTI label file on this CT's voxel grid (an earlier Export NIfTI, or another
+    tool's segmentation) as the 3D mask, to correct it by clicking; ``label`` 0 takes every
+    non-zero label, else that one. Undoable. Extra output: the Download box (emptied)."""
+    state = _need_image(state)
+    paths = _paths(mask_file)
+    if not paths:
+        raise AppError("Choose a mask file first: a NIfTI label (.nii or .nii.gz) on this CT's voxel grid, e.g. an earlier Export NIfTI.")
+    name = Path(paths[0]).name
+    if len(paths) > 1 or not name.lower().endswith(MASK_SUFFIXES):
+        raise AppError(
+            f"A mask is opened from one NIfTI label file (.nii or .nii.gz) on this CT's voxel grid, such as the app's own "
+            f"Export NIfTI; '{name}'{' and others' if len(paths) > 1 else ''} is not one."
+        )
+    n = _number(label, "label")
+    if n != int(n) or n < 0:
+        raise AppError(f"The label is a whole number ≥ 0 (0 = every non-zero label), not {n:g}.")
+    n = int(n)
+    predictor, path = _predictor(model)
+    _check_window(level, width)
+    with state.lock:
+        labels = read_nifti_mask(paths[0], like=state.volume)
+        present = [int(v) for v in np.unique(labels) if v != 0]
+        if not present:
+            raise AppError(f"'{name}' holds no label (every voxel is 0): there is no mask to open.")
+        shown = ", ".join(map(str, present[:12])) + (", …" if len(present) > 12 else "")
+        if n and n not in present:
+            raise AppError(f"'{name}' has no voxel with label {n}; its labels: {shown}.")
+        mask = labels == n if n else labels > 0
+        state.open_mask(predictor, path, mask)
+        zs = state.annotated_slices()
+        which = f"label {n}" if n else ("label " + shown if len(present) == 1 else f"labels {shown} together (give a label number to take one)")
+        ml = state.volume_ml()
+        status = (f"Opened the mask of '{name}' ({which}): slices {_slices_text(zs)}, {ml:.1f} mL. Click to correct it; "
+                  "Undo goes back to the mask before.")
+        return (*_view(state, model, level, width, status), None)
+
+
 def _geometry_caveat(state: Annotation) -> str:
     """", as loaded: …" with what the reader had to assume about the input's geometry (e.g. an
     even slice spacing for a series with missing slices, which a NIfTI cannot hold otherwise;
@@ -922,6 +964,14 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                         MIN_RADIUS_PX, MAX_RADIUS_PX, value=size0.radius_px, step=0.5, label=size0.radius_label,
                         elem_id="radius",
                     )
+                with gr.Accordion("Open a mask to correct", open=False):
+                    mask_file = gr.File(
+                        label="NIfTI label on this CT's grid (.nii, .nii.gz), e.g. an earlier Export NIfTI",
+                        file_count="single", height=80, elem_id="mask_file",
+                    )
+                    with gr.Row():
+                        mask_label = TypedNumber(0, label="Label (0 = all non-zero)", precision=0, minimum=0, min_width=80, elem_id="mask_label")
+                        open_mask = gr.Button("Open mask", size="sm", elem_id="open_mask")
                 with gr.Accordion("Display window", open=False):
                     preset = gr.Dropdown(preset_choices, value=DEFAULT_PRESET, label="Preset", elem_id="preset")
                     level = TypedSlider(-1000, 3000, value=level0, step=1, label="Level (HU)", elem_id="level")
@@ -993,6 +1043,7 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
             control.input(on_click_size, [state, size_mode, alpha, radius, model, level, width], view, api_visibility="private")
         model.input(on_model, [state, model, level, width], [*view, size_mode, alpha, radius], api_name="model")
         propagate.click(on_propagate, [state, model, max_slices, level, width], [*view, download], api_name="propagate")
+        open_mask.click(on_open_mask, [state, mask_file, mask_label, model, level, width], [*view, download], api_name="open_mask")
         ex_nii.click(export_nifti, [state], [*view, download], api_name="export_nifti")
         ex_png.click(export_png, [state], [*view, download], api_name="export_png")
         ex_seg.click(export_dicom_seg_file, [state], [*view, download], api_name="export_dicom_seg")

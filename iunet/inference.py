@@ -1463,6 +1463,25 @@ class VolumeSession:
         return self._commit(_Edit(self._clicks, {}, self._zoomed), z, m, time.perf_counter(), propagate, stop_when_same,
                             max_slices, grow_hu)
 
+    def set_mask(self, mask: np.ndarray) -> np.ndarray:
+        """Replace the whole 3D mask with ``mask`` (Z, Y, X), bool or 0 / 1, e.g. a segmentation
+        made earlier or by another tool, to be corrected by clicks from here on: nothing is
+        predicted or propagated, and the clicks so far are forgotten (they made the old mask;
+        a later re-propagation would otherwise re-predict their slices from them). Undoable,
+        like a clear. ValueError for another shape or a probability map. Returns the 3D mask."""
+        if np.shape(mask) != self.shape:
+            raise ValueError(f"mask {np.shape(mask)} does not match the volume {self.shape}")
+        m = binary_mask(mask, "the mask")
+        changed = np.nonzero((m != self._mask).any(axis=(1, 2)))[0]
+        edit = _Edit(self._clicks, {int(z): np.packbits(self._mask[z]) for z in changed}, self._zoomed)
+        self._mask[changed] = m[changed]
+        self._clicks = ()
+        self._zoomed = frozenset()
+        self._undo.append(edit)
+        self.last_changed = sorted(edit.slices)
+        self.last_latency_ms = None
+        return self.mask
+
     def _commit(self, edit: _Edit, z: int, m: np.ndarray, t0: float, propagate: bool,
                 stop_when_same: bool = True, max_slices: int | None = None, grow_hu: np.ndarray | None = None) -> np.ndarray:
         """Put mask ``m`` on slice ``z``, propagate from it, and record ``edit`` for undo
@@ -1506,7 +1525,7 @@ class VolumeSession:
         return True
 
     def undo(self) -> bool:
-        """Undo the last action (click, propagation or clear), restoring the 3D mask exactly."""
+        """Undo the last action (click, propagation, clear or ``set_mask``), restoring the 3D mask exactly."""
         if not self._undo:
             return False
         edit = self._undo.pop()

@@ -49,7 +49,7 @@ class Annotation:
         self.checkpoint: str | None = None
         # what was done, in order, one entry per undoable step of ``vs`` (replayed on a model switch):
         # ("click", z, y, x, positive, radius_px, propagate), ("view", z, view, propagate),
-        # ("propagate", z, max_slices), ("clear",)
+        # ("propagate", z, max_slices), ("clear",), ("mask", packed 3D mask (np.packbits), its shape)
         self._actions: list[tuple] = []
         self.propagate_clicks = True
         self.lock = threading.RLock()
@@ -119,7 +119,8 @@ class Annotation:
         history, prepared model inputs), in bytes."""
         if self.released:
             return 0
-        return self.volume.nbytes + (0 if self.vs is None else self.vs.nbytes)
+        opened = sum(int(a[1].nbytes) for a in self._actions if a[0] == "mask")  # opened masks, kept for a replay
+        return self.volume.nbytes + opened + (0 if self.vs is None else self.vs.nbytes)
 
     # -- acting --------------------------------------------------------------------------
     def check_alive(self) -> None:
@@ -153,8 +154,17 @@ class Annotation:
         self._actions.append(("view", self.z, view, propagate))
         return list(vs.last_changed)
 
+    def open_mask(self, predictor, checkpoint: str, mask: np.ndarray) -> list[int]:
+        """Make ``mask`` (Z, Y, X) bool, a segmentation of this CT made earlier or by another
+        tool, the 3D mask, to be corrected by clicks (``VolumeSession.set_mask``: nothing is
+        predicted, the clicks so far are forgotten); undoable. Returns the slices that changed."""
+        vs = self._session(predictor, checkpoint)
+        vs.set_mask(mask)
+        self._actions.append(("mask", np.packbits(np.asarray(mask, bool)), tuple(np.shape(mask))))
+        return list(vs.last_changed)
+
     def undo(self) -> bool:
-        """Undo the last action (click, view, propagation or clear) anywhere in the volume."""
+        """Undo the last action (click, view, propagation, clear or opened mask) anywhere in the volume."""
         if self.vs is None or not self.vs.undo():
             return False
         if self._actions:
@@ -176,7 +186,7 @@ class Annotation:
 
     def use_model(self, predictor, checkpoint: str) -> int:
         """Switch to another checkpoint: every action so far (clicks, each with its own size,
-        first-click views, propagations, clears; what undo had taken back is not) is replayed on
+        first-click views, propagations, clears, opened masks; what undo had taken back is not) is replayed on
         it, in order, so the 3D mask is the new model's and Undo goes back through the same
         steps. Returns how many actions were replayed (0 also when the model did not change)."""
         if self.checkpoint == checkpoint:
@@ -199,6 +209,9 @@ class Annotation:
                 elif kind == "propagate":
                     z, max_slices = args
                     vs.propagate_from(z, max_slices=max_slices)
+                elif kind == "mask":
+                    packed, shape = args
+                    vs.set_mask(np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape).astype(bool))
                 elif kind == "clear" and not vs.clear():
                     continue  # nothing to clear on the new model: not a step
             except ValueError:  # (not expected: the same clicks on the same slices) the step is left out

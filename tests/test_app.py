@@ -1005,6 +1005,59 @@ def test_nifti_export_says_what_the_geometry_assumes(disk_model, tmp_path):
     assert "NIfTI in the input's geometry" in status and "as loaded" not in status and s.volume.notes == ()
 
 
+def test_open_mask_from_an_earlier_export_to_correct_it(disk_model, tmp_path):
+    """Open a mask: an earlier Export NIfTI of a DICOM series comes back as the 3D mask exactly;
+    a click then corrects it; Undo goes back to the mask before; a model switch replays the
+    opened mask; a label number takes one label of several; wrong files get a message and the
+    work is kept."""
+    import nibabel as nib
+
+    hu = series_volume(n=5)
+    files = write_series(tmp_path / "s", hu, flip=True)  # stored mirrored and in reverse: the export undoes it
+    s = load([disk_model], [str(p) for p in files])[0]
+    s = app.api_click(s, 24, 18, app.FOREGROUND, disk_model, *W)[0]
+    exported = s.mask_volume()
+    path = app.export_nifti(s)[5]
+    s = app.on_clear(s, disk_model, *W)[0]
+    assert not s.mask_volume().any()
+    s, _, _, info, status, download = app.on_open_mask(s, path, 0, disk_model, *W)
+    assert not is_problem(status) and download is None
+    np.testing.assert_array_equal(s.mask_volume(), exported)
+    assert "Opened the mask of" in status and "(label 1)" in status and "slices 1–5" in status and "Undo goes back" in status
+    assert "5 of 5 slices with a mask" in info and s.n_clicks == 0
+    s = app.on_slice(s, 3, disk_model, *W)[0]
+    s = app.api_click(s, 18, 20, app.BACKGROUND, disk_model, *W)[0]  # a correction on the opened mask
+    assert s.mask_volume().sum() < exported.sum() and s.n_clicks == 1
+    s = app.on_undo(s, disk_model, *W)[0]
+    np.testing.assert_array_equal(s.mask_volume(), exported)
+    s = app.on_undo(s, disk_model, *W)[0]  # back before the mask was opened: the cleared volume
+    assert not s.mask_volume().any()
+    s = app.on_open_mask(s, path, 0, disk_model, *W)[0]
+    predictor, _ = app._predictor(disk_model)
+    assert s.use_model(predictor, "another checkpoint") == 3  # click, clear, opened mask: replayed in order
+    np.testing.assert_array_equal(s.mask_volume(), exported)
+    # several labels: 0 takes them all, a number one of them
+    img = nib.load(path)
+    two = np.asarray(img.dataobj).astype(np.uint8)
+    two[..., : two.shape[2] // 2] *= 2  # label 2 on some slices, 1 on the others
+    nib.save(nib.Nifti1Image(two, img.affine), str(tmp_path / "two.nii.gz"))
+    s, _, _, _, status, _ = app.on_open_mask(s, str(tmp_path / "two.nii.gz"), 0, disk_model, *W)
+    assert "labels 1, 2 together" in status
+    np.testing.assert_array_equal(s.mask_volume(), exported)
+    s, _, _, _, status, _ = app.on_open_mask(s, str(tmp_path / "two.nii.gz"), 2, disk_model, *W)
+    assert "(label 2)" in status and 0 < s.mask_volume().sum() < exported.sum()
+    before = s.mask_volume()
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.eye(4)), str(tmp_path / "small.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros_like(two), img.affine), str(tmp_path / "empty.nii.gz"))
+    for f, label, needle in ((None, 0, "Choose a mask file first"), (str(tmp_path / "two.nii.gz"), 3, "has no voxel with label 3; its labels: 1, 2"),
+                             (str(files[0]), 0, "is not one"), (str(tmp_path / "small.nii.gz"), 0, "does not belong to this image"),
+                             (str(tmp_path / "empty.nii.gz"), 0, "holds no label"), (path, 1.5, "whole number")):
+        s, _, _, _, status, download = app.on_open_mask(s, f, label, disk_model, *W)
+        assert is_problem(status) and needle in status and download is None, (needle, status)
+        np.testing.assert_array_equal(s.mask_volume(), before)  # the work is kept
+    assert is_problem(app.on_open_mask(None, path, 0, disk_model, *W)[4])
+
+
 def test_click_size_follows_the_models_own_inputs(weights, models_, tmp_path, monkeypatch):
     """The click-size controls start at, and on a change of model are reset to, the model's own
     input settings (Predictor.inputs: α, default radius): a model trained at α = 1/500 is clicked

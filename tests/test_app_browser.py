@@ -156,6 +156,15 @@ def test_upload_click_undo_export_screenshot(server, page, tmp_path):
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
 
+    # the exported mask opened again, after a clear, through the page's "Open a mask" panel
+    page.locator("#clear").click()
+    expect(page.locator("#info")).to_contain_text("Clicks: 0")
+    page.get_by_text("Open a mask to correct").click()
+    page.locator("#mask_file input[type=file]").set_input_files(str(tmp_path / "mask.nii.gz"))
+    page.locator("#open_mask").click()
+    expect(page.locator("#status")).to_contain_text("Opened the mask of 'mask.nii.gz' (label 1)")
+    assert info_number(page, "Mask area:") == area_px
+
 
 def test_second_upload_replaces_the_image_and_big_uploads_say_why(server, page, tmp_path):
     from PIL import Image

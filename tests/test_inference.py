@@ -197,6 +197,34 @@ def test_volume_correction_changes_only_slices_that_need_it_and_undo_is_exact():
     np.testing.assert_array_equal(vs.mask, before)
 
 
+def test_volume_set_mask_is_a_starting_point_for_clicks_and_undo_is_exact():
+    """set_mask: a segmentation made elsewhere becomes the 3D mask as it is (nothing predicted),
+    the clicks that made the old mask are forgotten, a click then corrects it with the loaded
+    mask as the previous mask, and undo goes back through both steps exactly."""
+    vol, gt = _cylinder_volume()
+    pred = OraclePredictor()
+    vs = VolumeSession(pred, vol)
+    vs.add_click(9, 20, 20, True)
+    before, calls = vs.mask.copy(), pred.calls
+    loaded = gt.copy()
+    loaded[5:8] = False  # another tool's mask: three slices short at the bottom
+    loaded[12, 0:3, 0:3] = True  # and a stray speck
+    m = vs.set_mask(loaded.astype(np.uint8))
+    np.testing.assert_array_equal(m, loaded)
+    assert pred.calls == calls and vs.clicks == () and vs.last_changed == [5, 6, 7, 12]
+    vs.add_click(12, 1, 1, False)  # remove the speck: the rest of the loaded mask stays
+    assert not vs.mask[12, :3, :3].any() and vs.mask[12].sum() == gt[12].sum() and not vs.mask[5:8].any()
+    assert vs.undo()
+    np.testing.assert_array_equal(vs.mask, loaded)
+    assert vs.undo()
+    np.testing.assert_array_equal(vs.mask, before)
+    assert len(vs.clicks) == 1
+    with pytest.raises(ValueError, match="does not match the volume"):
+        vs.set_mask(loaded[1:])
+    with pytest.raises(ValueError, match="threshold probabilities"):
+        vs.set_mask(loaded * 0.5)
+
+
 def test_volume_propagation_clears_what_lies_beyond_a_new_end():
     vol, gt = _cylinder_volume()
     vs = VolumeSession(OraclePredictor(), vol)
