@@ -37,7 +37,9 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from iunet.clicks import DEFAULT_ALPHA, MAX_RADIUS_PX, MIN_RADIUS_PX, ClickSize, format_alpha, parse_alpha  # noqa: E402
-from iunet.io import ACCEPTED_INPUTS, export_dicom_seg, load_ct, read_nifti_mask, save_mask_nifti, save_mask_png  # noqa: E402
+from iunet.io import (  # noqa: E402
+    ACCEPTED_INPUTS, export_dicom_seg, load_ct, read_dicom_seg_mask, read_nifti_mask, save_mask_nifti, save_mask_png,
+)
 from iunet.io.volume import CTTooLargeError, without_paths  # noqa: E402
 from iunet.phantom import write_phantom_nifti  # noqa: E402
 from iunet.windowing import WINDOW_PRESETS  # noqa: E402
@@ -739,19 +741,23 @@ MASK_SUFFIXES = (".nii", ".nii.gz")
 
 @guarded(n_extra=1, clear=(0,))
 def on_open_mask(state, mask_file, label, model, level, width):
-    """Open a NIfTI label file on this CT's voxel grid (an earlier Export NIfTI, or another
-    tool's segmentation) as the 3D mask, to correct it by clicking; ``label`` 0 takes every
-    non-zero label, else that one. Undoable. Extra output: the Download box (emptied)."""
+    """Open a segmentation of this CT as the 3D mask, to correct it by clicking: a NIfTI label
+    file on its voxel grid (an earlier Export NIfTI, another tool's label map) or, over a DICOM
+    series, a DICOM-SEG of its images (an earlier Export DICOM-SEG, a SEG from a PACS);
+    ``label`` 0 takes every non-zero label (segment), else that one. Undoable. Extra output:
+    the Download box (emptied)."""
     state = _need_image(state)
     paths = _paths(mask_file)
+    dicom = state.volume.kind == "dicom"
+    accepted = "a NIfTI label (.nii, .nii.gz) on this CT's voxel grid" + (" or a DICOM-SEG of this series" if dicom else "")
     if not paths:
-        raise AppError("Choose a mask file first: a NIfTI label (.nii or .nii.gz) on this CT's voxel grid, e.g. an earlier Export NIfTI.")
+        raise AppError(f"Choose a mask file first: {accepted}, e.g. an earlier export.")
     name = Path(paths[0]).name
-    if len(paths) > 1 or not name.lower().endswith(MASK_SUFFIXES):
-        raise AppError(
-            f"A mask is opened from one NIfTI label file (.nii or .nii.gz) on this CT's voxel grid, such as the app's own "
-            f"Export NIfTI; '{name}'{' and others' if len(paths) > 1 else ''} is not one."
-        )
+    nifti = name.lower().endswith(MASK_SUFFIXES)
+    if len(paths) > 1:
+        raise AppError(f"Open one mask file at a time ({len(paths)} were given): {accepted}.")
+    if not (nifti or dicom):
+        raise AppError(f"A mask is opened from {accepted}, such as the app's own export; '{name}' is not one.")
     n = _number(label, "label")
     if n != int(n) or n < 0:
         raise AppError(f"The label is a whole number ≥ 0 (0 = every non-zero label), not {n:g}.")
@@ -759,20 +765,26 @@ def on_open_mask(state, mask_file, label, model, level, width):
     predictor, path = _predictor(model)
     _check_window(level, width)
     with state.lock:
-        labels = read_nifti_mask(paths[0], like=state.volume)
+        if nifti:
+            labels, names = read_nifti_mask(paths[0], like=state.volume), {}
+        else:
+            labels, names = read_dicom_seg_mask(paths[0], like=state.volume)
         present = [int(v) for v in np.unique(labels) if v != 0]
         if not present:
             raise AppError(f"'{name}' holds no label (every voxel is 0): there is no mask to open.")
-        shown = ", ".join(map(str, present[:12])) + (", …" if len(present) > 12 else "")
+        word = "segment" if names else "label"
+        shown = ", ".join(f"{v} ({names[v]})" if v in names else str(v) for v in present[:12]) + (", …" if len(present) > 12 else "")
         if n and n not in present:
-            raise AppError(f"'{name}' has no voxel with label {n}; its labels: {shown}.")
+            raise AppError(f"'{name}' has no voxel with {word} {n}; its {word}s: {shown}.")
         mask = labels == n if n else labels > 0
         state.open_mask(predictor, path, mask)
         zs = state.annotated_slices()
-        which = f"label {n}" if n else ("label " + shown if len(present) == 1 else f"labels {shown} together (give a label number to take one)")
-        ml = state.volume_ml()
-        status = (f"Opened the mask of '{name}' ({which}): slices {_slices_text(zs)}, {ml:.1f} mL. Click to correct it; "
-                  "Undo goes back to the mask before.")
+        if n:
+            which = f"{word} {n}" + (f" ({names[n]})" if n in names else "")
+        else:
+            which = f"{word} {shown}" if len(present) == 1 else f"{word}s {shown} together (give a number to take one)"
+        status = (f"Opened the mask of '{name}' ({which}): slices {_slices_text(zs)}, {state.volume_ml():.1f} mL. "
+                  "Click to correct it; Undo goes back to the mask before.")
         return (*_view(state, model, level, width, status), None)
 
 
@@ -966,11 +978,11 @@ def build_demo(config: AppConfig | None = None) -> gr.Blocks:
                     )
                 with gr.Accordion("Open a mask to correct", open=False):
                     mask_file = gr.File(
-                        label="NIfTI label on this CT's grid (.nii, .nii.gz), e.g. an earlier Export NIfTI",
+                        label="NIfTI label on this CT's grid, or a DICOM-SEG of its series (e.g. an earlier export)",
                         file_count="single", height=80, elem_id="mask_file",
                     )
                     with gr.Row():
-                        mask_label = TypedNumber(0, label="Label (0 = all non-zero)", precision=0, minimum=0, min_width=80, elem_id="mask_label")
+                        mask_label = TypedNumber(0, label="Label / segment (0 = all)", precision=0, minimum=0, min_width=80, elem_id="mask_label")
                         open_mask = gr.Button("Open mask", size="sm", elem_id="open_mask")
                 with gr.Accordion("Display window", open=False):
                     preset = gr.Dropdown(preset_choices, value=DEFAULT_PRESET, label="Preset", elem_id="preset")

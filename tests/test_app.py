@@ -1006,7 +1006,7 @@ def test_nifti_export_says_what_the_geometry_assumes(disk_model, tmp_path):
 
 
 def test_open_mask_from_an_earlier_export_to_correct_it(disk_model, tmp_path):
-    """Open a mask: an earlier Export NIfTI of a DICOM series comes back as the 3D mask exactly;
+    """Open a mask: an earlier Export NIfTI (or DICOM-SEG) of a DICOM series comes back as the 3D mask exactly;
     a click then corrects it; Undo goes back to the mask before; a model switch replays the
     opened mask; a label number takes one label of several; wrong files get a message and the
     work is kept."""
@@ -1050,12 +1050,25 @@ def test_open_mask_from_an_earlier_export_to_correct_it(disk_model, tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 2), np.uint8), np.eye(4)), str(tmp_path / "small.nii.gz"))
     nib.save(nib.Nifti1Image(np.zeros_like(two), img.affine), str(tmp_path / "empty.nii.gz"))
     for f, label, needle in ((None, 0, "Choose a mask file first"), (str(tmp_path / "two.nii.gz"), 3, "has no voxel with label 3; its labels: 1, 2"),
-                             (str(files[0]), 0, "is not one"), (str(tmp_path / "small.nii.gz"), 0, "does not belong to this image"),
+                             (str(files[0]), 0, "could not be read as a DICOM Segmentation"),
+                             ([str(tmp_path / "two.nii.gz"), path], 0, "Open one mask file at a time (2 were given)"),
+                             (str(tmp_path / "small.nii.gz"), 0, "does not belong to this image"),
                              (str(tmp_path / "empty.nii.gz"), 0, "holds no label"), (path, 1.5, "whole number")):
         s, _, _, _, status, download = app.on_open_mask(s, f, label, disk_model, *W)
         assert is_problem(status) and needle in status and download is None, (needle, status)
         np.testing.assert_array_equal(s.mask_volume(), before)  # the work is kept
     assert is_problem(app.on_open_mask(None, path, 0, disk_model, *W)[4])
+    # a DICOM-SEG of the series (the app's own export) opens the same way, with its segment's label
+    s = app.on_open_mask(s, path, 0, disk_model, *W)[0]
+    seg = app.export_dicom_seg_file(s)[5]
+    s = app.on_clear(s, disk_model, *W)[0]
+    s, _, _, _, status, _ = app.on_open_mask(s, seg, 0, disk_model, *W)
+    assert "(segment 1 (Segmented region))" in status
+    np.testing.assert_array_equal(s.mask_volume(), exported)
+    # over a NIfTI volume only NIfTI labels are offered
+    ph = app.load_example_phantom(None, disk_model, *settings())[0]
+    status = app.on_open_mask(ph, seg, 0, disk_model, *W)[4]
+    assert is_problem(status) and "a NIfTI label (.nii, .nii.gz) on this CT's voxel grid, such as" in status and "is not one" in status
 
 
 def test_click_size_follows_the_models_own_inputs(weights, models_, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from conftest import ct_dataset
-from iunet.io import export_dicom_seg, load_ct
+from iunet.io import CTLoadError, export_dicom_seg, load_ct, read_dicom_seg_mask
 
 highdicom = pytest.importorskip("highdicom")
 
@@ -75,6 +75,32 @@ def test_frames_reference_their_source_images(tmp_path, flip):
     assert pydicom.dcmread(files[0]).FrameOfReferenceUID == out.frame_of_reference_uid
 
 
+@pytest.mark.parametrize("flip", [False, True])
+def test_a_seg_reads_back_as_the_mask_it_was_made_from(tmp_path, flip):
+    """read_dicom_seg_mask: an exported SEG (frames in each image's own rows and columns, empty
+    slices without a frame) comes back in display orientation exactly, with its segment label;
+    a SEG of another series, or over a NIfTI, or a file that is no SEG, is refused."""
+    write_series(tmp_path / "s", volume(), flip=flip)
+    vol = load_ct(tmp_path / "s")
+    mask = vol.hu > 100
+    mask[1] = False
+    mask[3, :, :10] = False  # not symmetric in-plane, so a mirrored read would differ
+    export_dicom_seg(vol, mask, tmp_path / "seg.dcm", segment_label="Spleen")
+    labels, names = read_dicom_seg_mask(tmp_path / "seg.dcm", like=vol)
+    assert labels.dtype == np.uint8 and names == {1: "Spleen"}
+    np.testing.assert_array_equal(labels, mask.astype(np.uint8))
+    write_series(tmp_path / "other", volume())
+    with pytest.raises(CTLoadError, match="references none of its images"):
+        read_dicom_seg_mask(tmp_path / "seg.dcm", like=load_ct(tmp_path / "other"))
+    with pytest.raises(CTLoadError, match="could not be read as a DICOM Segmentation"):
+        read_dicom_seg_mask(sorted((tmp_path / "s").iterdir())[0], like=vol)
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(volume().transpose(2, 1, 0), np.eye(4)), str(tmp_path / "v.nii.gz"))
+    with pytest.raises(CTLoadError, match="only be opened over a DICOM series"):
+        read_dicom_seg_mask(tmp_path / "seg.dcm", like=load_ct(tmp_path / "v.nii.gz"))
+
+
 def test_missing_frame_of_reference_is_derived_consistently(tmp_path):
     files = write_series(tmp_path / "s", volume(), strip=("FrameOfReferenceUID", "PatientID", "StudyID"))
     vol = load_ct(tmp_path / "s")
@@ -129,6 +155,8 @@ def test_real_ircadb_series_exports_and_reads_back(shared_data, tmp_path):
         expected = np.zeros(frame.shape, bool)
         expected[200:300, 150:260] = (src.pixel_array * float(src.RescaleSlope) + float(src.RescaleIntercept))[200:300, 150:260] > 100
         np.testing.assert_array_equal(frame.astype(bool), expected)
+    labels, _ = read_dicom_seg_mask(out.path, like=vol)  # and back onto the display grid, exactly
+    np.testing.assert_array_equal(labels > 0, mask)
     # a single file of the series: the same derived frame of reference
     one = load_ct(folder / by_uid[uid].file_name)
     single = export_dicom_seg(one, one.hu > 100, tmp_path / "one.dcm")

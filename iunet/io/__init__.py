@@ -12,13 +12,13 @@
 * :mod:`.archives` — folders and ``.zip`` archives (zip-bomb and path-traversal safe);
 * :mod:`.load` — :func:`load_ct`, the one entry point;
 * :mod:`.masks` — masks out (NIfTI on the input's grid, PNG of a slice) and label files in;
-* :mod:`.dicom_seg` — binary DICOM Segmentation export referencing the source images.
+* :mod:`.dicom_seg` — binary DICOM Segmentation export referencing the source images, and SEGs of a series read back as labels.
 
 Every bad input raises :class:`CTLoadError` (a ValueError) with a message that says what was
 wrong and what is accepted; pydicom / nibabel / Pillow exceptions never escape ``load_ct``.
 """
 from .archives import MAX_ZIP_MEMBERS, MAX_ZIP_UNCOMPRESSED_BYTES
-from .dicom_seg import DicomSegExport, export_dicom_seg
+from .dicom_seg import DicomSegExport, export_dicom_seg, read_dicom_seg_mask
 from .images import (
     IMAGE_8BIT_LEVEL_HU,
     IMAGE_8BIT_LOWER_HU,
@@ -42,5 +42,5 @@ __all__ = [
     "ACCEPTED_INPUTS", "DISPLAY_AXCODES", "MAX_SLICE_PX", "MAX_ZIP_MEMBERS", "MAX_ZIP_UNCOMPRESSED_BYTES",
     "IMAGE_8BIT_LEVEL_HU", "IMAGE_8BIT_LOWER_HU", "IMAGE_8BIT_WIDTH_HU", "IMAGE_16BIT_OFFSET_HU",
     "CTLoadError", "CTTooLargeError", "CTVolume", "DicomSegExport", "PathLike", "SliceSource",
-    "export_dicom_seg", "load_ct", "read_nifti_mask", "save_mask_nifti", "save_mask_png",
+    "export_dicom_seg", "load_ct", "read_dicom_seg_mask", "read_nifti_mask", "save_mask_nifti", "save_mask_png",
 ]

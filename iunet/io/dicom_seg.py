@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .masks import binary_mask
-from .volume import LPS_TO_RAS, CTVolume, PathLike
+from .volume import LPS_TO_RAS, CTLoadError, CTVolume, PathLike
 
 # Patient and study attributes highdicom copies from the first source image; DICOM type 2
 # (they must be present, may be empty).
@@ -221,3 +221,67 @@ def export_dicom_seg(
     seg.save_as(str(path))
     n_written = int(getattr(seg, "NumberOfFrames", 1) or 1)
     return DicomSegExport(path, n_written, for_uid, tuple(notes))
+
+
+def read_dicom_seg_mask(path: PathLike, like: CTVolume) -> tuple[np.ndarray, dict[int, str]]:
+    """The segments of a DICOM Segmentation of ``like``'s images (e.g. an earlier
+    :func:`export_dicom_seg`, or a SEG from a PACS or another tool) as a label volume (Z, Y, X)
+    uint8 in display orientation, each voxel the number of the segment that covers it (the
+    higher number where segments overlap; 0 = none), and the segments' labels by number.
+
+    The frames are matched to ``like``'s slices by the SOP Instance UIDs (and frame numbers, for
+    a multi-frame image) that the SEG references, in each image's own rows and columns; slices
+    it does not cover are 0. Raises CTLoadError for a file that is not a readable DICOM
+    Segmentation, a SEG that references none of these images or whose frames have other
+    sizes, more than 255 segments, and a ``like`` that is not a DICOM input.
+    """
+    import highdicom as hd
+
+    path = Path(path)
+    what = f"The DICOM-SEG file '{path.name}'"
+    if like.kind != "dicom" or not like.slice_sources:
+        raise CTLoadError(f"{what} can only be opened over a DICOM series; this image is {like.kind}. Open a NIfTI label instead.")
+    try:
+        seg = hd.seg.segread(str(path))
+    except Exception as exc:  # pydicom / highdicom errors: not a SEG, damaged
+        raise CTLoadError(f"{what} could not be read as a DICOM Segmentation ({type(exc).__name__}: {exc}).") from exc
+    numbers = [int(n) for n in seg.segment_numbers]
+    if not numbers or max(numbers) > 255:
+        raise CTLoadError(f"{what} holds {len(numbers)} segments numbered up to {max(numbers, default=0)}; up to 255 can be opened.")
+    names = {n: str(seg.get_segment_description(n).segment_label) for n in numbers}
+    referenced = {str(sop) for _, _, sop in seg.get_source_image_uids()}
+    sources = like.slice_sources
+    nx, ny, nk = like.source_shape_xyz
+    src = np.zeros((nx, ny, nk), np.uint8)  # (col, row, source slice k)
+    if sources[0].frame is not None:  # one multi-frame image: its frames are the slices
+        uid = str(sources[0].dataset.SOPInstanceUID)
+        if uid not in referenced:
+            raise CTLoadError(f"{what} does not segment this series: it references none of its images.")
+        wanted = [(k, s.frame + 1) for k, s in enumerate(sources)]
+        pixels = _seg_pixels(lambda: seg.get_pixels_by_source_frame(
+            uid, [f for _, f in wanted], segment_numbers=numbers, assert_missing_frames_are_empty=True,
+            ignore_spatial_locations=True, dtype=np.uint8), what)
+        ks = [k for k, _ in wanted]
+    else:
+        ks = [k for k, s in enumerate(sources) if str(s.dataset.SOPInstanceUID) in referenced]
+        if not ks:
+            raise CTLoadError(f"{what} does not segment this series: it references none of its images.")
+        pixels = _seg_pixels(lambda: seg.get_pixels_by_source_instance(
+            [str(sources[k].dataset.SOPInstanceUID) for k in ks], segment_numbers=numbers,
+            assert_missing_frames_are_empty=True, ignore_spatial_locations=True, dtype=np.uint8), what)
+    if pixels.shape[1:3] != (ny, nx):
+        raise CTLoadError(f"{what} has frames of {pixels.shape[2]}×{pixels.shape[1]} pixels, the images {nx}×{ny}.")
+    labels = np.zeros(pixels.shape[:3], np.uint8)
+    for i, n in enumerate(numbers):  # (images, rows, cols, segments) binary; a higher number wins
+        labels[pixels[..., i] > 0] = n
+    for i, k in enumerate(ks):
+        src[:, :, k] = labels[i].T
+    return like.from_source_xyz(src), names
+
+
+def _seg_pixels(get, what: str) -> np.ndarray:
+    """highdicom's frames, its errors as a CTLoadError."""
+    try:
+        return np.asarray(get())
+    except Exception as exc:
+        raise CTLoadError(f"{what} could not be matched to this series' images ({type(exc).__name__}: {exc}).") from exc

@@ -9,7 +9,7 @@ from nibabel import orientations as nio
 
 from .load import check_file
 from .nifti import load_nifti_image, nifti_affine
-from .volume import DISPLAY_AXCODES, CTLoadError, CTVolume, PathLike
+from .volume import CTLoadError, CTVolume, PathLike
 
 
 def binary_mask(mask: np.ndarray, what: str) -> np.ndarray:
@@ -146,6 +146,4 @@ def read_nifti_mask(path: PathLike, like: CTVolume) -> np.ndarray:
     elif not np.issubdtype(data.dtype, np.integer) and data.dtype != bool:
         raise CTLoadError(f"{what} has data type {data.dtype}; expected integer labels.")
     dtype = np.uint8 if data.size == 0 or (data.min() >= 0 and data.max() <= 255) else np.int32
-    back = nio.ornt_transform(nio.io_orientation(like.source_affine_ras), nio.axcodes2ornt(DISPLAY_AXCODES))
-    disp = nio.apply_orientation(data, back).transpose(2, 1, 0)
-    return np.ascontiguousarray(disp, dtype=dtype)
+    return np.ascontiguousarray(like.from_source_xyz(data), dtype=dtype)

@@ -162,6 +162,15 @@ class CTVolume:
         assert out.shape == self.source_shape_xyz, (out.shape, self.source_shape_xyz)
         return np.ascontiguousarray(out)
 
+    def from_source_xyz(self, arr_xyz: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`to_source_xyz`: an array on the input file's voxel grid
+        (``source_shape_xyz``, index order (i, j, k)) in display (Z, Y, X) layout, like ``hu``."""
+        arr = np.asarray(arr_xyz)
+        if arr.shape != self.source_shape_xyz:
+            raise ValueError(f"expected an array on the source grid {self.source_shape_xyz}, got {arr.shape}")
+        back = nio.ornt_transform(nio.io_orientation(self.source_affine_ras), nio.axcodes2ornt(DISPLAY_AXCODES))
+        return np.ascontiguousarray(nio.apply_orientation(arr, back).transpose(2, 1, 0))
+
     def source_slice_index(self, z: int) -> int | None:
         """The source slice k shown as display slice ``z``, or None when display slices are not
         the stored slices (a sagittal or coronal acquisition shown reformatted)."""
