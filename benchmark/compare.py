@@ -101,7 +101,8 @@ def compare(side_a: Side, side_b: Side, rows_a: list[dict], rows_b: list[dict], 
         names = sorted(set(labels))
         for case in [*names, ALL]:
             sel = np.ones(len(units), bool) if case == ALL else labels == case
-            lo, hi = paired_bootstrap(labels[sel], (db - da)[sel][:, cols], resamples, seed)
+            lo, hi = paired_bootstrap(labels[sel], (db - da)[sel][:, cols], resamples, seed) if sel.sum() > 1 \
+                else (np.full(len(cols), np.nan), np.full(len(cols), np.nan))  # one unit: no spread to draw from
             rows[case] = {"n": int(sel.sum()), "a": da[sel][:, cols].mean(0), "b": db[sel][:, cols].mean(0), "lo": lo, "hi": hi}
         if len(names) == 1:  # one case: its row is the "all" row
             rows = {ALL: rows[ALL]}
@@ -115,6 +116,8 @@ def compare(side_a: Side, side_b: Side, rows_a: list[dict], rows_b: list[dict], 
 
 def _cell(a: float, b: float, lo: float, hi: float) -> str:
     d = b - a
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{100 * a:.1f} → {100 * b:.1f} ({100 * d:+.1f}, one unit: no interval)"
     mark = "**" if lo > 0 or hi < 0 else ""  # the interval excludes no difference
     return f"{100 * a:.1f} → {100 * b:.1f} ({mark}{100 * d:+.1f}{mark} [{100 * lo:+.1f}, {100 * hi:+.1f}])"
 

@@ -121,3 +121,16 @@ def test_compare_volumes_pairs_whole_volumes(tmp_path):
     assert r["units"] == 4 and r["rows"][ALL]["n"] == 4 and r["rows"]["p:s0"]["n"] == 1
     assert np.allclose(r["rows"][ALL]["b"] - r["rows"][ALL]["a"], [0.1, 0.0, -0.05])
     assert np.allclose(r["rows"][ALL]["lo"], [0.1, 0.0, -0.05]) and np.allclose(r["rows"][ALL]["hi"], [0.1, 0.0, -0.05])
+
+
+def test_one_unit_gets_no_interval(tmp_path):
+    """One volume (a 3D run on one case) has no spread to resample: no interval, nothing bold."""
+    a = read_rows(_write_run(tmp_path / "a", {"m": {("s:x", None): [0.5, 0.6]}}, protocol="volume") / "results.csv")
+    b = read_rows(_write_run(tmp_path / "b", {"m": {("s:x", None): [0.6, 0.6]}}, protocol="volume") / "results.csv")
+    res = compare(Side(tmp_path / "a", "m"), Side(tmp_path / "b", "m"), a, b, clicks=(1, 2), resamples=50)
+    row = res["volume"]["rows"][ALL]
+    assert row["n"] == 1 and np.isnan(row["lo"]).all() and np.isnan(row["hi"]).all()
+    from benchmark.compare import markdown
+
+    md = markdown(Side(tmp_path / "a", "m"), Side(tmp_path / "b", "m"), res, 50)
+    assert "50.0 → 60.0 (+10.0, one unit: no interval)" in md and "**" not in md.split("## Protocol")[1]
