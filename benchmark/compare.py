@@ -33,6 +33,11 @@ from .results import read_rows
 DEFAULT_CLICKS = (1, 2, 3, 5, 10)
 DEFAULT_RESAMPLES = 2000
 ALL = "all"  # the row of all units of all cases together (pooled, as summary.md)
+# a difference is called (bold) only when its interval excludes 0 and the bootstrap drew from at
+# least this many top-level units (the cases of a row with several, else its slices or volumes):
+# a percentile bootstrap of 4 volumes that all moved the same way gives an interval that
+# excludes 0, yet 4 units cannot tell (even a sign-flip test could not go below p = 1/8)
+MIN_UNITS = 5
 CASES = "cases"  # the row of the cases' means, each case weighing the same (the README's means of structures)
 
 
@@ -82,7 +87,8 @@ def paired_bootstrap(cases: np.ndarray, diff: np.ndarray, resamples: int = DEFAU
 def compare(side_a: Side, side_b: Side, rows_a: list[dict], rows_b: list[dict], clicks=DEFAULT_CLICKS,
             resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, dict]:
     """Per protocol both sides ran: ``{"units": n, "ks": [...], "rows": {case, ALL or CASES: {"n":
-    units (cases for CASES), "a": (len(ks),), "b": ..., "lo": ..., "hi": ...}}}``, Dice as
+    units (cases for CASES), "top": what the bootstrap's first stage drew from (cases, or units
+    with one case), "a": (len(ks),), "b": ..., "lo": ..., "hi": ...}}}``, Dice as
     fractions; CASES (the mean of the cases' means) only with several cases. Protocols without
     common units are left out."""
     ca, cb = curves(rows_a), curves(rows_b)
@@ -103,23 +109,27 @@ def compare(side_a: Side, side_b: Side, rows_a: list[dict], rows_b: list[dict], 
             sel = np.ones(len(units), bool) if case == ALL else labels == case
             lo, hi = paired_bootstrap(labels[sel], (db - da)[sel][:, cols], resamples, seed) if sel.sum() > 1 \
                 else (np.full(len(cols), np.nan), np.full(len(cols), np.nan))  # one unit: no spread to draw from
-            rows[case] = {"n": int(sel.sum()), "a": da[sel][:, cols].mean(0), "b": db[sel][:, cols].mean(0), "lo": lo, "hi": hi}
+            top = len(set(labels[sel])) if len(set(labels[sel])) > 1 else int(sel.sum())  # what the first stage draws
+            rows[case] = {"n": int(sel.sum()), "top": top, "a": da[sel][:, cols].mean(0), "b": db[sel][:, cols].mean(0), "lo": lo, "hi": hi}
         if len(names) == 1:  # one case: its row is the "all" row
             rows = {ALL: rows[ALL]}
         else:
             lo, hi = paired_bootstrap(labels, (db - da)[:, cols], resamples, seed, per_case=True)
-            rows[CASES] = {"n": len(names), "a": np.mean([rows[c]["a"] for c in names], 0),
+            rows[CASES] = {"n": len(names), "top": len(names), "a": np.mean([rows[c]["a"] for c in names], 0),
                            "b": np.mean([rows[c]["b"] for c in names], 0), "lo": lo, "hi": hi}
         out[proto] = {"units": len(units), "ks": ks, "rows": rows}
     return out
 
 
-def _cell(a: float, b: float, lo: float, hi: float) -> str:
+def _cell(a: float, b: float, lo: float, hi: float, top: int) -> str:
     d = b - a
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return f"{100 * a:.1f} → {100 * b:.1f} ({100 * d:+.1f}, one unit: no interval)"
+    interval = f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    if top < MIN_UNITS:
+        return f"{100 * a:.1f} → {100 * b:.1f} ({100 * d:+.1f} {interval}, {top} units: too few to tell)"
     mark = "**" if lo > 0 or hi < 0 else ""  # the interval excludes no difference
-    return f"{100 * a:.1f} → {100 * b:.1f} ({mark}{100 * d:+.1f}{mark} [{100 * lo:+.1f}, {100 * hi:+.1f}])"
+    return f"{100 * a:.1f} → {100 * b:.1f} ({mark}{100 * d:+.1f}{mark} {interval})"
 
 
 def markdown(side_a: Side, side_b: Side, result: dict[str, dict], resamples: int) -> str:
@@ -127,7 +137,8 @@ def markdown(side_a: Side, side_b: Side, result: dict[str, dict], resamples: int
     lines = [f"# Comparison: A = `{la}` → B = `{lb}`", "",
              f"- A: `{side_a.folder}`, method `{side_a.method}`; B: `{side_b.folder}`, method `{side_b.method}`",
              f"- Cells: A's mean Dice → B's (B − A [95 % interval, paired bootstrap of {resamples} draws over cases, then "
-             "slices or volumes within them]), in %; in bold where the interval excludes 0. Neighbouring slices are alike, "
+             "slices or volumes within them]), in %; in bold where the interval excludes 0 and it was drawn from at least "
+             f"{MIN_UNITS} cases (or, with one case, slices or volumes). Neighbouring slices are alike, "
              "so with few patients the interval is narrower than a spread over patients would be.", ""]
     for proto, res in result.items():
         unit = "volumes" if proto == "volume" else "slices"
@@ -136,7 +147,7 @@ def markdown(side_a: Side, side_b: Side, result: dict[str, dict], resamples: int
                   "|---|---:|" + "---:|" * len(res["ks"])]
         for case, r in res["rows"].items():
             name = {ALL: "all (pooled, as summary.md)", CASES: "mean of the cases (each the same weight)"}.get(case, case)
-            cells = [_cell(r["a"][i], r["b"][i], r["lo"][i], r["hi"][i]) for i in range(len(res["ks"]))]
+            cells = [_cell(r["a"][i], r["b"][i], r["lo"][i], r["hi"][i], r["top"]) for i in range(len(res["ks"]))]
             lines.append(f"| {name} | {r['n']} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

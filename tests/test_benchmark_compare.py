@@ -121,6 +121,12 @@ def test_compare_volumes_pairs_whole_volumes(tmp_path):
     assert r["units"] == 4 and r["rows"][ALL]["n"] == 4 and r["rows"]["p:s0"]["n"] == 1
     assert np.allclose(r["rows"][ALL]["b"] - r["rows"][ALL]["a"], [0.1, 0.0, -0.05])
     assert np.allclose(r["rows"][ALL]["lo"], [0.1, 0.0, -0.05]) and np.allclose(r["rows"][ALL]["hi"], [0.1, 0.0, -0.05])
+    # four volumes that all moved the same way: an interval that excludes 0, but too few units to call it
+    from benchmark.compare import markdown
+
+    md = markdown(Side(tmp_path / "a", "m"), Side(tmp_path / "b", "m"),
+                  compare(Side(tmp_path / "a", "m"), Side(tmp_path / "b", "m"), a, b, clicks=(1,), resamples=200), 200)
+    assert "(+10.0 [+10.0, +10.0], 4 units: too few to tell)" in md and "**" not in md.split("## Protocol")[1]
 
 
 def test_one_unit_gets_no_interval(tmp_path):
