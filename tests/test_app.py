@@ -209,7 +209,7 @@ def test_build_demo_and_api_names(weights):
     try:
         demo = app.build_demo(app.AppConfig(weights_dir=str(weights), precision="fp32"))
         names = {d.api_name for d in demo.fns.values() if d.api_name}
-        assert {"load", "click", "undo", "clear", "slice", "propagate", "export_nifti", "export_png", "export_dicom_seg"} <= names
+        assert {"load", "click", "undo", "clear", "slice", "propagate", "open_mask", "export_nifti", "export_png", "export_dicom_seg"} <= names
         assert any(t[1] == "unload" for d in demo.fns.values() for t in d.targets)  # frees a closed page
     finally:
         app.configure(weights, precision="fp32")
