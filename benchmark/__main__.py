@@ -172,13 +172,10 @@ def _report(folder: str) -> None:
     """``report``: refuse, in one line, a folder that is not a run folder (yet)."""
     from .report import write_reports
 
+    from .results import require_run_folder
+
     out = Path(folder)
-    if not out.is_dir():
-        sys.exit(f"error: {out} is not a folder; give the --out folder of a benchmark run")
-    missing = [n for n in ("run.json", "results.csv") if not (out / n).is_file()]
-    if missing:
-        sys.exit(f"error: {out} is not a benchmark run folder: no {' and no '.join(missing)} "
-                 f"(`python -m benchmark run --out {out}` writes them)")
+    require_run_folder(out)
     try:
         md, _ = write_reports(out)
     except json.JSONDecodeError as e:

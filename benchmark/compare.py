@@ -13,22 +13,22 @@ of all cases) is the statistic that ``summary.md`` reports.
 
 Neighbouring slices of one structure are alike, so slices are not independent samples: with one
 patient the interval says how much the mean would move over other slices *like these*, and is
-narrower than a spread over patients would be. Volumes (``volume``) are few; their interval is
-wide, as it should be.
+narrower than a spread over patients would be. Volumes (``volume``) are few: a difference is
+called only when the bootstrap drew from at least ``MIN_UNITS`` top-level units.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .download import int_at_least
 from .report import curves
-from .results import read_rows
+from .results import read_rows, require_run_folder
 
 DEFAULT_CLICKS = (1, 2, 3, 5, 10)
 DEFAULT_RESAMPLES = 2000
@@ -102,19 +102,22 @@ def compare(side_a: Side, side_b: Side, rows_a: list[dict], rows_b: list[dict], 
         if not ks:
             continue
         cols = [k - 1 for k in ks]
+        da, db = da[:, cols], db[:, cols]
         labels = np.array([u[0] for u in units])
         rows: dict[str, dict] = {}
         names = sorted(set(labels))
         for case in [*names, ALL]:
             sel = np.ones(len(units), bool) if case == ALL else labels == case
-            lo, hi = paired_bootstrap(labels[sel], (db - da)[sel][:, cols], resamples, seed) if sel.sum() > 1 \
+            n = int(sel.sum())
+            lo, hi = paired_bootstrap(labels[sel], (db - da)[sel], resamples, seed) if n > 1 \
                 else (np.full(len(cols), np.nan), np.full(len(cols), np.nan))  # one unit: no spread to draw from
-            top = len(set(labels[sel])) if len(set(labels[sel])) > 1 else int(sel.sum())  # what the first stage draws
-            rows[case] = {"n": int(sel.sum()), "top": top, "a": da[sel][:, cols].mean(0), "b": db[sel][:, cols].mean(0), "lo": lo, "hi": hi}
+            n_cases = len(set(labels[sel]))
+            top = n_cases if n_cases > 1 else n  # what the bootstrap's first stage draws from
+            rows[case] = {"n": n, "top": top, "a": da[sel].mean(0), "b": db[sel].mean(0), "lo": lo, "hi": hi}
         if len(names) == 1:  # one case: its row is the "all" row
             rows = {ALL: rows[ALL]}
         else:
-            lo, hi = paired_bootstrap(labels, (db - da)[:, cols], resamples, seed, per_case=True)
+            lo, hi = paired_bootstrap(labels, db - da, resamples, seed, per_case=True)
             rows[CASES] = {"n": len(names), "top": len(names), "a": np.mean([rows[c]["a"] for c in names], 0),
                            "b": np.mean([rows[c]["b"] for c in names], 0), "lo": lo, "hi": hi}
         out[proto] = {"units": len(units), "ks": ks, "rows": rows}
@@ -154,10 +157,7 @@ def markdown(side_a: Side, side_b: Side, result: dict[str, dict], resamples: int
 
 
 def _load(folder: Path) -> tuple[list[dict], dict]:
-    if not folder.is_dir():
-        sys.exit(f"error: {folder} is not a folder; give the --out folder of a benchmark run")
-    if not (folder / "results.csv").is_file():
-        sys.exit(f"error: {folder} is not a benchmark run folder: no results.csv (`python -m benchmark run --out {folder}` writes it)")
+    require_run_folder(folder, ("results.csv",))  # run.json (the data it ran on) is only compared when present
     try:
         meta = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
     except json.JSONDecodeError as e:
@@ -176,8 +176,8 @@ def sides(a: argparse.Namespace) -> tuple[Side, Side, list[dict], list[dict]]:
     if a.run_b is None:
         if not a.methods or len(a.methods) != 2:
             sys.exit(f"error: with one run folder, name two of its methods: --methods A B (it has: {', '.join(_methods_in(rows_a)) or 'none'})")
-        pairs = [(a.methods[0], a.methods[1])]
-        fb, rows_b, meta_b = fa, rows_a, meta_a
+        ma, mb = a.methods
+        fb, rows_b = fa, rows_a
     else:
         fb = Path(a.run_b)
         rows_b, meta_b = _load(fb)
@@ -187,7 +187,7 @@ def sides(a: argparse.Namespace) -> tuple[Side, Side, list[dict], list[dict]]:
         if a.methods and len(a.methods) > 2:
             sys.exit("error: --methods takes one method (the same in both runs) or two (A's, then B's)")
         if a.methods:
-            pairs = [(a.methods[0], a.methods[-1])]
+            ma, mb = a.methods[0], a.methods[-1]
         else:
             common = sorted(set(_methods_in(rows_a)) & set(_methods_in(rows_b)))
             if not common:
@@ -195,22 +195,11 @@ def sides(a: argparse.Namespace) -> tuple[Side, Side, list[dict], list[dict]]:
                          "name one of each: --methods A B")
             if len(common) > 1:
                 sys.exit(f"error: the runs have several methods in common ({', '.join(common)}); name the one to compare: --methods M")
-            pairs = [(common[0], common[0])]
-    ma, mb = pairs[0]
+            ma = mb = common[0]
     for m, rows, f in ((ma, rows_a, fa), (mb, rows_b, fb)):
         if m not in _methods_in(rows):
             sys.exit(f"error: {f} has no results of method {m} (it has: {', '.join(_methods_in(rows)) or 'none'})")
     return Side(fa, ma), Side(fb, mb), rows_a, rows_b
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number such as 2000") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return v
 
 
 def add_parser(sub) -> None:
@@ -219,8 +208,8 @@ def add_parser(sub) -> None:
     p.add_argument("run_a", help="run folder A (the reference)")
     p.add_argument("run_b", nargs="?", help="run folder B (default: A, with two --methods)")
     p.add_argument("--methods", nargs="+", help="one method (in both runs) or two (A's, then B's); default: the one method both runs have")
-    p.add_argument("--clicks", nargs="+", type=_positive_int, default=list(DEFAULT_CLICKS), help="after how many clicks (default 1 2 3 5 10)")
-    p.add_argument("--resamples", type=_positive_int, default=DEFAULT_RESAMPLES, help=f"bootstrap draws (default {DEFAULT_RESAMPLES})")
+    p.add_argument("--clicks", nargs="+", type=int_at_least(1), default=list(DEFAULT_CLICKS), help="after how many clicks (default 1 2 3 5 10)")
+    p.add_argument("--resamples", type=int_at_least(1), default=DEFAULT_RESAMPLES, help=f"bootstrap draws (default {DEFAULT_RESAMPLES})")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--out", help="also write the Markdown table to this file")
     p.set_defaults(func=run)

@@ -34,6 +34,17 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def require_run_folder(folder: Path, files: tuple[str, ...] = ("run.json", "results.csv")) -> None:
+    """SystemExit, in one line, unless ``folder`` is a run folder holding ``files`` (the commands
+    that read a run folder: ``report``, ``compare``)."""
+    if not folder.is_dir():
+        raise SystemExit(f"error: {folder} is not a folder; give the --out folder of a benchmark run")
+    missing = [n for n in files if not (folder / n).is_file()]
+    if missing:
+        raise SystemExit(f"error: {folder} is not a benchmark run folder: no {' and no '.join(missing)} "
+                         f"(`python -m benchmark run --out {folder}` writes {'it' if len(missing) == 1 else 'them'})")
+
+
 def read_rows(csv_path: str | Path) -> list[dict]:
     """Complete rows of a results CSV (a line cut short by a kill has missing fields and is skipped)."""
     with open(csv_path, newline="") as f:
