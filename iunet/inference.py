@@ -1471,7 +1471,13 @@ class VolumeSession:
         like a clear. ValueError for another shape or a probability map. Returns the 3D mask."""
         if np.shape(mask) != self.shape:
             raise ValueError(f"mask {np.shape(mask)} does not match the volume {self.shape}")
-        m = binary_mask(mask, "the mask")
+        self._replace(binary_mask(mask, "the mask"))
+        self.last_latency_ms = None
+        return self.mask
+
+    def _replace(self, m: np.ndarray) -> None:
+        """Make ``m`` (Z, Y, X) bool the 3D mask and forget the clicks, as one undoable step
+        that keeps the slices it changes (``clear``, ``set_mask``)."""
         changed = np.nonzero((m != self._mask).any(axis=(1, 2)))[0]
         edit = _Edit(self._clicks, {int(z): np.packbits(self._mask[z]) for z in changed}, self._zoomed)
         self._mask[changed] = m[changed]
@@ -1479,8 +1485,6 @@ class VolumeSession:
         self._zoomed = frozenset()
         self._undo.append(edit)
         self.last_changed = sorted(edit.slices)
-        self.last_latency_ms = None
-        return self.mask
 
     def _commit(self, edit: _Edit, z: int, m: np.ndarray, t0: float, propagate: bool,
                 stop_when_same: bool = True, max_slices: int | None = None, grow_hu: np.ndarray | None = None) -> np.ndarray:
@@ -1516,12 +1520,7 @@ class VolumeSession:
         """Empty the whole volume and forget the clicks (undoable). False when already empty."""
         if not self._clicks and not self._mask.any():
             return False
-        edit = _Edit(self._clicks, {int(z): np.packbits(self._mask[z]) for z in self.slices_with_mask()}, self._zoomed)
-        self._mask[:] = False
-        self._clicks = ()
-        self._zoomed = frozenset()
-        self._undo.append(edit)
-        self.last_changed = sorted(edit.slices)
+        self._replace(np.zeros(self.shape, bool))
         return True
 
     def undo(self) -> bool:
