@@ -50,6 +50,18 @@ class Click:
     positive: bool
     radius_px: float = DEFAULT_RADIUS_PX
 
+    def __post_init__(self) -> None:
+        # checked here, where a click is made, not deep in encode_clicks where a float index fails
+        for name in ("y", "x"):
+            v = getattr(self, name)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise ValueError(f"Click.{name} must be a whole pixel index (int), got {v!r}")
+        if not isinstance(self.positive, (bool, np.bool_)):
+            raise ValueError(f"Click.positive must be True (foreground) or False (background), got {self.positive!r}")
+        r = self.radius_px
+        if isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, float, np.integer, np.floating)) or not (np.isfinite(r) and r > 0):
+            raise ValueError(f"Click.radius_px must be a number of pixels > 0, got {r!r}")
+
     def scaled(self, scale_y: float, scale_x: float) -> "Click":
         """The same click on a grid resized by (scale_y, scale_x); the radius scales by their mean."""
         return Click(

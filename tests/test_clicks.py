@@ -45,6 +45,18 @@ def test_click_outside_image_is_refused():
         encode_clicks([Click(40, 3, True)], (32, 32))
 
 
+@pytest.mark.parametrize("args, field", [
+    ((2.5, 3, True), "y"), ((2, 3.7, True), "x"), ((True, 3, True), "y"), ((2, 3, 1), "positive"),
+    ((2, 3, True, 0.0), "radius_px"), ((2, 3, True, float("nan")), "radius_px"), ((2, 3, True, "5"), "radius_px"),
+])
+def test_click_checks_its_fields_where_it_is_made(args, field):
+    with pytest.raises(ValueError, match=f"Click.{field}"):
+        Click(*args)
+    # numpy scalars, as robots and samplers make them, are accepted
+    c = Click(np.int64(2), np.int32(3), np.bool_(True), np.float32(2.5))
+    assert encode_clicks([c], (8, 8))[0, 2, 3] == 1
+
+
 def test_scaled_click_maps_pixel_centres():
     c = Click(255, 0, True, 4.0).scaled(0.5, 0.5)
     assert (c.y, c.x, c.radius_px) == (127, 0, 2.0)
