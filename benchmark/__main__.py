@@ -117,6 +117,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--regrow-limit", type=float, default=None, metavar="X",
                    help="a diagnostic for --protocols volume: a re-propagation keeps a slice's mask (and stops there) where "
                         "its new mask is over X times larger with other tissue added (default: iunet.inference.REGROW_LIMIT; 0 = off)")
+    p.add_argument("--shrink-limit", type=float, default=None, metavar="F",
+                   help="a diagnostic for --protocols volume: a foreground click's re-propagation keeps a slice's mask (and stops "
+                        "there) where its new mask lies inside it with under F of its area (default: iunet.inference.SHRINK_LIMIT; 0 = off)")
     p.add_argument("--no-zoom-in", dest="zoom_in", action="store_false",
                    help="a diagnostic for iunet-zoomout: its first click is never predicted again zoomed in "
                         "(iunet.inference.ZoomOut(zoom_in_fraction=0))")
@@ -154,13 +157,15 @@ def _run(a: argparse.Namespace) -> None:
 
     if a.max_clicks < 1 or a.batch < 1:
         sys.exit("--max-clicks and --batch must be >= 1")
+    if a.shrink_limit is not None and not 0 <= a.shrink_limit < 1:
+        sys.exit(f"--shrink-limit must be a fraction in [0, 1) (0 = off), got {a.shrink_limit:g}")
     cfg = RunConfig(
         data=a.data, synthetic_task=a.synthetic_task, weights=a.weights, unet_weights=a.unet_weights,
         methods=tuple(a.methods), protocols=tuple(a.protocols), max_clicks=a.max_clicks,
         radius_px=a.radius_px, alpha=a.alpha,
         slices=a.slices, min_area_px=a.min_area_px, label_ids=tuple(a.label_ids), thick_slices=a.thick_slices, noise_hu=a.noise_hu, fov_mm=a.fov_mm, cases=tuple(a.cases),
         split=a.split, rw_grid_px=a.rw_grid_px, rw_volume_grid_px=a.rw_volume_grid_px, seed=a.seed,
-        geodesic_lambda=a.geodesic_lambda, geodesic_noise_ref=a.geodesic_noise_ref, small_carry=a.small_carry, carry_negative_mm=a.carry_negative_mm, regrow_limit=a.regrow_limit, zoom_in=a.zoom_in, focus=a.focus, centre_zoom=a.centre_zoom, zoom_refine=a.zoom_refine, fat_zoom=a.fat_zoom, prev_mask=a.prev_mask, device=a.device, runtime=a.runtime,
+        geodesic_lambda=a.geodesic_lambda, geodesic_noise_ref=a.geodesic_noise_ref, small_carry=a.small_carry, carry_negative_mm=a.carry_negative_mm, regrow_limit=a.regrow_limit, shrink_limit=a.shrink_limit, zoom_in=a.zoom_in, focus=a.focus, centre_zoom=a.centre_zoom, zoom_refine=a.zoom_refine, fat_zoom=a.fat_zoom, prev_mask=a.prev_mask, device=a.device, runtime=a.runtime,
         batch=a.batch, threads=a.threads, out=a.out, resume=a.resume, overwrite=a.overwrite,
     )
     out = run(cfg)

@@ -191,6 +191,7 @@ class Method:
     small_carry: bool = True  # VolumeSession looks for small carried masks again (False: --no-small-carry)
     carry_negative_mm: float | None = None  # VolumeSession's reach of background clicks (None: its default)
     regrow_limit: float | None = None  # VolumeSession's limit on a re-propagated mask's growth into other tissue (None: its default)
+    shrink_limit: float | None = None  # VolumeSession's limit on a foreground click's re-propagation cutting masks (None: its default)
     prev_mask: bool = True  # per slice, the model is shown the mask so far (False: --no-prev-mask, the clicks alone)
 
     @property
@@ -237,6 +238,8 @@ class Method:
                 kw["carry_negative_mm"] = self.carry_negative_mm
             if self.regrow_limit is not None:
                 kw["regrow_limit"] = self.regrow_limit
+            if self.shrink_limit is not None:
+                kw["shrink_limit"] = self.shrink_limit
             return inference.VolumeSession(self.predictor, volume_hu, self.click_size, spacing_mm=tuple(spacing_mm),
                                            zoom_out=self.zoom_out, **kw)
         if self.name == "random-walker":

@@ -165,6 +165,9 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
         + ((f"; **re-propagation keeps a slice's mask where it grows over {cfg['regrow_limit']:g}× into other tissue**" if cfg["regrow_limit"] > 0
             else "; **re-propagation may grow a slice's mask into any tissue**") + " (`--regrow-limit`, a diagnostic)"
            if cfg.get("regrow_limit") is not None else "")
+        + ((f"; **a foreground click's re-propagation keeps a slice's mask where it would cut it to under {cfg['shrink_limit']:g} of its area**"
+            if cfg["shrink_limit"] > 0 else "; **a foreground click's re-propagation may cut a slice's mask to any size**")
+           + " (`--shrink-limit`, a diagnostic)" if cfg.get("shrink_limit") is not None else "")
         + ("; **ZoomOut without zooming in** (`--no-zoom-in`, a diagnostic)" if cfg.get("zoom_in") is False else "")
         + ("; **ZoomOut without the focus view** (`--no-focus`, a diagnostic)" if cfg.get("focus") is False else "")
         + ("; **ZoomOut without the clicked-centre zoom-in** (`--no-centre-zoom`, a diagnostic)" if cfg.get("centre_zoom") is False else "")

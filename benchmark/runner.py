@@ -81,6 +81,7 @@ class RunConfig:
     small_carry: bool = True  # VolumeSession looks for small carried masks again (volume protocol; --no-small-carry)
     carry_negative_mm: float | None = None  # VolumeSession's reach of background clicks (None: its default; --carry-negative-mm)
     regrow_limit: float | None = None  # VolumeSession's limit on a re-propagated mask's growth into other tissue (None: its default; --regrow-limit)
+    shrink_limit: float | None = None  # VolumeSession's limit on a foreground click's run cutting masks (None: its default; --shrink-limit)
     zoom_in: bool = True  # iunet-zoomout's first click may also zoom in (ZoomOut.zoom_in; --no-zoom-in)
     zoom_refine: bool = False  # iunet-zoomout's zoomed-out first mask predicted again at the full view (--zoom-refine)
     fat_zoom: bool = True  # iunet-zoomout's first click on fat: the organ around it, zoomed out (--no-fat-zoom: never)
@@ -276,6 +277,8 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
         skip.add("carry_negative_mm")
     if cfg.regrow_limit is None:
         skip.add("regrow_limit")
+    if cfg.shrink_limit is None:
+        skip.add("shrink_limit")
     if cfg.thick_slices == 1:
         skip.add("thick_slices")
     if cfg.noise_hu == 0:
@@ -395,6 +398,8 @@ def run(cfg: RunConfig) -> Path:
             meths = [replace(m, carry_negative_mm=cfg.carry_negative_mm) for m in meths]
         if cfg.regrow_limit is not None:
             meths = [replace(m, regrow_limit=cfg.regrow_limit) for m in meths]
+        if cfg.shrink_limit is not None:
+            meths = [replace(m, shrink_limit=cfg.shrink_limit) for m in meths]
         meths = zoom_out_options(meths, cfg)
         if volume:
             flat = [m.name for m in meths if not m.volumetric]

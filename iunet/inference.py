@@ -1033,6 +1033,9 @@ SMALL_CARRY_DICE = 0.6  # a small structure found again by a click must overlap 
 HU_SHIFT_MIN = 30.0  # HU: the smallest median shift that counts as another tissue
 REGROW_LIMIT = 2.0  # a re-propagated slice's mask may not grow more than this many times into other tissue (VolumeSession)
 CARRY_NEGATIVE_MM = 20.0  # a propagation carries background clicks this far from their slice (VolumeSession)
+# a foreground click's re-propagation does not cut another slice's mask to less than this fraction
+# of its area (VolumeSession._shrunk)
+SHRINK_LIMIT = 0.5
 REF_HU_SAMPLES = 20000  # HU values kept from the start slice's mask for the drift check
 
 
@@ -1071,7 +1074,9 @@ class VolumeSession:
     changed. Where the carried mask ends but the masks from there on lead to a clicked slice,
     they are kept (the structure is there). A re-propagation that would make a slice's mask over
     ``regrow_limit`` times larger with tissue that is neither the mask's nor the clicked one's
-    keeps that slice's mask and stops there (``_regrown``). Undo restores the previous 3D mask exactly;
+    keeps that slice's mask and stops there (``_regrown``); likewise a foreground click's
+    re-propagation that would cut a slice's mask to less than ``SHRINK_LIMIT`` of itself
+    (``shrink_limit``, ``_shrunk``). Undo restores the previous 3D mask exactly;
     ``clear`` empties the volume (undoable too). Many sessions can share one ``Predictor``.
     """
 
@@ -1089,6 +1094,7 @@ class VolumeSession:
         small_carry: bool = True,
         carry_negative_mm: float = CARRY_NEGATIVE_MM,
         regrow_limit: float = REGROW_LIMIT,
+        shrink_limit: float = SHRINK_LIMIT,
     ):
         _require_interactive(predictor, "VolumeSession")
         shape = np.shape(volume_hu)
@@ -1116,6 +1122,10 @@ class VolumeSession:
         self.carry_negative_mm = float(carry_negative_mm)
         # a re-propagation does not grow a slice's mask more than this many times into other tissue (0: off): _regrown
         self.regrow_limit = float(regrow_limit)
+        # a foreground click's re-propagation does not cut other slices' masks down (_shrunk)
+        self.shrink_limit = float(shrink_limit)
+        if not 0 <= self.shrink_limit < 1:
+            raise ValueError(f"shrink_limit must be a fraction in [0, 1) (0: off), got {shrink_limit!r}")
         self._mask = np.zeros(vol.shape, bool)
         self._clicks: tuple[tuple[int, Click], ...] = ()
         self._undo: list[_Edit] = []
@@ -1227,12 +1237,13 @@ class VolumeSession:
                 out[i] = m
 
     def _propagate(self, z0: int, changed: dict[int, np.ndarray], stop_when_same: bool = True, max_slices: int | None = None,
-                   grow_hu: np.ndarray | None = None) -> None:
+                   grow_hu: np.ndarray | None = None, positive: bool | None = None) -> None:
         """Re-propagate outward from slice ``z0`` both ways (both directions in one batch).
         ``stop_when_same``: a slice that comes out as it was ends the run in that direction
         (what follows would come out the same); off, every slice within reach is recomputed.
         ``grow_hu``: HU of the tissue the run's masks may grow into (under the foreground click
-        that started it, or of the mask set on ``z0``: ``_regrown``)."""
+        that started it, or of the mask set on ``z0``: ``_regrown``). ``positive``: the polarity
+        of the click that started the run (None: no click, e.g. a mask set; ``_shrunk``)."""
         max_slices = self.max_slices if max_slices is None else max_slices
         anchored = {zz for zz, _ in self._clicks}
         fronts = {step: z0 for step in (1, -1) if self._mask[z0].any() or not self._run_reaches_anchor(z0, step, anchored)}
@@ -1269,8 +1280,8 @@ class VolumeSession:
             for z, step in zip(zs, steps):
                 m = new.get(z, np.zeros(self.shape[1:], bool))
                 old = self._mask[z]
-                if self._regrown(z, m, old, grow_hu):
-                    del fronts[step]  # the mask ran into other tissue here: keep this slice's and stop
+                if self._shrunk(m, old, positive) or self._regrown(z, m, old, grow_hu):
+                    del fronts[step]  # ran into other tissue, or a foreground click would cut it: keep this slice's, stop
                     continue
                 if not m.any() and old.any() and self._run_reaches_anchor(z - step, step, anchored):
                     # the carried mask ended, but the masks from here on come from a slice the
@@ -1286,6 +1297,22 @@ class VolumeSession:
                     del fronts[step]
                 else:
                     fronts[step] = z
+
+    def _shrunk(self, new: np.ndarray, old: np.ndarray, positive: bool | None) -> bool:
+        """Whether a run started by a foreground click (``positive``) would cut a slice's mask
+        ``old`` down to ``new``: ``new`` lies (nine tenths) inside ``old`` and has less than
+        ``shrink_limit`` of its area (an empty ``new`` too: the run does not shorten the
+        structure either). Then the slice keeps ``old`` and the run stops there
+        (``shrink_limit``; 0: off). The user said "more"; a run carrying a partial mask (a click beyond
+        where the masks ended that found only part of the structure there) would otherwise
+        replace the fuller masks it reaches by its own smaller one, slice after slice. Growth is
+        ``_regrown``'s to judge. Background clicks' runs are not held: a run that removes a leak
+        also carries the cleaner mask on where the leaky one had stopped (measured: holding them
+        to removals lost on `spleen_8` and 3D-IRCADb; docs/design.md, "Volumes")."""
+        if not (self.shrink_limit > 0 and positive) or not old.any():
+            return False
+        n = int(new.sum())
+        return n < self.shrink_limit * int(old.sum()) and int((new & old).sum()) >= 0.9 * n
 
     def _regrown(self, z: int, new: np.ndarray, old: np.ndarray, grow_hu: np.ndarray | None = None) -> bool:
         """Whether a re-propagation's mask ``new`` for slice ``z`` took in other tissue around the
@@ -1422,7 +1449,7 @@ class VolumeSession:
             m &= ~piece
         self._clicks = self._clicks + ((z, click),)
         grow_hu = click_disk_hu(self.volume_hu[z], click) if click.positive else None
-        return self._commit(edit, z, m, t0, propagate, grow_hu=grow_hu)
+        return self._commit(edit, z, m, t0, propagate, grow_hu=grow_hu, positive=click.positive)
 
     def view_first_click(self, z: int, view: str, propagate: bool = True) -> np.ndarray:
         """See slice ``z``'s only click, a foreground one, again in another view and keep that
@@ -1487,14 +1514,16 @@ class VolumeSession:
         self.last_changed = sorted(edit.slices)
 
     def _commit(self, edit: _Edit, z: int, m: np.ndarray, t0: float, propagate: bool,
-                stop_when_same: bool = True, max_slices: int | None = None, grow_hu: np.ndarray | None = None) -> np.ndarray:
+                stop_when_same: bool = True, max_slices: int | None = None, grow_hu: np.ndarray | None = None,
+                positive: bool | None = None) -> np.ndarray:
         """Put mask ``m`` on slice ``z``, propagate from it, and record ``edit`` for undo
-        (``grow_hu``: the HU of the tissue the propagated masks may grow into, for ``_regrown``)."""
+        (``grow_hu``: the HU of the tissue the propagated masks may grow into, for ``_regrown``;
+        ``positive``: the polarity of the click behind it, for ``_shrunk``)."""
         if not np.array_equal(m, self._mask[z]):
             edit.slices[z] = np.packbits(self._mask[z])
             self._mask[z] = m
         if propagate:
-            self._propagate(z, edit.slices, stop_when_same, max_slices, grow_hu)
+            self._propagate(z, edit.slices, stop_when_same, max_slices, grow_hu, positive)
         self._undo.append(edit)
         self.last_changed = sorted(edit.slices)
         self.last_latency_ms = (time.perf_counter() - t0) * 1000.0

@@ -836,6 +836,19 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     assert json.loads((rg / "run.json").read_text())["config"]["regrow_limit"] == 0.0
     assert "may grow a slice's mask into any tissue** (`--regrow-limit`" in (rg / "summary.md").read_text()
     assert "regrow_limit" not in json.loads((cn / "run.json").read_text())["config"]  # the default is not recorded
+    # --shrink-limit (a diagnostic): the sessions' limit on a foreground click's run cutting masks down
+    from iunet.inference import SHRINK_LIMIT
+
+    assert m.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).shrink_limit == SHRINK_LIMIT > 0
+    sh = tmp_path / "vol_sh0"
+    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-dynamic", "--protocols", "volume",
+          "--max-clicks", "1", "--cases", "pat:slab", "--shrink-limit", "0", "--out", str(sh)])
+    assert json.loads((sh / "run.json").read_text())["config"]["shrink_limit"] == 0.0
+    assert "may cut a slice's mask to any size** (`--shrink-limit`" in (sh / "summary.md").read_text()
+    assert "shrink_limit" not in json.loads((cn / "run.json").read_text())["config"]
+    with pytest.raises(SystemExit, match="--shrink-limit must be a fraction"):
+        main(["run", "--data", str(patient), "--methods", "iunet-dynamic", "--protocols", "volume", "--shrink-limit", "1.5",
+              "--out", str(tmp_path / "vol_bad")])
     # --no-zoom-in (a diagnostic): iunet-zoomout's ZoomOut never zooms in; recorded and said
     assert wide.zoom_out.zoom_in_fraction > 0
     nz = tmp_path / "no_zoom_in"

@@ -445,6 +445,36 @@ def test_a_re_propagation_grows_into_the_tissue_the_user_clicked():
     np.testing.assert_array_equal(vs.mask, gt)
 
 
+def test_a_foreground_click_beyond_the_masks_does_not_cut_the_fuller_ones_it_reaches():
+    """shrink_limit: masks on slices 5-14 (opened, or from earlier clicks), the structure goes on
+    to slice 17; a foreground click on slice 16 finds only a third of it there (another HU) and its
+    run reaches slice 14 with that third. The fuller masks stay (the run stops there) and slices
+    15-17 get the third; without the rule the third replaces every mask down to slice 5."""
+    vol, gt = _cylinder_volume(z0=5, z1=18)
+    yy, xx = np.mgrid[:40, :40]
+    third = gt[9] & (xx < 17)
+    vol[gt] = 150.0
+    vol[5:18][:, third] = 60.0
+    start = gt.copy()
+    start[15:] = False
+    out = {}
+    for keep in (True, False):
+        vs = VolumeSession(SeedTissuePredictor(), vol, spacing_mm=(2.0, 1.0, 1.0), shrink_limit=0.5 if keep else 0.0)
+        vs.set_mask(start)
+        vs.add_click(16, 20, 14, True)
+        np.testing.assert_array_equal(vs.mask[16], third)
+        out[keep] = vs.mask.copy()
+        assert vs.undo()
+        np.testing.assert_array_equal(vs.mask, start)
+    np.testing.assert_array_equal(out[True][:15], start[:15])
+    np.testing.assert_array_equal(out[True][15:18], np.broadcast_to(third, (3, 40, 40)))
+    np.testing.assert_array_equal(out[False][5:18], np.broadcast_to(third, (13, 40, 40)))
+    assert not out[True][18:].any() and not out[False][:5].any()
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="shrink_limit must be a fraction"):
+            VolumeSession(SeedTissuePredictor(), vol, shrink_limit=bad)
+
+
 def test_volume_propagation_does_not_overwrite_clicked_slices():
     vol, gt = _cylinder_volume()
     vs = VolumeSession(OraclePredictor(), vol)
