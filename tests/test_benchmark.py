@@ -826,26 +826,19 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
           "--max-clicks", "1", "--cases", "pat:slab", "--carry-negative-mm", "0", "--out", str(cn)])
     assert json.loads((cn / "run.json").read_text())["config"]["carry_negative_mm"] == 0.0
     assert "carries background clicks 0 mm** (`--carry-negative-mm`" in (cn / "summary.md").read_text()
-    # --regrow-limit (a diagnostic): the sessions' limit on a re-propagation's growth into other tissue
-    from iunet.inference import REGROW_LIMIT
+    # --regrow-limit / --shrink-limit (diagnostics): the sessions' limits on a re-propagation's
+    # growth into other tissue and on a foreground click's run cutting masks down; 0 = off, recorded and said
+    from iunet.inference import REGROW_LIMIT, SHRINK_LIMIT
 
-    assert m.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).regrow_limit == REGROW_LIMIT > 0
-    rg = tmp_path / "vol_rg0"
-    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-dynamic", "--protocols", "volume",
-          "--max-clicks", "1", "--cases", "pat:slab", "--regrow-limit", "0", "--out", str(rg)])
-    assert json.loads((rg / "run.json").read_text())["config"]["regrow_limit"] == 0.0
-    assert "may grow a slice's mask into any tissue** (`--regrow-limit`" in (rg / "summary.md").read_text()
-    assert "regrow_limit" not in json.loads((cn / "run.json").read_text())["config"]  # the default is not recorded
-    # --shrink-limit (a diagnostic): the sessions' limit on a foreground click's run cutting masks down
-    from iunet.inference import SHRINK_LIMIT
-
-    assert m.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)).shrink_limit == SHRINK_LIMIT > 0
-    sh = tmp_path / "vol_sh0"
-    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-dynamic", "--protocols", "volume",
-          "--max-clicks", "1", "--cases", "pat:slab", "--shrink-limit", "0", "--out", str(sh)])
-    assert json.loads((sh / "run.json").read_text())["config"]["shrink_limit"] == 0.0
-    assert "may cut a slice's mask to any size** (`--shrink-limit`" in (sh / "summary.md").read_text()
-    assert "shrink_limit" not in json.loads((cn / "run.json").read_text())["config"]
+    for flag, key, default, said in (("--regrow-limit", "regrow_limit", REGROW_LIMIT, "may grow a slice's mask into any tissue**"),
+                                     ("--shrink-limit", "shrink_limit", SHRINK_LIMIT, "may cut a slice's mask to any size**")):
+        assert getattr(m.start_volume(np.zeros((3, 16, 16), np.float32), (2.0, 1.0, 1.0)), key) == default > 0
+        off = tmp_path / f"vol_{key}0"
+        main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-dynamic", "--protocols", "volume",
+              "--max-clicks", "1", "--cases", "pat:slab", flag, "0", "--out", str(off)])
+        assert json.loads((off / "run.json").read_text())["config"][key] == 0.0
+        assert f"{said} (`{flag}`" in (off / "summary.md").read_text()
+        assert key not in json.loads((cn / "run.json").read_text())["config"]  # the default is not recorded
     with pytest.raises(SystemExit, match="--shrink-limit must be a fraction"):
         main(["run", "--data", str(patient), "--methods", "iunet-dynamic", "--protocols", "volume", "--shrink-limit", "1.5",
               "--out", str(tmp_path / "vol_bad")])
