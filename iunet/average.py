@@ -4,8 +4,9 @@
 
 Meant for runs that start from the same weights and differ in their draw (seed), such as two
 continuations of the shipped weights with the encoder frozen (docs/design.md, "Averaging
-continuations"): their weights stay close enough that the mean is a network of its own, often
-steadier than either. Floating-point tensors (weights, batch-norm running statistics) are
+continuations"): their weights stay close enough that the mean is a network of its own (as
+measured there: at or a little above its inputs on some rows, between them on others; no
+free gain). Floating-point tensors (weights, batch-norm running statistics) are
 averaged with equal weight; integer buffers (batch-norm's step counters) are taken from the
 first. Every input must have the same model config and input config; the run-time noise rule
 (``InputConfig.geodesic_noise_ref``) may differ and is set for the output with
