@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{a.out} is also an input: write the average to a new file")
     try:
         ck = average_checkpoints(a.inputs, a.geodesic_noise_ref)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        save_checkpoint(ck, a.out)
+    except (ValueError, OSError, RuntimeError) as e:  # OSError: a missing input, an output folder that cannot be written
         print(f"python -m iunet.average: error: {e}", file=sys.stderr)
         return 2
-    save_checkpoint(ck, a.out)
     print(f"wrote {a.out}: the mean of {len(a.inputs)} checkpoints ({ck.model_config.in_channels} input channels, "
           f"geodesic_noise_ref {ck.input_config.geodesic_noise_ref:g})")
     return 0

@@ -64,7 +64,12 @@ def test_average_refuses_what_cannot_be_averaged(tmp_path, capsys):
     out = tmp_path / "m.safetensors"
     assert main([str(out), str(a), str(wide)]) == 2 and not out.exists()
     assert main([str(out), str(a), str(tmp_path / "missing.safetensors")]) == 2
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    assert main([str(out), str(a), str(tmp_path / "junk.safetensors")]) == 2
+    (tmp_path / "file").write_text("x")
+    assert main([str(tmp_path / "file" / "m.safetensors"), str(a), str(a)]) == 2  # no folder to write into
     err = capsys.readouterr().err
-    assert "another architecture" in err and "not found" in err and "Traceback" not in err
+    assert "another architecture" in err and "not found" in err and "not a safetensors checkpoint" in err
+    assert "Traceback" not in err and not out.exists()
     with pytest.raises(SystemExit):
         main([str(a), str(a), str(grid)])
