@@ -25,6 +25,11 @@ import torch
 from .model import Checkpoint, load_checkpoint, save_checkpoint
 
 
+def _differing_fields(a, b, skip: frozenset[str] = frozenset()) -> list[str]:
+    """The names of the fields in which dataclasses ``a`` and ``b`` (of one type) differ."""
+    return [f.name for f in dataclasses.fields(a) if f.name not in skip and getattr(a, f.name) != getattr(b, f.name)]
+
+
 def average_checkpoints(paths: Sequence[str | Path], geodesic_noise_ref: float | None = None) -> Checkpoint:
     """The equal-weight mean of the checkpoints at ``paths`` (at least two), as a new Checkpoint.
 
@@ -35,15 +40,10 @@ def average_checkpoints(paths: Sequence[str | Path], geodesic_noise_ref: float |
         raise ValueError(f"averaging needs at least two checkpoints, got {len(paths)}")
     cks = [load_checkpoint(p) for p in paths]
     first = cks[0]
-    skip = {"geodesic_noise_ref"}
     for p, c in zip(paths[1:], cks[1:]):
-        if c.model_config != first.model_config:
-            diff = [f.name for f in dataclasses.fields(first.model_config)
-                    if getattr(c.model_config, f.name) != getattr(first.model_config, f.name)]
+        if diff := _differing_fields(first.model_config, c.model_config):
             raise ValueError(f"{p} has another architecture than {paths[0]} ({', '.join(diff)}): only one architecture can be averaged")
-        diff = [f.name for f in dataclasses.fields(first.input_config) if f.name not in skip
-                and getattr(c.input_config, f.name) != getattr(first.input_config, f.name)]
-        if diff:
+        if diff := _differing_fields(first.input_config, c.input_config, frozenset({"geodesic_noise_ref"})):
             raise ValueError(f"{p} prepares its input otherwise than {paths[0]} ({', '.join(diff)}): they cannot be averaged")
     states = [c.model.state_dict() for c in cks]
     mean = {k: (torch.stack([s[k].double() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v.clone())

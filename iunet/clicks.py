@@ -41,6 +41,11 @@ DEFAULT_GEODESIC_NOISE_REF = 0.012
 ENCODINGS = ("disk", "gaussian")
 
 
+def _positive_number(v) -> bool:
+    """Whether ``v`` is a real, finite number > 0 (a Python or NumPy int or float, not a bool)."""
+    return not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating)) and bool(np.isfinite(v) and v > 0)
+
+
 @dataclass(frozen=True)
 class Click:
     """One user click: pixel row ``y``, column ``x`` (slice pixels), polarity, disk radius in px."""
@@ -58,9 +63,8 @@ class Click:
                 raise ValueError(f"Click.{name} must be a whole pixel index (int), got {v!r}")
         if not isinstance(self.positive, (bool, np.bool_)):
             raise ValueError(f"Click.positive must be True (foreground) or False (background), got {self.positive!r}")
-        r = self.radius_px
-        if isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, float, np.integer, np.floating)) or not (np.isfinite(r) and r > 0):
-            raise ValueError(f"Click.radius_px must be a number of pixels > 0, got {r!r}")
+        if not _positive_number(self.radius_px):
+            raise ValueError(f"Click.radius_px must be a number of pixels > 0, got {self.radius_px!r}")
 
     def scaled(self, scale_y: float, scale_x: float) -> "Click":
         """The same click on a grid resized by (scale_y, scale_x); the radius scales by their mean."""
@@ -84,13 +88,11 @@ class ClickSize:
     def __post_init__(self) -> None:
         # checked here, not at the second click (alpha) or never (a negative or NaN radius)
         for name in ("radius_px", "min_radius_px", "max_radius_px"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (np.isfinite(v) and v > 0):
+            if not _positive_number(v := getattr(self, name)):
                 raise ValueError(f"ClickSize.{name} must be a number of pixels > 0, got {v!r}")
         if self.min_radius_px > self.max_radius_px:
             raise ValueError(f"ClickSize.min_radius_px ({self.min_radius_px}) exceeds max_radius_px ({self.max_radius_px})")
-        if self.alpha is not None and (isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float, np.integer, np.floating))
-                                       or not (np.isfinite(self.alpha) and self.alpha > 0)):
+        if self.alpha is not None and not _positive_number(self.alpha):
             raise ValueError(f"ClickSize.alpha must be a number > 0 such as 1/800 (or None for a fixed radius), got {self.alpha!r}")
 
     def radius_for(self, mask_area_px: int | float | None) -> float:
