@@ -34,6 +34,7 @@ from typing import Sequence
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage
 
 from iunet.ct_io import CTLoadError, load_ct, read_nifti_mask
 from iunet.io.nifti import has_nifti_suffix
@@ -283,6 +284,49 @@ def thicken(hu: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float], n: int)
     thick_gt = gt[:z].reshape(k, n, *gt.shape[1:]).mean(1, dtype=np.float32) >= 0.5
     dz, dy, dx = (float(s) for s in spacing_mm)
     return thick_hu, thick_gt, (dz * n, dy, dx)
+
+
+def thin(hu: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float], n: int) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """The volume as a proxy for a scan with ``n``-times thinner slices: ``n`` - 1 slices inserted
+    between each pair of neighbours, their HU interpolated linearly, the target by shape (the
+    two slices' signed distance maps in mm, weighted by nearness: a structure that grows or
+    shrinks between two slices does so gradually; where it ends between them, the nearer
+    slice's mask, none halfway), the slice spacing ``n`` times smaller. ``hu``, ``gt``: (Z, Y, X); ``n`` = 1 returns the
+    volume unchanged. A proxy, not a thin-slice scan: the inserted slices show no anatomy the
+    stored ones do not and are less noisy (a midway slice by 1/√2; ``--noise-hu`` adds it back).
+    What it checks is propagation over ``n`` times as many, more alike steps: whether a mask
+    drifts when each step changes little (1.6 mm × 1/2 = 0.8 mm)."""
+    if n < 1:
+        raise ValueError(f"thin slices: n must be >= 1, got {n}")
+    dz, dy, dx = (float(s) for s in spacing_mm)
+    if n == 1:
+        return hu, gt, (dz, dy, dx)
+    if hu.shape[0] < 2:
+        raise ValueError(f"--thin-slices {n}: the volume has only {hu.shape[0]} slice")
+    def signed_mm(m: np.ndarray) -> np.ndarray:  # < 0 inside, > 0 outside
+        return (ndimage.distance_transform_edt(~m, sampling=(dy, dx))
+                - ndimage.distance_transform_edt(m, sampling=(dy, dx))).astype(np.float32)
+
+    gt = gt.astype(bool)
+    has = gt.any(axis=(1, 2))
+    z_out = (hu.shape[0] - 1) * n + 1
+    thin_hu = np.empty((z_out, *hu.shape[1:]), np.float32)
+    thin_gt = np.zeros((z_out, *gt.shape[1:]), bool)
+    thin_hu[::n], thin_gt[::n] = hu, gt
+    dist: dict[int, np.ndarray] = {}
+    for z in range(hu.shape[0] - 1):
+        for k in range(1, n):
+            w = k / n
+            thin_hu[z * n + k] = (1 - w) * hu[z] + w * hu[z + 1]
+            if has[z] and has[z + 1]:
+                for zz in (z, z + 1):
+                    if zz not in dist:
+                        dist[zz] = signed_mm(gt[zz])
+                thin_gt[z * n + k] = (1 - w) * dist[z] + w * dist[z + 1] < 0
+            elif has[z] or has[z + 1]:  # the structure ends between the two: the nearer slice's mask, none halfway
+                thin_gt[z * n + k] = gt[z] if 2 * k < n else gt[z + 1] if 2 * k > n else False
+        dist.pop(z, None)
+    return thin_hu, thin_gt, (dz / n, dy, dx)
 
 
 NOISE_GRAIN_PX = 0.75  # the added noise's correlation: a Gaussian of this σ in px, as a soft reconstruction kernel's

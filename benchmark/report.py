@@ -145,6 +145,9 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
         + "; split in `split.json`"
         + (f"; **every {cfg['thick_slices']} axial slices averaged into one** (`--thick-slices`: a thicker-slice scan of the same patients)"
            if cfg.get("thick_slices", 1) > 1 else "")
+        + (f"; **{cfg['thin_slices'] - 1} interpolated slice{'s' if cfg['thin_slices'] > 2 else ''} between neighbours** "
+           "(`--thin-slices`: a proxy for a thinner-slice scan of the same patients)"
+           if cfg.get("thin_slices", 1) > 1 else "")
         + (f"; **slices padded with air to a {cfg['fov_mm']:g} mm field of view** (`--fov-mm`: a scanner with a larger field of view)"
            if cfg.get("fov_mm") else "")
         + (f"; **Gaussian noise of {cfg['noise_hu']:g} HU added** (`--noise-hu`: a lower-dose scan)"

@@ -72,6 +72,7 @@ class RunConfig:
     min_area_px: int = 1
     label_ids: tuple[int, ...] = ()
     thick_slices: int = 1  # every N consecutive axial slices averaged into one (datasets.thicken; --thick-slices)
+    thin_slices: int = 1  # N - 1 slices interpolated between neighbours (datasets.thin; --thin-slices)
     noise_hu: float = 0.0  # added noise, σ in HU (datasets.add_noise; --noise-hu); 0 = as stored
     fov_mm: float = 0.0  # slices padded with air to this field of view (datasets.widen_fov; --fov-mm); 0 = as stored
     cases: tuple[str, ...] = ()
@@ -281,6 +282,8 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
         skip.add("shrink_limit")
     if cfg.thick_slices == 1:
         skip.add("thick_slices")
+    if cfg.thin_slices == 1:
+        skip.add("thin_slices")
     if cfg.noise_hu == 0:
         skip.add("noise_hu")
     if cfg.fov_mm == 0:
@@ -352,6 +355,8 @@ def run(cfg: RunConfig) -> Path:
     unknown = [p for p in cfg.protocols if p not in ALL_PROTOCOLS]
     if unknown or not cfg.protocols:
         raise SystemExit(f"unknown protocol(s) {unknown}; use some of {', '.join(ALL_PROTOCOLS)}")
+    if cfg.thick_slices > 1 and cfg.thin_slices > 1:
+        raise SystemExit("thicker and thinner slices at once: give --thick-slices or --thin-slices, not both")
     slice_protocols = tuple(p for p in cfg.protocols if p in PROTOCOLS)
     volume = any(p in VOLUME_PROTOCOLS for p in cfg.protocols)
     with ExitStack() as stack:
@@ -471,11 +476,12 @@ def _check_resume(out: Path, old_meta: dict, options: dict, env: dict) -> None:
 
 def load_scored_volume(case, cfg: RunConfig) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], str | None]:
     """(hu, gt, spacing_mm, note) of ``case`` as the run scores it: thicker slices
-    (``--thick-slices``), then a wider field of view (``--fov-mm``), then added noise
+    (``--thick-slices``) or thinner ones (``--thin-slices``), then a wider field of view (``--fov-mm``), then added noise
     (``--noise-hu``; after the slab average, as a thick-slice scan's own noise is). ``note``:
     ``datasets.upsampling_note`` of the scan before the noise (which would hide repeated slices)
     and ``iunet.io.volume.hu_range_note`` (values that cannot be HU), or None."""
     hu, gt, spacing_mm = datasets.thicken(*datasets.load_volume(case, cfg.label_ids), cfg.thick_slices)
+    hu, gt, spacing_mm = datasets.thin(hu, gt, spacing_mm, cfg.thin_slices)
     values = hu_range_note(hu)  # before the air of a wider field of view
     hu, gt = datasets.widen_fov(hu, gt, spacing_mm, cfg.fov_mm)
     note = "; ".join(n for n in (datasets.upsampling_note(hu, spacing_mm), values) if n) or None

@@ -924,6 +924,45 @@ def test_thick_slices_run_scores_the_thicker_scan(ckpt, patient, tmp_path, capsy
         main(["run", "--data", str(patient), "--weights", ckpt, "--thick-slices", "0", "--out", str(tmp_path / "x")])
 
 
+def test_thin_slices_interpolate_images_and_shapes():
+    hu = np.array([0.0, 30.0, 60.0], np.float32)[:, None, None] * np.ones((3, 21, 21), np.float32)
+    yy, xx = np.mgrid[:21, :21]
+    r = np.hypot(yy - 10, xx - 10)
+    gt = np.stack([r <= 8, r <= 4, np.zeros((21, 21), bool)])  # a disk that shrinks, then ends
+    t_hu, t_gt, spacing = datasets.thin(hu, gt, (1.6, 0.5, 0.5), 2)
+    assert t_hu.shape == t_gt.shape == (5, 21, 21) and t_hu.dtype == np.float32 and t_gt.dtype == bool
+    np.testing.assert_allclose(t_hu[:, 0, 0], [0, 15, 30, 45, 60])  # stored slices kept, midway ones the mean
+    assert spacing == pytest.approx((0.8, 0.5, 0.5))
+    np.testing.assert_array_equal(t_gt[::2], gt)
+    # by shape, not by overlap: the midway disk has the mean radius (6 px), not the union (8) or intersection (4)
+    assert ((r < 5.5) <= t_gt[1]).all() and (t_gt[1] <= (r < 6.5)).all()
+    assert not t_gt[3].any()  # halfway to where it has ended: gone
+    t3 = datasets.thin(hu, gt, (1.6, 0.5, 0.5), 3)[1]
+    assert t3.shape[0] == 7 and (t3[4] == gt[1]).all() and not t3[5].any()  # the nearer slice's mask at the end
+    assert t3[1].sum() > t3[2].sum()  # shrinking gradually
+    same = datasets.thin(hu, gt, (1.6, 0.5, 0.5), 1)
+    assert same[0] is hu and same[1] is gt
+    with pytest.raises(ValueError, match="only 1 slice"):
+        datasets.thin(hu[:1], gt[:1], (1.6, 0.5, 0.5), 2)
+
+
+def test_thin_slices_run_scores_the_thinner_scan(ckpt, patient, tmp_path):
+    out = tmp_path / "thin"
+    main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-dynamic", "--protocols", "ritm",
+          "--max-clicks", "1", "--cases", "pat:ball", "--thin-slices", "2", "--out", str(out)])
+    rows = runner.read_rows(out / "results.csv")
+    # the ball spans z 3-9 of 12 slices at 2.5 mm; with a slice between each pair, about z 6-18 of 23 at 1.25 mm
+    zs = sorted({int(r["slice"]) for r in rows})
+    assert zs[0] in (5, 6) and zs[-1] in (18, 19) and zs == list(range(zs[0], zs[-1] + 1))
+    assert json.loads((out / "run.json").read_text())["config"]["thin_slices"] == 2
+    assert "1 interpolated slice between neighbours" in (out / "summary.md").read_text()
+    for bad in (["--thin-slices", "0"], ["--thin-slices", "2", "--thick-slices", "2"]):
+        with pytest.raises(SystemExit):
+            main(["run", "--data", str(patient), "--weights", ckpt, *bad, "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="not both"):
+        runner.run(runner.RunConfig(data=str(patient), weights=ckpt, thick_slices=2, thin_slices=2, out=str(tmp_path / "y")))
+
+
 def test_added_noise_is_seeded_correlated_and_of_the_asked_size():
     hu = np.zeros((3, 96, 80), np.float32)
     noisy = datasets.add_noise(hu, 25.0, 0, "pat:ball")
