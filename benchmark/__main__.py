@@ -137,9 +137,9 @@ def _run_parser(sub) -> None:
     p.add_argument("--no-fat-zoom", dest="fat_zoom", action="store_false",
                    help="a diagnostic for iunet-zoomout: a first click on fat keeps the full view's mask, never the organ around "
                         "it seen zoomed out (iunet.inference.ZoomOut(fat_growth=0))")
-    p.add_argument("--zoom-refine", dest="zoom_refine", action="store_true",
-                   help="an option for iunet-zoomout: a zoomed-out first mask is predicted again at the full view with itself "
-                        "as the previous mask (iunet.inference.ZoomOut(refine=True); off by default: one more forward pass)")
+    p.add_argument("--no-zoom-refine", dest="zoom_refine", action="store_false",
+                   help="a diagnostic for iunet-zoomout: a slice's first mask is kept as one pass gives it, not predicted again "
+                        "at the full view with itself as the previous mask (iunet.inference.ZoomOut(refine=False))")
     p.add_argument("--no-prev-mask", dest="prev_mask", action="store_false",
                    help="a diagnostic for the per-slice robots: the IU-Nets are not shown the mask so far, each click is predicted "
                         "from the clicks alone, as the paper's IU-Net (iunet.inference.Session(prev_mask=False))")

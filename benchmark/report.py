@@ -175,7 +175,7 @@ def markdown(meta: dict, table: dict, protocols: list[str], methods: list[str]) 
         + ("; **ZoomOut without the focus view** (`--no-focus`, a diagnostic)" if cfg.get("focus") is False else "")
         + ("; **ZoomOut without the clicked-centre zoom-in** (`--no-centre-zoom`, a diagnostic)" if cfg.get("centre_zoom") is False else "")
         + ("; **ZoomOut without the organ around a click on fat** (`--no-fat-zoom`, a diagnostic)" if cfg.get("fat_zoom") is False else "")
-        + ("; **ZoomOut with the full-view refinement** (`--zoom-refine`)" if cfg.get("zoom_refine") is True else "")
+        + ("; **first clicks not refined** (`--no-zoom-refine`, a diagnostic)" if cfg.get("zoom_refine") is False else "")
         + ("; **per slice, the IU-Nets not shown the mask so far** (`--no-prev-mask`, a diagnostic)" if cfg.get("prev_mask") is False else ""),
         f"- Device: {meta.get('options', {}).get('device')}; commit {env.get('git_commit')}{' (uncommitted changes)' if env.get('git_dirty') else ''}; status: {meta.get('status')}",
         ("- Dice in %, mean over slices; NoC = clicks (under `paper`: interactions, each a pair of clicks) to reach the Dice (max when never reached; failures in brackets);"

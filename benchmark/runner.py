@@ -84,7 +84,7 @@ class RunConfig:
     regrow_limit: float | None = None  # VolumeSession's limit on a re-propagated mask's growth into other tissue (None: its default; --regrow-limit)
     shrink_limit: float | None = None  # VolumeSession's limit on a foreground click's run cutting masks (None: its default; --shrink-limit)
     zoom_in: bool = True  # iunet-zoomout's first click may also zoom in (ZoomOut.zoom_in; --no-zoom-in)
-    zoom_refine: bool = False  # iunet-zoomout's zoomed-out first mask predicted again at the full view (--zoom-refine)
+    zoom_refine: bool = True  # iunet-zoomout's first mask predicted again at the full view, itself as the previous mask (--no-zoom-refine: not)
     fat_zoom: bool = True  # iunet-zoomout's first click on fat: the organ around it, zoomed out (--no-fat-zoom: never)
     centre_zoom: bool = True  # iunet-zoomout's large first mask not of the clicked centre's tissue: zoomed in (--no-centre-zoom)
     prev_mask: bool = True  # per slice, the IU-Nets are shown the mask so far (--no-prev-mask: the clicks alone)
@@ -268,7 +268,7 @@ def _identity(cfg: RunConfig, cases: list[str]) -> dict:
         skip.add("focus")
     if cfg.centre_zoom:
         skip.add("centre_zoom")
-    if not cfg.zoom_refine:
+    if cfg.zoom_refine:
         skip.add("zoom_refine")
     if cfg.fat_zoom:
         skip.add("fat_zoom")
@@ -330,7 +330,7 @@ def _load_predictor(path: str | None, device: str, interactive: bool, flag: str,
 
 def zoom_out_options(meths: list, cfg: RunConfig) -> list:
     """The methods with ZoomOut (``iunet-zoomout``) as the run's ZoomOut flags set them
-    (``--no-zoom-in``, ``--no-focus``, ``--no-centre-zoom``, ``--no-fat-zoom``, ``--zoom-refine``); the others as they are."""
+    (``--no-zoom-in``, ``--no-focus``, ``--no-centre-zoom``, ``--no-fat-zoom``, ``--no-zoom-refine``); the others as they are."""
     changes = {}
     if not cfg.zoom_in:
         changes["zoom_in_fraction"] = 0.0
@@ -340,8 +340,8 @@ def zoom_out_options(meths: list, cfg: RunConfig) -> list:
         changes["centre_radius_px"] = 0.0
     if not cfg.fat_zoom:
         changes["fat_growth"] = 0.0
-    if cfg.zoom_refine:
-        changes["refine"] = True
+    if not cfg.zoom_refine:
+        changes["refine"] = False
     return [replace(m, zoom_out=replace(m.zoom_out, **changes)) if changes and m.zoom_out is not None else m for m in meths]
 
 

@@ -502,9 +502,10 @@ class ZoomOut:
     zoom_in_margin_hu: float = 15.0  # how far (HU) beyond the stop rule's tolerance the mask's median must lie
     zoom_in_fraction: float = 1 / 3  # side of the zoomed-in view, a share of the slice's longer side (0: never); 1/3: ZoomIn.max_zoom
     focus_growth: float = 4.0  # a later foreground click that grows the mask more than this many times into other tissue: focus (0: never)
-    # the zoomed-out mask predicted again at the full view, as the previous mask (predict): off by default,
-    # since it makes a large structure's first click cost about 2.2 clicks, over issue 9's 50 ms (docs/design.md)
-    refine: bool = False
+    # a first click's mask (full view, zoomed out, or the organ around a click on fat; not a zoomed-in
+    # one) predicted again at the full view with itself as the previous mask (refined): a slice's first
+    # click then costs about two clicks (docs/design.md, "Refining a first click"); False: one pass
+    refine: bool = True
     centre_radius_px: float = 1.5  # a large first mask not of the clicked centre's intensity (this disk's): zoomed in, not out (0: never)
     fat_growth: float = 2.0  # a first click on fat whose zoomed-out mask is this many times larger, around it, in other tissue: kept (0: never)
     fat_min_hu: float = -190.0  # fat's HU range for that: [fat_min_hu, zoom_in_min_hu) (below it: air)
@@ -632,17 +633,39 @@ class ZoomOut:
         click on fat (``around_fat``, for a mask not large); ("in", p) zoomed in, a mask that is
         not the clicked spot's tissue (``zoom_in``; for a large mask, its centre's); ("out",
         None) a large mask, to be predicted zoomed out (``predict``, left to the caller, which
-        may batch it); (None, None) the full view. ``Session`` and ``VolumeSession`` both decide
+        may batch it); (None, None) the full view, or with ``refine`` (None, p), p ``refined``
+        (the zoomed-out views are refined in ``predict``). ``Session`` and ``VolumeSession`` both decide
         here."""
         wide = self.applies(probability, clicks, threshold)
         if not wide:
             p = self.around_fat(predictor, image_hu, probability, clicks, grid, threshold)
             if p is not None:
-                return "fat", p
+                return "fat", p  # zoomed out by predict, so refined there with refine
         p = self.zoom_in(predictor, image_hu, probability, clicks, threshold, centre=wide)
         if p is not None:
             return "in", p
-        return ("out", None) if wide else (None, None)
+        if wide:
+            return "out", None
+        return None, (self.refined(predictor, image_hu, probability, clicks, grid, threshold) if self.refine else None)
+
+    def refined(self, predictor: "Predictor", image_hu: np.ndarray, probability: np.ndarray, clicks: Sequence[Click],
+                grid: torch.Tensor | None = None, threshold: float = 0.5) -> np.ndarray:
+        """With ``refine``: a first click's prediction ``probability`` (Y, X) predicted again at the
+        full view with the same ``clicks`` and its own mask as the previous mask. The model,
+        trained to complete partial previous masks (``--partial-prev-p``), adds what one pass
+        left out (the other side of a kidney's C, a zoomed-out liver's border). Kept only if
+        what it adds has the first mask's tissue (median HU within HU_SHIFT_MIN,
+        ``grew_into_other_tissue``): completing a lesion's mask would take in the organ around
+        it, a spleen's the kidney it touches. Without ``refine``, for a model without the
+        previous-mask channel, an empty mask or a refinement into other tissue, ``probability``
+        itself. ``grid``: the slice prepared, if at hand."""
+        m = probability >= threshold
+        if not self.refine or not predictor.config.use_prev_mask or not m.any():
+            return probability
+        image_hu = np.asarray(image_hu)
+        g = predictor.prepare(image_hu) if grid is None else grid
+        p = predictor.predict_prepared([g], [image_hu.shape], [list(clicks)], [m])[0]
+        return probability if grew_into_other_tissue(image_hu, m, p >= threshold, 1.0) else p
 
     VIEWS = ("full", "out", "in")
 
@@ -651,7 +674,7 @@ class ZoomOut:
         """A slice's first clicks ``clicks`` (no previous mask) predicted in the view the user
         asks for, whatever the rules would choose: ``"out"`` the slice zoomed out (``predict``),
         ``"in"`` the square ``_view`` around the last click (zero outside it), ``"full"`` the
-        slice as it is. Probability (Y, X); ``grid``: the slice prepared, if at hand. (The
+        slice as it is (``"out"`` and ``"full"`` ``refined`` with ``refine``, as a first click is). Probability (Y, X); ``grid``: the slice prepared, if at hand. (The
         sessions' ``view_first_click``; docs/design.md, "Another view of a first click".)"""
         if view not in self.VIEWS:
             raise ValueError(f"unknown view {view!r}; one of {', '.join(self.VIEWS)}")
@@ -664,7 +687,8 @@ class ZoomOut:
             p = predictor.predict_prepared([predictor.prepare(sub)], [sub.shape], [list(inside)], [None])[0]
             return paste_crop(p, crop, image_hu.shape)
         g = predictor.prepare(image_hu) if grid is None else grid
-        return predictor.predict_prepared([g], [image_hu.shape], [list(clicks)], [None])[0]
+        p = predictor.predict_prepared([g], [image_hu.shape], [list(clicks)], [None])[0]
+        return self.refined(predictor, image_hu, p, clicks, g)
 
     def predict(self, predictor: "Predictor", images_hu: Sequence[np.ndarray], clicks: Sequence[Sequence[Click]],
                 grids: Sequence[torch.Tensor] | None = None) -> list[np.ndarray]:
@@ -672,15 +696,19 @@ class ZoomOut:
         predicted zoomed out in one batch; ``grids``: the slices already prepared
         (``predictor.prepare``), else they are prepared here. With ``refine``, each zoomed-out
         mask is then predicted again at the full view, with the same clicks and that mask as the
-        previous mask (a second batch): the model, trained to complete partial previous masks,
-        draws its border at the full resolution and adds what the coarse view missed."""
+        previous mask (a second batch; kept where ``refined`` would keep it): the model, trained
+        to complete partial previous masks, draws its border at the full resolution and adds
+        what the coarse view missed."""
         grids = [predictor.prepare(im) for im in images_hu] if grids is None else list(grids)
         views = [predictor.prepare_zoomed_out(g, self.factor, self.margin_px) for g in grids]
         shapes = [np.asarray(im).shape for im in images_hu]
         out = predictor.predict_prepared([v for v, _ in views], shapes, [list(c) for c in clicks], None, [b for _, b in views])
         if not self.refine or not predictor.config.use_prev_mask:
             return out
-        return predictor.predict_prepared(grids, shapes, [list(c) for c in clicks], [p >= 0.5 for p in out])
+        masks = [p >= 0.5 for p in out]
+        again = predictor.predict_prepared(grids, shapes, [list(c) for c in clicks], masks)
+        return [p if m.any() and grew_into_other_tissue(np.asarray(im), m, r >= 0.5, 1.0) else r
+                for im, p, m, r in zip(images_hu, out, masks, again)]
 
 
 def clicked_piece(prev: np.ndarray, clicks: Sequence[Click], last_only: bool = True) -> np.ndarray | None:

@@ -856,14 +856,14 @@ def test_volume_protocol_end_to_end(ckpt, patient, tmp_path, capsys):
     assert json.loads((nf / "run.json").read_text())["config"]["focus"] is False
     assert "--no-focus" in (nf / "summary.md").read_text()
     assert "--no-zoom-in" in (nz / "summary.md").read_text()
-    # --no-centre-zoom (a diagnostic: a large first mask is always zoomed out) and --zoom-refine
-    # (an option: the zoomed-out first mask refined at the full view): set on the run's ZoomOut,
+    # --no-centre-zoom (a diagnostic: a large first mask is always zoomed out) and --no-zoom-refine
+    # (a diagnostic: first masks not refined at the full view): set on the run's ZoomOut,
     # recorded and said; the defaults are not recorded
-    assert wide.zoom_out.centre_radius_px > 0 and not wide.zoom_out.refine
-    zo = runner.zoom_out_options([plain, wide], runner.RunConfig(centre_zoom=False, zoom_refine=True, focus=False))
-    assert zo[0] is plain and zo[1].zoom_out == replace(wide.zoom_out, centre_radius_px=0.0, refine=True, focus_growth=0.0)
+    assert wide.zoom_out.centre_radius_px > 0 and wide.zoom_out.refine
+    zo = runner.zoom_out_options([plain, wide], runner.RunConfig(centre_zoom=False, zoom_refine=False, focus=False))
+    assert zo[0] is plain and zo[1].zoom_out == replace(wide.zoom_out, centre_radius_px=0.0, refine=False, focus_growth=0.0)
     assert runner.zoom_out_options([wide], runner.RunConfig())[0] is wide
-    for flag, key, value in (("--no-centre-zoom", "centre_zoom", False), ("--zoom-refine", "zoom_refine", True), ("--no-prev-mask", "prev_mask", False)):
+    for flag, key, value in (("--no-centre-zoom", "centre_zoom", False), ("--no-zoom-refine", "zoom_refine", False), ("--no-prev-mask", "prev_mask", False)):
         o = tmp_path / key
         main(["run", "--data", str(patient), "--weights", ckpt, "--methods", "iunet-zoomout", "--protocols", "ritm",
               "--max-clicks", "1", "--cases", "pat:slab", flag, "--out", str(o)])

@@ -831,19 +831,19 @@ def test_zoom_out_shows_a_large_structure_whole_and_leaves_small_ones():
     big[50:56, 52:58] = False
     pred = ShortSightedPredictor()
     plain = Session(pred, img).add_click(30, 24, True)
-    wide = Session(pred, img, zoom_out=ZoomOut()).add_click(30, 24, True)
+    wide = Session(pred, img, zoom_out=ZoomOut(refine=False)).add_click(30, 24, True)
     assert plain.sum() < 0.5 * big.sum() and not (wide & ~big).any() and wide.sum() > 2 * plain.sum()
     # the same in a volume's first click on a slice
-    vs = VolumeSession(pred, img[None], zoom_out=ZoomOut())
+    vs = VolumeSession(pred, img[None], zoom_out=ZoomOut(refine=False))
     np.testing.assert_array_equal(vs.add_click(0, 30, 24, True)[0], wide)
     # a small structure stays at the full view: the same mask, and no second prediction
-    small = Session(pred, img, zoom_out=ZoomOut())
+    small = Session(pred, img, zoom_out=ZoomOut(refine=False))
     calls = pred.calls
     np.testing.assert_array_equal(small.add_click(52, 54, True), Session(pred, img).add_click(52, 54, True))
     assert pred.calls == calls + 2
     # later clicks are predicted as before (full view, with the previous mask)
     calls = pred.calls
-    s = Session(pred, img, zoom_out=ZoomOut())
+    s = Session(pred, img, zoom_out=ZoomOut(refine=False))
     s.add_click(30, 24, True)
     s.add_click(10, 10, True)
     assert pred.calls == calls + 3  # full view, zoomed out; the later click
@@ -865,7 +865,7 @@ def test_zoomed_out_mask_is_refined_at_the_full_view():
     organ = img > 0
     pred = ShortSightedPredictor()
     calls = pred.calls
-    coarse = Session(pred, img, zoom_out=ZoomOut()).add_click(10, 24, True)
+    coarse = Session(pred, img, zoom_out=ZoomOut(refine=False)).add_click(10, 24, True)
     assert pred.calls == calls + 2
     calls = pred.calls
     fine = Session(pred, img, zoom_out=ZoomOut(refine=True)).add_click(10, 24, True)
@@ -877,13 +877,70 @@ def test_zoomed_out_mask_is_refined_at_the_full_view():
     calls = pred.calls
     np.testing.assert_array_equal(Session(pred, img, zoom_out=ZoomOut(refine=True)).add_click(10, 24, True), coarse)
     assert pred.calls == calls + 2
-    assert not ZoomOut().refine  # off by default (one more forward pass)
+    assert ZoomOut().refine  # on by default
+
+
+class CompletingPredictor(ShortSightedPredictor):
+    """ShortSightedPredictor that, given a previous mask, completes it: the whole bright region
+    of the slice ``image_hu`` (given at construction, in its own pixels) connected to it, as a
+    model trained on partial previous masks does."""
+
+    def __init__(self, image_hu):
+        super().__init__()
+        self.image_hu = np.asarray(image_hu)
+
+    def predict_prepared(self, images, shapes, clicks, prev_masks=None, boxes=None):
+        from scipy import ndimage
+
+        out = super().predict_prepared(images, shapes, clicks, None, boxes)
+        for i in range(len(images)):
+            prev = None if prev_masks is None else prev_masks[i]
+            if prev is not None and np.asarray(prev).any():
+                lab, _ = ndimage.label(self.image_hu > 0)
+                touched = np.unique(lab[np.asarray(prev, bool)])
+                out[i] = np.isin(lab, touched[touched > 0]).astype(np.float32)
+        return out
+
+
+def test_first_click_is_refined_at_the_full_view():
+    """ZoomOut(refine=True) also refines a first click kept at the full view: predicted again
+    with the click and its own mask as the previous mask, where a model that completes partial
+    masks takes the rest of a long thin structure that one click's reach left out. Off, or for a
+    model without the previous-mask channel, the first mask stays, and so it does where the
+    refinement would add another tissue; a Session and a VolumeSession agree; the user's "full"
+    view is refined the same way."""
+    from iunet.inference import Session, ZoomOut
+
+    img = np.full((64, 64), -100.0, np.float32)
+    img[30:34, 8:52] = 60.0  # a bar of 176 px: under ZoomOut's 4.5 % of the slice, so never zoomed out
+    bar = img > 0
+    pred = CompletingPredictor(img)
+    calls = pred.calls
+    plain = Session(pred, img, zoom_out=ZoomOut(refine=False)).add_click(31, 12, True)
+    assert pred.calls == calls + 1 and 0 < plain.sum() < 0.7 * bar.sum() and not (plain & ~bar).any()
+    calls = pred.calls
+    fine = Session(pred, img, zoom_out=ZoomOut(refine=True)).add_click(31, 12, True)
+    assert pred.calls == calls + 2
+    np.testing.assert_array_equal(fine, bar)
+    np.testing.assert_array_equal(VolumeSession(pred, img[None], zoom_out=ZoomOut(refine=True)).add_click(0, 31, 12, True)[0], bar)
+    np.testing.assert_array_equal(ZoomOut(refine=True).view(pred, img, [Click(31, 12, True, 5.0)], "full") >= 0.5, bar)
+    np.testing.assert_array_equal(ZoomOut(refine=False).view(pred, img, [Click(31, 12, True, 5.0)], "full") >= 0.5, plain)
+    # nothing to refine from an empty first mask (a click off the structure)
+    assert not Session(pred, img, zoom_out=ZoomOut(refine=True)).add_click(5, 5, True).any()
+    # a refinement that would take in a touching tissue of another intensity is not kept
+    touching = img.copy()
+    touching[34:40, 30:52] = 150.0  # an organ 90 HU brighter against the bar's far half
+    pred_t = CompletingPredictor(touching)
+    np.testing.assert_array_equal(Session(pred_t, touching, zoom_out=ZoomOut(refine=True)).add_click(31, 12, True), plain)
+    pred.config.use_prev_mask = False
+    np.testing.assert_array_equal(Session(pred, img, zoom_out=ZoomOut(refine=True)).add_click(31, 12, True), plain)
 
 
 class SinusPredictor(ShortSightedPredictor):
     """A stand-in for a model whose geodesic click maps stop at a fat's edge: at the full view it
     segments the connected region of the clicked grid pixel's tissue (fat, or the bright organ);
-    zoomed out it sees the organ with its fat sinus as one (the bright object, holes filled)."""
+    zoomed out it sees the organ with its fat sinus as one (the bright object, holes filled).
+    Like ShortSightedPredictor, it keeps a previous mask it is given."""
 
     def predict_prepared(self, images, shapes, clicks, prev_masks=None, boxes=None):
         from scipy import ndimage
@@ -899,7 +956,10 @@ class SinusPredictor(ShortSightedPredictor):
                 tissue = ndimage.binary_fill_holes(a > 0)
             lab, _ = ndimage.label(tissue)
             m = (lab == lab[gy, gx]) & tissue
-            out.append(np.kron(m, np.ones((f, f))).astype(np.float32))
+            r = np.kron(m, np.ones((f, f))).astype(np.float32)
+            if prev_masks is not None and prev_masks[i] is not None:
+                r = np.maximum(r, np.asarray(prev_masks[i], np.float32))
+            out.append(r)
         return out
 
 
@@ -930,7 +990,7 @@ def test_a_first_click_on_fat_inside_an_organ_gives_the_organ_seen_zoomed_out():
         calls = pred.calls
         counts.append((Session(pred, img, zoom_out=zo).add_click(64, 96, True), pred.calls - calls))
     np.testing.assert_array_equal(counts[0][0], counts[1][0])
-    assert counts[0][1] == counts[1][1] == 2
+    assert counts[0][1] == counts[1][1] == 3  # the full view, zoomed out, refined at the full view
     small = np.where(organ, 60.0, -1000.0).astype(np.float32)
     small[r2 <= 2**2] = -100.0  # a sinus smaller than the click's disk: its centre is read, not the disk
     assert (Session(pred, small, zoom_out=ZoomOut()).add_click(64, 64, True) & organ).sum() > 0.9 * organ.sum()
