@@ -6,9 +6,11 @@ For each device (CPU; CUDA when present) × dtype (fp32 / bf16) × memory format
 - **latency**: one click at a time on one 512² slice through a ``Session``, as a person clicks
   (the library's click loop, ``iunet.evaluation``, with the ``ritm`` robot and batch size 1; a
   fresh session every 20 clicks): the session's click-to-probability time, p50 / p95 in ms;
-- **first click, zoomed out**: a large structure's first click with ``ZoomOut`` (the app's and
-  ``iunet-zoomout``'s), which predicts the slice a second time, shrunk: a fresh ``Session`` per
-  click, the zoom-out forced (``min_area_fraction=0``), p50 / p95 in ms;
+- **first click**: a slice's first click with ``ZoomOut`` (the app's and ``iunet-zoomout``'s),
+  which predicts it a second time at the full view with its own mask as the previous mask
+  (``refine``): a fresh ``Session`` per click, never zoomed out, p50 / p95 in ms;
+- **first click, zoomed out**: a large structure's first click, which also predicts the slice
+  shrunk: the same, the zoom-out forced (``min_area_fraction=0``), p50 / p95 in ms;
 - an automatic U-Net (no clicks) has no session: its latency is one ``Predictor.predict`` per
   slice, no zoomed-out first click, and its benchmark loop is ``predict_batch`` per slice (as the
   run's ``unet-auto``);
@@ -99,13 +101,16 @@ def latency_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, n_clicks: i
     return np.array(times[warmup : warmup + n_clicks])
 
 
-def first_click_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, n_clicks: int, warmup: int = 3) -> np.ndarray:
+def first_click_ms(predictor: Predictor, hu: np.ndarray, gt: np.ndarray, n_clicks: int, warmup: int = 3,
+                   zoomed: bool = True) -> np.ndarray:
     """Milliseconds of ``n_clicks`` first clicks (at the target's deepest point, each in a fresh
-    ``Session`` whose slice was prepared beforehand, as the app does on upload) with the
-    zoomed-out second prediction of ``ZoomOut`` forced: what a large structure's first click
-    costs. After ``warmup`` untimed ones. ``hu``, ``gt``: (Y, X)."""
+    ``Session`` whose slice was prepared beforehand, as the app does on upload) with ``ZoomOut``'s
+    passes: the full view and its refinement, and with ``zoomed`` the zoomed-out second
+    prediction forced (what a large structure's first click costs; else never). After
+    ``warmup`` untimed ones. ``hu``, ``gt``: (Y, X)."""
     y, x = deepest_point(gt)
-    zoom_out = ZoomOut(min_area_fraction=0.0, centre_radius_px=0.0)  # always the zoom-out, never the centre zoom-in
+    # always (or never) the zoom-out; never the centre zoom-in, the zoom-in or the view around fat
+    zoom_out = ZoomOut(min_area_fraction=0.0 if zoomed else 1.0, centre_radius_px=0.0, zoom_in_fraction=0.0, fat_growth=0.0)
     times = []
     for _ in range(warmup + n_clicks):
         s = Session(predictor, hu, zoom_out=zoom_out)
@@ -170,8 +175,9 @@ def measure(weights: str, device: str, dtype: str, channels_last: bool, clicks: 
         "latency_p50_ms": float(np.percentile(lat, 50)), "latency_p95_ms": float(np.percentile(lat, 95)), "batches": {},
     }
     if predictor.interactive:
-        first = first_click_ms(predictor, hu, gt, max(clicks // 2, 5))
-        rec["zoomed_first_p50_ms"], rec["zoomed_first_p95_ms"] = float(np.percentile(first, 50)), float(np.percentile(first, 95))
+        for key, zoomed in (("first", False), ("zoomed_first", True)):
+            first = first_click_ms(predictor, hu, gt, max(clicks // 2, 5), zoomed=zoomed)
+            rec[f"{key}_p50_ms"], rec[f"{key}_p95_ms"] = float(np.percentile(first, 50)), float(np.percentile(first, 95))
     for b in batch_sizes:
         pb, fw = batch_ms(predictor, hu, gt, b, repeats)
         rec["batches"][b] = {"predict_batch_ms_per_slice": pb, "forward_ms_per_slice": fw, "slices_per_s": 1000.0 / pb}
@@ -184,13 +190,14 @@ def measure(weights: str, device: str, dtype: str, channels_last: bool, clicks: 
 
 
 def markdown(records: list[dict]) -> str:
-    lines = ["| device | runtime | dtype | channels_last | click p50 / p95 (ms) | first click zoomed out p50 / p95 (ms) | " + " | ".join(f"B={b} ms/slice (fwd)" for b in records[0]["batches"]) + " | benchmark ms/click (B) | vs forward |"]
-    lines.append("|---|---|---|---|---:|---:|" + "---:|" * len(records[0]["batches"]) + "---:|---:|")
+    lines = ["| device | runtime | dtype | channels_last | click p50 / p95 (ms) | first click p50 / p95 (ms) | first click zoomed out p50 / p95 (ms) | "
+             + " | ".join(f"B={b} ms/slice (fwd)" for b in records[0]["batches"]) + " | benchmark ms/click (B) | vs forward |"]
+    lines.append("|---|---|---|---|---:|---:|---:|" + "---:|" * len(records[0]["batches"]) + "---:|---:|")
     for r in records:
         cells = [f"{v['predict_batch_ms_per_slice']:.1f} ({v['forward_ms_per_slice']:.1f})" for v in r["batches"].values()]
-        zoomed = f"{r['zoomed_first_p50_ms']:.1f} / {r['zoomed_first_p95_ms']:.1f}" if "zoomed_first_p50_ms" in r else "–"
+        first, zoomed = (f"{r[k + '_p50_ms']:.1f} / {r[k + '_p95_ms']:.1f}" if k + "_p50_ms" in r else "–" for k in ("first", "zoomed_first"))
         lines.append(
-            f"| {r['device']} | {r.get('runtime', 'torch')} | {r['dtype']} | {'on' if r['channels_last'] else 'off'} | {r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} | {zoomed} | "
+            f"| {r['device']} | {r.get('runtime', 'torch')} | {r['dtype']} | {'on' if r['channels_last'] else 'off'} | {r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} | {first} | {zoomed} | "
             + " | ".join(cells) + f" | {r['benchmark_ms_per_click']:.1f} ({r['benchmark_batch']}) | {r['benchmark_vs_forward']:.2f}× |"
         )
     return "\n".join(lines)

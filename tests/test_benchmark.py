@@ -472,8 +472,9 @@ def test_speed_command(ckpt, tmp_path):
     rec = json.loads((tmp_path / "speed.json").read_text())["records"][0]
     assert rec["latency_p95_ms"] >= rec["latency_p50_ms"] > 0
     assert set(rec["batches"]) == {"1", "2"} and rec["benchmark_vs_forward"] > 0
-    assert rec["zoomed_first_p95_ms"] >= rec["zoomed_first_p50_ms"] > 0
-    assert "p50 / p95" in (tmp_path / "speed.md").read_text() and "first click zoomed out" in (tmp_path / "speed.md").read_text()
+    assert rec["zoomed_first_p95_ms"] >= rec["zoomed_first_p50_ms"] > 0 and rec["first_p95_ms"] >= rec["first_p50_ms"] > 0
+    md = (tmp_path / "speed.md").read_text()
+    assert "p50 / p95" in md and "| first click p50 / p95 (ms) | first click zoomed out" in md
 
 
 def test_zoomed_first_click_timing_makes_the_zoomed_out_pass(ckpt, monkeypatch):
@@ -485,8 +486,16 @@ def test_zoomed_first_click_timing_makes_the_zoomed_out_pass(ckpt, monkeypatch):
     real = Predictor.prepare_zoomed_out
     monkeypatch.setattr(Predictor, "prepare_zoomed_out", lambda self, *a: views.append(a) or real(self, *a))
     hu, gt = timing_slice(size_px=128)
+    from iunet.inference import ZoomOut
+
+    refined = []
+    real_refined = ZoomOut.refined
+    monkeypatch.setattr(ZoomOut, "refined", lambda self, *a, **k: refined.append(self.refine) or real_refined(self, *a, **k))
     ms = first_click_ms(pred, hu, gt, 3, warmup=1)
     assert len(ms) == 3 and (ms > 0).all() and len(views) == 4  # every first click, the warm-up's too
+    views.clear()
+    ms = first_click_ms(pred, hu, gt, 3, warmup=1, zoomed=False)
+    assert len(ms) == 3 and not views and refined == [True] * 4  # the full view, refined (zoomed out: in ZoomOut.predict)
 
 
 def test_probe_samples_are_the_kinds_they_name_and_the_command_writes_a_table(ckpt, tmp_path):
