@@ -291,8 +291,8 @@ def thin(hu: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float], n: int) ->
     between each pair of neighbours, their HU interpolated linearly, the target by shape (the
     two slices' signed distance maps in mm, weighted by nearness: a structure that grows or
     shrinks between two slices does so gradually; where it ends between them, the nearer
-    slice's mask, none halfway), the slice spacing ``n`` times smaller. ``hu``, ``gt``: (Z, Y, X); ``n`` = 1 returns the
-    volume unchanged. A proxy, not a thin-slice scan: the inserted slices show no anatomy the
+    slice's mask, none halfway), the slice spacing ``n`` times smaller. ``hu``, ``gt``:
+    (Z, Y, X); ``n`` = 1 returns the volume unchanged. A proxy, not a thin-slice scan: the inserted slices show no anatomy the
     stored ones do not and are less noisy (a midway slice by 1/√2; ``--noise-hu`` adds it back).
     What it checks is propagation over ``n`` times as many, more alike steps: whether a mask
     drifts when each step changes little (1.6 mm × 1/2 = 0.8 mm)."""
@@ -303,6 +303,7 @@ def thin(hu: np.ndarray, gt: np.ndarray, spacing_mm: Sequence[float], n: int) ->
         return hu, gt, (dz, dy, dx)
     if hu.shape[0] < 2:
         raise ValueError(f"--thin-slices {n}: the volume has only {hu.shape[0]} slice")
+
     def signed_mm(m: np.ndarray) -> np.ndarray:  # < 0 inside, > 0 outside
         return (ndimage.distance_transform_edt(~m, sampling=(dy, dx))
                 - ndimage.distance_transform_edt(m, sampling=(dy, dx))).astype(np.float32)

@@ -634,8 +634,8 @@ class ZoomOut:
         not the clicked spot's tissue (``zoom_in``; for a large mask, its centre's); ("out",
         None) a large mask, to be predicted zoomed out (``predict``, left to the caller, which
         may batch it); (None, None) the full view, or with ``refine`` (None, p), p ``refined``
-        (the zoomed-out views are refined in ``predict``). ``Session`` and ``VolumeSession`` both decide
-        here."""
+        (the zoomed-out views are refined in ``predict``). ``Session`` and ``VolumeSession``
+        both decide here."""
         wide = self.applies(probability, clicks, threshold)
         if not wide:
             p = self.around_fat(predictor, image_hu, probability, clicks, grid, threshold)
@@ -674,8 +674,9 @@ class ZoomOut:
         """A slice's first clicks ``clicks`` (no previous mask) predicted in the view the user
         asks for, whatever the rules would choose: ``"out"`` the slice zoomed out (``predict``),
         ``"in"`` the square ``_view`` around the last click (zero outside it), ``"full"`` the
-        slice as it is (``"out"`` and ``"full"`` ``refined`` with ``refine``, as a first click is). Probability (Y, X); ``grid``: the slice prepared, if at hand. (The
-        sessions' ``view_first_click``; docs/design.md, "Another view of a first click".)"""
+        slice as it is (``"out"`` and ``"full"`` ``refined`` with ``refine``, as a first click
+        is). Probability (Y, X); ``grid``: the slice prepared, if at hand. (The sessions'
+        ``view_first_click``; docs/design.md, "Another view of a first click".)"""
         if view not in self.VIEWS:
             raise ValueError(f"unknown view {view!r}; one of {', '.join(self.VIEWS)}")
         image_hu = np.asarray(image_hu)
