@@ -665,7 +665,14 @@ class ZoomOut:
         image_hu = np.asarray(image_hu)
         g = predictor.prepare(image_hu) if grid is None else grid
         p = predictor.predict_prepared([g], [image_hu.shape], [list(clicks)], [m])[0]
-        return probability if grew_into_other_tissue(image_hu, m, p >= threshold, 1.0) else p
+        return self._kept(image_hu, probability, m, p, threshold)
+
+    @staticmethod
+    def _kept(image_hu: np.ndarray, first: np.ndarray, mask: np.ndarray, again: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+        """The refinement ``again`` of a first prediction ``first`` (its mask ``mask``), or
+        ``first`` where ``again`` adds another tissue (``grew_into_other_tissue``); for
+        ``refined`` and ``predict`` alike."""
+        return first if mask.any() and grew_into_other_tissue(np.asarray(image_hu), mask, again >= threshold, 1.0) else again
 
     VIEWS = ("full", "out", "in")
 
@@ -708,8 +715,7 @@ class ZoomOut:
             return out
         masks = [p >= 0.5 for p in out]
         again = predictor.predict_prepared(grids, shapes, [list(c) for c in clicks], masks)
-        return [p if m.any() and grew_into_other_tissue(np.asarray(im), m, r >= 0.5, 1.0) else r
-                for im, p, m, r in zip(images_hu, out, masks, again)]
+        return [self._kept(im, p, m, r) for im, p, m, r in zip(images_hu, out, masks, again)]
 
 
 def clicked_piece(prev: np.ndarray, clicks: Sequence[Click], last_only: bool = True) -> np.ndarray | None:
